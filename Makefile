@@ -1,0 +1,19 @@
+# `make run`: set up and run the main job; `make test`: set up and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+QRESNET := $(VENV)/bin/qresnet
+
+.PHONY: run test
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(QRESNET) backends
+	$(QRESNET) transpile --template quanv --backend aer:fake_torino
+	$(QRESNET) transpile --template head --backend aer:fake_torino
+
+test: $(VENV)/.installed
+	$(PY) -m pytest

@@ -1,0 +1,176 @@
+"""Resolve a spec into a backend: its transpilation target, cached transpiled templates and its estimator."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cache
+from typing import Any
+
+from qiskit.primitives import BaseEstimatorV2
+from qiskit.providers import BackendV2
+from qiskit_aer.noise import NoiseModel
+
+from qresnet.backends.aer import aer_estimator
+from qresnet.backends.devices import fake_device
+from qresnet.backends.readout import readout_errors
+from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
+from qresnet.backends.spec import BackendSpec
+from qresnet.backends.transpile import TranspiledTemplate, transpile_template
+from qresnet.circuits import CircuitTemplate
+from qresnet.errors import BackendSpecError, QresnetError
+
+EXECUTION_MODES = ("batch", "session")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How circuits are transpiled and estimated; every field is recorded with a run's results.
+
+    ``shots=None`` means exact expectation values on Aer backends (readout error folded in
+    for noisy ones unless ``readout=False``) and the service default on Runtime backends.
+    """
+
+    shots: int | None = None
+    seed: int | None = None
+    optimization_level: int = 2
+    seed_transpiler: int = 0
+    initial_layout: tuple[int, ...] | None = None
+    readout: bool = True
+    execution_mode: str = "batch"
+    resilience_level: int | None = None
+    dynamical_decoupling: bool | None = None
+    twirling: bool | None = None
+    account: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 1):
+            raise QresnetError(f"shots={self.shots!r} must be a positive integer, or None for exact values")
+        if self.optimization_level not in (0, 1, 2, 3):
+            raise QresnetError(f"optimization_level={self.optimization_level!r} must be 0, 1, 2 or 3")
+        if self.execution_mode not in EXECUTION_MODES:
+            raise QresnetError(f"execution_mode={self.execution_mode!r} must be one of {', '.join(EXECUTION_MODES)}")
+        if self.resilience_level not in (None, 0, 1, 2):
+            raise QresnetError(f"resilience_level={self.resilience_level!r} must be 0, 1 or 2")
+        if self.initial_layout is not None:
+            object.__setattr__(self, "initial_layout", tuple(int(q) for q in self.initial_layout))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@cache
+def noise_model_for(device: str) -> NoiseModel:
+    """Aer's noise model of a fake device, built once per process (seconds for large devices)."""
+    return NoiseModel.from_backend(fake_device(device))
+
+
+class Backend:
+    """A resolved backend. Templates transpile once and are cached; the estimator is made once.
+
+    >>> backend = resolve_backend("aer")
+    >>> from qresnet.circuits import quanv_filter
+    >>> backend.transpile(quanv_filter()).cost.two_qubit_gates
+    6
+    """
+
+    def __init__(self, spec: BackendSpec, options: BackendOptions, device: BackendV2 | None, service: Any = None):
+        self.spec = spec
+        self.options = options
+        self.device = device
+        self.service = service
+        self._transpiled: dict[str, TranspiledTemplate] = {}
+        self._estimator: BaseEstimatorV2 | None = None
+        self._mode: Any = None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec)
+
+    @property
+    def noise_model(self) -> NoiseModel | None:
+        return noise_model_for(self.spec.device) if self.spec.kind == "aer" and self.spec.device else None
+
+    def transpile(self, template: CircuitTemplate) -> TranspiledTemplate:
+        """The template's ISA circuit on this backend, transpiled on first use only."""
+        if template.name not in self._transpiled:
+            o = self.options
+            self._transpiled[template.name] = transpile_template(
+                template, self.device, self.name, o.optimization_level, o.seed_transpiler, o.initial_layout
+            )
+        return self._transpiled[template.name]
+
+    def estimator(self) -> BaseEstimatorV2:
+        """The ``EstimatorV2`` that runs this backend's transpiled circuits."""
+        if self._estimator is None:
+            o = self.options
+            if self.spec.kind == "aer":
+                readout = readout_errors(self.device) if self.device is not None and o.readout else None
+                self._estimator = aer_estimator(self.noise_model, readout, o.shots, o.seed)
+            else:
+                runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
+                self._estimator = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")
+        return self._estimator
+
+    def _execution_mode(self) -> Any:
+        if self.spec.kind == "local":
+            return self.device  # local testing mode runs jobs directly on the fake device
+        if self._mode is None:
+            from qiskit_ibm_runtime import Batch, Session
+
+            self._mode = (Session if self.options.execution_mode == "session" else Batch)(backend=self.device)
+        return self._mode
+
+    def close(self) -> None:
+        """Close the Runtime Session or Batch, if one was opened."""
+        if self._mode is not None:
+            self._mode.close()
+            self._mode = None
+            self._estimator = None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about where it ran."""
+        return {
+            "spec": self.name,
+            "kind": self.spec.kind,
+            "device": self.spec.device,
+            "device_qubits": None if self.device is None else self.device.num_qubits,
+            "noisy": self.spec.noisy,
+            "options": self.options.to_dict(),
+        }
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+def resolve_backend(
+    spec: str | BackendSpec,
+    options: BackendOptions | None = None,
+    *,
+    credentials: IBMCredentials | None = None,
+    service: Any = None,
+) -> Backend:
+    """Parse ``spec`` and bind it to its device (for ``ibm:``, connecting to IBM Quantum)."""
+    spec = BackendSpec.coerce(spec)
+    options = options or BackendOptions()
+    if spec.kind == "aer" and spec.device is None:
+        if options.initial_layout is not None:
+            raise QresnetError("initial_layout needs a device: use aer:<fake device>")
+        return Backend(spec, options, None)
+    if spec.kind in ("aer", "local"):
+        return Backend(spec, options, fake_device(spec.device))
+    service = service or connect_service(credentials, options.account)
+    try:
+        device = service.backend(spec.device)
+    except Exception as exc:  # the service raises QiskitBackendNotFoundError and others
+        try:
+            names = ", ".join(sorted(b.name for b in service.backends()))
+        except Exception:
+            names = "(could not list them)"
+        raise BackendSpecError(f"IBM Quantum has no device {spec.device!r} for this account ({exc}); available: {names}") from None
+    return Backend(spec, options, device, service)

@@ -1,0 +1,123 @@
+"""Per-backend transpilation of templates and what the transpiled circuit costs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from qiskit import QuantumCircuit
+from qiskit.providers import BackendV2
+from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import Target, generate_preset_pass_manager
+
+from qresnet.circuits import CircuitTemplate
+from qresnet.errors import DeviceTooSmallError
+
+_NOT_GATES = ("barrier", "delay")
+
+
+@dataclass(frozen=True)
+class TranspileCost:
+    """What one evaluation of a transpiled template costs on its backend."""
+
+    backend: str
+    template: str
+    num_qubits: int
+    layout: tuple[int, ...]
+    final_layout: tuple[int, ...]
+    depth: int
+    two_qubit_gates: int
+    ops: dict[str, int]
+    estimated_fidelity: float
+    rotation_check: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TranspiledTemplate:
+    """A template's ISA circuit on one backend, with observables mapped to its physical qubits."""
+
+    template: CircuitTemplate
+    circuit: QuantumCircuit
+    observables: tuple[SparsePauliOp, ...]
+    cost: TranspileCost
+
+    @property
+    def response_ready(self) -> bool:
+        """Whether the filter-response method holds on the transpiled circuit (design section 3)."""
+        return self.template.check_rotations(self.circuit).ok
+
+
+def estimated_fidelity(circuit: QuantumCircuit, target: Target | None, measured: tuple[int, ...]) -> float:
+    """Product of (1 - error) over the circuit's gates and the readout of the measured qubits."""
+    if target is None:
+        return 1.0
+    fidelity = 1.0
+    for instruction in circuit.data:
+        name = instruction.operation.name
+        if name in _NOT_GATES or name not in target.operation_names:
+            continue
+        qargs = tuple(circuit.find_bit(q).index for q in instruction.qubits)
+        props = target[name].get(qargs)
+        if props is not None and props.error is not None:
+            fidelity *= 1.0 - props.error
+    if "measure" in target.operation_names:
+        for q in measured:
+            props = target["measure"].get((q,))
+            if props is not None and props.error is not None:
+                fidelity *= 1.0 - props.error
+    return fidelity
+
+
+def transpile_template(
+    template: CircuitTemplate,
+    backend: BackendV2 | None,
+    backend_name: str,
+    optimization_level: int = 2,
+    seed_transpiler: int = 0,
+    initial_layout: tuple[int, ...] | None = None,
+) -> TranspiledTemplate:
+    """Transpile with the preset pass manager and map the observables with ``apply_layout``.
+
+    ``backend=None`` (noiseless Aer) optimises without device constraints.
+    """
+    n = template.num_qubits
+    if backend is not None and n > backend.num_qubits:
+        raise DeviceTooSmallError(
+            f"template {template.name} needs {n} qubits but {backend_name} has only {backend.num_qubits}; "
+            "pick a larger device (see `qresnet backends`) or a smaller template"
+        )
+    if initial_layout is not None and len(initial_layout) != n:
+        raise DeviceTooSmallError(f"initial_layout has {len(initial_layout)} qubits; template {template.name} has {n}")
+    pass_manager = generate_preset_pass_manager(
+        optimization_level=optimization_level,
+        backend=backend,
+        seed_transpiler=seed_transpiler,
+        initial_layout=list(initial_layout) if initial_layout is not None and backend is not None else None,
+    )
+    circuit = pass_manager.run(template.circuit)
+    if circuit.layout is not None:
+        observables = tuple(obs.apply_layout(circuit.layout) for obs in template.observables)
+        layout = tuple(circuit.layout.initial_index_layout(filter_ancillas=True))
+        final = tuple(circuit.layout.final_index_layout(filter_ancillas=True))
+    else:
+        observables, layout = template.observables, tuple(range(n))
+        final = layout
+    measured = tuple(final[q] for q in template.measured_qubits)
+    target = backend.target if backend is not None else None
+    ops = {name: count for name, count in circuit.count_ops().items() if name not in _NOT_GATES}
+    cost = TranspileCost(
+        backend=backend_name,
+        template=template.name,
+        num_qubits=n,
+        layout=layout,
+        final_layout=final,
+        depth=circuit.depth(lambda inst: inst.operation.name not in _NOT_GATES),
+        two_qubit_gates=sum(1 for inst in circuit.data
+                            if inst.operation.num_qubits == 2 and inst.operation.name not in _NOT_GATES),
+        ops=dict(sorted(ops.items())),
+        estimated_fidelity=estimated_fidelity(circuit, target, measured),
+        rotation_check=template.check_rotations(circuit).describe(),
+    )
+    return TranspiledTemplate(template, circuit, observables, cost)

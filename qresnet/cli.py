@@ -1,0 +1,133 @@
+"""The ``qresnet`` command: argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+
+from qresnet.errors import QresnetError
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", default="aer", help="aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)")
+    group.add_argument("--shots", type=int, default=None, help="shots per observable; default: exact values on Aer")
+    group.add_argument("--seed", type=int, default=None, help="simulator seed")
+    group.add_argument("--optimization-level", type=int, default=2, choices=(0, 1, 2, 3))
+    group.add_argument("--seed-transpiler", type=int, default=0)
+    group.add_argument("--initial-layout", default=None, help="physical qubits for the template's qubits, e.g. 3,2,1,0")
+    group.add_argument("--no-readout", action="store_true", help="leave readout error out of exact noisy values")
+    group.add_argument("--execution-mode", default="batch", choices=("batch", "session"), help="ibm: Runtime execution mode")
+    group.add_argument("--resilience-level", type=int, default=None, choices=(0, 1, 2))
+    group.add_argument("--dynamical-decoupling", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--twirling", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--account", default=None, help="ibm: a saved QiskitRuntimeService account name")
+
+
+def _backend_options(args: argparse.Namespace):
+    from qresnet.backends import BackendOptions
+
+    layout = None
+    if args.initial_layout:
+        try:
+            layout = tuple(int(q) for q in args.initial_layout.split(","))
+        except ValueError:
+            raise QresnetError(f"--initial-layout {args.initial_layout!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
+    return BackendOptions(
+        shots=args.shots, seed=args.seed, optimization_level=args.optimization_level,
+        seed_transpiler=args.seed_transpiler, initial_layout=layout, readout=not args.no_readout,
+        execution_mode=args.execution_mode, resilience_level=args.resilience_level,
+        dynamical_decoupling=args.dynamical_decoupling, twirling=args.twirling, account=args.account,
+    )
+
+
+def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    cells = [[", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in (r[c] for c in columns)] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def cmd_backends(args: argparse.Namespace) -> None:
+    from qresnet.backends import KINDS, describe_fake_devices
+
+    devices = describe_fake_devices()
+    if args.format == "json":
+        print(json.dumps({"specs": KINDS, "fake_devices": devices}, indent=2))
+        return
+    print("Backend specs:")
+    for kind, text in KINDS.items():
+        print(f"  {kind:<6} {text}")
+    print(f"\nFake devices for aer:<device> and local:<device> ({len(devices)}):")
+    _print_table(devices, ["name", "num_qubits", "two_qubit_gates"])
+
+
+def _template(args: argparse.Namespace):
+    from qresnet.circuits import quantum_head, quanv_filter
+
+    if args.template == "quanv":
+        return quanv_filter(args.kernel_size, args.reps, args.entanglement, args.readout)
+    return quantum_head(args.head_qubits, args.head_measured, args.reps, args.entanglement)
+
+
+def cmd_transpile(args: argparse.Namespace) -> None:
+    from qresnet.backends import resolve_backend
+
+    template = _template(args)
+    backend = resolve_backend(args.backend, _backend_options(args))
+    cost = backend.transpile(template).cost.to_dict()
+    if args.format == "json":
+        print(json.dumps(cost, indent=2))
+        return
+    width = max(map(len, cost))
+    for key, value in cost.items():
+        if key == "estimated_fidelity":
+            value = f"{value:.4g}"
+        print(f"{key:<{width}}  {value}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qresnet", description="Residual quanvolutional neural networks on Qiskit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("backends", help="list backend specs and fake devices")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_backends)
+
+    p = sub.add_parser("transpile", help="transpile a template for a backend and report its cost")
+    p.add_argument("--template", choices=("quanv", "head"), default="quanv")
+    p.add_argument("--kernel-size", type=int, default=2, help="quanv: patch size k (k*k qubits)")
+    p.add_argument("--reps", type=int, default=2, help="ansatz repetitions")
+    p.add_argument("--entanglement", choices=("chain", "ring"), default="chain")
+    p.add_argument("--readout", choices=("mean", "per-qubit"), default="mean", help="quanv: output readout")
+    p.add_argument("--head-qubits", type=int, default=10, help="head: amplitude-encoding qubits")
+    p.add_argument("--head-measured", type=int, default=4, help="head: measured qubits (classes)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _add_backend_arguments(p)
+    p.set_defaults(run=cmd_transpile)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"qiskit_ibm_runtime\..*")
+    try:
+        args.run(args)
+    except QresnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
