@@ -1,0 +1,70 @@
+"""ResQuNN: stacked quanvolution layers with residual skips and a classical head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from qresnet.errors import QresnetError
+from qresnet.nn.quanv import QuanvLayer
+from qresnet.nn.residual import ResidualSpec
+
+
+class ResQuNN(nn.Module):
+    """L quanvolution layers, a :class:`ResidualSpec`, and a linear head on the flattened final map.
+
+    >>> from qiskit_aer.primitives import EstimatorV2
+    >>> from qresnet.circuits import quanv_filter
+    >>> est, t = EstimatorV2(options={"default_precision": 0.0}), quanv_filter()
+    >>> model = ResQuNN([QuanvLayer(t, est, seed=s) for s in (1, 2)], "O1+O2", (8, 8), num_classes=10)
+    >>> model(torch.rand(3, 8, 8)).shape, model.feature_shape
+    (torch.Size([3, 10]), (4, 4))
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[QuanvLayer],
+        residual: str | ResidualSpec,
+        input_shape: tuple[int, int],
+        num_classes: int,
+        padding: str = "bottom-right",
+        seed: int | None = None,
+    ):
+        super().__init__()
+        if not layers:
+            raise QresnetError("ResQuNN needs at least one quanvolution layer")
+        if any(layer.num_outputs != 1 for layer in layers):
+            raise QresnetError("ResQuNN layers need the single-output ('mean') readout to stack")
+        self.layers = nn.ModuleList(layers)
+        self.residual = ResidualSpec.coerce(residual, len(layers))
+        self.padding = padding
+        kernels = {layer.kernel_size for layer in layers}
+        if len(kernels) != 1:
+            raise QresnetError(f"all layers need the same kernel size, got {sorted(kernels)}")
+        self.feature_shape = self.residual.node_shapes(tuple(input_shape), kernels.pop())[-1]
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.head = nn.Linear(self.feature_shape[0] * self.feature_shape[1], num_classes, dtype=torch.float64)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final map h_L, shape (B, H_L, W_L)."""
+        if x.dim() == 4 and x.shape[1] == 1:
+            x = x[:, 0]
+        nodes = [x.to(torch.float64)]
+        for k, layer in enumerate(self.layers, start=1):
+            nodes.append(self.residual.combine(k, layer(nodes[k - 1]), nodes, self.padding))
+        return nodes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+    def quantum_parameters(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+    def freeze_quantum(self) -> ResQuNN:
+        """The paper's frozen-quantum benchmark: quantum weights fixed, only the head trains."""
+        for p in self.quantum_parameters():
+            p.requires_grad_(False)
+        return self

@@ -1,0 +1,50 @@
+"""The filter response (design section 3): 3^q design points instead of one circuit per patch.
+
+Each input enters one rotation with angle theta = scale * x, so every expectation value is
+multilinear in v(theta) = (1, sin theta, cos theta) per input:
+
+    f(x) = sum over a in {0,1,2}^q of T[a] * prod_i v(theta_i)[a_i]
+
+The values at theta_i in {0, pi/2, pi} determine T exactly: they are T contracted with
+A = [[1,0,1],[1,1,0],[1,0,-1]] (the rows v(0), v(pi/2), v(pi)) along every axis, so T is the
+values contracted with inv(A) along every axis. Both maps are linear, so torch autograd
+carries weight gradients from patches back to the design-point values, and the input
+gradient of a patch is exact: d v / d theta = (0, cos theta, -sin theta).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+DESIGN_ANGLES = (0.0, math.pi / 2, math.pi)
+_A_INV = torch.tensor([[0.5, 0.0, 0.5], [-0.5, 1.0, -0.5], [0.5, 0.0, -0.5]], dtype=torch.float64)
+
+
+def design_points(num_inputs: int, scale: float) -> np.ndarray:
+    """The 3^q input rows whose angles are all of {0, pi/2, pi}^q, first input slowest."""
+    grid = np.indices((3,) * num_inputs).reshape(num_inputs, -1).T
+    return np.asarray(DESIGN_ANGLES)[grid] / scale
+
+
+def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
+    """T of shape (3,)*q + (K,) from design-point values of shape (3^q, K)."""
+    t = values.reshape((3,) * num_inputs + (values.shape[-1],))
+    a_inv = _A_INV.to(values.dtype)
+    for axis in range(num_inputs):
+        t = torch.movedim(torch.tensordot(a_inv, t, dims=([1], [axis])), 0, axis)
+    return t
+
+
+def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
+    """f at a batch of inputs (..., q) -> (..., K): contract T with v(theta_i), one input at a time."""
+    q = inputs.shape[-1]
+    lead = inputs.shape[:-1]
+    theta = scale * inputs.reshape(-1, q)
+    v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (N, q, 3)
+    out = torch.matmul(v[:, 0], tensor.reshape(3, -1))  # (N, 3^(q-1) K)
+    for i in range(1, q):
+        out = torch.einsum("nj,njr->nr", v[:, i], out.reshape(out.shape[0], 3, -1))
+    return out.reshape(*lead, tensor.shape[-1])

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
+
+from qresnet.backends import resolve_backend
+from qresnet.circuits import quanv_filter
+from qresnet.qnn import BatchedParamShiftGradient, design_points, evaluate_response, response_tensor
+
+FILTER = quanv_filter()
+
+
+@pytest.fixture(scope="module", params=["aer", "aer:fake_manila"])
+def backend(request):
+    return resolve_backend(request.param)
+
+
+def _expectations(estimator, circuit, observable, rows):
+    return np.asarray(estimator.run([(circuit, observable, rows)]).result()[0].data.evs)
+
+
+def test_batched_gradient_equals_stock_and_finite_differences(backend, rng):
+    tt = backend.transpile(FILTER)
+    circuit, obs, est = tt.circuit, tt.observables[0], backend.estimator()
+    rows = rng.uniform(0, 1, (3, circuit.num_parameters))
+    batched = BatchedParamShiftGradient(est)
+    ours = np.array(batched.run([circuit] * 3, [obs] * 3, rows).result().gradients)
+    assert batched.pubs_sent == 1  # every row and shift of the call in one PUB
+    stock = np.array(ParamShiftEstimatorGradient(est).run([circuit] * 3, [obs] * 3, rows).result().gradients)
+    np.testing.assert_allclose(ours, stock, atol=1e-12)
+    h = 1e-5
+    fd = np.empty_like(ours)
+    for j in range(circuit.num_parameters):
+        step = np.zeros(circuit.num_parameters)
+        step[j] = h
+        fd[:, j] = (_expectations(est, circuit, obs, rows + step) - _expectations(est, circuit, obs, rows - step)) / (2 * h)
+    np.testing.assert_allclose(ours, fd, atol=1e-8)
+    # a subset of parameters (weights only), as EstimatorQNN asks when input_gradients=False
+    weights = [p for p in circuit.parameters if p.name.startswith("w")]
+    subset = np.array(batched.run([circuit] * 3, [obs] * 3, rows, parameters=[weights] * 3).result().gradients)
+    columns = [list(circuit.parameters).index(p) for p in weights]
+    np.testing.assert_allclose(subset, fd[:, columns], atol=1e-8)
+
+
+def test_response_tensor_recovers_a_multilinear_function(rng):
+    """Independent of any circuit: a random T, its values at the design points, the solve gives T back."""
+    q, k = 3, 2
+    tensor = torch.as_tensor(rng.normal(size=(3,) * q + (k,)))
+    points = torch.as_tensor(design_points(q, np.pi))
+    assert points.shape == (27, 3) and set(np.unique(points.numpy())) == {0.0, 0.5, 1.0}
+    values = evaluate_response(tensor, points, np.pi)
+    theta = np.pi * points.numpy()
+    v = np.stack([np.ones_like(theta), np.sin(theta), np.cos(theta)], -1)
+    direct = np.einsum("abck,na,nb,nc->nk", tensor.numpy(), v[:, 0], v[:, 1], v[:, 2])
+    np.testing.assert_allclose(values.numpy(), direct, atol=1e-12)
+    np.testing.assert_allclose(response_tensor(values, q).numpy(), tensor.numpy(), atol=1e-12)
