@@ -207,3 +207,16 @@ def test_estimated_fidelity_is_the_product_of_gate_and_readout_errors():
         expected *= 1 - target["measure"][(q,)].error
     assert tt.cost.estimated_fidelity == pytest.approx(expected, rel=1e-12)
     assert resolve_backend("aer").transpile(FILTER).cost.estimated_fidelity == 1.0
+
+
+def test_transpile_cache_tells_equal_named_templates_apart():
+    """Two templates with the same name but their own Parameters each get their own transpiled circuit."""
+    from qresnet.circuits.quanv import _quanv_filter
+
+    backend = resolve_backend("aer:fake_manila")
+    first = backend.transpile(FILTER)
+    other = _quanv_filter.__wrapped__(2, 2, "chain", "mean")  # a fresh object, bypassing the factory cache
+    assert other.name == FILTER.name and other is not FILTER
+    second = backend.transpile(other)
+    assert second.template is other and set(second.circuit.parameters) == set(other.circuit.parameters)
+    assert backend.transpile(FILTER) is first

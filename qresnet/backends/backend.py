@@ -78,7 +78,7 @@ class Backend:
         self.options = options
         self.device = device
         self.service = service
-        self._transpiled: dict[str, TranspiledTemplate] = {}
+        self._transpiled: dict[int, TranspiledTemplate] = {}  # by template identity: equal names may hold other Parameters
         self._estimator: BaseEstimatorV2 | None = None
         self._mode: Any = None
 
@@ -92,12 +92,12 @@ class Backend:
 
     def transpile(self, template: CircuitTemplate) -> TranspiledTemplate:
         """The template's ISA circuit on this backend, transpiled on first use only."""
-        if template.name not in self._transpiled:
+        cached = self._transpiled.get(id(template))
+        if cached is None or cached.template is not template:
             o = self.options
-            self._transpiled[template.name] = transpile_template(
-                template, self.device, self.name, o.optimization_level, o.seed_transpiler, o.initial_layout
-            )
-        return self._transpiled[template.name]
+            cached = transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, o.initial_layout)
+            self._transpiled[id(template)] = cached
+        return cached
 
     def estimator(self) -> BaseEstimatorV2:
         """The ``EstimatorV2`` that runs this backend's transpiled circuits."""

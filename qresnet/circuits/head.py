@@ -10,6 +10,8 @@ as the filter and binds like any other template.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
@@ -85,10 +87,17 @@ def quantum_head(
 ) -> CircuitTemplate:
     """The head template: amplitude encoding into ``num_qubits``, ansatz, <Z_q> for q < ``measured``.
 
+    Equal arguments return the same (immutable) template object.
+
     >>> t = quantum_head(num_qubits=4, measured=2)
-    >>> (t.num_inputs, t.num_weights, t.num_outputs)
-    (15, 16, 2)
+    >>> (t.num_inputs, t.num_weights, t.num_outputs), t is quantum_head(4, 2)
+    ((15, 16, 2), True)
     """
+    return _quantum_head(num_qubits, measured, reps, entanglement)
+
+
+@cache
+def _quantum_head(num_qubits: int, measured: int, reps: int, entanglement: str) -> CircuitTemplate:
     if not isinstance(num_qubits, int) or num_qubits < 1:
         raise TemplateError(f"num_qubits={num_qubits!r} must be a positive integer")
     if not isinstance(measured, int) or not 1 <= measured <= num_qubits:

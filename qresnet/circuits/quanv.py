@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import cache
 
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
@@ -24,10 +25,17 @@ def quanv_filter(
     ``reps`` repetitions of RY and RZ on every qubit and a CNOT chain (or ring). Readout
     ``mean`` gives one output, the mean of the <Z_i>; ``per-qubit`` gives <Z_i> for each qubit.
 
+    Templates are immutable, so equal arguments return the same object (and Parameters).
+
     >>> t = quanv_filter()
-    >>> (t.num_qubits, t.num_inputs, t.num_weights, t.num_outputs)
-    (4, 4, 16, 1)
+    >>> (t.num_qubits, t.num_inputs, t.num_weights, t.num_outputs), t is quanv_filter(2, 2)
+    ((4, 4, 16, 1), True)
     """
+    return _quanv_filter(kernel_size, reps, entanglement, readout)
+
+
+@cache
+def _quanv_filter(kernel_size: int, reps: int, entanglement: str, readout: str) -> CircuitTemplate:
     if not isinstance(kernel_size, int) or kernel_size < 1:
         raise TemplateError(f"kernel_size={kernel_size!r} must be a positive integer")
     if readout not in READOUTS:
