@@ -14,6 +14,8 @@ from qresnet.errors import QresnetError
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
     group.add_argument("--backend", default="aer", help="aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)")
+    group.add_argument("--engine", choices=("engine", "aer"), default="engine",
+                       help="simulator of aer backends: the vectorized engine (default) or Aer itself")
     group.add_argument("--shots", type=int, default=None, help="shots per observable; default: exact values on Aer")
     group.add_argument("--seed", type=int, default=0, help="seed of the run: weights, data sample, simulator (default 0)")
     group.add_argument("--optimization-level", type=int, default=2, choices=(0, 1, 2, 3))
@@ -37,7 +39,7 @@ def _backend_options(args: argparse.Namespace):
         except ValueError:
             raise QresnetError(f"--initial-layout {args.initial_layout!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
     return BackendOptions(
-        shots=args.shots, seed=args.seed, optimization_level=args.optimization_level,
+        shots=args.shots, engine=args.engine, seed=args.seed, optimization_level=args.optimization_level,
         seed_transpiler=args.seed_transpiler, initial_layout=layout, readout=not args.no_readout,
         execution_mode=args.execution_mode, resilience_level=args.resilience_level,
         dynamical_decoupling=args.dynamical_decoupling, twirling=args.twirling, account=args.account,

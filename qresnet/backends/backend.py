@@ -12,6 +12,7 @@ from qiskit_aer.noise import NoiseModel
 
 from qresnet.backends.aer import aer_estimator
 from qresnet.backends.devices import fake_device
+from qresnet.backends.engine import EngineEstimator
 from qresnet.backends.readout import readout_errors
 from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
 from qresnet.backends.spec import BackendSpec
@@ -20,6 +21,7 @@ from qresnet.circuits import CircuitTemplate
 from qresnet.errors import BackendSpecError, QresnetError
 
 EXECUTION_MODES = ("batch", "session")
+ENGINES = ("engine", "aer")
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,11 @@ class BackendOptions:
 
     ``shots=None`` means exact expectation values on Aer backends (readout error folded in
     for noisy ones unless ``readout=False``) and the service default on Runtime backends.
+    ``engine`` picks the simulator of ``aer`` backends: the vectorized engine (default) or Aer.
     """
 
     shots: int | None = None
+    engine: str = "engine"
     seed: int | None = None
     optimization_level: int = 2
     seed_transpiler: int = 0
@@ -47,6 +51,8 @@ class BackendOptions:
             raise QresnetError(f"shots={self.shots!r} must be a positive integer, or None for exact values")
         if self.optimization_level not in (0, 1, 2, 3):
             raise QresnetError(f"optimization_level={self.optimization_level!r} must be 0, 1, 2 or 3")
+        if self.engine not in ENGINES:
+            raise QresnetError(f"engine={self.engine!r} must be one of {', '.join(ENGINES)}")
         if self.execution_mode not in EXECUTION_MODES:
             raise QresnetError(f"execution_mode={self.execution_mode!r} must be one of {', '.join(EXECUTION_MODES)}")
         if self.resilience_level not in (None, 0, 1, 2):
@@ -105,7 +111,9 @@ class Backend:
             o = self.options
             if self.spec.kind == "aer":
                 readout = readout_errors(self.device) if self.device is not None and o.readout else None
-                self._estimator = aer_estimator(self.noise_model, readout, o.shots, o.seed)
+                aer = aer_estimator(self.noise_model, readout, o.shots, o.seed)
+                self._estimator = aer if o.engine == "aer" else EngineEstimator(
+                    self.noise_model, readout, o.shots, o.seed, fallback=aer)
             else:
                 runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
                 self._estimator = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")

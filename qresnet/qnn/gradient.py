@@ -1,26 +1,84 @@
 """A parameter-shift gradient that sends every shifted parameter set of a call in one PUB per circuit.
 
 qiskit-machine-learning's ``ParamShiftEstimatorGradient`` sends one single-binding PUB per
-row, observable and shift (design section 4: about 130x slower than one broadcast PUB).
-This class keeps its preprocessing (each gate angle becomes its own parameter) and its
-chain rule back to the circuit's parameters, and replaces only the evaluation: per gradient
-circuit, the distinct parameter rows and their +-pi/2 shifts form one array of parameter
-values, broadcast against the distinct observables.
+row, observable and shift (design section 4: about 130x slower than one broadcast PUB), and
+its preprocessing hashes the circuit and binds every gate angle once per row. Here, per
+distinct circuit:
+
+- the *shift circuit* gives every parameterised Pauli rotation its own parameter g_i, built
+  once; when every gate angle is affine in the circuit's parameters (as in transpiled
+  templates: rz(pi + w)), g = theta @ A + c for all rows at once, and the chain rule back to
+  theta is a matrix product with A;
+- the distinct rows and their +-pi/2 shifts of the g needed form one array of parameter
+  values, broadcast against the distinct observables: one PUB.
+
+Circuits with other parameterised gates or non-affine angles take qiskit-machine-learning's
+own preprocessing (translation to rotations, chain rule by binding) and the same one-PUB
+evaluation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from qiskit import QuantumCircuit
-from qiskit.circuit import Parameter
+from qiskit.circuit import Parameter, ParameterExpression, ParameterVector
 from qiskit.primitives import BaseEstimatorV2
-from qiskit.providers import Options
 from qiskit.primitives.containers.observables_array import ObservablesArray
+from qiskit.providers import Options
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
+
+from qresnet.backends.engine.simulate import group_rows
+
+SHIFTABLE = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx"})  # exp(-i g/2 P) up to phase
+
+
+@dataclass(frozen=True)
+class ShiftCircuit:
+    """``circuit`` with one parameter per rotation; g = theta @ coeffs + const (g in ``circuit.parameters`` order)."""
+
+    source: QuantumCircuit
+    circuit: QuantumCircuit
+    coeffs: np.ndarray  # (P, m)
+    const: np.ndarray  # (m,)
+
+
+def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
+    """The unique-parameter circuit of ``circuit``, or None if some angle is not an affine Pauli-rotation angle."""
+    index = {p: j for j, p in enumerate(circuit.parameters)}
+    count = sum(1 for inst in circuit.data for a in inst.operation.params
+                if isinstance(a, ParameterExpression) and a.parameters)
+    g = ParameterVector("g", count)
+    out = circuit.copy_empty_like()
+    exprs: list[ParameterExpression] = []
+    for inst in circuit.data:
+        op = inst.operation
+        angles = [a for a in op.params if isinstance(a, ParameterExpression) and a.parameters]
+        if not angles:
+            out.append(inst)
+            continue
+        if op.name not in SHIFTABLE or len(op.params) != 1:
+            return None
+        angle = angles[0]
+        if any(isinstance(s, ParameterExpression) and s.parameters for s in (angle.gradient(p) for p in angle.parameters)):
+            return None
+        new = op.copy()
+        new.params = [g[len(exprs)]]
+        exprs.append(angle)
+        out.append(new, inst.qubits, inst.clbits)
+    order = {p: j for j, p in enumerate(out.parameters)}
+    coeffs = np.zeros((len(index), len(exprs)))
+    const = np.zeros(len(exprs))
+    for i, angle in enumerate(exprs):
+        column = order[g[i]]
+        for p in angle.parameters:
+            coeffs[index[p], column] = complex(angle.gradient(p)).real
+        const[column] = complex(angle.bind({p: 0.0 for p in angle.parameters}).numeric()).real
+    return ShiftCircuit(circuit, out, coeffs, const)
 
 
 class BatchedParamShiftGradient(BaseEstimatorGradient):
@@ -31,10 +89,10 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
     >>> from qiskit.quantum_info import SparsePauliOp
     >>> from qiskit_aer.primitives import EstimatorV2
     >>> theta = Parameter("theta")
-    >>> qc = QuantumCircuit(1); _ = qc.ry(theta, 0)
+    >>> qc = QuantumCircuit(1); _ = qc.ry(2 * theta, 0)
     >>> grad = BatchedParamShiftGradient(EstimatorV2(options={"default_precision": 0.0}))
-    >>> [round(float(g[0]), 6) for g in grad.run([qc, qc], [SparsePauliOp("Z")] * 2, [[0.3], [1.2]]).result().gradients]
-    [-0.29552, -0.932039]
+    >>> [round(float(g[0]), 6) for g in grad.run([qc, qc], [SparsePauliOp("Z")] * 2, [[0.3], [0.6]]).result().gradients]
+    [-1.129285, -1.864078]
     """
 
     SUPPORTED_GATES = ParamShiftEstimatorGradient.SUPPORTED_GATES
@@ -44,6 +102,14 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         self.precision = precision
         self.pubs_sent = 0  # counters for cost reports: PUBs and parameter-set x observable rows
         self.rows_sent = 0
+        self._shift_circuits: dict[int, ShiftCircuit | None] = {}
+
+    def _shift_circuit(self, circuit: QuantumCircuit) -> ShiftCircuit | None:
+        cached = self._shift_circuits.get(id(circuit), False)
+        if cached is False or (cached is not None and cached.source is not circuit):
+            cached = shift_circuit(circuit)
+            self._shift_circuits[id(circuit)] = cached
+        return cached
 
     def _run(
         self,
@@ -53,51 +119,84 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         parameters: Sequence[Sequence[Parameter]],
         **options,
     ) -> EstimatorGradientResult:
-        g_circuits, g_values, g_parameters = self._preprocess(circuits, parameter_values, parameters, self.SUPPORTED_GATES)
-        # group the entries by gradient circuit; within a group, dedupe parameter rows and observables
         groups: dict[int, list[int]] = {}
-        for i, circuit in enumerate(g_circuits):
+        for i, circuit in enumerate(circuits):
             groups.setdefault(id(circuit), []).append(i)
-        pubs, layouts = [], []
-        for members in groups.values():
-            circuit = g_circuits[members[0]]
-            index = {p: j for j, p in enumerate(circuit.parameters)}
-            rows: list[np.ndarray] = []
-            row_blocks: dict[bytes, int] = {}  # (base values, shifted params) -> first row of its block
-            obs_index: dict[int, int] = {}
-            obs_list: list[BaseOperator] = []
-            entry_layout = []
-            for i in members:
-                base = np.asarray(g_values[i], dtype=float)
-                cols = np.array([index[p] for p in g_parameters[i]], dtype=int)
-                key = base.tobytes() + cols.tobytes()
-                if key not in row_blocks:
-                    row_blocks[key] = len(rows)
-                    shifts = np.zeros((2 * len(cols), len(base)))
-                    shifts[np.arange(len(cols)), cols] = np.pi / 2
-                    shifts[len(cols) + np.arange(len(cols)), cols] = -np.pi / 2
-                    rows.extend(base + shifts)
-                if id(observables[i]) not in obs_index:
-                    obs_index[id(observables[i])] = len(obs_list)
-                    obs_list.append(observables[i])
-                entry_layout.append((i, obs_index[id(observables[i])], row_blocks[key], len(cols)))
-            values = np.array(rows).reshape(len(rows), circuit.num_parameters)
-            column = np.empty((len(obs_list), 1), dtype=object)  # filled by hand: numpy would iterate a SparsePauliOp
-            for k, observable in enumerate(obs_list):
-                column[k, 0] = observable
-            obs = ObservablesArray.coerce(column)
-            pubs.append((circuit, obs, values))
-            layouts.append(entry_layout)
-            self.rows_sent += len(obs_list) * len(rows)
+        shifts = {key: self._shift_circuit(circuits[members[0]]) for key, members in groups.items()}
+        if any(s is None for s in shifts.values()):
+            return self._run_translated(circuits, observables, parameter_values, parameters, **options)
+        pubs, plans = [], []
+        for key, members in groups.items():
+            pub, plan = self._plan(shifts[key], members, observables, parameter_values, parameters)
+            pubs.append(pub)
+            plans.append(plan)
+        results = self._send(pubs)
+        gradients: list[np.ndarray] = [np.empty(0)] * len(circuits)
+        for result, plan in zip(results, plans):
+            evs = np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1])
+            plan(evs, gradients)
+        return EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in parameters],
+                                       options=Options(**options))
+
+    def _plan(self, sc: ShiftCircuit, members, observables, parameter_values, parameters):
+        """One PUB for all entries of one circuit, and the function that turns its values into gradients."""
+        index = {p: j for j, p in enumerate(sc.source.parameters)}
+        values = np.asarray([parameter_values[i] for i in members], dtype=float)
+        subset_keys = [tuple(index[p] for p in parameters[i]) for i in members]
+        subsets = sorted(set(subset_keys))
+        # the g to shift: those any requested parameter enters
+        wanted = np.flatnonzero(np.any(sc.coeffs[list({c for s in subsets for c in s})] != 0, axis=0))
+        rows, inverse = group_rows(values)
+        base = rows @ sc.coeffs + sc.const  # (U, m)
+        n = len(wanted)
+        delta = np.zeros((2 * n, base.shape[1]))
+        delta[np.arange(n), wanted] = np.pi / 2
+        delta[n + np.arange(n), wanted] = -np.pi / 2
+        shifted = (base[:, None, :] + delta[None]).reshape(-1, base.shape[1])
+        obs_ids: dict[int, int] = {}
+        obs_list: list[BaseOperator] = []
+        for i in members:
+            if id(observables[i]) not in obs_ids:
+                obs_ids[id(observables[i])] = len(obs_list)
+                obs_list.append(observables[i])
+        column = np.empty((len(obs_list), 1), dtype=object)  # filled by hand: numpy would iterate a SparsePauliOp
+        for k, observable in enumerate(obs_list):
+            column[k, 0] = observable
+        self.rows_sent += len(obs_list) * len(shifted)
+
+        def finish(evs: np.ndarray, gradients: list) -> None:
+            pm = evs.reshape(len(obs_list), len(rows), 2, n)
+            d_g = (pm[:, :, 0] - pm[:, :, 1]) / 2  # (K, U, n)
+            d_theta = d_g @ sc.coeffs[:, wanted].T  # (K, U, P) by the chain rule
+            for position, i in enumerate(members):
+                k = obs_ids[id(observables[i])]
+                gradients[i] = d_theta[k, inverse[position]][list(subset_keys[position])]
+
+        return (sc.circuit, ObservablesArray.coerce(column), shifted), finish
+
+    def _send(self, pubs):
         self.pubs_sent += len(pubs)
-        results = self._estimator.run(pubs, precision=self.precision).result()
+        return self._estimator.run(pubs, precision=self.precision).result()
+
+    def _run_translated(self, circuits, observables, parameter_values, parameters, **options) -> EstimatorGradientResult:
+        """qiskit-machine-learning's translation and chain rule, with the one-PUB-per-circuit evaluation."""
+        g_circuits, g_values, g_parameters = self._preprocess(circuits, parameter_values, parameters, self.SUPPORTED_GATES)
+        sources = {}
+        for c in g_circuits:
+            sources.setdefault(id(c), c)
+        identity = {key: ShiftCircuit(c, c, np.eye(c.num_parameters), np.zeros(c.num_parameters))
+                    for key, c in sources.items()}
+        groups: dict[int, list[int]] = {}
+        for i, c in enumerate(g_circuits):
+            groups.setdefault(id(c), []).append(i)
+        pubs, plans = [], []
+        for key, members in groups.items():
+            pub, plan = self._plan(identity[key], members, observables, g_values, g_parameters)
+            pubs.append(pub)
+            plans.append(plan)
         gradients: list[np.ndarray] = [np.empty(0)] * len(g_circuits)
-        for result, entry_layout in zip(results, layouts):
-            evs = np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1])  # (observables, rows)
-            for i, o, start, n in entry_layout:
-                plus, minus = evs[o, start:start + n], evs[o, start + n:start + 2 * n]
-                gradients[i] = (plus - minus) / 2
-        unique = EstimatorGradientResult(
-            gradients=gradients, metadata=[{"parameters": p} for p in g_parameters], options=Options(**options)
-        )
+        for result, plan in zip(self._send(pubs), plans):
+            plan(np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1]), gradients)
+        unique = EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in g_parameters],
+                                         options=Options(**options))
         return self._postprocess(unique, circuits, parameter_values, parameters)

@@ -1,0 +1,292 @@
+"""A circuit compiled for the engine: per-qubit prefixes, a body, affine angle maps, noise as PTMs.
+
+The prefix of a qubit is every operation on it before its first multi-qubit operation, its
+local noise included: the state stays a product there, one Bloch vector per qubit and row.
+The body is the rest; rows that share the body's parameter values share its Heisenberg image
+of the observable (design section 4). Runs of single-qubit body operations on one qubit
+between multi-qubit operations form one block, fused at run time into one 4x4 PTM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter, ParameterExpression
+from qiskit.quantum_info import Operator, SuperOp
+
+from qresnet.backends.engine.ptm import compose_1q, kraus_ptm, rotation_ptm_terms, superop_ptm, unitary_ptm
+from qresnet.errors import QresnetError
+
+PAULI_ROTATIONS = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx"})
+IGNORED = frozenset({"barrier"})
+IDLE = frozenset({"delay", "id"})  # identities that may still carry noise
+
+
+class UnsupportedInstructionError(QresnetError, ValueError):
+    """The engine cannot simulate an instruction of the circuit."""
+
+
+@dataclass
+class AngleMap:
+    """Gate angles as affine functions of the circuit's parameter values: values @ coeffs + const."""
+
+    coeffs: np.ndarray  # (P, m)
+    const: np.ndarray  # (m,)
+    nonlinear: list[tuple[int, ParameterExpression, list[int]]] = field(default_factory=list)
+
+    def __call__(self, values: np.ndarray, params: Sequence[Parameter]) -> np.ndarray:
+        angles = values @ self.coeffs + self.const
+        for column, expr, used in self.nonlinear:  # rare: expressions that are not affine
+            for row in range(len(values)):
+                angles[row, column] = float(expr.bind({params[j]: values[row, j] for j in used}).numeric())
+        return angles
+
+    @property
+    def columns(self) -> set[int]:
+        used = set(np.flatnonzero(np.any(self.coeffs != 0, axis=1)).tolist())
+        for _, _, cols in self.nonlinear:
+            used.update(cols)
+        return used
+
+
+def angle_map(angles: Sequence, index: dict[Parameter, int]) -> AngleMap:
+    coeffs = np.zeros((len(index), len(angles)))
+    const = np.zeros(len(angles))
+    nonlinear = []
+    for m, angle in enumerate(angles):
+        if not isinstance(angle, ParameterExpression) or not angle.parameters:
+            const[m] = float(angle)
+            continue
+        slopes = {p: angle.gradient(p) for p in angle.parameters}
+        if any(isinstance(s, ParameterExpression) and s.parameters for s in slopes.values()):
+            nonlinear.append((m, angle, [index[p] for p in angle.parameters]))
+            continue
+        for p, s in slopes.items():
+            coeffs[index[p], m] = complex(s).real
+        const[m] = complex(angle.bind({p: 0.0 for p in angle.parameters}).numeric()).real
+    return AngleMap(coeffs, const, nonlinear)
+
+
+def _u3(theta, phi, lam):
+    c, s = np.cos(theta / 2), np.sin(theta / 2)
+    return np.stack([np.stack([c + 0j, -np.exp(1j * lam) * s], -1),
+                     np.stack([np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c], -1)], -2)
+
+
+# multi-angle gates with closed forms, vectorised over rows of angles
+UNITARY_BUILDERS = {
+    "u": lambda a: _u3(a[:, 0], a[:, 1], a[:, 2]),
+    "u3": lambda a: _u3(a[:, 0], a[:, 1], a[:, 2]),
+    "u2": lambda a: _u3(np.full(len(a), np.pi / 2), a[:, 0], a[:, 1]),
+    "r": lambda a: _u3(a[:, 0], a[:, 1] - np.pi / 2, np.pi / 2 - a[:, 1]),
+}
+
+
+@dataclass
+class Step:
+    """One operation (gate and the noise after it) on compact qubits, as a PTM or a PTM builder."""
+
+    qubits: tuple[int, ...]
+    fixed: np.ndarray | None = None  # (4^k, 4^k) when no parameter enters
+    rotation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # R = A + cos B + sin C
+    builder: object = None  # angles (N, m) -> unitaries (N, 2^k, 2^k)
+    angles: AngleMap | None = None
+    noise: np.ndarray | None = None  # PTM applied after the gate
+    generator: np.ndarray | None = None  # Pauli rotations: P, for the statevector route
+    matrix: np.ndarray | None = None  # fixed unitary, for the statevector route (None for channels)
+    operation: object = None
+
+    @property
+    def columns(self) -> set[int]:
+        return self.angles.columns if self.angles is not None else set()
+
+    def ptm(self, values: np.ndarray, params: Sequence[Parameter]) -> np.ndarray:
+        """(4^k, 4^k), or (N, 4^k, 4^k) for N rows of parameter values."""
+        if self.fixed is not None:
+            return self.fixed
+        angles = self.angles(values, params)
+        if self.rotation is not None:
+            a, b, c = self.rotation
+            theta = angles[:, 0, None, None]
+            r = a + np.cos(theta) * b + np.sin(theta) * c
+        else:
+            r = unitary_ptm(self.unitary(angles))
+        return r if self.noise is None else self.noise @ r
+
+    def unitary(self, angles: np.ndarray) -> np.ndarray:
+        if self.builder is not None:
+            return self.builder(angles)
+        out = np.empty((len(angles), 2 ** len(self.qubits), 2 ** len(self.qubits)), dtype=complex)
+        for row, values in enumerate(angles):  # any other parameterised standard gate
+            gate = self.operation.copy()
+            gate.params = [float(v) for v in values]
+            out[row] = Operator(gate).data
+        return out
+
+
+@dataclass
+class Block:
+    """A run of single-qubit body steps on one qubit, fused into one PTM per row."""
+
+    qubit: int
+    steps: list[Step]
+
+    @property
+    def qubits(self) -> tuple[int, ...]:
+        return (self.qubit,)
+
+    @property
+    def columns(self) -> set[int]:
+        return set().union(*(s.columns for s in self.steps))
+
+    def ptm(self, values: np.ndarray, params: Sequence[Parameter]) -> np.ndarray:
+        return compose_1q([s.ptm(values, params) for s in self.steps])
+
+
+@dataclass
+class Program:
+    """A compiled circuit: ``n`` simulated qubits (``physical[i]`` is compact qubit i)."""
+
+    physical: tuple[int, ...]
+    parameters: tuple[Parameter, ...]
+    prefix: list[list[Step]]  # per compact qubit, forward order
+    body: list[Step | Block]  # forward order
+    noisy: bool
+    steps: list[Step]  # every step in circuit order (statevector route)
+
+    @property
+    def num_qubits(self) -> int:
+        return len(self.physical)
+
+    @property
+    def body_columns(self) -> list[int]:
+        return sorted(set().union(*(op.columns for op in self.body))) if self.body else []
+
+
+def _fuse_fixed(steps: list[Step]) -> list[Step]:
+    """Merge consecutive parameter-free single-qubit steps into one fixed PTM."""
+    out: list[Step] = []
+    for step in steps:
+        if step.fixed is not None and out and out[-1].fixed is not None:
+            out[-1] = Step(step.qubits, fixed=step.fixed @ out[-1].fixed)
+        else:
+            out.append(step)
+    return out
+
+
+def _channel_ptm(error) -> np.ndarray:
+    return superop_ptm(SuperOp(error.to_quantumchannel()).data)
+
+
+def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Sequence[int] = ()) -> Program:
+    """Compile ``circuit`` (logical or ISA) under an optional Aer ``NoiseModel``."""
+    if noise_model is not None and any(inst.operation.name == "delay" for inst in circuit.data):
+        pass_manager = noise_model._pass_manager()  # Aer's own relaxation-on-delay pass, as Aer applies it
+        if pass_manager is not None:
+            circuit = pass_manager.run(circuit)
+    touched = {circuit.find_bit(q).index for inst in circuit.data
+               if inst.operation.name not in IGNORED for q in inst.qubits}
+    physical = tuple(sorted(touched | set(extra_qubits)))
+    compact = {q: i for i, q in enumerate(physical)}
+    parameters = tuple(circuit.parameters)
+    index = {p: j for j, p in enumerate(parameters)}
+    local = noise_model._local_quantum_errors if noise_model is not None else {}
+    default = noise_model._default_quantum_errors if noise_model is not None else {}
+    noise_cache: dict = {}
+
+    def noise_for(name: str, qubits: tuple[int, ...]):
+        if noise_model is None:
+            return None
+        key = (name, qubits)
+        if key not in noise_cache:
+            error = local.get(name, {}).get(qubits, default.get(name))
+            noise_cache[key] = None if error is None else (_channel_ptm(error), error.num_qubits)
+        return noise_cache[key]
+
+    steps: list[Step] = []
+    for inst in circuit.data:
+        op = inst.operation
+        name = op.name
+        if name in IGNORED:
+            continue
+        phys = tuple(circuit.find_bit(q).index for q in inst.qubits)
+        if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
+            raise UnsupportedInstructionError(
+                f"the engine evaluates estimator circuits without measurements or control flow; "
+                f"found {name!r} on qubits {phys} (use --engine aer for dynamic circuits)"
+            )
+        qubits = tuple(compact[q] for q in phys)
+        k = len(qubits)
+        step = Step(qubits, operation=op)
+        params = list(op.params) if name not in IDLE else []
+        if name in IDLE:
+            step.fixed, step.matrix = np.eye(4**k), np.eye(2**k)
+        elif name == "reset":
+            step.fixed = kraus_ptm([np.array([[1, 0], [0, 0]]), np.array([[0, 1], [0, 0]])])
+        elif hasattr(op, "_quantum_error"):  # Aer's quantum_channel instructions, e.g. from the delay pass
+            step.fixed = _channel_ptm(op._quantum_error)
+        elif any(isinstance(p, ParameterExpression) and p.parameters for p in params):
+            step.angles = angle_map(params, index)
+            if name in PAULI_ROTATIONS:
+                gate_at = lambda t, op=op: unitary_ptm(Operator(_with_params(op, [t])).data)  # noqa: E731
+                step.rotation = rotation_ptm_terms(gate_at)
+                # U(pi) = -i P; p and u1 are rz up to a global phase
+                step.generator = (np.diag([1.0, -1.0]).astype(complex) if name in ("p", "u1")
+                                  else 1j * Operator(_with_params(op, [np.pi])).data)
+            elif name in UNITARY_BUILDERS:
+                step.builder = UNITARY_BUILDERS[name]
+        else:
+            try:
+                step.matrix = Operator(op).data
+                step.fixed = unitary_ptm(step.matrix)
+            except Exception:
+                try:
+                    step.fixed = superop_ptm(SuperOp(op).data)
+                except Exception as exc:
+                    raise UnsupportedInstructionError(f"the engine cannot simulate instruction {name!r}: {exc}") from None
+        found = noise_for(getattr(op, "label", None) or name, phys)
+        if found is not None:
+            ptm, error_qubits = found
+            if error_qubits != k:
+                raise UnsupportedInstructionError(f"noise on {name!r} acts on {error_qubits} qubits, the gate on {k}")
+            if step.fixed is not None:
+                step.fixed = ptm @ step.fixed
+                step.matrix = None
+            else:
+                step.noise = ptm
+        steps.append(step)
+
+    prefix: list[list[Step]] = [[] for _ in physical]
+    entangled = [False] * len(physical)
+    raw_body: list[Step] = []
+    for step in steps:
+        if len(step.qubits) == 1 and not entangled[step.qubits[0]]:
+            prefix[step.qubits[0]].append(step)
+        else:
+            for q in step.qubits:
+                entangled[q] = entangled[q] or len(step.qubits) > 1
+            raw_body.append(step)
+    body: list[Step | Block] = []
+    pending: dict[int, list[Step]] = {}
+    for step in raw_body:
+        if len(step.qubits) == 1:
+            pending.setdefault(step.qubits[0], []).append(step)
+            continue
+        for q in step.qubits:
+            if pending.get(q):
+                body.append(Block(q, _fuse_fixed(pending.pop(q))))
+        body.append(step)
+    for q, run in pending.items():
+        if run:
+            body.append(Block(q, _fuse_fixed(run)))
+    return Program(physical, parameters, [_fuse_fixed(p) for p in prefix], body,
+                   noisy=noise_model is not None, steps=steps)
+
+
+def _with_params(op, values: list[float]):
+    gate = op.copy()
+    gate.params = values
+    return gate

@@ -1,0 +1,170 @@
+"""Exact expectation values of a compiled program: Heisenberg over PTMs, or statevector when ideal and wide."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qresnet.backends.engine.program import Block, Program, Step
+from qresnet.backends.engine.ptm import unitary_ptm
+
+
+def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> np.ndarray:
+    """Pauli coefficient vectors (K, 4^n) on the program's compact qubits from {label: coeff} dicts."""
+    n = program.num_qubits
+    compact = {q: i for i, q in enumerate(program.physical)}
+    out = np.zeros((len(terms_list), 4**n))
+    for k, terms in enumerate(terms_list):
+        for label, coeff in terms.items():
+            index = 0
+            for pos, char in enumerate(reversed(label)):
+                if char != "I":
+                    if pos not in compact:
+                        raise ValueError(f"observable acts on qubit {pos}, which the circuit does not simulate")
+                    index += "IXYZ".index(char) * 4 ** compact[pos]
+            out[k, index] += complex(coeff).real
+    return out
+
+
+def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """o (G, K, 4^n) -> o R on ``qubits``; R is (4^k, 4^k) or (G, 4^k, 4^k)."""
+    g, k = o.shape[0], o.shape[1]
+    axes = [2 + (n - 1 - q) for q in reversed(qubits)]  # op index: argument 0 least significant
+    t = o.reshape((g, k) + (4,) * n)
+    t = np.moveaxis(t, axes, range(-len(qubits), 0))
+    shape = t.shape
+    t = t.reshape(g, -1, 4 ** len(qubits)) @ ptm
+    return np.moveaxis(t.reshape(shape), range(-len(qubits), 0), axes).reshape(g, k, 4**n)
+
+
+PER_GROUP_LOOP = 64  # up to this many body settings, contract group by group with matmuls
+
+
+def group_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct rows, inverse) of a 2D array, like ``np.unique(axis=0)`` but by a 1D key.
+
+    The key is a fixed random projection of each row; equal rows get equal keys, and the
+    grouping is checked row by row, with the exact (slower) ``np.unique`` if two distinct
+    rows ever share a key.
+    """
+    if x.shape[1] == 0:
+        return x[:1], np.zeros(len(x), dtype=np.int64)
+    key = x @ _PROJECTION[: x.shape[1]]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    distinct = x[first]
+    if not np.array_equal(distinct[inverse], x):
+        distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+    return distinct, inverse.reshape(-1)
+
+
+_PROJECTION = np.random.default_rng(20240214).uniform(0.5, 1.5, 4096) * np.sqrt(np.arange(1, 4097))
+
+
+def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
+    """Bloch vectors (1, x, y, z) of qubit q after its prefix, one per row: r -> R r, step by step."""
+    r = np.zeros((len(values), 4))
+    r[:, 0] = r[:, 3] = 1.0
+    for step in program.prefix[q]:
+        if step.fixed is not None:
+            r = r @ step.fixed.T
+            continue
+        angles = step.angles(values, program.parameters)
+        if step.rotation is not None:
+            a, b, c = step.rotation
+            theta = angles[:, :1]
+            r = r @ a.T + np.cos(theta) * (r @ b.T) + np.sin(theta) * (r @ c.T)
+        else:
+            r = np.einsum("rij,rj->ri", unitary_ptm(step.unitary(angles)), r)
+        if step.noise is not None:
+            r = r @ step.noise.T
+    return r
+
+
+def heisenberg(program: Program, observables: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(K, R) exact values: the observables carried back through the body once per distinct body setting."""
+    n, params = program.num_qubits, program.parameters
+    columns = program.body_columns
+    settings, group = group_rows(values[:, columns])
+    representatives = np.zeros((len(settings), values.shape[1]))
+    representatives[:, columns] = settings
+    o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
+    for op in reversed(program.body):
+        o = _apply(o, op.ptm(representatives, params), op.qubits, n)
+    bloch = [prefix_bloch(program, values, q) for q in range(n)]
+    # Tr[O rho] = sum_j o_j prod_q r_q[j_q]: contract the most significant qubit by a matmul
+    # per body setting, then the others row by row
+    k = observables.shape[0]
+    if len(settings) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
+        t = o[group]  # (R, K, 4^n)
+        for q in range(n):
+            t = (t.reshape(len(values), k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
+        return t.reshape(len(values), k).T
+    out = np.empty((len(values), k))
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(len(settings) + 1))
+    top = bloch[n - 1]
+    for g in range(len(settings)):
+        rows = order[bounds[g]:bounds[g + 1]]
+        t = top[rows] @ o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)  # (R_g, K * 4^(n-1))
+        t = t.reshape(len(rows), k, -1)
+        for q in range(n - 2, -1, -1):
+            t = (t.reshape(len(rows), k, 4, -1) * bloch[q][rows][:, None, :, None]).sum(axis=2)
+        out[rows] = t.reshape(len(rows), k)
+    return out.T
+
+
+def statevector(program: Program, observables: list[dict[str, float]], values: np.ndarray) -> np.ndarray:
+    """(K, R) exact values for ideal circuits by batched statevector simulation (wide circuits)."""
+    n, params = program.num_qubits, program.parameters
+    compact = {q: i for i, q in enumerate(program.physical)}
+    psi = np.zeros((len(values), 2**n), dtype=complex)
+    psi[:, 0] = 1.0
+    for step in program.steps:
+        psi = _apply_unitary(psi, _step_unitary(step, values, params), step.qubits, n)
+    out = np.zeros((len(observables), len(values)))
+    basis = np.arange(2**n)
+    for k, terms in enumerate(observables):
+        for label, coeff in terms.items():
+            x = z = 0
+            ys = 0
+            for pos, char in enumerate(reversed(label)):
+                if char == "I":
+                    continue
+                bit = 1 << compact[pos]
+                x |= bit if char in "XY" else 0
+                z |= bit if char in "ZY" else 0
+                ys += char == "Y"
+            # P|i> = (-i)^{#Y} ... phase (-1)^{popcount(i & z)} i^{#Y} |i ^ x>
+            sign = 1 - 2 * (_popcount(basis & z) & 1)
+            phase = (1j) ** ys * sign
+            value = np.einsum("ri,ri->r", psi[:, basis ^ x].conj(), phase * psi)
+            out[k] += (complex(coeff) * value).real
+    return out
+
+
+def _popcount(v: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(v).astype(np.int64) if hasattr(np, "bitwise_count") else \
+        np.array([bin(int(x)).count("1") for x in v])
+
+
+def _step_unitary(step: Step, values: np.ndarray, params) -> np.ndarray:
+    if step.matrix is not None:
+        return step.matrix
+    if step.fixed is not None or step.noise is not None:
+        raise ValueError("the statevector route takes ideal circuits only")
+    angles = step.angles(values, params)
+    if step.generator is not None:
+        half = angles[:, 0, None, None] / 2
+        return np.cos(half) * np.eye(len(step.generator)) - 1j * np.sin(half) * step.generator
+    return step.unitary(angles)
+
+
+def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    axes = [1 + (n - 1 - q) for q in reversed(qubits)]
+    t = np.moveaxis(psi.reshape((len(psi),) + (2,) * n), axes, range(-len(qubits), 0))
+    shape = t.shape
+    flat = t.reshape(len(psi), -1, 2 ** len(qubits))
+    flat = flat @ (u.T if u.ndim == 2 else np.swapaxes(u, -1, -2))
+    return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
+
+
+__all__ = ["Block", "heisenberg", "observable_vectors", "statevector"]
