@@ -103,7 +103,7 @@ def _direct_density_matrix_values(backend, x, w):
     support = sorted({q for p in obs.paulis for q in np.flatnonzero(p.x | p.z)})
     assert set(support) <= set(used)
     reduced = SparsePauliOp.from_sparse_list(
-        [(label.replace("I", ""), [used.index(q) for q in np.flatnonzero(p.x | p.z)], c)
+        [(label[::-1].replace("I", ""), [used.index(q) for q in np.flatnonzero(p.x | p.z)], c)
          for p, label, c in zip(obs.paulis, obs.paulis.to_labels(), obs.coeffs)], len(used))
     simulator = AerSimulator(method="density_matrix", noise_model=noise_model_for(backend.spec.device))
     values = []
@@ -118,12 +118,12 @@ def _direct_density_matrix_values(backend, x, w):
 @pytest.mark.parametrize("device", ["fake_manila", "fake_torino"])
 def test_exact_noisy_values_equal_direct_density_matrix_run(rng, device):
     x, w = _params(rng, 4)
-    no_readout = resolve_backend(f"aer:{device}", BackendOptions(readout=False))
+    no_readout = resolve_backend(f"aer:{device}", BackendOptions(readout=False, engine="aer"))
     evs, stds, _ = _run(no_readout, x, w)
     np.testing.assert_allclose(evs, _direct_density_matrix_values(no_readout, x, w), atol=1e-10)
     ideal = _logical_values(x, w)
     assert np.max(np.abs(evs - ideal)) > 1e-3  # the noise model does something
-    with_readout, _, _ = _run(resolve_backend(f"aer:{device}"), x, w)
+    with_readout, _, _ = _run(resolve_backend(f"aer:{device}", BackendOptions(engine="aer")), x, w)
     assert np.max(np.abs(with_readout - evs)) > 1e-3  # and so does readout
 
 

@@ -104,6 +104,22 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         self.rows_sent = 0
         self._shift_circuits: dict[int, ShiftCircuit | None] = {}
 
+    def _validate_arguments(self, circuits, observables, parameter_values, parameters) -> None:
+        """The stock checks, once per distinct (circuit, observable, parameters) instead of once per row."""
+        if not (len(circuits) == len(observables) == len(parameter_values) == len(parameters)):
+            raise ValueError(
+                f"circuits ({len(circuits)}), observables ({len(observables)}), parameter_values "
+                f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
+            )
+        seen: dict[tuple[int, int, int], int] = {}
+        for i, (c, o, p) in enumerate(zip(circuits, observables, parameters)):
+            seen.setdefault((id(c), id(o), id(p)), i)
+        for i in seen.values():
+            super()._validate_arguments([circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]])
+        widths = {len(row) for row in parameter_values}
+        if len({c.num_parameters for c in circuits}) == 1 and widths != {circuits[0].num_parameters}:
+            raise ValueError(f"parameter_values rows have {sorted(widths)} values; the circuit has {circuits[0].num_parameters} parameters")
+
     def _shift_circuit(self, circuit: QuantumCircuit) -> ShiftCircuit | None:
         cached = self._shift_circuits.get(id(circuit), False)
         if cached is False or (cached is not None and cached.source is not circuit):

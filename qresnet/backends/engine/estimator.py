@@ -89,6 +89,7 @@ class EngineEstimator(BaseEstimatorV2):
         self.fallback = fallback
         self._programs: dict[tuple, tuple[QuantumCircuit, Program]] = {}
         self._folded: dict[tuple, dict[str, float]] = {}
+        self._qubits: dict[int, tuple[QuantumCircuit, set[int]]] = {}
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> _CompletedJob:
         results = [self._run_pub(EstimatorPub.coerce(pub, precision)) for pub in pubs]
@@ -100,6 +101,14 @@ class EngineEstimator(BaseEstimatorV2):
         if cached is None or cached[0] is not circuit:
             cached = (circuit, compile_circuit(circuit, self.noise_model, extra))
             self._programs[key] = cached
+        return cached[1]
+
+    def _touched(self, circuit: QuantumCircuit) -> set[int]:
+        cached = self._qubits.get(id(circuit))
+        if cached is None or cached[0] is not circuit:
+            touched = {circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits
+                       if inst.operation.name != "barrier"}
+            cached = self._qubits[id(circuit)] = (circuit, touched)
         return cached[1]
 
     def _fold(self, terms: dict[str, float]) -> dict[str, float]:
@@ -128,8 +137,7 @@ class EngineEstimator(BaseEstimatorV2):
         o_b, r_b = np.broadcast_arrays(obs_index, row_index)
 
         support = {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
-        touched = {circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits
-                   if inst.operation.name != "barrier"}
+        touched = self._touched(circuit)
         extra = tuple(sorted(support - touched))
         width = len(touched | support)
         noisy = self.noise_model is not None

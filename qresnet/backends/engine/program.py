@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -96,6 +97,7 @@ class Step:
     angles: AngleMap | None = None
     noise: np.ndarray | None = None  # PTM applied after the gate
     generator: np.ndarray | None = None  # Pauli rotations: P, for the statevector route
+    plane: tuple[int, int] | None = None  # 1q Pauli rotations: the two Bloch components it turns
     matrix: np.ndarray | None = None  # fixed unitary, for the statevector route (None for channels)
     operation: object = None
 
@@ -161,7 +163,7 @@ class Program:
     def num_qubits(self) -> int:
         return len(self.physical)
 
-    @property
+    @cached_property
     def body_columns(self) -> list[int]:
         return sorted(set().union(*(op.columns for op in self.body))) if self.body else []
 
@@ -233,6 +235,9 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
             if name in PAULI_ROTATIONS:
                 gate_at = lambda t, op=op: unitary_ptm(Operator(_with_params(op, [t])).data)  # noqa: E731
                 step.rotation = rotation_ptm_terms(gate_at)
+                if k == 1:  # B is the identity on two Bloch components, C turns one into the other
+                    i, j = np.flatnonzero(np.diag(step.rotation[1]))
+                    step.plane = (int(i), int(j)) if step.rotation[2][j, i] > 0 else (int(j), int(i))
                 # U(pi) = -i P; p and u1 are rz up to a global phase
                 step.generator = (np.diag([1.0, -1.0]).astype(complex) if name in ("p", "u1")
                                   else 1j * Operator(_with_params(op, [np.pi])).data)

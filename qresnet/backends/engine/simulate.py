@@ -68,7 +68,13 @@ def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
             r = r @ step.fixed.T
             continue
         angles = step.angles(values, program.parameters)
-        if step.rotation is not None:
+        if step.plane is not None:  # rotation of the (i, j) Bloch components by the angle
+            i, j = step.plane
+            cos, sin = np.cos(angles[:, 0]), np.sin(angles[:, 0])
+            ri, rj = r[:, i].copy(), r[:, j]
+            r[:, i] = cos * ri - sin * rj
+            r[:, j] = sin * ri + cos * rj
+        elif step.rotation is not None:
             a, b, c = step.rotation
             theta = angles[:, :1]
             r = r @ a.T + np.cos(theta) * (r @ b.T) + np.sin(theta) * (r @ c.T)

@@ -1,0 +1,391 @@
+"""The PennyLane peer figure: the design section 5 training workload written the fast PennyLane way.
+
+Workload (shared by all peers): two quanvolution layers, 2x2 windows with stride 2
+(28x28 -> 14x14 -> 7x7). Patch value x_i (row-major in the patch) is encoded as RY(pi*x_i) on
+qubit i; then 2 x [RY(w) on every qubit, RZ(w) on every qubit, CNOT 0-1, 1-2, 2-3]
+(16 weights per layer, weight k in that gate order); the output per patch is the mean of the
+four <Z_i>. Residual O1+O2: layer 2 reads O1 (detached: in our model layer 2's input is a
+measured value, so no gradient flows back through it), h2 = pad(O2, bottom-right) + O1 (14x14);
+linear head 196 -> 10, cross-entropy, Adam lr 0.01, batch 16. The figure is training images per
+second of a full step (forward, backward, optimizer step), median over timed steps after one
+warm-up step.
+
+Variants:
+
+* ideal: ``default.qubit``, torch interface, ``diff_method="backprop"``; all patches of the batch
+  are one broadcast dimension, so each layer is ONE QNode call per step.
+* noisy: ``default.mixed`` with a ``DepolarizingChannel`` after every gate, probabilities from
+  IBM's FakeTorino calibration (see :func:`torino_noise`); broadcasting + backprop as well, but
+  the broadcast is cut into chunks of ``noisy_chunk`` patches (one QNode call each): on this
+  machine a 3136-patch broadcast density-matrix call is several times slower (and far more
+  erratic) than the same patches in chunks of a few hundred.
+
+    cd benchmarks && ../.venv/bin/python pennylane_peer.py
+
+Import from the benchmark scripts (``sys.path`` holding ``benchmarks/``)::
+
+    from pennylane_peer import pennylane_available, peer_images_per_second
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    import pennylane as qml
+except ImportError:  # the peer figure is optional: callers check pennylane_available()
+    qml = None
+
+N_QUBITS = 4
+REPS = 2
+N_WEIGHTS = 2 * N_QUBITS * REPS  # 16
+CNOT_PAIRS = ((0, 1), (1, 2), (2, 3))
+MEASUREMENTS = ("zi", "ham", "probs")
+# Fastest measurement per variant on this machine (2 cores); see the notes in the module's report.
+# zi: qml.expval(Z_i) for each i, mean taken in torch; ham: qml.expval of sum_i Z_i / 4;
+# probs: qml.probs of all wires contracted with the diagonal of sum_i Z_i / 4 in torch.
+DEFAULT_MEASUREMENT = {False: "ham", True: "probs"}
+DEFAULT_NOISY_CHUNK = 392  # patches per default.mixed QNode call (2 images of layer-1 patches)
+
+
+def pennylane_available() -> bool:
+    return qml is not None
+
+
+# --------------------------------------------------------------------------------------------
+# noise: IBM fake_torino calibration -> depolarizing probabilities
+# --------------------------------------------------------------------------------------------
+
+@functools.cache
+def torino_noise() -> dict:
+    """Depolarizing probabilities comparable to ``FakeTorino`` (mean sx and cz errors of its target).
+
+    Conversion. The target's ``error`` is an average gate infidelity r = 1 - F_avg (RB-style).
+    PennyLane's ``DepolarizingChannel(p)`` applies X, Y, Z each with probability p/3, i.e. a
+    Pauli channel with process fidelity F_pro = 1 - p; with F_avg = (d F_pro + 1) / (d + 1):
+
+    * one qubit (d = 2): r = 2p/3, so p_1q = 3 r_sx / 2 (the same depolarizing strength Qiskit
+      Aer's ``NoiseModel.from_backend`` derives from the same number);
+    * two qubits: the cz error is applied as TWO independent single-qubit DepolarizingChannels
+      (one on each CNOT qubit, after the CNOT), each with probability p_2q; their product
+      channel has F_pro = (1 - p_2q)^2, d = 4, so r_cz = (4/5)(1 - (1 - p_2q)^2), i.e.
+      p_2q = 1 - sqrt(1 - 5 r_cz / 4): the pair of channels has the calibrated average error.
+
+    The single-qubit channel follows every single-qubit gate, the encoding RY, the trainable RY
+    and RZ alike. (On the device RZ is virtual and error-free while an RY costs two sx pulses, so
+    one sx-sized error per RY and per RZ gives about the same total.) cz pairs whose calibrated
+    error is 1.0 are the device's non-operational couplers, which a transpiler never routes
+    through; they are left out of the mean (with them it would be ~0.08, dominated by dead
+    pairs). No readout error is modelled (the peer figure is about simulation cost).
+    """
+    from qiskit_ibm_runtime.fake_provider import FakeTorino
+
+    target = FakeTorino().target
+    sx = [p.error for p in target["sx"].values() if p is not None and p.error is not None]
+    cz_all = [p.error for p in target["cz"].values() if p is not None and p.error is not None]
+    cz = [e for e in cz_all if e < 1.0]
+    r1, r2 = float(np.mean(sx)), float(np.mean(cz))
+    return {
+        "backend": "FakeTorino",
+        "sx_error_mean": r1,
+        "cz_error_mean": r2,
+        "cz_error_mean_including_dead_pairs": float(np.mean(cz_all)),
+        "sx_qubits": len(sx),
+        "cz_pairs_used": len(cz),
+        "cz_pairs_excluded_error_1": len(cz_all) - len(cz),
+        "p_1q": 1.5 * r1,
+        "p_2q_per_qubit": 1.0 - math.sqrt(1.0 - 1.25 * r2),
+        "placement": "DepolarizingChannel(p_1q) after every RY/RZ (encoding included); "
+                     "DepolarizingChannel(p_2q_per_qubit) on control and on target after every CNOT",
+        "conversion": "p_1q = 3/2 r_sx; p_2q = 1 - sqrt(1 - 5/4 r_cz) (two 1-qubit channels with average error r_cz)",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------------
+
+def _z_mean_diagonal() -> torch.Tensor:
+    """Diagonal of (Z_0 + Z_1 + Z_2 + Z_3) / 4 in PennyLane's basis order (wire 0 most significant)."""
+    bits = (np.arange(2 ** N_QUBITS)[:, None] >> (N_QUBITS - 1 - np.arange(N_QUBITS))) & 1
+    return torch.as_tensor((1.0 - 2.0 * bits).mean(axis=1))
+
+
+def make_filter(noise: dict | None = None, measurement: str = "ham"):
+    """The quanvolution filter as a function ``(patches (N, 4), weights (16,)) -> (N,)`` of one QNode.
+
+    ``noise`` None: default.qubit; else default.mixed with the channels of :func:`torino_noise`.
+    """
+    if measurement not in MEASUREMENTS:
+        raise ValueError(f"measurement={measurement!r} is not one of {MEASUREMENTS}")
+    dev = qml.device("default.mixed" if noise else "default.qubit", wires=N_QUBITS)
+    p1 = noise["p_1q"] if noise else 0.0
+    p2 = noise["p_2q_per_qubit"] if noise else 0.0
+    hamiltonian = qml.Hamiltonian([1.0 / N_QUBITS] * N_QUBITS, [qml.PauliZ(q) for q in range(N_QUBITS)])
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def circuit(x, w):
+        for q in range(N_QUBITS):
+            qml.RY(math.pi * x[..., q], wires=q)  # broadcast over the patches
+            if noise:
+                qml.DepolarizingChannel(p1, wires=q)
+        k = 0
+        for _ in range(REPS):
+            for gate in (qml.RY, qml.RZ):
+                for q in range(N_QUBITS):
+                    gate(w[k], wires=q)
+                    k += 1
+                    if noise:
+                        qml.DepolarizingChannel(p1, wires=q)
+            for c, t in CNOT_PAIRS:
+                qml.CNOT(wires=[c, t])
+                if noise:
+                    qml.DepolarizingChannel(p2, wires=c)
+                    qml.DepolarizingChannel(p2, wires=t)
+        if measurement == "zi":
+            return [qml.expval(qml.PauliZ(q)) for q in range(N_QUBITS)]
+        if measurement == "ham":
+            return qml.expval(hamiltonian)
+        return qml.probs(wires=range(N_QUBITS))
+
+    zdiag = _z_mean_diagonal()
+
+    def apply(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = circuit(x, w)
+        if measurement == "zi":
+            return torch.stack(list(out), dim=-1).mean(dim=-1)
+        if measurement == "probs":
+            return out @ zdiag.to(out.dtype)
+        return out
+
+    apply.circuit = circuit
+    return apply
+
+
+def patches(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B * H/2 * W/2, 4): 2x2 stride-2 patches, values row-major in the patch."""
+    b, h, w = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2).permute(0, 1, 3, 2, 4).reshape(-1, 4)
+
+
+class PeerModel(nn.Module):
+    """Two PennyLane quanvolution layers, residual O1+O2, linear head 196 -> 10 (float64)."""
+
+    def __init__(self, noise: dict | None = None, seed: int = 0, measurement: str | None = None,
+                 chunk: int | None = None):
+        super().__init__()
+        self.measurement = measurement or DEFAULT_MEASUREMENT[bool(noise)]
+        self.chunk = chunk
+        self.filter = make_filter(noise, self.measurement)
+        gen = torch.Generator().manual_seed(seed)
+        self.w1 = nn.Parameter((torch.rand(N_WEIGHTS, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi)
+        self.w2 = nn.Parameter((torch.rand(N_WEIGHTS, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi)
+        torch.manual_seed(seed)
+        self.head = nn.Linear(14 * 14, 10, dtype=torch.float64)
+
+    def layer(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        b, h, wd = x.shape
+        p = patches(x)
+        if self.chunk is None or len(p) <= self.chunk:
+            out = self.filter(p, w)
+        else:
+            out = torch.cat([self.filter(p[s:s + self.chunk], w) for s in range(0, len(p), self.chunk)])
+        return out.reshape(b, h // 2, wd // 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        o1 = self.layer(x.to(torch.float64), self.w1)  # (B, 14, 14)
+        o2 = self.layer(o1.detach(), self.w2)  # (B, 7, 7): layer 2's input is a measured value
+        return nn.functional.pad(o2, (0, 7, 0, 7)) + o1  # h2 = pad(O2) + O1, (B, 14, 14)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+# --------------------------------------------------------------------------------------------
+# the figure
+# --------------------------------------------------------------------------------------------
+
+def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def peer_images_per_second(noisy: bool, images: torch.Tensor, labels: torch.Tensor, steps: int = 3,
+                           seed: int = 0, *, noisy_images: int | None = None, noisy_steps: int | None = None,
+                           measurement: str | None = None, noisy_chunk: int | None = DEFAULT_NOISY_CHUNK) -> dict:
+    """Training images per second of the PennyLane peer (median of timed steps after one warm-up).
+
+    Returns {"images_per_s", "device", "steps", "images_timed", "scaled", "noise", "pennylane", ...}.
+    The noisy variant may be timed on the first ``noisy_images`` images only, for ``noisy_steps``
+    steps; every cost of a step is proportional to the number of patches, so images/s on fewer
+    images is the figure for the batch, and ``scaled`` says it was measured that way
+    (``seconds_per_step`` is then scaled linearly to the batch).
+    """
+    if qml is None:
+        raise RuntimeError("PennyLane is not installed (pip install pennylane)")
+    batch = len(images)
+    noise = torino_noise() if noisy else None
+    n = min(batch, noisy_images) if noisy and noisy_images else batch
+    timed_steps = max(1, min(steps, noisy_steps) if noisy and noisy_steps else steps)
+    model = PeerModel(noise, seed, measurement, noisy_chunk if noisy else None)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = images[:n].to(torch.float64), labels[:n]
+    _step(model, opt, x, y)  # warm-up
+    times = []
+    for _ in range(timed_steps):
+        start = time.perf_counter()
+        _step(model, opt, x, y)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "images_per_s": n / seconds,
+        "device": "default.mixed" if noisy else "default.qubit",
+        "steps": timed_steps,
+        "images_timed": n,
+        "scaled": n < batch,
+        "noise": noise,
+        "pennylane": qml.__version__,
+        "batch": batch,
+        "seconds_per_step": seconds * batch / n,
+        "step_seconds": times,
+        "measurement": model.measurement,
+        "chunk": model.chunk,
+        "diff_method": "backprop",
+        "broadcast": True,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# correctness: an independent numpy computation of the same circuit
+# --------------------------------------------------------------------------------------------
+
+def _np_ry(t: float) -> np.ndarray:
+    c, s = math.cos(t / 2), math.sin(t / 2)
+    return np.array([[c, -s], [s, c]], dtype=complex)
+
+
+def _np_rz(t: float) -> np.ndarray:
+    return np.diag([np.exp(-0.5j * t), np.exp(0.5j * t)])
+
+
+def _np_apply1(rho_or_psi: np.ndarray, u: np.ndarray, q: int, density: bool) -> np.ndarray:
+    """Apply a one-qubit matrix to axis q (state, shape (2,)*4) or axes q and q+4 (density, (2,)*8)."""
+    out = np.moveaxis(np.tensordot(u, rho_or_psi, axes=([1], [q])), 0, q)
+    if density:
+        out = np.moveaxis(np.tensordot(u.conj(), out, axes=([1], [q + N_QUBITS])), 0, q + N_QUBITS)
+    return out
+
+
+def _np_cnot(a: np.ndarray, c: int, t: int, density: bool) -> np.ndarray:
+    def flip(x: np.ndarray, c: int, t: int) -> np.ndarray:
+        x = x.copy()
+        idx = [slice(None)] * x.ndim
+        idx[c] = 1
+        sub = x[tuple(idx)]  # the control-1 half; axis t shifts down by one if t > c
+        x[tuple(idx)] = np.flip(sub, axis=t - (t > c))
+        return x
+    a = flip(a, c, t)
+    return flip(a, c + N_QUBITS, t + N_QUBITS) if density else a
+
+
+def _np_depolarize(rho: np.ndarray, p: float, q: int) -> np.ndarray:
+    paulis = (np.array([[0, 1], [1, 0]], complex), np.array([[0, -1j], [1j, 0]]), np.diag([1.0 + 0j, -1.0]))
+    return (1 - p) * rho + sum(p / 3 * _np_apply1(rho, s, q, True) for s in paulis)
+
+
+def reference_filter(x: np.ndarray, w: np.ndarray, noise: dict | None = None) -> float:
+    """Mean <Z_i> of the filter circuit by plain numpy: state vector, or density matrix with ``noise``."""
+    density = noise is not None
+    p1 = noise["p_1q"] if density else 0.0
+    p2 = noise["p_2q_per_qubit"] if density else 0.0
+    shape = (2,) * (2 * N_QUBITS if density else N_QUBITS)
+    a = np.zeros(shape, dtype=complex)
+    a[(0,) * len(shape)] = 1.0
+
+    def one(a, u, q):
+        a = _np_apply1(a, u, q, density)
+        return _np_depolarize(a, p1, q) if density else a
+
+    for q in range(N_QUBITS):
+        a = one(a, _np_ry(math.pi * x[q]), q)
+    k = 0
+    for _ in range(REPS):
+        for make in (_np_ry, _np_rz):
+            for q in range(N_QUBITS):
+                a = one(a, make(w[k]), q)
+                k += 1
+        for c, t in CNOT_PAIRS:
+            a = _np_cnot(a, c, t, density)
+            if density:
+                a = _np_depolarize(_np_depolarize(a, p2, c), p2, t)
+    if density:
+        probs = np.real(np.einsum("abcdabcd->abcd", a))
+    else:
+        probs = np.abs(a) ** 2
+    z = [float(np.sum(probs.take(0, axis=q)) - np.sum(probs.take(1, axis=q))) for q in range(N_QUBITS)]
+    return float(np.mean(z))
+
+
+def check_against_reference(n_patches: int = 5, seed: int = 1, verbose: bool = False) -> float:
+    """Max |PennyLane - numpy| over random patches and weights, ideal and noisy, every measurement.
+
+    Also checks the layer's patch order: one 4x4 image through ``PeerModel.layer`` against the
+    reference filter on image[2r:2r+2, 2c:2c+2] flattened row-major.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n_patches, N_QUBITS))
+    w = rng.uniform(-math.pi, math.pi, N_WEIGHTS)
+    worst = 0.0
+    for noise in (None, torino_noise()):
+        ref = np.array([reference_filter(p, w, noise) for p in x])
+        for measurement in MEASUREMENTS:
+            got = make_filter(noise, measurement)(torch.as_tensor(x), torch.as_tensor(w)).detach().numpy()
+            diff = float(np.max(np.abs(got - ref)))
+            worst = max(worst, diff)
+            if verbose:
+                print(f"  {'noisy' if noise else 'ideal'} {measurement:5s}: max |pennylane - numpy| = {diff:.2e}")
+    model = PeerModel(None, seed)
+    image = rng.uniform(0, 1, (4, 4))
+    with torch.no_grad():
+        got = model.layer(torch.as_tensor(image)[None], model.w1)[0].numpy()
+    ref = np.array([[reference_filter(image[2 * r:2 * r + 2, 2 * c:2 * c + 2].reshape(-1), model.w1.detach().numpy())
+                     for c in range(2)] for r in range(2)])
+    diff = float(np.max(np.abs(got - ref)))
+    if verbose:
+        print(f"  layer patch order (4x4 image): max diff = {diff:.2e}")
+    return max(worst, diff)
+
+
+if __name__ == "__main__":
+    import os
+
+    if not pennylane_available():
+        raise SystemExit("PennyLane is not installed")
+    print(f"PennyLane {qml.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads")
+    print(f"load average: {os.getloadavg()}")
+    print("reference check (PennyLane filter vs independent numpy):")
+    print(f"  max abs difference {check_against_reference(verbose=True):.2e}")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 28, 28, dtype=torch.float64, generator=gen)
+    labels = torch.randint(0, 10, (16,), generator=gen)
+    for noisy, kwargs in ((False, {"steps": 5}), (True, {"steps": 3, "noisy_images": 16, "noisy_steps": 2})):
+        r = peer_images_per_second(noisy, images, labels, **kwargs)
+        how = f"{r['images_timed']} images" + (f", scaled to {r['batch']}" if r["scaled"] else "")
+        print(f"{'noisy' if noisy else 'ideal'} ({r['device']}, {r['measurement']}, chunk {r['chunk']}): "
+              f"{r['images_per_s']:.2f} images/s, {r['seconds_per_step']:.3f} s/step "
+              f"(median of {r['steps']} step(s) on {how}; steps {', '.join(f'{t:.3f}' for t in r['step_seconds'])} s)")
+        if r["noise"]:
+            nz = r["noise"]
+            print(f"  noise: sx error {nz['sx_error_mean']:.3e} -> p_1q {nz['p_1q']:.3e}; "
+                  f"cz error {nz['cz_error_mean']:.3e} ({nz['cz_pairs_excluded_error_1']} dead pairs excluded) "
+                  f"-> p_2q {nz['p_2q_per_qubit']:.3e} per CNOT qubit")
+    print(f"load average: {os.getloadavg()}")
