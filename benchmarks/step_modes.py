@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from _common import median, mnist_batch, time_calls, train_step, write_json
-from qresnet.backends import resolve_backend
+from qresnet.backends import BackendOptions, resolve_backend
 from qresnet.circuits import quanv_filter
 from qresnet.nn import QuanvLayer, ResQuNN
 
@@ -33,16 +33,21 @@ def build(backend, mode: str, gradient: str, seed: int) -> tuple[ResQuNN, torch.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="aer")
+    parser.add_argument("--engine", default="aer", choices=("aer", "engine"),
+                        help="simulator under both modes (default: Aer itself, the method's cost without the engine)")
+    parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--per-patch-images", type=int, default=1, help="images per-patch mode is timed on")
     parser.add_argument("--repeats", type=int, default=5, help="timed response-mode steps (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
 
-    backend = resolve_backend(args.backend)
+    backend = resolve_backend(args.backend, BackendOptions(engine=args.engine))
     images, labels, source = mnist_batch(args.batch, args.seed)
-    print(f"workload: 2 layers, O1+O2, linear 196->10, Adam 0.01, batch {args.batch}, {source}, backend {backend.name}")
+    print(f"workload: 2 layers, O1+O2, linear 196->10, Adam 0.01, batch {args.batch}, {source}, "
+          f"backend {backend.name}, engine {args.engine}")
 
     model, opt = build(backend, "response", "batched", args.seed)
     train_step(model, opt, images, labels)  # warm-up: transpile cache, estimator start
@@ -62,7 +67,8 @@ def main() -> None:
     print(f"response mode is {ratio:,.0f}x faster than per-patch mode with the stock gradient "
           f"({results['batched'] / response_s:,.0f}x faster than per-patch with the batched gradient)")
     write_json(args.json, {
-        "benchmark": "step_modes", "backend": backend.name, "batch": args.batch, "data": source,
+        "benchmark": "step_modes", "backend": backend.name, "engine": args.engine,
+        "torch_threads": args.torch_threads, "batch": args.batch, "data": source,
         "response_s_per_step": response_s, "response_images_per_s": args.batch / response_s,
         "per_patch_stock_s_per_step": results["stock"], "per_patch_batched_s_per_step": results["batched"],
         "per_patch_measured_images": n, "per_patch_scaled": n != args.batch,
