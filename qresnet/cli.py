@@ -116,6 +116,15 @@ def cmd_grads(args: argparse.Namespace) -> int:
     return 0 if all(r.agrees for r in rows) else 1
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from qresnet.data import DEFAULT_MNIST_URL, MNIST_FILES, fetch_mnist
+
+    directory = fetch_mnist(args.data_dir, args.url or DEFAULT_MNIST_URL)
+    print(f"MNIST is in {directory}:")
+    for name in MNIST_FILES:
+        print(f"  {directory / name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qresnet", description="Residual quanvolutional neural networks on Qiskit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     _add_backend_arguments(p)
     p.set_defaults(run=cmd_grads)
+
+    p = sub.add_parser("data", help="datasets: download MNIST")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("fetch", help="download the MNIST IDX files, verify their SHA-256 and cache them")
+    p.add_argument("dataset", choices=("mnist",))
+    p.add_argument("--data-dir", default=None,
+                   help="where to store them (default: $QRESNET_DATA_DIR, else ~/.cache/qresnet/mnist)")
+    p.add_argument("--url", default=None, help="base URL of a mirror of the gzipped IDX files")
+    p.set_defaults(run=cmd_data_fetch)
     return parser
 
 

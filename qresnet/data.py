@@ -1,9 +1,121 @@
-"""Datasets. The embedded default is scikit-learn's 8x8 digits, so every command works offline."""
+"""Datasets. The embedded default is scikit-learn's 8x8 digits, so every command works offline.
+
+MNIST is read from a directory holding ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or
+the four IDX files (optionally gzipped, ``.gz``); ``qresnet data fetch mnist`` downloads them.
+The directory is, in order: an explicit ``data_dir``, ``$QRESNET_DATA_DIR``, ``~/.cache/qresnet/mnist``.
+Every file is checked against its own header or keys, so a corrupt or truncated file is an error,
+never a silent partial load.
+"""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO
+
 import numpy as np
 import torch
+
+from qresnet.errors import DataError
+
+DATASETS = ("digits", "mnist")
+NUM_CLASSES = 10  # both datasets label the digits 0-9
+DATA_DIR_VAR = "QRESNET_DATA_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/qresnet/mnist")
+MNIST_NPZ = "mnist.npz"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# A public mirror of the original gzipped files (the one torchvision uses).
+DEFAULT_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+# SHA-256 of the uncompressed IDX files, the widely published values for the official files.
+MNIST_SHA256: Mapping[str, str] = MappingProxyType({
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+})
+_CHUNK = 1 << 16
+GET_MNIST = (
+    f"get them with `qresnet data fetch mnist` (downloads to the default directory), or point --data-dir "
+    f"or {DATA_DIR_VAR} at a directory holding {MNIST_NPZ} or the four IDX files"
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to load and how to split them; every field is recorded with a run's results.
+
+    ``classes=None`` keeps every class present; ``per_class=None`` keeps every image of the kept
+    classes. ``data_dir`` is only read for MNIST (see :func:`mnist_dir`). One ``seed`` drives both
+    the per-class pick and the stratified split.
+
+    >>> DataConfig("mnist", classes=[0, 1, 2, 3], per_class=200).to_dict()
+    {'dataset': 'mnist', 'data_dir': None, 'classes': [0, 1, 2, 3], 'per_class': 200, 'test_fraction': 0.2, 'seed': 0}
+    >>> DataConfig(per_class=0)
+    Traceback (most recent call last):
+    ...
+    qresnet.errors.DataError: per_class=0 must be a positive integer (images kept per class), or None for all of them
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    classes: tuple[int, ...] | None = None
+    per_class: int | None = None
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise DataError(f"dataset={self.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", str(self.data_dir))  # a Path is fine; store text for to_dict
+        if self.classes is not None:
+            classes = tuple(self.classes)
+            if not classes or any(not _is_int(c) or not 0 <= c < NUM_CLASSES for c in classes):
+                raise DataError(f"classes={self.classes!r} must be distinct labels 0-{NUM_CLASSES - 1}, e.g. (0, 1, 2, 3)")
+            if len(set(classes)) != len(classes):
+                raise DataError(f"classes={self.classes!r} lists a label twice; each label may appear once")
+            object.__setattr__(self, "classes", tuple(int(c) for c in classes))
+        if self.per_class is not None and (not _is_int(self.per_class) or self.per_class < 1):
+            raise DataError(f"per_class={self.per_class!r} must be a positive integer (images kept per class), "
+                            "or None for all of them")
+        if not isinstance(self.test_fraction, (int, float)) or not 0 < self.test_fraction < 1:
+            raise DataError(f"test_fraction={self.test_fraction!r} must be a number strictly between 0 and 1, e.g. 0.2")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise DataError(f"seed={self.seed!r} must be a non-negative integer")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["classes"] = None if self.classes is None else list(self.classes)
+        return out
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors has no single truth value
+class Dataset:
+    """A seeded train/test split: images float64 (N, H, W) in [0, 1], labels int64 in 0..k-1.
+
+    ``classes[i]`` is the original label of class ``i``, so a subset (3, 7) trains a 2-way head.
+    """
+
+    x_train: torch.Tensor = field(repr=False)
+    y_train: torch.Tensor = field(repr=False)
+    x_test: torch.Tensor = field(repr=False)
+    y_test: torch.Tensor = field(repr=False)
+    num_classes: int
+    image_shape: tuple[int, ...]
+    source: str
+    classes: tuple[int, ...]
 
 
 def load_digits_images(num_samples: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,3 +128,304 @@ def load_digits_images(num_samples: int | None = None, seed: int = 0) -> tuple[t
         pick = np.random.default_rng(seed).choice(len(images), size=num_samples, replace=False)
         images, labels = images[pick], labels[pick]
     return torch.as_tensor(images, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """Pool the dataset's images, pick ``per_class`` of each class, and split them stratified.
+
+    >>> data = load_dataset(DataConfig(classes=(3, 7), per_class=10, seed=1))
+    >>> data
+    Dataset(num_classes=2, image_shape=(8, 8), source='scikit-learn digits (1797 images, 8x8)', classes=(3, 7))
+    >>> tuple(data.x_train.shape), tuple(data.x_test.shape), data.y_test.bincount().tolist()
+    ((16, 8, 8), (4, 8, 8), [2, 2])
+    """
+    if config.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images, labels, max_value = digits.images, digits.target, 16.0
+        source = f"scikit-learn digits ({len(images)} images, 8x8)"
+    else:
+        images, labels, source = load_mnist_arrays(config.data_dir)
+        max_value = 255.0
+    classes = config.classes if config.classes is not None else tuple(int(c) for c in np.unique(labels))
+    picked, targets = _pick_per_class(labels, classes, config.per_class, config.seed, source)
+    train, test = _stratified_split(targets, config.test_fraction, config.seed)
+
+    def as_images(rows: np.ndarray) -> torch.Tensor:
+        # Scale after picking: the full MNIST pool in float64 would take 440 MB.
+        return torch.as_tensor(images[picked[rows]].astype(np.float64) / max_value)
+
+    return Dataset(
+        x_train=as_images(train), y_train=torch.as_tensor(targets[train], dtype=torch.int64),
+        x_test=as_images(test), y_test=torch.as_tensor(targets[test], dtype=torch.int64),
+        num_classes=len(classes), image_shape=tuple(int(d) for d in images.shape[1:]), source=source, classes=classes,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _pick_per_class(
+    labels: np.ndarray, classes: tuple[int, ...], per_class: int | None, seed: int, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the pool and their labels re-indexed to 0..k-1 in the order of ``classes``."""
+    rng = np.random.default_rng(seed)
+    picked, targets = [], []
+    for target, label in enumerate(classes):
+        members = np.flatnonzero(labels == label)
+        if per_class is not None and len(members) < per_class:
+            raise DataError(f"class {label} has only {len(members)} images in {source}, fewer than per_class={per_class}; "
+                            "ask for fewer per class")
+        if len(members) == 0:
+            raise DataError(f"class {label} has no images in {source}; leave it out of classes")
+        if per_class is not None:
+            members = rng.choice(members, size=per_class, replace=False)
+        picked.append(members)
+        targets.append(np.full(len(members), target, dtype=np.int64))
+    return np.concatenate(picked), np.concatenate(targets)
+
+
+def _stratified_split(targets: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(np.arange(len(targets)), test_size=test_fraction, stratify=targets,
+                                shuffle=True, random_state=seed)
+    except ValueError as exc:  # too few images for every class to reach both sides
+        raise DataError(f"cannot split {len(targets)} images of {len(np.unique(targets))} classes stratified with "
+                        f"test_fraction={test_fraction}: {exc}. Use a larger per_class or a different test_fraction") from None
+
+
+# --- MNIST files ------------------------------------------------------------------------------------------
+
+
+def mnist_dir(data_dir: str | Path | None = None) -> Path:
+    """Where MNIST is read from and fetched to: ``data_dir``, else ``$QRESNET_DATA_DIR``, else ``~/.cache/qresnet/mnist``."""
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_VAR) or DEFAULT_CACHE_DIR
+    return Path(chosen).expanduser()
+
+
+def load_mnist_arrays(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """MNIST train and test pooled: uint8 images (N, H, W), integer labels, and a description of the source.
+
+    ``mnist.npz`` wins over IDX files in the same directory; for each IDX file the plain name wins over ``.gz``.
+    """
+    directory = mnist_dir(data_dir)
+    origin = ("data_dir/--data-dir" if data_dir is not None else f"${DATA_DIR_VAR}" if os.environ.get(DATA_DIR_VAR)
+              else "the default directory")
+    if directory.is_file():
+        raise DataError(f"the MNIST data directory {directory} (from {origin}) is a file; pass the directory that holds it, "
+                        f"{directory.parent}")
+    npz = directory / MNIST_NPZ
+    if npz.is_file():
+        x_train, y_train, x_test, y_test = read_mnist_npz(npz)
+        source = str(npz)
+    else:
+        found = {name: next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
+                 for name in MNIST_FILES}
+        missing = [name for name, path in found.items() if path is None]
+        if missing:
+            what = ("no MNIST files" if len(missing) == len(MNIST_FILES)
+                    else f"an incomplete set of MNIST IDX files (missing {', '.join(missing)})")
+            if not directory.is_dir():
+                what = "no MNIST files (the directory does not exist)"
+            raise DataError(
+                f"{what} in {directory} (from {origin}): looked for {MNIST_NPZ} or the four IDX files "
+                f"{', '.join(MNIST_FILES)} (each optionally gzipped, .gz); {GET_MNIST}"
+            )
+        x_train, y_train = _idx_pair(found[MNIST_FILES[0]], found[MNIST_FILES[1]])
+        x_test, y_test = _idx_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+        source = f"MNIST IDX files in {directory}"
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise DataError(f"the MNIST IDX files in {directory} disagree on the image size: train "
+                            f"{x_train.shape[1:]}, test {x_test.shape[1:]}; replace them with a consistent set")
+    return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), source
+
+
+def _idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read_idx(images_path, ndim=3), read_idx(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels; "
+                        "the pair must come from the same release, fetch them again")
+    _check_labels(labels, labels_path)
+    return images, labels
+
+
+def _check_labels(labels: np.ndarray, path: Path) -> None:
+    if labels.size and not 0 <= labels.min() <= labels.max() < NUM_CLASSES:
+        raise DataError(f"{path} has labels {labels.min()}-{labels.max()}, but MNIST labels are 0-{NUM_CLASSES - 1}; "
+                        "is it an MNIST file?")
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes with ``ndim`` dimensions (images 3, magic 0x00000803; labels 1, 0x00000801).
+
+    A ``.gz`` name is decompressed first. The header's dimensions must account for every byte.
+    """
+    path = Path(path)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:  # EOFError: a truncated gzip stream
+        raise DataError(f"cannot read {path}: {exc}; the file is damaged, delete it and fetch it again") from None
+    expected_magic = 0x0800 | ndim
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: {len(data)} bytes, shorter than an IDX header; delete it and fetch it again")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        hint = (f"; it looks gzip-compressed, name it {path.name}.gz" if data[:2] == b"\x1f\x8b"
+                else "; is it an MNIST IDX file of the right kind?")
+        raise DataError(f"{path} starts with magic 0x{magic:08x}, but an IDX file of unsigned bytes with {ndim} "
+                        f"dimension{'s' * (ndim > 1)} starts with 0x{expected_magic:08x}{hint}")
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected:
+        state = "truncated" if len(data) < expected else "longer than its header says"
+        size = "uncompressed size" if path.suffix == ".gz" else "size"
+        raise DataError(f"{path} is {state}: its header says {' x '.join(map(str, dims))} bytes, so the {size} must be "
+                        f"{expected} bytes, but it is {len(data)}; delete it and fetch it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``x_train, y_train, x_test, y_test`` of an ``mnist.npz``: uint8 images (N, H, W) and matching labels."""
+    path = Path(path)
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path} is a single .npy array, not an .npz archive with keys {', '.join(keys)}")
+        with archive:
+            missing = [k for k in keys if k not in archive.files]
+            if missing:
+                raise DataError(f"{path} lacks the key{'s' * (len(missing) > 1)} {', '.join(missing)}: an MNIST .npz "
+                                f"holds {', '.join(keys)}, this one holds {', '.join(archive.files) or 'nothing'}")
+            arrays = tuple(archive[k] for k in keys)  # reading a member checks its CRC
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc}; the file is damaged or not an .npz archive, replace it") from None
+    for split in (0, 2):
+        images, labels = arrays[split], arrays[split + 1]
+        xk, yk = keys[split], keys[split + 1]
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{path}: {xk} has shape {images.shape} and {yk} {labels.shape}, but they must be "
+                            f"(N, H, W) and (N,) with the same N")
+        if images.dtype != np.uint8:
+            raise DataError(f"{path}: {xk} has dtype {images.dtype}, but MNIST pixels must be uint8 0-255")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: {yk} has dtype {labels.dtype}, but labels must be integers")
+        _check_labels(labels, path)
+    if arrays[0].shape[1:] != arrays[2].shape[1:]:
+        raise DataError(f"{path}: x_train images are {arrays[0].shape[1:]} but x_test images {arrays[2].shape[1:]}; "
+                        "they must be the same size")
+    return arrays
+
+
+# --- fetching ---------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file as hex, read in chunks so a 47 MB IDX file is never held twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_mnist(
+    cache_dir: str | Path | None = None,
+    base_url: str = DEFAULT_MNIST_URL,
+    checksums: Mapping[str, str] = MNIST_SHA256,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download the four MNIST IDX files into ``cache_dir`` (default :func:`mnist_dir`) and return it.
+
+    Each file is fetched as ``<base_url><name>.gz`` (or, if that is not found, ``<name>``), stored
+    uncompressed, and kept only if its SHA-256 matches ``checksums``; files already present with the
+    right checksum are not downloaded again. Writes go to a temporary file renamed into place, so an
+    interrupted or rejected download never leaves a partial file under the real name.
+    """
+    directory = mnist_dir(cache_dir)
+    unknown = [name for name in MNIST_FILES if name not in checksums]
+    if unknown:
+        raise DataError(f"no SHA-256 given for {', '.join(unknown)}; every downloaded file is verified, pass all four")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the MNIST directory {directory}: {exc}; pass a writable --data-dir") from None
+    base_url = base_url.rstrip("/") + "/"
+    for name in MNIST_FILES:
+        target = directory / name
+        expected = checksums[name].lower()
+        if target.is_file() and sha256_file(target) == expected:
+            continue
+        _download_verified(base_url, name, target, expected, timeout, progress)
+    return directory
+
+
+def _download_verified(base_url: str, name: str, target: Path, expected: str, timeout: float, progress: bool) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            url, digest = _download(base_url, name, out, timeout, progress)
+        if digest != expected:
+            raise DataError(f"{name} downloaded from {url} has SHA-256 {digest}, but {expected} was expected; "
+                            "the download is corrupt or the mirror serves other files. Nothing was kept; try again "
+                            "or use another --url")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(base_url: str, name: str, out: BinaryIO, timeout: float, progress: bool) -> tuple[str, str]:
+    """Stream ``name`` (gzipped if the server has it) into ``out``; return the URL used and the SHA-256 written."""
+    from tqdm import tqdm
+
+    response, url = None, ""
+    for url in (f"{base_url}{name}.gz", f"{base_url}{name}"):
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise DataError(f"{url} answered HTTP {exc.code} {exc.reason}; try again later or use another --url") from None
+        except ValueError as exc:  # urllib's word for a malformed URL
+            raise DataError(f"{url} is not a valid URL ({exc}); pass --url like {DEFAULT_MNIST_URL}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise _network_error(url, exc) from None
+    if response is None:
+        raise DataError(f"{base_url} has neither {name}.gz nor {name} (HTTP 404 for both); check --url")
+    digest = hashlib.sha256()
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if url.endswith(".gz") else None
+    total = int(response.headers.get("Content-Length") or 0) or None
+    with response, tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=not progress) as bar:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _network_error(url, exc) from None
+            if not chunk:
+                break
+            bar.update(len(chunk))
+            if inflate is not None:
+                try:
+                    chunk = inflate.decompress(chunk)
+                except zlib.error as exc:
+                    raise DataError(f"{url} is not valid gzip data ({exc}); try again or use another --url") from None
+            digest.update(chunk)
+            out.write(chunk)
+    if inflate is not None and not inflate.eof:
+        raise DataError(f"the download of {url} ended before the end of its gzip stream; try again")
+    return url, digest.hexdigest()
+
+
+def _network_error(url: str, exc: BaseException) -> DataError:
+    reason = getattr(exc, "reason", None) or exc
+    return DataError(
+        f"could not download {url}: {reason}. This machine may have no network: copy {MNIST_NPZ} or the four IDX "
+        f"files from a machine that has one into a directory and pass --data-dir DIR or set {DATA_DIR_VAR}=DIR"
+    )

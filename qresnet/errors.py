@@ -19,3 +19,7 @@ class DeviceTooSmallError(QresnetError, ValueError):
 
 class CredentialsError(QresnetError):
     """IBM Quantum credentials are missing or were rejected."""
+
+
+class DataError(QresnetError):
+    """A dataset was asked for with invalid arguments, or its files are missing, corrupt or unreachable."""
