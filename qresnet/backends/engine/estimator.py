@@ -144,15 +144,14 @@ class EngineEstimator(BaseEstimatorV2):
         if width > (MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS):
             return self._fall_back(pub, width, noisy)
         program = self._program(circuit, extra)
+        grouping = group_rows(values[:, program.body_columns])
         route = "heisenberg"
-        if not noisy:  # ideal: statevector unless few body settings make the Heisenberg route cheaper
-            settings = len(group_rows(values[:, program.body_columns])[0])
-            if program.num_qubits > HEISENBERG_IDEAL_QUBITS or settings > PER_GROUP_LOOP:
-                route = "statevector"
+        if not noisy and (program.num_qubits > HEISENBERG_IDEAL_QUBITS or len(grouping[0]) > PER_GROUP_LOOP):
+            route = "statevector"  # ideal with many body settings: a statevector per row is cheaper
 
         def exact(term_list: list[dict[str, float]]) -> np.ndarray:
             if route == "heisenberg":
-                return heisenberg(program, observable_vectors(term_list, program), values)
+                return heisenberg(program, observable_vectors(term_list, program), values, grouping)
             return statevector(program, term_list, values)
 
         if shots is None:

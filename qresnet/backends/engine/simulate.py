@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qresnet.backends.engine.program import Block, Program, Step
+from qresnet.backends.engine.program import Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
 
 
@@ -85,11 +85,17 @@ def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
     return r
 
 
-def heisenberg(program: Program, observables: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(K, R) exact values: the observables carried back through the body once per distinct body setting."""
+def heisenberg(
+    program: Program, observables: np.ndarray, values: np.ndarray,
+    grouping: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(K, R) exact values: the observables carried back through the body once per distinct body setting.
+
+    ``grouping``: ``group_rows(values[:, program.body_columns])``, if the caller has it already.
+    """
     n, params = program.num_qubits, program.parameters
     columns = program.body_columns
-    settings, group = group_rows(values[:, columns])
+    settings, group = grouping if grouping is not None else group_rows(values[:, columns])
     representatives = np.zeros((len(settings), values.shape[1]))
     representatives[:, columns] = settings
     o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
@@ -173,4 +179,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["Block", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["group_rows", "heisenberg", "observable_vectors", "statevector"]
