@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from qresnet.errors import QresnetError
 
@@ -125,6 +126,32 @@ def cmd_data_fetch(args: argparse.Namespace) -> None:
         print(f"  {directory / name}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from qresnet.train import TrainConfig, train
+
+    values: dict = {}
+    if args.resume:
+        saved = Path(args.resume) / "config.json"
+        if not saved.is_file():
+            raise QresnetError(f"--resume {args.resume}: no config.json there; is it a run directory?")
+        values = json.loads(saved.read_text())["config"]
+    elif args.config:
+        values = TrainConfig.from_toml(args.config).to_dict()
+    flags = {
+        "dataset": args.dataset, "data_dir": args.data_dir, "per_class": args.per_class, "test_fraction": args.test_fraction,
+        "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
+        "engine": args.engine, "shots": args.shots, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "seed": args.seed, "torch_threads": args.torch_threads,
+        "classes": tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
+        "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    config = TrainConfig.from_dict(values)
+    summary = train(config, args.resume or args.out, resume=bool(args.resume))
+    print(f"run directory {summary['run_dir']}: final test accuracy {summary['final_test_acc']:.3f}, "
+          f"best {summary['best_test_acc']:.3f}, {summary['epochs_completed']} epochs, {summary['wall_time_s']:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qresnet", description="Residual quanvolutional neural networks on Qiskit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     _add_backend_arguments(p)
     p.set_defaults(run=cmd_grads)
+
+    p = sub.add_parser("train", help="train one ResQuNN; writes a run directory (metrics, checkpoints, curves)")
+    p.add_argument("--config", default=None, help="a TOML file of TrainConfig values; flags override it")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--out", default=None, help="run directory (default: a new one under runs/)")
+    p.add_argument("--dataset", choices=("digits", "mnist"), default=None)
+    p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
+    p.add_argument("--classes", default=None, help="class subset, e.g. 0,1,2,3")
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--test-fraction", type=float, default=None)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--residual", default=None, help='residual configuration, e.g. "O1+O2" or "(X+O1)+O2"')
+    p.add_argument("--head", default=None, choices=("linear",))
+    p.add_argument("--mode", default=None, choices=("response", "per-patch"))
+    p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
+    p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--engine", default=None, choices=("engine", "aer"))
+    p.add_argument("--shots", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--torch-threads", type=int, default=None)
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("data", help="datasets: download MNIST")
     data_sub = p.add_subparsers(dest="data_command", required=True)

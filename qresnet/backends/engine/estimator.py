@@ -90,6 +90,7 @@ class EngineEstimator(BaseEstimatorV2):
         self._programs: dict[tuple, tuple[QuantumCircuit, Program]] = {}
         self._folded: dict[tuple, dict[str, float]] = {}
         self._qubits: dict[int, tuple[QuantumCircuit, set[int]]] = {}
+        self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> _CompletedJob:
         results = [self._run_pub(EstimatorPub.coerce(pub, precision)) for pub in pubs]
@@ -161,6 +162,7 @@ class EngineEstimator(BaseEstimatorV2):
             pairs = [sample_expectations(t, exact, shots, self.rng, self.readout) for t in terms]
             table = np.array([p[0] for p in pairs])
             stds_table = np.array([p[1] for p in pairs])
+        self.rows_evaluated += int(np.prod(shape, dtype=int))
         evs = table[o_b, r_b].reshape(shape)
         stds = stds_table[o_b, r_b].reshape(shape)
         metadata = {"target_precision": 0.0 if shots is None else 1 / math.sqrt(shots), "shots": shots,

@@ -1,0 +1,128 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from qresnet import cli
+from qresnet.backends import resolve_backend
+from qresnet.data import DataConfig, load_dataset
+from qresnet.errors import DataError, QresnetError
+from qresnet.nn import ResidualSpecError
+from qresnet.train import ConfigError, TrainConfig, build_model, train
+
+SMALL = dict(classes=(0, 1, 2), per_class=16, epochs=3, batch_size=8, lr=0.05, seed=3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataConfig(classes=(0, 1, 2), per_class=16, seed=3))
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def _final_state(run_dir):
+    last = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))[-1]
+    return torch.load(last, weights_only=False)["model"]
+
+
+def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path, data):
+    summary = train(TrainConfig(**SMALL), tmp_path / "run", progress=False, data=data)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "summary.json", "curves.png", "checkpoints"}
+    rows = _metrics(run)
+    assert len(rows) == 3 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(float(r["grad_norm_layer1"]) > 0 and float(r["grad_norm_layer2"]) > 0 for r in rows)  # O1+O2 reaches both
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["config"]["residual"] == "O1+O2" and recorded["backend"]["spec"] == "aer"
+    assert recorded["environment"]["packages"]["qiskit"]
+    assert summary["epochs_completed"] == 3 and summary["best_test_acc"] >= summary["final_test_acc"] - 1e-12
+    assert summary["parameter_sets_evaluated_this_session"] > 0
+
+
+def test_frozen_keeps_quantum_weights_bit_identical(tmp_path, data):
+    config = TrainConfig(**SMALL, frozen=True)
+    train(config, tmp_path / "frozen", progress=False, data=data)
+    final = _final_state(tmp_path / "frozen")
+    initial = build_model(config, resolve_backend("aer"), data.image_shape, data.num_classes).state_dict()
+    for k in (1, 2):
+        key = f"layers.{k - 1}.connector.weight"
+        assert torch.equal(final[key], initial[key]), key
+    assert not torch.equal(final["head.weight"], initial["head.weight"])
+    rows = _metrics(tmp_path / "frozen")
+    assert all(float(r["grad_norm_layer1"]) == 0.0 == float(r["grad_norm_layer2"]) for r in rows)
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_metrics(tmp_path, data, monkeypatch):
+    config = TrainConfig(**SMALL)
+    train(config, tmp_path / "whole", progress=False, data=data)
+    train(config, tmp_path / "parts", progress=False, data=data, stop_after_epoch=1)
+    train(config, tmp_path / "parts", resume=True, progress=False, data=data)
+    assert _metrics(tmp_path / "parts") == _metrics(tmp_path / "whole")
+    whole, parts = _final_state(tmp_path / "whole"), _final_state(tmp_path / "parts")
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+
+    # Ctrl-C in the middle of epoch 2 keeps epoch 1 intact, and resuming ends where the whole run ended
+    import qresnet.train as train_module
+
+    calls = {"n": 0}
+    real = torch.nn.functional.cross_entropy
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 14:  # epoch 1 makes 12 calls (5 batches, then 5 + 2 evaluating); 14 is inside epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch.nn.functional, "cross_entropy", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "ctrl_c", progress=False, data=data)
+    monkeypatch.setattr(train_module.torch.nn.functional, "cross_entropy", real)
+    assert [p.name for p in sorted((tmp_path / "ctrl_c" / "checkpoints").iterdir())] == ["epoch_001.pt"]
+    assert len(_metrics(tmp_path / "ctrl_c")) == 1
+    train(config, tmp_path / "ctrl_c", resume=True, progress=False, data=data)
+    assert _metrics(tmp_path / "ctrl_c") == _metrics(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("values, error, fragment", [
+    ({"epochs": 0}, ConfigError, "epochs=0"),
+    ({"lr": -1.0}, ConfigError, "lr=-1.0"),
+    ({"lr": float("nan")}, ConfigError, "lr=nan"),
+    ({"head": "quantum"}, ConfigError, "head='quantum'"),
+    ({"residual": "X+O"}, ResidualSpecError, "malformed residual spec"),
+    ({"residual": "O2+O3"}, ResidualSpecError, "model has 2 layers"),
+    ({"dataset": "cifar"}, DataError, "cifar"),
+    ({"shots": 0}, QresnetError, "shots=0"),
+    ({"engine": "gpu"}, QresnetError, "engine='gpu'"),
+])
+def test_config_validation_names_the_value(values, error, fragment):
+    with pytest.raises(error, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        TrainConfig(**values)
+
+
+def test_toml_config_and_unknown_keys(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('layers = 3\nresidual = "(O1+O2)+O3"\nclasses = [0, 1]\nepochs = 2\nlr = 0.02\n')
+    config = TrainConfig.from_toml(path)
+    assert (config.layers, config.residual, config.classes, config.epochs) == (3, "(O1+O2)+O3", (0, 1), 2)
+    path.write_text("layer = 3\n")
+    with pytest.raises(ConfigError, match="unknown config keys \\['layer'\\]"):
+        TrainConfig.from_toml(path)
+    path.write_text("layers = [\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        TrainConfig.from_toml(path)
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--classes", "0,1", "--per-class", "10", "--batch-size", "8", "--lr", "0.05", "--out", str(out)]
+    assert cli.main(args + ["--epochs", "1"]) == 0
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    assert len(_metrics(out)) == 2
+    assert "final test accuracy" in capsys.readouterr().out
+    assert cli.main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no config.json" in capsys.readouterr().err
