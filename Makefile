@@ -11,9 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(QRESNET) backends
-	$(QRESNET) transpile --template quanv --backend aer:fake_torino
-	$(QRESNET) transpile --template head --backend aer:fake_torino
+	$(QRESNET) compare --preset quick
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

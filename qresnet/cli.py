@@ -152,6 +152,28 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"best {summary['best_test_acc']:.3f}, {summary['epochs_completed']} epochs, {summary['wall_time_s']:.1f} s")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    import time as _time
+
+    from qresnet.experiments import SweepConfig, run_sweep
+    from qresnet.report import write_report
+
+    sweep = SweepConfig.from_preset(
+        args.preset, dataset=args.dataset, data_dir=args.data_dir, per_class=args.per_class, layers=args.layers,
+        configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        classes=tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
+        backends=tuple(args.backends.split(",")) if args.backends else None,
+    )
+    out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{_time.strftime('%Y%m%d-%H%M%S')}"
+    runs = sweep.runs()
+    print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
+          f"{', '.join(sweep.backends)}), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
+    rows = run_sweep(sweep, out, jobs=args.jobs)
+    report = write_report(rows, out, sweep.to_dict())
+    print(report.read_text().split("## Figures")[0])
+    print(f"report: {report}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qresnet", description="Residual quanvolutional neural networks on Qiskit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--torch-threads", type=int, default=None)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("compare", help="sweep residual configurations x trainable/frozen x backends; write a report")
+    p.add_argument("--preset", choices=("quick", "paper", "single"), default="quick")
+    p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
+    p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--dataset", choices=("digits", "mnist"), default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--classes", default=None)
+    p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep")
+    p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("data", help="datasets: download MNIST")
     data_sub = p.add_subparsers(dest="data_command", required=True)

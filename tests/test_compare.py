@@ -1,0 +1,69 @@
+import csv
+import json
+
+import pytest
+
+from qresnet import cli
+from qresnet.errors import QresnetError
+from qresnet.experiments import SweepConfig, run_dir, run_sweep, slug
+from qresnet.report import write_report
+
+TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2")
+
+
+def test_tiny_comparison_writes_every_report_file(tmp_path):
+    sweep = SweepConfig.from_preset("quick", backends=("aer", "aer:fake_manila"), **TINY)
+    rows = run_sweep(sweep, tmp_path, progress=False)
+    assert len(rows) == 2 * 2 * 2
+    report = write_report(rows, tmp_path, sweep.to_dict())
+    for name in ("report.md", "results.csv", "results.json", "accuracy.png", "grad_norms.png", "curves.png",
+                 "ideal_vs_noisy.png"):
+        assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
+    text = report.read_text()
+    assert "## aer" in text and "## aer:fake_manila minus aer" in text and "`O1+O2`" in text
+    with open(tmp_path / "results.csv") as handle:
+        results = list(csv.DictReader(handle))
+    assert len(results) == 8
+    data = json.loads((tmp_path / "results.json").read_text())
+    by = {(r["backend"], r["config"], r["frozen"]): r for r in data["results"]}
+    # which layers learn: measured in the trainable runs, as the rule predicts
+    assert by[("aer", "none", False)]["measured_reach"] == [False, True]
+    assert by[("aer", "O1+O2", False)]["measured_reach"] == [True, True]
+    assert by[("aer", "O1+O2", True)]["measured_reach"] is None  # frozen runs train no quantum weight
+
+
+def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
+    sweep = SweepConfig.from_preset("quick", backends=("aer",), **TINY)
+    first = run_sweep(sweep, tmp_path, progress=False)
+    redo = run_dir(tmp_path, "aer", "O1+O2", True)
+    (redo / "summary.json").unlink()  # as if the sweep died during this run
+    second = run_sweep(sweep, tmp_path, progress=False)
+    reused = {(r["config"], r["frozen"]): r["reused"] for r in second}
+    assert reused.pop(("O1+O2", True)) is False and all(reused.values())
+    assert [r["final_test_acc"] for r in first] == [r["final_test_acc"] for r in second]
+
+
+def test_parallel_jobs_give_the_serial_results(tmp_path):
+    sweep = SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "configs": "O1+O2"})
+    serial = run_sweep(sweep, tmp_path / "serial", progress=False)
+    parallel = run_sweep(sweep, tmp_path / "parallel", jobs=2, progress=False)
+    assert [r["final_test_acc"] for r in serial] == [r["final_test_acc"] for r in parallel]
+
+
+def test_presets_and_bad_values():
+    paper = SweepConfig.from_preset("paper")
+    assert paper.configs == ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2")
+    assert (paper.dataset, paper.per_class, paper.epochs, paper.batch_size, paper.lr) == ("mnist", 200, 30, 16, 0.01)
+    assert SweepConfig.from_preset("single").configs == ("none",) and SweepConfig.from_preset("single").layers == 1
+    assert len(SweepConfig.from_preset("quick", configs="all").configs) == 8
+    assert slug("(X+O1)+O2") == "pX_O1q_O2"
+    with pytest.raises(QresnetError, match="unknown preset"):
+        SweepConfig.from_preset("huge")
+
+
+def test_cli_compare_quick_subset(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(["compare", "--configs", "O1+O2", "--backends", "aer", "--classes", "0,1", "--per-class", "8",
+                     "--epochs", "1", "--out", str(out)]) == 0
+    assert (out / "report.md").is_file()
+    assert "trainable - frozen" in capsys.readouterr().out
