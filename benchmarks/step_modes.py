@@ -17,16 +17,12 @@ import torch
 
 from _common import median, mnist_batch, time_calls, train_step, write_json
 from qresnet.backends import BackendOptions, resolve_backend
-from qresnet.circuits import quanv_filter
-from qresnet.nn import QuanvLayer, ResQuNN
+from qresnet.nn import ResQuNN
+from qresnet.train import quanv_layers
 
 
 def build(backend, mode: str, gradient: str, seed: int) -> tuple[ResQuNN, torch.optim.Optimizer]:
-    template = quanv_filter()
-    tt = backend.transpile(template)
-    layers = [QuanvLayer(template, backend.estimator(), circuit=tt.circuit, observables=tt.observables,
-                         mode=mode, gradient=gradient, seed=seed + k) for k in range(2)]
-    model = ResQuNN(layers, "O1+O2", (28, 28), 10, seed=seed)
+    model = ResQuNN(quanv_layers(backend, 2, mode=mode, gradient=gradient, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
     return model, torch.optim.Adam(model.parameters(), lr=0.01)
 
 

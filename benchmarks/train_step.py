@@ -22,17 +22,12 @@ import torch
 
 from _common import median, mnist_batch, time_calls, train_step, write_json
 from qresnet.backends import resolve_backend
-from qresnet.circuits import quanv_filter
-from qresnet.nn import QuanvLayer, ResQuNN
+from qresnet.nn import ResQuNN
+from qresnet.train import quanv_layers
 
 
 def ours(spec: str, images, labels, steps: int, seed: int) -> float:
-    backend = resolve_backend(spec)
-    template = quanv_filter()
-    tt = backend.transpile(template)
-    layers = [QuanvLayer(template, backend.estimator(), circuit=tt.circuit, observables=tt.observables, seed=seed + k)
-              for k in range(2)]
-    model = ResQuNN(layers, "O1+O2", (28, 28), 10, seed=seed)
+    model = ResQuNN(quanv_layers(resolve_backend(spec), 2, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     train_step(model, opt, images, labels)  # warm-up: compile the circuits once
     return len(labels) / median(time_calls(lambda: train_step(model, opt, images, labels), steps))

@@ -8,9 +8,9 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import Backend
-from qresnet.circuits import quanv_filter
 from qresnet.errors import QresnetError
-from qresnet.nn import QuanvLayer, ResidualSpec, ResQuNN
+from qresnet.nn import ResidualSpec, ResQuNN
+from qresnet.train import quanv_layers
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,7 @@ def gradient_audit(
     with ``input_gradients=True`` the gradient crosses every layer, so every layer is predicted.
     """
     specs = audit_configs(num_layers, configs) if isinstance(configs, str) else list(configs)
-    template = quanv_filter()
-    transpiled = backend.transpile(template)
-    estimator = backend.estimator()
-    layers = [
-        QuanvLayer(template, estimator, circuit=transpiled.circuit, observables=transpiled.observables,
-                   mode=mode, input_gradients=input_gradients, seed=seed + k)
-        for k in range(num_layers)
-    ]
+    layers = quanv_layers(backend, num_layers, mode=mode, input_gradients=input_gradients, seed=seed)
     num_classes = int(labels.max()) + 1
     rows = []
     for spec in tqdm(specs, desc="gradient audit", disable=not progress, unit="config"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,8 +154,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    import time as _time
-
     from qresnet.experiments import SweepConfig, run_sweep
     from qresnet.report import write_report
 
@@ -164,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         classes=tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
         backends=tuple(args.backends.split(",")) if args.backends else None,
     )
-    out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{_time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
           f"{', '.join(sweep.backends)}), {sweep.dataset}, {sweep.epochs} epochs -> {out}")

@@ -18,11 +18,11 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 from tqdm import tqdm
 
@@ -115,15 +115,22 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
-def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
+def quanv_layers(
+    backend: Backend, num_layers: int, *, mode: str = "response", input_gradients: bool = False,
+    gradient: str = "batched", seed: int = 0,
+) -> list[QuanvLayer]:
+    """``num_layers`` quanvolution layers on ``backend``: the filter transpiled once, each layer seeded ``seed + k``."""
     template = quanv_filter()
     transpiled = backend.transpile(template)
     estimator = backend.estimator()
-    layers = [
-        QuanvLayer(template, estimator, circuit=transpiled.circuit, observables=transpiled.observables,
-                   mode=config.mode, input_gradients=config.input_gradients, seed=config.seed + k)
-        for k in range(config.layers)
-    ]
+    return [QuanvLayer(template, estimator, circuit=transpiled.circuit, observables=transpiled.observables,
+                       mode=mode, input_gradients=input_gradients, gradient=gradient, seed=seed + k)
+            for k in range(num_layers)]
+
+
+def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
+    layers = quanv_layers(backend, config.layers, mode=config.mode, input_gradients=config.input_gradients,
+                          seed=config.seed)
     model = ResQuNN(layers, config.residual, image_shape, num_classes, seed=config.seed)
     return model.freeze_quantum() if config.frozen else model
 

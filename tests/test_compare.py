@@ -36,8 +36,11 @@ def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
     sweep = SweepConfig.from_preset("quick", backends=("aer",), **TINY)
     first = run_sweep(sweep, tmp_path, progress=False)
     redo = run_dir(tmp_path, "aer", "O1+O2", True)
-    (redo / "summary.json").unlink()  # as if the sweep died during this run
+    # as if the sweep died during this run's last epoch: no summary, no last checkpoint
+    (redo / "summary.json").unlink()
+    (redo / "checkpoints" / "epoch_002.pt").unlink()
     second = run_sweep(sweep, tmp_path, progress=False)
+    assert (redo / "checkpoints" / "epoch_002.pt").is_file()  # epoch 2 was trained again, from epoch 1
     reused = {(r["config"], r["frozen"]): r["reused"] for r in second}
     assert reused.pop(("O1+O2", True)) is False and all(reused.values())
     assert [r["final_test_acc"] for r in first] == [r["final_test_acc"] for r in second]

@@ -33,8 +33,7 @@ from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftE
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 
 from qresnet.backends.engine.simulate import group_rows
-
-SHIFTABLE = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx"})  # exp(-i g/2 P) up to phase
+from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
         if not angles:
             out.append(inst)
             continue
-        if op.name not in SHIFTABLE or len(op.params) != 1:
+        if op.name not in PAULI_ROTATIONS or len(op.params) != 1:
             return None
         angle = angles[0]
         if any(isinstance(s, ParameterExpression) and s.parameters for s in (angle.gradient(p) for p in angle.parameters)):
@@ -100,8 +99,7 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
     def __init__(self, estimator: BaseEstimatorV2, precision: float | None = None):
         super().__init__(estimator)
         self.precision = precision
-        self.pubs_sent = 0  # counters for cost reports: PUBs and parameter-set x observable rows
-        self.rows_sent = 0
+        self.pubs_sent = 0  # PUBs sent: one per distinct circuit and call
         self._shift_circuits: dict[int, ShiftCircuit | None] = {}
 
     def _validate_arguments(self, circuits, observables, parameter_values, parameters) -> None:
@@ -135,24 +133,26 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         parameters: Sequence[Sequence[Parameter]],
         **options,
     ) -> EstimatorGradientResult:
+        shifts = {id(c): self._shift_circuit(c) for c in circuits}
+        if any(sc is None for sc in shifts.values()):
+            return self._run_translated(circuits, observables, parameter_values, parameters, **options)
+        gradients = self._shift_gradients(circuits, shifts, observables, parameter_values, parameters)
+        return EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in parameters],
+                                       options=Options(**options))
+
+    def _shift_gradients(self, circuits, shifts: dict[int, ShiftCircuit], observables, parameter_values, parameters):
+        """One PUB per distinct circuit, sent in one job; the gradient of every entry."""
         groups: dict[int, list[int]] = {}
         for i, circuit in enumerate(circuits):
             groups.setdefault(id(circuit), []).append(i)
-        shifts = {key: self._shift_circuit(circuits[members[0]]) for key, members in groups.items()}
-        if any(s is None for s in shifts.values()):
-            return self._run_translated(circuits, observables, parameter_values, parameters, **options)
-        pubs, plans = [], []
-        for key, members in groups.items():
-            pub, plan = self._plan(shifts[key], members, observables, parameter_values, parameters)
-            pubs.append(pub)
-            plans.append(plan)
-        results = self._send(pubs)
+        planned = [self._plan(shifts[key], members, observables, parameter_values, parameters)
+                   for key, members in groups.items()]
+        self.pubs_sent += len(planned)
+        results = self._estimator.run([pub for pub, _ in planned], precision=self.precision).result()
         gradients: list[np.ndarray] = [np.empty(0)] * len(circuits)
-        for result, plan in zip(results, plans):
-            evs = np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1])
-            plan(evs, gradients)
-        return EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in parameters],
-                                       options=Options(**options))
+        for result, (_, finish) in zip(results, planned):
+            finish(np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1]), gradients)
+        return gradients
 
     def _plan(self, sc: ShiftCircuit, members, observables, parameter_values, parameters):
         """One PUB for all entries of one circuit, and the function that turns its values into gradients."""
@@ -178,7 +178,6 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         column = np.empty((len(obs_list), 1), dtype=object)  # filled by hand: numpy would iterate a SparsePauliOp
         for k, observable in enumerate(obs_list):
             column[k, 0] = observable
-        self.rows_sent += len(obs_list) * len(shifted)
 
         def finish(evs: np.ndarray, gradients: list) -> None:
             pm = evs.reshape(len(obs_list), len(rows), 2, n)
@@ -190,29 +189,12 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
 
         return (sc.circuit, ObservablesArray.coerce(column), shifted), finish
 
-    def _send(self, pubs):
-        self.pubs_sent += len(pubs)
-        return self._estimator.run(pubs, precision=self.precision).result()
-
     def _run_translated(self, circuits, observables, parameter_values, parameters, **options) -> EstimatorGradientResult:
         """qiskit-machine-learning's translation and chain rule, with the one-PUB-per-circuit evaluation."""
         g_circuits, g_values, g_parameters = self._preprocess(circuits, parameter_values, parameters, self.SUPPORTED_GATES)
-        sources = {}
-        for c in g_circuits:
-            sources.setdefault(id(c), c)
-        identity = {key: ShiftCircuit(c, c, np.eye(c.num_parameters), np.zeros(c.num_parameters))
-                    for key, c in sources.items()}
-        groups: dict[int, list[int]] = {}
-        for i, c in enumerate(g_circuits):
-            groups.setdefault(id(c), []).append(i)
-        pubs, plans = [], []
-        for key, members in groups.items():
-            pub, plan = self._plan(identity[key], members, observables, g_values, g_parameters)
-            pubs.append(pub)
-            plans.append(plan)
-        gradients: list[np.ndarray] = [np.empty(0)] * len(g_circuits)
-        for result, plan in zip(self._send(pubs), plans):
-            plan(np.asarray(result.data.evs).reshape(-1, result.data.evs.shape[-1]), gradients)
+        # the translated circuits already give every rotation its own parameter: the identity shift map
+        identity = {id(c): ShiftCircuit(c, c, np.eye(c.num_parameters), np.zeros(c.num_parameters)) for c in g_circuits}
+        gradients = self._shift_gradients(g_circuits, identity, observables, g_values, g_parameters)
         unique = EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in g_parameters],
                                          options=Options(**options))
         return self._postprocess(unique, circuits, parameter_values, parameters)

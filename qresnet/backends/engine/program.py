@@ -19,9 +19,9 @@ from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import Operator, SuperOp
 
 from qresnet.backends.engine.ptm import compose_1q, kraus_ptm, rotation_ptm_terms, superop_ptm, unitary_ptm
+from qresnet.circuits.rotation_check import PAULI_ROTATIONS
 from qresnet.errors import QresnetError
 
-PAULI_ROTATIONS = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx"})
 IGNORED = frozenset({"barrier"})
 IDLE = frozenset({"delay", "id"})  # identities that may still carry noise
 
@@ -123,9 +123,7 @@ class Step:
             return self.builder(angles)
         out = np.empty((len(angles), 2 ** len(self.qubits), 2 ** len(self.qubits)), dtype=complex)
         for row, values in enumerate(angles):  # any other parameterised standard gate
-            gate = self.operation.copy()
-            gate.params = [float(v) for v in values]
-            out[row] = Operator(gate).data
+            out[row] = Operator(_with_params(self.operation, [float(v) for v in values])).data
         return out
 
 
