@@ -10,14 +10,13 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
-from qiskit.primitives.base.base_primitive_job import BasePrimitiveJob
 from qiskit.primitives.containers import EstimatorPubLike
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit.providers import JobStatus
 
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, group_rows, heisenberg, observable_vectors, statevector
+from qresnet.backends.limits import CompletedJob
 from qresnet.backends.readout import fold_readout
 
 log = logging.getLogger(__name__)
@@ -27,35 +26,6 @@ log = logging.getLogger(__name__)
 MAX_NOISY_QUBITS = 10
 MAX_IDEAL_QUBITS = 20
 HEISENBERG_IDEAL_QUBITS = 6  # ideal circuits up to this width take the Heisenberg route too
-
-
-class _CompletedJob(BasePrimitiveJob):
-    """The engine computes in ``run``; its job is done on arrival."""
-
-    def __init__(self, result: PrimitiveResult):
-        super().__init__(job_id="qresnet-engine")
-        self._result = result
-
-    def result(self) -> PrimitiveResult:
-        return self._result
-
-    def status(self) -> JobStatus:
-        return JobStatus.DONE
-
-    def done(self) -> bool:
-        return True
-
-    def running(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def in_final_state(self) -> bool:
-        return True
-
-    def cancel(self) -> None:
-        return None
 
 
 class EngineEstimator(BaseEstimatorV2):
@@ -92,9 +62,9 @@ class EngineEstimator(BaseEstimatorV2):
         self._qubits: dict[int, tuple[QuantumCircuit, set[int]]] = {}
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
-    def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> _CompletedJob:
+    def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> CompletedJob:
         results = [self._run_pub(EstimatorPub.coerce(pub, precision)) for pub in pubs]
-        return _CompletedJob(PrimitiveResult(results, metadata={"version": 2, "simulator": "qresnet-engine"}))
+        return CompletedJob(PrimitiveResult(results, metadata={"version": 2, "simulator": "qresnet-engine"}), "qresnet-engine")
 
     def _program(self, circuit: QuantumCircuit, extra: tuple[int, ...]) -> Program:
         key = (id(circuit), extra)
