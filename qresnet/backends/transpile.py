@@ -80,7 +80,10 @@ def transpile_template(
 ) -> TranspiledTemplate:
     """Transpile with the preset pass manager and map the observables with ``apply_layout``.
 
-    ``backend=None`` (noiseless Aer) optimises without device constraints.
+    ``backend=None`` (noiseless Aer) optimises without device constraints. A template that
+    opens with an ``amplitude_encoding`` (the head's exact state preparation) has the rest
+    transpiled and the encoding put back, untranspiled, on the initial layout's qubits:
+    simulators prepare that state exactly, and the cost counts the transpiled rest only.
     """
     n = template.num_qubits
     if backend is not None and n > backend.num_qubits:
@@ -96,7 +99,8 @@ def transpile_template(
         seed_transpiler=seed_transpiler,
         initial_layout=list(initial_layout) if initial_layout is not None and backend is not None else None,
     )
-    circuit = pass_manager.run(template.circuit)
+    source, encoding = _split_encoding(template.circuit)
+    circuit = pass_manager.run(source)
     if circuit.layout is not None:
         observables = tuple(obs.apply_layout(circuit.layout) for obs in template.observables)
         layout = tuple(circuit.layout.initial_index_layout(filter_ancillas=True))
@@ -104,6 +108,8 @@ def transpile_template(
     else:
         observables, layout = template.observables, tuple(range(n))
         final = layout
+    if encoding is not None:
+        circuit = _prepend(encoding, circuit, layout)
     measured = tuple(final[q] for q in template.measured_qubits)
     target = backend.target if backend is not None else None
     ops = {name: count for name, count in circuit.count_ops().items() if name not in _NOT_GATES}
@@ -118,6 +124,26 @@ def transpile_template(
                             if inst.operation.num_qubits == 2 and inst.operation.name not in _NOT_GATES),
         ops=dict(sorted(ops.items())),
         estimated_fidelity=estimated_fidelity(circuit, target, measured),
-        rotation_check=template.check_rotations(circuit).describe(),
+        rotation_check=("the amplitude encoding is an exact state preparation (not transpiled)" if encoding is not None
+                        else template.check_rotations(circuit).describe()),
     )
     return TranspiledTemplate(template, circuit, observables, cost)
+
+
+def _split_encoding(circuit: QuantumCircuit):
+    """(the circuit without a leading amplitude_encoding, that instruction or None)."""
+    if circuit.data and circuit.data[0].operation.name == "amplitude_encoding":
+        rest = circuit.copy_empty_like()
+        for inst in circuit.data[1:]:
+            rest.append(inst)
+        return rest, circuit.data[0]
+    return circuit, None
+
+
+def _prepend(encoding, circuit: QuantumCircuit, layout: tuple[int, ...]) -> QuantumCircuit:
+    """``encoding`` on the physical qubits its virtual qubits start on, then ``circuit``."""
+    out = circuit.copy_empty_like()
+    out.append(encoding.operation, [out.qubits[layout[v]] for v in range(encoding.operation.num_qubits)])
+    for inst in circuit.data:
+        out.append(inst)
+    return out

@@ -1,6 +1,6 @@
 """Circuit templates as value objects; nothing here knows about backends."""
 
-from qresnet.circuits.head import amplitude_angles, quantum_head
+from qresnet.circuits.head import ENCODINGS, AmplitudeEncoding, amplitude_angles, encoded_state, quantum_head
 from qresnet.circuits.quanv import quanv_filter
 from qresnet.circuits.rotation_check import RotationCheck, check_input_rotations
 from qresnet.circuits.template import CircuitTemplate
@@ -8,11 +8,14 @@ from qresnet.circuits.template import CircuitTemplate
 TEMPLATES = ("quanv", "head")
 
 __all__ = [
+    "ENCODINGS",
     "TEMPLATES",
+    "AmplitudeEncoding",
     "CircuitTemplate",
     "RotationCheck",
     "amplitude_angles",
     "check_input_rotations",
+    "encoded_state",
     "quantum_head",
     "quanv_filter",
 ]

@@ -33,29 +33,46 @@ from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftE
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 
 from qresnet.backends.engine.simulate import group_rows
-from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
+from qresnet.circuits.rotation_check import PAULI_ROTATIONS
+from qresnet.errors import QresnetError  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
+
+ENCODING = "amplitude_encoding"  # the head's exact state preparation: its features are not shifted
 
 
 @dataclass(frozen=True)
 class ShiftCircuit:
-    """``circuit`` with one parameter per rotation; g = theta @ coeffs + const (g in ``circuit.parameters`` order)."""
+    """``circuit`` with one parameter per rotation; g = theta @ coeffs + const (g in ``circuit.parameters`` order).
+
+    Features of an amplitude encoding are carried unchanged (identity columns, marked in ``carried``).
+    """
 
     source: QuantumCircuit
     circuit: QuantumCircuit
     coeffs: np.ndarray  # (P, m)
     const: np.ndarray  # (m,)
+    carried: np.ndarray | None = None  # (m,) bool
+    features: tuple[int, ...] = ()  # source columns of the encoded features, in encoding order
+
+    def __post_init__(self) -> None:
+        if self.carried is None:
+            object.__setattr__(self, "carried", np.zeros(self.coeffs.shape[1], dtype=bool))
 
 
 def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
     """The unique-parameter circuit of ``circuit``, or None if some angle is not an affine Pauli-rotation angle."""
     index = {p: j for j, p in enumerate(circuit.parameters)}
-    count = sum(1 for inst in circuit.data for a in inst.operation.params
+    count = sum(1 for inst in circuit.data if inst.operation.name != ENCODING for a in inst.operation.params
                 if isinstance(a, ParameterExpression) and a.parameters)
     g = ParameterVector("g", count)
     out = circuit.copy_empty_like()
     exprs: list[ParameterExpression] = []
+    features: list[Parameter] = []
     for inst in circuit.data:
         op = inst.operation
+        if op.name == ENCODING:
+            out.append(inst)
+            features.extend(op.params)
+            continue
         angles = [a for a in op.params if isinstance(a, ParameterExpression) and a.parameters]
         if not angles:
             out.append(inst)
@@ -70,14 +87,18 @@ def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
         exprs.append(angle)
         out.append(new, inst.qubits, inst.clbits)
     order = {p: j for j, p in enumerate(out.parameters)}
-    coeffs = np.zeros((len(index), len(exprs)))
-    const = np.zeros(len(exprs))
+    coeffs = np.zeros((len(index), len(order)))
+    const = np.zeros(len(order))
     for i, angle in enumerate(exprs):
         column = order[g[i]]
         for p in angle.parameters:
             coeffs[index[p], column] = complex(angle.gradient(p)).real
         const[column] = complex(angle.bind({p: 0.0 for p in angle.parameters}).numeric()).real
-    return ShiftCircuit(circuit, out, coeffs, const)
+    carried = np.zeros(len(order), dtype=bool)
+    for feature in features:
+        coeffs[index[feature], order[feature]] = 1.0
+        carried[order[feature]] = True
+    return ShiftCircuit(circuit, out, coeffs, const, carried, tuple(index[f] for f in features))
 
 
 class BatchedParamShiftGradient(BaseEstimatorGradient):
@@ -160,8 +181,9 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         values = np.asarray([parameter_values[i] for i in members], dtype=float)
         subset_keys = [tuple(index[p] for p in parameters[i]) for i in members]
         subsets = sorted(set(subset_keys))
-        # the g to shift: those any requested parameter enters
-        wanted = np.flatnonzero(np.any(sc.coeffs[list({c for s in subsets for c in s})] != 0, axis=0))
+        # the g to shift: those any requested parameter enters; encoded features are differentiated exactly
+        requested = sorted({c for s in subsets for c in s})
+        wanted = np.flatnonzero(np.any(sc.coeffs[requested] != 0, axis=0) & ~sc.carried)
         rows, inverse = group_rows(values)
         base = rows @ sc.coeffs + sc.const  # (U, m)
         n = len(wanted)
@@ -183,11 +205,24 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
             pm = evs.reshape(len(obs_list), len(rows), 2, n)
             d_g = (pm[:, :, 0] - pm[:, :, 1]) / 2  # (K, U, n)
             d_theta = d_g @ sc.coeffs[:, wanted].T  # (K, U, P) by the chain rule
+            if set(sc.features) & set(requested):
+                d_theta[:, :, list(sc.features)] = self._encoding_gradients(sc.source, obs_list, rows).transpose(1, 0, 2)
             for position, i in enumerate(members):
                 k = obs_ids[id(observables[i])]
                 gradients[i] = d_theta[k, inverse[position]][list(subset_keys[position])]
 
         return (sc.circuit, ObservablesArray.coerce(column), shifted), finish
+
+    def _encoding_gradients(self, circuit: QuantumCircuit, observables: list, rows: np.ndarray) -> np.ndarray:
+        """(U, K, F) derivatives by the features of an amplitude encoding, from an estimator that has them."""
+        exact = getattr(self._estimator, "encoding_gradients", None)
+        if exact is None:
+            raise QresnetError(
+                f"{type(self._estimator).__name__} cannot differentiate an amplitude encoding by its features "
+                "(no parameter-shift rule exists for them); use the engine (aer backends, --engine engine), "
+                "or do not ask for the head's input gradient"
+            )
+        return exact(circuit, observables, rows)
 
     def _run_translated(self, circuits, observables, parameter_values, parameters, **options) -> EstimatorGradientResult:
         """qiskit-machine-learning's translation and chain rule, with the one-PUB-per-circuit evaluation."""

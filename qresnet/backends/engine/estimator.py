@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
 from qiskit.primitives.containers import EstimatorPubLike
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.backends.engine.encoded import (
+    EncodedProgram,
+    compile_encoded,
+    encoded_gradients,
+    encoded_values,
+    opens_with_encoding,
+)
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, group_rows, heisenberg, observable_vectors, statevector
@@ -60,6 +68,8 @@ class EngineEstimator(BaseEstimatorV2):
         self._programs: dict[tuple, tuple[QuantumCircuit, Program]] = {}
         self._folded: dict[tuple, dict[str, float]] = {}
         self._qubits: dict[int, tuple[QuantumCircuit, set[int]]] = {}
+        self._opens: dict[int, tuple[QuantumCircuit, bool]] = {}
+        self._encoded_programs: dict[tuple, tuple[QuantumCircuit, EncodedProgram]] = {}
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> CompletedJob:
@@ -90,7 +100,6 @@ class EngineEstimator(BaseEstimatorV2):
 
     def _run_pub(self, pub: EstimatorPub) -> PubResult:
         circuit = pub.circuit
-        shape = pub.shape
         precision = pub.precision
         shots = self.shots if precision is None else (None if precision == 0 else math.ceil(1.0 / precision**2))
         # distinct observables and the flat parameter rows
@@ -108,6 +117,14 @@ class EngineEstimator(BaseEstimatorV2):
         o_b, r_b = np.broadcast_arrays(obs_index, row_index)
 
         support = {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
+        if self._encoded_circuit(circuit):
+            encoded = self._encoded(circuit, support)
+
+            def exact(term_list: list[dict[str, float]]) -> np.ndarray:
+                return encoded_values(encoded, term_list, values)
+
+            route, width = "state-preparation", encoded.program.num_qubits
+            return self._finish(pub, terms, exact, shots, route, width, o_b, r_b)
         touched = self._touched(circuit)
         extra = tuple(sorted(support - touched))
         width = len(touched | support)
@@ -125,6 +142,11 @@ class EngineEstimator(BaseEstimatorV2):
                 return heisenberg(program, observable_vectors(term_list, program), values, grouping)
             return statevector(program, term_list, values)
 
+        return self._finish(pub, terms, exact, shots, route, program.num_qubits, o_b, r_b)
+
+    def _finish(self, pub: EstimatorPub, terms, exact, shots, route: str, width: int, o_b, r_b) -> PubResult:
+        """Exact or sampled values of the distinct observables, broadcast to the PUB's shape."""
+        shape = pub.shape
         if shots is None:
             table = exact([self._fold(t) for t in terms] if self.readout else terms)
             stds_table = np.zeros_like(table)
@@ -136,8 +158,44 @@ class EngineEstimator(BaseEstimatorV2):
         evs = table[o_b, r_b].reshape(shape)
         stds = stds_table[o_b, r_b].reshape(shape)
         metadata = {"target_precision": 0.0 if shots is None else 1 / math.sqrt(shots), "shots": shots,
-                    "simulator": "qresnet-engine", "route": route, "num_qubits": program.num_qubits}
+                    "simulator": "qresnet-engine", "route": route, "num_qubits": width}
         return PubResult(DataBin(evs=evs, stds=stds, shape=shape), metadata=metadata)
+
+    def _encoded_circuit(self, circuit: QuantumCircuit) -> bool:
+        cached = self._opens.get(id(circuit))
+        if cached is None or cached[0] is not circuit:
+            cached = self._opens[id(circuit)] = (circuit, opens_with_encoding(circuit))
+        return cached[1]
+
+    def _encoded(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram:
+        """The compiled light cone of ``support`` behind the circuit's encoding."""
+        key = (id(circuit), tuple(sorted(support)))
+        cached = self._encoded_programs.get(key)
+        if cached is None or cached[0] is not circuit:
+            program = compile_encoded(circuit, self.noise_model, support)
+            cached = self._encoded_programs[key] = (circuit, program)
+        width = cached[1].program.num_qubits
+        if width > MAX_NOISY_QUBITS:
+            raise ValueError(f"the observables' light cone behind the amplitude encoding spans {width} qubits; the engine "
+                             f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
+        return cached[1]
+
+    def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                           values: np.ndarray) -> np.ndarray:
+        """(R, K, F): exact derivatives of each observable's value by the features of the circuit's encoding.
+
+        The noise model and the readout errors are included as in :meth:`run`; with shots, the
+        values are sampled but these derivatives stay exact (an adjoint pass has no shot noise).
+        """
+        plain = [dict(zip(o.simplify().paulis.to_labels(), o.simplify().coeffs.real)) for o in observables]
+        terms = [self._fold(t) for t in plain] if self.readout else plain
+        support = {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if not self._encoded_circuit(circuit):
+            raise ValueError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
+        encoded = self._encoded(circuit, support)
+        self.rows_evaluated += len(values) * len(terms)
+        return encoded_gradients(encoded, terms, values)
 
     def _fall_back(self, pub: EstimatorPub, width: int, noisy: bool) -> PubResult:
         bound = MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS

@@ -181,8 +181,13 @@ def _channel_ptm(error) -> np.ndarray:
     return superop_ptm(SuperOp(error.to_quantumchannel()).data)
 
 
-def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Sequence[int] = ()) -> Program:
-    """Compile ``circuit`` (logical or ISA) under an optional Aer ``NoiseModel``."""
+def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Sequence[int] = (),
+                    product_prefix: bool = True) -> Program:
+    """Compile ``circuit`` (logical or ISA) under an optional Aer ``NoiseModel``.
+
+    ``product_prefix=False`` puts every operation in the body: for circuits that do not start
+    from |0...0>, such as the body after a state preparation.
+    """
     if noise_model is not None and any(inst.operation.name == "delay" for inst in circuit.data):
         pass_manager = noise_model._pass_manager()  # Aer's own relaxation-on-delay pass, as Aer applies it
         if pass_manager is not None:
@@ -266,7 +271,7 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
     entangled = [False] * len(physical)
     raw_body: list[Step] = []
     for step in steps:
-        if len(step.qubits) == 1 and not entangled[step.qubits[0]]:
+        if product_prefix and len(step.qubits) == 1 and not entangled[step.qubits[0]]:
             prefix[step.qubits[0]].append(step)
         else:
             for q in step.qubits:

@@ -85,6 +85,17 @@ def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
     return r
 
 
+def body_images(program: Program, observables: np.ndarray, settings: np.ndarray) -> np.ndarray:
+    """(G, K, 4^n): the observables carried back through the body, one image per setting of ``body_columns``."""
+    columns = program.body_columns
+    representatives = np.zeros((len(settings), len(program.parameters)))
+    representatives[:, columns] = settings
+    o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
+    for op in reversed(program.body):
+        o = _apply(o, op.ptm(representatives, program.parameters), op.qubits, program.num_qubits)
+    return o
+
+
 def heisenberg(
     program: Program, observables: np.ndarray, values: np.ndarray,
     grouping: tuple[np.ndarray, np.ndarray] | None = None,
@@ -93,14 +104,9 @@ def heisenberg(
 
     ``grouping``: ``group_rows(values[:, program.body_columns])``, if the caller has it already.
     """
-    n, params = program.num_qubits, program.parameters
-    columns = program.body_columns
-    settings, group = grouping if grouping is not None else group_rows(values[:, columns])
-    representatives = np.zeros((len(settings), values.shape[1]))
-    representatives[:, columns] = settings
-    o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
-    for op in reversed(program.body):
-        o = _apply(o, op.ptm(representatives, params), op.qubits, n)
+    n = program.num_qubits
+    settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
+    o = body_images(program, observables, settings)
     bloch = [prefix_bloch(program, values, q) for q in range(n)]
     # Tr[O rho] = sum_j o_j prod_q r_q[j_q]: contract the most significant qubit by a matmul
     # per body setting, then the others row by row
@@ -179,4 +185,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["group_rows", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["body_images", "group_rows", "heisenberg", "observable_vectors", "statevector"]

@@ -1,0 +1,164 @@
+"""Circuits that open with an amplitude encoding: exact state preparation, batched over samples.
+
+For f(x) = Tr[O E(|psi><psi|)] with psi = x / |x| (zero-padded, real) and E the rest of the
+circuit (noise included), the observable is carried back once per distinct setting of E's
+parameters, O' = E^dagger(O), and every sample is a quadratic form, f = psi^T Re(O') psi.
+Only the backward light cone of the observable matters (trace-preserving operations outside
+it leave the identity as it is), so O' lives on a few qubits and psi enters through its
+reduced density matrix there. The same O' gives the exact input gradient,
+df/dpsi = 2 Re(O') psi, projected onto the sphere (the normalisation) and cut to the features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qiskit import QuantumCircuit
+
+from qresnet.backends.engine.program import Program, UnsupportedInstructionError, compile_circuit
+from qresnet.backends.engine.ptm import _PAULI_1Q
+from qresnet.backends.engine.simulate import body_images, group_rows, observable_vectors
+from qresnet.circuits.head import encoded_state
+
+ENCODING = "amplitude_encoding"
+_CHUNK = 1 << 24  # matrix entries per chunk of settings
+
+
+def opens_with_encoding(circuit: QuantumCircuit) -> bool:
+    if any(inst.operation.name == ENCODING for inst in circuit.data[1:]):
+        raise UnsupportedInstructionError("the engine supports an amplitude_encoding only as the circuit's first instruction")
+    return bool(circuit.data) and circuit.data[0].operation.name == ENCODING
+
+
+@dataclass
+class EncodedProgram:
+    """The light cone of some observables behind an amplitude encoding, compiled without a product prefix."""
+
+    encoding_qubits: tuple[int, ...]  # physical qubit of amplitude bit i
+    feature_columns: np.ndarray  # column of each feature in the circuit's parameter values
+    program: Program  # over the light-cone qubits (``program.physical``)
+    body_columns: np.ndarray  # the program's parameters as columns of the circuit's values
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_columns)
+
+
+def compile_encoded(circuit: QuantumCircuit, noise_model, support: set[int]) -> EncodedProgram:
+    """Compile the part of ``circuit`` after its encoding that can reach qubits ``support``."""
+    first = circuit.data[0]
+    index = {p: j for j, p in enumerate(circuit.parameters)}
+    columns = []
+    for value in first.operation.params:
+        if value not in index:
+            raise UnsupportedInstructionError("amplitude_encoding features must be plain parameters in the engine")
+        columns.append(index[value])
+    cone = set(support)
+    kept = []
+    for inst in reversed(circuit.data[1:]):
+        qubits = {circuit.find_bit(q).index for q in inst.qubits}
+        if inst.operation.name != "barrier" and qubits & cone:
+            kept.append(inst)
+            cone |= qubits
+    body = circuit.copy_empty_like()
+    for inst in reversed(kept):
+        body.append(inst)
+    program = compile_circuit(body, noise_model, tuple(sorted(cone)), product_prefix=False)
+    return EncodedProgram(
+        encoding_qubits=tuple(circuit.find_bit(q).index for q in first.qubits),
+        feature_columns=np.array(columns, dtype=int),
+        program=program,
+        body_columns=np.array([index[p] for p in program.parameters], dtype=int),
+    )
+
+
+def pauli_to_matrix(coeffs: np.ndarray, n: int) -> np.ndarray:
+    """(..., 4^n) Pauli coefficients (qubit q the base-4 digit q) -> (..., 2^n, 2^n) matrices."""
+    batch = coeffs.shape[:-1]
+    out = coeffs.reshape(-1, 1, 1, 4**n).astype(complex)  # (B, row, col, remaining digits)
+    for _ in range(n):  # peel the most significant digit; it becomes the least significant matrix bit so far
+        b, r, _c, rest = out.shape
+        t = out.reshape(b, r, r, 4, rest // 4)
+        # new[b, (R, i), (C, j)] = sum_d P_d[i, j] t[b, R, C, d]: kron(rest so far, P_d)
+        out = np.einsum("dij,brcdx->bricjx", _PAULI_1Q, t).reshape(b, 2 * r, 2 * r, rest // 4)
+    return out.reshape(*batch, 2**n, 2**n)
+
+
+def _reduced_layout(ep: EncodedProgram) -> tuple[list[int], np.ndarray]:
+    """The amplitude-bit axes of the light-cone qubits (most significant compact qubit first), and
+    the light-cone basis index of each reduced basis state (qubits outside the encoding stay |0>)."""
+    physical = ep.program.physical
+    bit_of = {q: i for i, q in enumerate(ep.encoding_qubits)}
+    encoded = [c for c in range(len(physical) - 1, -1, -1) if physical[c] in bit_of]  # compact, most significant first
+    ne = len(ep.encoding_qubits)
+    axes = [ne - 1 - bit_of[physical[c]] for c in encoded]  # axis of bit i in a C-order (2,)*ne reshape
+    embed = np.zeros(1 << len(encoded), dtype=int)
+    for m in range(len(embed)):
+        for position, c in enumerate(encoded):
+            if (m >> (len(encoded) - 1 - position)) & 1:
+                embed[m] |= 1 << c
+    return axes, embed
+
+
+def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(psi (S, 2^ne), A (S, 2^k, 2^rest)): the encoded states, and their light-cone bits moved to the front."""
+    ne = len(ep.encoding_qubits)
+    psi = encoded_state(features, ne)
+    t = psi.reshape((len(psi),) + (2,) * ne)
+    t = np.moveaxis(t, [1 + a for a in axes], range(1, 1 + len(axes)))
+    return psi, t.reshape(len(psi), 1 << len(axes), -1)
+
+
+def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray) -> np.ndarray:
+    """(G, K, 2^k, 2^k): Re E^dagger(O) on the encoded light-cone qubits (others |0>), per setting."""
+    n = ep.program.num_qubits
+    per_setting = observables.shape[0] * 4**n
+    out = np.empty((len(settings), observables.shape[0], len(embed), len(embed)))
+    step = max(1, _CHUNK // per_setting)
+    for start in range(0, len(settings), step):
+        images = body_images(ep.program, observables, settings[start:start + step])
+        mats = pauli_to_matrix(images, n).real
+        out[start:start + step] = mats[..., embed[:, None], embed[None, :]]
+    return out
+
+
+def _groups(ep: EncodedProgram, values: np.ndarray):
+    settings, group = group_rows(values[:, ep.body_columns])
+    samples, sample = group_rows(values[:, ep.feature_columns])
+    return settings, group, samples, sample
+
+
+def encoded_values(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray) -> np.ndarray:
+    """(K, R) exact values of {Pauli label: coeff} observables for R rows of the circuit's parameter values."""
+    observables = observable_vectors(terms, ep.program)
+    settings, group, samples, sample = _groups(ep, values)
+    axes, embed = _reduced_layout(ep)
+    _, a = _amplitudes(ep, samples, axes)
+    rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
+    ops = _operators(ep, observables, settings, embed)
+    table = np.einsum("gkij,sij->kgs", ops, rho)  # every (setting, sample) pair: G and S are small
+    return table[:, group, sample]
+
+
+def encoded_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray) -> np.ndarray:
+    """(R, K, F) exact d value / d feature; 0 for an all-zero feature vector."""
+    observables = observable_vectors(terms, ep.program)
+    settings, group, samples, sample = _groups(ep, values)
+    axes, embed = _reduced_layout(ep)
+    psi, a = _amplitudes(ep, samples, axes)
+    ops = _operators(ep, observables, settings, embed)
+    ne, k = len(ep.encoding_qubits), len(terms)
+    out = np.zeros((len(values), k, ep.num_features))
+    norms = np.linalg.norm(samples, axis=1)
+    for g in range(len(settings)):
+        rows = np.flatnonzero(group == g)
+        s = sample[rows]
+        v = 2.0 * np.einsum("kij,rjx->rkix", ops[g], a[s])  # d f / d psi, light-cone bits in front
+        v = v.reshape((len(rows), k) + (2,) * len(axes) + (2,) * (ne - len(axes)))
+        v = np.moveaxis(v, range(2, 2 + len(axes)), [2 + x for x in axes]).reshape(len(rows), k, 1 << ne)
+        p = psi[s][:, None, :]
+        tangent = v - (v * p).sum(-1, keepdims=True) * p  # the normalisation's Jacobian: (I - psi psi^T) / |x|
+        scale = np.where(norms[s] > 0, 1.0 / np.where(norms[s] > 0, norms[s], 1.0), 0.0)
+        out[rows] = tangent[..., : ep.num_features] * scale[:, None, None]
+    return out
