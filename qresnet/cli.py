@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qresnet.errors import QresnetError
 
+PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
+
 
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backend")
@@ -142,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         "dataset": args.dataset, "data_dir": args.data_dir, "per_class": args.per_class, "test_fraction": args.test_fraction,
         "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
         "engine": args.engine, "shots": args.shots, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "torch_threads": args.torch_threads,
+        "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale,
+        "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
     }
@@ -162,11 +165,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
         configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         classes=tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
         backends=tuple(args.backends.split(",")) if args.backends else None,
+        heads=tuple(args.head.split(",")) if args.head else None,
     )
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
-          f"{', '.join(sweep.backends)}), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
+          f"{', '.join(sweep.backends)} x {', '.join(sweep.heads)} head), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
     rows = run_sweep(sweep, out, jobs=args.jobs)
     report = write_report(rows, out, sweep.to_dict())
     print(report.read_text().split("## Figures")[0])
@@ -214,7 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=None)
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--residual", default=None, help='residual configuration, e.g. "O1+O2" or "(X+O1)+O2"')
-    p.add_argument("--head", default=None, choices=("linear",))
+    p.add_argument("--head", default=None, choices=("linear", "quantum"))
+    p.add_argument("--head-scale", type=float, default=None, help="quantum head: logits = scale * <Z> (default 5)")
+    p.add_argument("--head-encoding-noise", default=None, choices=("exact", "transpiled"),
+                   help="quantum head on aer:<device>: 'transpiled' also runs the whole transpiled encoding under "
+                        "noise for --head-noise-samples test samples (Aer density matrix; slow) and reports the difference")
+    p.add_argument("--head-noise-samples", type=int, default=None)
     p.add_argument("--mode", default=None, choices=("response", "per-patch"))
     p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
     p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
@@ -229,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("compare", help="sweep residual configurations x trainable/frozen x backends; write a report")
-    p.add_argument("--preset", choices=("quick", "paper", "single"), default="quick")
+    # literal so that --help stays fast; tests check it equals experiments.PRESETS
+    p.add_argument("--preset", choices=PRESET_NAMES, default="quick")
+    p.add_argument("--head", default=None, help="linear | quantum | linear,quantum (default: the preset's)")
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
     p.add_argument("--layers", type=int, default=None)

@@ -9,7 +9,7 @@ from typing import Any
 
 from qresnet.provenance import environment
 
-RESULT_FIELDS = ("backend", "config", "frozen", "final_test_acc", "best_test_acc", "final_train_loss",
+RESULT_FIELDS = ("backend", "head", "config", "frozen", "final_test_acc", "best_test_acc", "final_train_loss",
                  "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach", "measured_reach",
                  "run_dir", "reused")
 
@@ -48,34 +48,47 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, A
         writer.writerows(rows)
     (out / "results.json").write_text(json.dumps({"sweep": sweep, "results": rows, "environment": environment()},
                                                  indent=2, default=str))
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    heads = list(dict.fromkeys(r.get("head", "linear") for r in rows))
+    for r in rows:  # one table per backend and head; the head named only when the sweep has several
+        r["setting"] = r["backend"] if len(heads) == 1 else f"{r['backend']}, {r.get('head', 'linear')} head"
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
     configs = list(dict.fromkeys(r["config"] for r in rows))
-    acc = {(r["backend"], r["config"], r["frozen"]): r["final_test_acc"] for r in rows}
-    by = {(r["backend"], r["config"], r["frozen"]): r for r in rows}
+    acc = {(r["setting"], r["config"], r["frozen"]): r["final_test_acc"] for r in rows}
+    by = {(r["setting"], r["config"], r["frozen"]): r for r in rows}
     wall = max((r.get("sweep_wall_time_s", 0.0) for r in rows), default=0.0)
+    notes = sorted({note for r in rows for note in r.get("head_notes") or []})
     lines = [
         f"# ResQuNN comparison: preset `{sweep['preset']}`",
         "",
         f"Data: {sweep['dataset']}, classes {sweep['classes'] or 'all'}, {sweep['per_class']} per class; "
-        f"{sweep['layers']} quanvolution layers, linear head; {sweep['epochs']} epochs, batch {sweep['batch_size']}, "
-        f"Adam lr {sweep['lr']}, seed {sweep['seed']}. Sweep wall time {wall:.0f} s. Accuracies are final test accuracies "
-        f"(best over epochs in results.csv). *Frozen* trains only the head (the paper's frozen-quantum benchmark): a "
-        f"configuration whose trainable accuracy does not beat it is not learning in its quantum layers.",
+        f"{sweep['layers']} quanvolution layers, {' and '.join(heads)} head; {sweep['epochs']} epochs, batch "
+        f"{sweep['batch_size']}, Adam lr {sweep['lr']}, seed {sweep['seed']}. Sweep wall time {wall:.0f} s. Accuracies are "
+        f"final test accuracies (best over epochs in results.csv). *Frozen* trains only the head (the paper's "
+        f"frozen-quantum benchmark): a configuration whose trainable accuracy does not beat it is not learning in its "
+        f"quantum layers. Gradient norms: mean per batch of each quanvolution layer's weight gradient, last epoch of the "
+        f"trainable run (over training: grad_norms.png).",
+        "",
+        *[f"- {note}" for note in notes],
         "",
     ]
-    for backend in backends:
-        lines += [f"## {backend}", "",
-                  "| configuration | trainable | frozen | trainable - frozen | layers with gradient (rule) | (measured) |",
-                  "|---|---|---|---|---|---|"]
+    for setting in settings:
+        lines += [f"## {setting}", "",
+                  "| configuration | trainable | frozen | trainable - frozen | gradient norm per layer | "
+                  "layers with gradient (rule) | (measured) |",
+                  "|---|---|---|---|---|---|---|"]
         for c in configs:
-            t, f = acc.get((backend, c, False)), acc.get((backend, c, True))
-            row = by.get((backend, c, False)) or by.get((backend, c, True))
+            t, f = acc.get((setting, c, False)), acc.get((setting, c, True))
+            row = by.get((setting, c, False)) or by.get((setting, c, True))
             diff = f"{t - f:+.3f}" if t is not None and f is not None else "-"
-            measured = by[(backend, c, False)]["measured_reach"] if (backend, c, False) in by else None
-            lines.append(f"| `{c}` | {_fmt(t)} | {_fmt(f)} | {diff} | {_layers(row['predicted_reach'])} | {_layers(measured)} |")
+            trained = by.get((setting, c, False))
+            measured = trained["measured_reach"] if trained else None
+            norms = " / ".join(f"{v:.2e}" for v in trained["grad_norms_last_epoch"]) if trained else "-"
+            lines.append(f"| `{c}` | {_fmt(t)} | {_fmt(f)} | {diff} | {norms} | {_layers(row['predicted_reach'])} | "
+                         f"{_layers(measured)} |")
         lines.append("")
-    if len(backends) > 1:
-        ideal, noisy = backends[0], backends[1:]
+    for head in heads:
+        group = [g for g in settings if len(heads) == 1 or g.endswith(f", {head} head")]
+        ideal, noisy = group[0], group[1:]
         for other in noisy:
             lines += [f"## {other} minus {ideal}", "", "| configuration | trainable | frozen |", "|---|---|---|"]
             for c in configs:
@@ -85,13 +98,23 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, A
                     cells.append(f"{a - b:+.3f}" if a is not None and b is not None else "-")
                 lines.append(f"| `{c}` | {cells[0]} | {cells[1]} |")
             lines.append("")
+    if "quantum" in heads and "linear" in heads:
+        for backend in dict.fromkeys(r["backend"] for r in rows):
+            q, lin = f"{backend}, quantum head", f"{backend}, linear head"
+            lines += [f"## Quantum head beside the linear head, {backend}", "",
+                      "| configuration | quantum trainable | quantum frozen | linear trainable | linear frozen |",
+                      "|---|---|---|---|---|"]
+            for c in configs:
+                lines.append(f"| `{c}` | {_fmt(acc.get((q, c, False)))} | {_fmt(acc.get((q, c, True)))} | "
+                             f"{_fmt(acc.get((lin, c, False)))} | {_fmt(acc.get((lin, c, True)))} |")
+            lines.append("")
     lines += ["## Figures", "", "![accuracy](accuracy.png)", "", "![gradient norms](grad_norms.png)", "",
               "![training curves](curves.png)", ""]
-    if len(backends) > 1:
+    if len(settings) > 1:
         lines += ["![ideal vs noisy](ideal_vs_noisy.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
-    _figures(rows, backends, configs, out)
+    _figures(rows, settings, configs, out)
     return report
 
 
@@ -99,66 +122,66 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _figures(rows: list[dict[str, Any]], backends: list[str], configs: list[str], out: Path) -> None:
+def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    by = {(r["backend"], r["config"], r["frozen"]): r for r in rows}
+    by = {(r["setting"], r["config"], r["frozen"]): r for r in rows}
     x = np.arange(len(configs))
-    fig, axes = plt.subplots(1, len(backends), figsize=(5.5 * len(backends), 3.8), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
         for offset, frozen, label in ((-0.2, False, "trainable"), (0.2, True, "frozen")):
-            values = [by[(backend, c, frozen)]["final_test_acc"] if (backend, c, frozen) in by else np.nan for c in configs]
+            values = [by[(setting, c, frozen)]["final_test_acc"] if (setting, c, frozen) in by else np.nan for c in configs]
             ax.bar(x + offset, values, 0.4, label=label)
-        ax.set(title=f"test accuracy, {backend}", xticks=x, ylim=(0, 1))
+        ax.set(title=f"test accuracy, {setting}", xticks=x, ylim=(0, 1))
         ax.set_xticklabels(configs, rotation=30, ha="right")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / "accuracy.png", dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(backends), len(configs), figsize=(3.2 * len(configs), 2.8 * len(backends)), squeeze=False)
-    for i, backend in enumerate(backends):
+    fig, axes = plt.subplots(len(settings), len(configs), figsize=(3.2 * len(configs), 2.8 * len(settings)), squeeze=False)
+    for i, setting in enumerate(settings):
         for j, c in enumerate(configs):
             ax = axes[i][j]
-            row = by.get((backend, c, False))
+            row = by.get((setting, c, False))
             if row:
                 for k in range(len(row["grad_norms_last_epoch"])):
                     ax.plot([m["epoch"] for m in row["metrics"]], [m[f"grad_norm_layer{k + 1}"] for m in row["metrics"]],
                             "o-", ms=3, label=f"layer {k + 1}")
                 ax.legend(fontsize=7)
-            ax.set_title(f"{c}\n{backend}", fontsize=8)
+            ax.set_title(f"{c}\n{setting}", fontsize=8)
             ax.set_xlabel("epoch", fontsize=8)
     fig.suptitle("quantum weight gradient norm over training (trainable runs)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "grad_norms.png", dpi=100)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(backends), figsize=(5.5 * len(backends), 3.8), squeeze=False)
-    for ax, backend in zip(axes[0], backends):
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
         for j, c in enumerate(configs):
             color = f"C{j}"
             for frozen, style in ((False, "-"), (True, "--")):
-                row = by.get((backend, c, frozen))
+                row = by.get((setting, c, frozen))
                 if row:
                     ax.plot([m["epoch"] for m in row["metrics"]], [m["test_acc"] for m in row["metrics"]], style,
                             color=color, label=f"{c}{' (frozen)' if frozen else ''}")
-        ax.set(title=f"test accuracy per epoch, {backend} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
+        ax.set(title=f"test accuracy per epoch, {setting} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
 
-    if len(backends) > 1:
+    if len(settings) > 1:
         fig, ax = plt.subplots(figsize=(7, 3.8))
-        width = 0.8 / len(backends)
-        for i, backend in enumerate(backends):
-            values = [by[(backend, c, False)]["final_test_acc"] if (backend, c, False) in by else np.nan for c in configs]
-            ax.bar(x + (i - (len(backends) - 1) / 2) * width, values, width, label=backend)
-        ax.set(title="trainable test accuracy: ideal vs noisy", xticks=x, ylim=(0, 1))
+        width = 0.8 / len(settings)
+        for i, setting in enumerate(settings):
+            values = [by[(setting, c, False)]["final_test_acc"] if (setting, c, False) in by else np.nan for c in configs]
+            ax.bar(x + (i - (len(settings) - 1) / 2) * width, values, width, label=setting)
+        ax.set(title="trainable test accuracy by setting and head", xticks=x, ylim=(0, 1))
         ax.set_xticklabels(configs, rotation=30, ha="right")
         ax.legend()
         fig.tight_layout()

@@ -27,13 +27,16 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import Backend, BackendOptions, resolve_backend
-from qresnet.circuits import quanv_filter
+from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.data import DataConfig, Dataset, load_dataset
 from qresnet.errors import QresnetError
-from qresnet.nn import QuanvLayer, ResidualSpec, ResQuNN
+from qresnet.nn import DEFAULT_SCALE, QuantumHead, QuanvLayer, ResidualSpec, ResQuNN
+from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.provenance import environment
 
-HEADS = ("linear",)
+HEADS = ("linear", "quantum")
+HEAD_QUBITS = 10
+HEAD_ENCODING_NOISE = ("exact", "transpiled")
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 
 
@@ -55,6 +58,9 @@ class TrainConfig:
     layers: int = 2
     residual: str = "O1+O2"
     head: str = "linear"
+    head_scale: float = DEFAULT_SCALE  # quantum head: logits = head_scale * <Z>
+    head_encoding_noise: str = "exact"  # quantum head on a noisy model: "transpiled" also checks the encoding under noise
+    head_noise_samples: int = 4  # test samples evaluated with the transpiled encoding under noise
     mode: str = "response"
     input_gradients: bool = False
     frozen: bool = False
@@ -78,7 +84,13 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} must be a positive number")
         if self.head not in HEADS:
-            raise ConfigError(f"head={self.head!r} must be one of {', '.join(HEADS)} (the quantum head comes with issue 6)")
+            raise ConfigError(f"head={self.head!r} must be one of {', '.join(HEADS)}")
+        if self.head_encoding_noise not in HEAD_ENCODING_NOISE:
+            raise ConfigError(f"head_encoding_noise={self.head_encoding_noise!r} must be one of {', '.join(HEAD_ENCODING_NOISE)}")
+        if not (isinstance(self.head_scale, (int, float)) and math.isfinite(self.head_scale) and self.head_scale > 0):
+            raise ConfigError(f"head_scale={self.head_scale!r} must be a positive number")
+        if not isinstance(self.head_noise_samples, int) or self.head_noise_samples < 1:
+            raise ConfigError(f"head_noise_samples={self.head_noise_samples!r} must be a positive integer")
         object.__setattr__(self, "residual", ResidualSpec.coerce(self.residual, self.layers).notation)
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
@@ -128,10 +140,49 @@ def quanv_layers(
             for k in range(num_layers)]
 
 
+def head_encoding(backend: Backend) -> str:
+    """``state`` where the engine prepares the encoded state exactly (``aer`` backends), else ``angles``."""
+    return "state" if backend.spec.kind == "aer" and backend.options.engine == "engine" else "angles"
+
+
+def quantum_head_layer(backend: Backend, num_features: int, num_classes: int, *, scale: float = DEFAULT_SCALE,
+                       seed: int = 0) -> QuantumHead:
+    """The 10-qubit head on ``backend``: exact state preparation on the engine, the transpiled encoding elsewhere."""
+    if not 1 <= num_classes <= HEAD_QUBITS:
+        raise ConfigError(f"the quantum head measures one of its {HEAD_QUBITS} qubits per class; got {num_classes} classes")
+    if num_features > 1 << HEAD_QUBITS:
+        raise ConfigError(f"the final map has {num_features} values; {HEAD_QUBITS} qubits encode at most {1 << HEAD_QUBITS}")
+    encoding = head_encoding(backend)
+    template = quantum_head(HEAD_QUBITS, num_classes, encoding=encoding,
+                            num_features=num_features if encoding == "state" else None)
+    transpiled = backend.transpile(template)
+    return QuantumHead(template, backend.estimator(), circuit=transpiled.circuit, observables=transpiled.observables,
+                       scale=scale, seed=seed + 1000)
+
+
+def head_notes(config: TrainConfig, backend: Backend, model: ResQuNN) -> list[str]:
+    """What every report says about how the quantum head was simulated."""
+    if config.head != "quantum":
+        return []
+    notes = []
+    if model.head.encoding == "state":
+        notes.append("head encoding: the amplitude-encoded state is prepared exactly"
+                     + ("; the device noise acts on the transpiled ansatz and the readout" if backend.spec.noisy else ""))
+        notes.append("head input gradient: exact (engine, adjoint through the state preparation)")
+    else:
+        notes.append("head encoding: the transpiled state-preparation circuit, one circuit per sample")
+        notes.append(NO_INPUT_GRADIENT)
+    return notes
+
+
 def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
     layers = quanv_layers(backend, config.layers, mode=config.mode, input_gradients=config.input_gradients,
                           seed=config.seed)
-    model = ResQuNN(layers, config.residual, image_shape, num_classes, seed=config.seed)
+    head = None
+    if config.head == "quantum":
+        size = ResidualSpec.coerce(config.residual, config.layers).node_shapes(tuple(image_shape), layers[0].kernel_size)[-1]
+        head = quantum_head_layer(backend, size[0] * size[1], num_classes, scale=config.head_scale, seed=config.seed)
+    model = ResQuNN(layers, config.residual, image_shape, num_classes, seed=config.seed, head=head)
     return model.freeze_quantum() if config.frozen else model
 
 
@@ -221,7 +272,11 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         metrics, start_epoch, elapsed = state["metrics"], state["epoch"] + 1, state["elapsed"]
-    _write_json(out / "config.json", {"config": config.to_dict(), "backend": backend.describe(),
+    notes = head_notes(config, backend, model)
+    if progress:
+        for note in notes:
+            print(note)
+    _write_json(out / "config.json", {"config": config.to_dict(), "backend": backend.describe(), "head_notes": notes,
                                       "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
                                                "classes": list(data.classes), "image_shape": list(data.image_shape)},
                                       "environment": environment()})
@@ -234,6 +289,7 @@ def train(
             began = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
             norms = torch.zeros(config.layers, dtype=torch.float64)
+            head_norm = 0.0
             batches = range(0, n, config.batch_size)
             bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
             run_loss, run_correct, seen = 0.0, 0, 0
@@ -249,6 +305,7 @@ def train(
                 for k, layer in enumerate(model.layers):
                     if layer.weight.grad is not None:
                         norms[k] += float(layer.weight.grad.norm())
+                head_norm += math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))
                 optimizer.step()
                 run_loss += loss.item() * len(idx)
                 run_correct += int((logits.argmax(1) == data.y_train[idx]).sum())
@@ -261,6 +318,7 @@ def train(
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "seconds": seconds}
             row.update({f"grad_norm_layer{k + 1}": float(norms[k]) / len(batches) for k in range(config.layers)})
+            row["grad_norm_head"] = head_norm / len(batches)
             metrics.append(row)
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                           "metrics": metrics, "elapsed": elapsed, "config": config.to_dict()},
@@ -288,19 +346,59 @@ def train(
         "backend": backend.name,
         "residual": config.residual,
         "frozen": config.frozen,
+        "head": config.head,
+        "head_notes": notes,
     }
+    if config.head == "quantum" and config.head_encoding_noise == "transpiled" and metrics:
+        summary["head_encoding_noise"] = encoding_noise_check(model, backend, data, config.head_noise_samples, config.seed)
+        _write_json(out / "head_encoding_noise.json", summary["head_encoding_noise"])
     _write_json(out / "summary.json", summary)
     if metrics:
         plot_curves(metrics, config.layers, out / "curves.png")
     return summary
 
 
+def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, samples: int, seed: int) -> dict[str, Any]:
+    """The head on ``samples`` test images with its whole transpiled encoding under the device noise (Aer,
+    density matrix), beside the default exact state preparation: score differences, predictions, cost."""
+    if not backend.spec.noisy or backend.spec.kind != "aer":
+        raise ConfigError(f"head_encoding_noise='transpiled' needs a noisy aer:<device> backend, not {backend.name}")
+    from qresnet.backends.aer import aer_estimator
+    from qresnet.backends.readout import readout_errors
+
+    head = model.head
+    transpiled = backend.transpile(quantum_head(HEAD_QUBITS, head.num_outputs))
+    aer = aer_estimator(backend.noise_model, readout_errors(backend.device) if backend.options.readout else None, None, seed)
+    noisy_head = QuantumHead(transpiled.template, aer, circuit=transpiled.circuit, observables=transpiled.observables,
+                             scale=head.scale, initial_weights=head.weight.detach().numpy())
+    x, y = data.x_test[:samples], data.y_test[:samples]
+    with torch.no_grad():
+        features = model.features(x).flatten(1)
+        exact = head.scores(features)
+        began = time.perf_counter()
+        full = noisy_head.scores(features)
+        seconds = time.perf_counter() - began
+    diff = (full - exact).abs()
+    return {
+        "samples": len(y),
+        "two_qubit_gates_per_circuit": transpiled.cost.two_qubit_gates,
+        "depth": transpiled.cost.depth,
+        "estimated_fidelity": transpiled.cost.estimated_fidelity,
+        "seconds": seconds,
+        "max_abs_score_difference": float(diff.max()),
+        "mean_abs_score_difference": float(diff.mean()),
+        "accuracy_exact_preparation": float((exact.argmax(1) == y).double().mean()),
+        "accuracy_transpiled_encoding": float((full.argmax(1) == y).double().mean()),
+        "same_prediction": float((exact.argmax(1) == full.argmax(1)).double().mean()),
+    }
+
+
 def _write_metrics(path: Path, metrics: list[dict[str, float]], layers: int) -> None:
-    fields = list(METRIC_FIELDS) + [f"grad_norm_layer{k}" for k in range(1, layers + 1)]
+    fields = list(METRIC_FIELDS) + [f"grad_norm_layer{k}" for k in range(1, layers + 1)] + ["grad_norm_head"]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in metrics:
-            writer.writerow({k: repr(row[k]) if isinstance(row[k], float) else row[k] for k in fields})
+            writer.writerow({k: repr(row.get(k, "")) if isinstance(row.get(k), float) else row.get(k, "") for k in fields})
     os.replace(tmp, path)

@@ -13,6 +13,7 @@ from qiskit_aer.noise import NoiseModel
 from qresnet.backends.aer import aer_estimator
 from qresnet.backends.devices import fake_device
 from qresnet.backends.engine import EngineEstimator
+from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, JobLimits, SplittingEstimator
 from qresnet.backends.readout import readout_errors
 from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
 from qresnet.backends.spec import BackendSpec
@@ -116,7 +117,9 @@ class Backend:
                     self.noise_model, readout, o.shots, o.seed, fallback=aer)
             else:
                 runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
-                self._estimator = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")
+                runtime = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")
+                # jobs over the Runtime validation limits (10,000 two-qubit gates) are split, not rejected
+                self._estimator = SplittingEstimator(runtime, JobLimits(shots=o.shots or DEFAULT_RUNTIME_SHOTS))
         return self._estimator
 
     def _execution_mode(self) -> Any:

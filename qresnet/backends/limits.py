@@ -33,6 +33,7 @@ from qresnet.errors import QresnetError
 
 MAX_TWO_QUBIT_GATES_PER_JOB = 10_000
 MAX_EXECUTIONS_PER_JOB = 10_000_000
+DEFAULT_RUNTIME_SHOTS = 4096  # the Runtime estimator's default precision 1/64, as shots
 _NOT_GATES = ("barrier", "delay")
 
 
@@ -61,11 +62,11 @@ def measurement_bases(observables: ObservablesArray) -> int:
 
 @dataclass(frozen=True)
 class JobLimits:
-    """Per-job bounds; ``shots`` is what one circuit costs in executions (Runtime default 4096 if unset)."""
+    """Per-job bounds; ``shots`` is what one circuit costs in executions."""
 
     max_two_qubit_gates: int = MAX_TWO_QUBIT_GATES_PER_JOB
     max_executions: int = MAX_EXECUTIONS_PER_JOB
-    shots: int = 4096
+    shots: int = DEFAULT_RUNTIME_SHOTS
 
 
 @dataclass(frozen=True)

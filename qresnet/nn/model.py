@@ -1,4 +1,4 @@
-"""ResQuNN: stacked quanvolution layers with residual skips and a classical head."""
+"""ResQuNN: stacked quanvolution layers with residual skips and a classical (linear) or quantum head."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import torch
 from torch import nn
 
 from qresnet.errors import QresnetError
+from qresnet.nn.head import QuantumHead
 from qresnet.nn.quanv import QuanvLayer
 from qresnet.nn.residual import ResidualSpec
 
 
 class ResQuNN(nn.Module):
-    """L quanvolution layers, a :class:`ResidualSpec`, and a linear head on the flattened final map.
+    """L quanvolution layers, a :class:`ResidualSpec`, and a head on the flattened final map.
+
+    ``head=None`` is a linear layer (float64); a :class:`QuantumHead` must encode the final map's
+    size and measure one qubit per class.
 
     >>> from qiskit_aer.primitives import EstimatorV2
     >>> from qresnet.circuits import quanv_filter
@@ -31,6 +35,7 @@ class ResQuNN(nn.Module):
         num_classes: int,
         padding: str = "bottom-right",
         seed: int | None = None,
+        head: QuantumHead | None = None,
     ):
         super().__init__()
         if not layers:
@@ -44,9 +49,15 @@ class ResQuNN(nn.Module):
         if len(kernels) != 1:
             raise QresnetError(f"all layers need the same kernel size, got {sorted(kernels)}")
         self.feature_shape = self.residual.node_shapes(tuple(input_shape), kernels.pop())[-1]
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.head = nn.Linear(self.feature_shape[0] * self.feature_shape[1], num_classes, dtype=torch.float64)
+        size = self.feature_shape[0] * self.feature_shape[1]
+        if head is None:
+            if seed is not None:
+                torch.manual_seed(seed)
+            head = nn.Linear(size, num_classes, dtype=torch.float64)
+        elif head.num_outputs != num_classes or head.num_features < size:
+            raise QresnetError(f"the quantum head measures {head.num_outputs} qubits and encodes {head.num_features} "
+                               f"features; this model has {num_classes} classes and a {size}-value final map")
+        self.head = head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map h_L, shape (B, H_L, W_L)."""

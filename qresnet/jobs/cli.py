@@ -1,0 +1,222 @@
+"""``qresnet jobs``: submit a trained checkpoint to a device, follow it in the ledger, fetch its report.
+
+    qresnet jobs submit runs/demo --backend ibm:ibm_torino --shots 4000 --validate-patches 32
+    qresnet jobs list
+    qresnet jobs status ID --watch
+    qresnet jobs fetch --all
+    qresnet jobs cancel ID
+
+``qresnet/cli.py`` adds these with ``add_jobs_parser(sub)``; ``main(argv)`` runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from qresnet.errors import QresnetError
+from qresnet.jobs.errors import JobsError
+from qresnet.jobs.ledger import DEFAULT_LEDGER, JobRecord, Ledger
+from qresnet.jobs.options import SubmitOptions
+
+
+def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``jobs`` and its subcommands to a ``qresnet`` parser's subparsers."""
+    parser = subparsers.add_parser("jobs", help="evaluate a trained checkpoint on a device; the submissions ledger")
+    parser.set_defaults(run=run_jobs)
+    sub = parser.add_subparsers(dest="jobs_command", required=True)
+
+    p = sub.add_parser("submit", help="send a run's checkpoint to local:<fake device> or ibm:<device>")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--backend", required=True, help="local:<fake device> | ibm:<device>")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the run's last one)")
+    p.add_argument("--validate-patches", type=int, default=32, metavar="K",
+                   help="test-set patches of layer 1 also run directly, to measure the response method's error (default 32)")
+    p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: the run's shots, else 4096)")
+    p.add_argument("--resilience-level", type=int, default=None, choices=(0, 1, 2))
+    p.add_argument("--measure-mitigation", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--dynamical-decoupling", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--twirling", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int, default=None, help="local: simulator seed")
+    p.add_argument("--execution-mode", default="batch", choices=("batch", "session"))
+    p.add_argument("--optimization-level", type=int, default=2, choices=(0, 1, 2, 3))
+    p.add_argument("--seed-transpiler", type=int, default=0)
+    p.add_argument("--initial-layout", default=None, help="physical qubits for the filter's qubits, e.g. 3,2,1,0")
+    p.add_argument("--account", default=None, help="ibm: a saved QiskitRuntimeService account name")
+    p.add_argument("--max-two-qubit-gates", type=int, default=None, help="per job (default: the Runtime limit, 10000)")
+    p.add_argument("--max-executions", type=int, default=None, help="circuits x shots per job (default 10 million)")
+    p.add_argument("--dry-run", action="store_true", help="print the cost and stop")
+    p.add_argument("--yes", action="store_true", help="send without asking")
+    p.add_argument("--force", action="store_true", help="send a manifest that was submitted before")
+
+    sub.add_parser("list", help="every submission in the ledger")
+    p = sub.add_parser("status", help="job status from the service")
+    p.add_argument("id", nargs="?", default=None, help="a submission id or its prefix (default: every unfinished one)")
+    p.add_argument("--watch", action="store_true", help="poll until every job is final")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --watch (default 30)")
+    p = sub.add_parser("fetch", help="results into the ledger; the device report once all jobs are in")
+    p.add_argument("id", nargs="?", default=None)
+    p.add_argument("--all", action="store_true", help="every unfinished submission")
+    p = sub.add_parser("cancel", help="cancel a submission's unfinished jobs")
+    p.add_argument("id")
+    for p in sub.choices.values():
+        p.add_argument("--ledger", default=str(DEFAULT_LEDGER), help=f"the ledger database (default {DEFAULT_LEDGER})")
+
+
+def _submit_options(args: argparse.Namespace) -> SubmitOptions:
+    layout = None
+    if args.initial_layout:
+        try:
+            layout = tuple(int(q) for q in args.initial_layout.split(","))
+        except ValueError:
+            raise JobsError(f"--initial-layout {args.initial_layout!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
+    values = {
+        "shots": args.shots, "resilience_level": args.resilience_level,
+        "measure_mitigation": args.measure_mitigation, "dynamical_decoupling": args.dynamical_decoupling,
+        "twirling": args.twirling, "seed": args.seed, "execution_mode": args.execution_mode,
+        "optimization_level": args.optimization_level, "seed_transpiler": args.seed_transpiler, "initial_layout": layout,
+        "account": args.account, "validate_patches": args.validate_patches,
+        "max_two_qubit_gates": args.max_two_qubit_gates, "max_executions": args.max_executions,
+    }
+    return SubmitOptions.from_dict({k: v for k, v in values.items() if v is not None})
+
+
+def _ask(prompt: str) -> bool:
+    try:
+        return input(prompt).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def cmd_submit(args: argparse.Namespace, ledger: Ledger, confirm: Callable[[str], bool] = _ask) -> int:
+    from qresnet.jobs.submit import prepare, submit
+
+    prepared = prepare(args.run_dir, args.backend, _submit_options(args), checkpoint=args.checkpoint)
+    try:
+        parts = ", ".join(f"{p.name} ({len(p.inputs)})" for p in prepared.manifest.parts)
+        print(f"submit {prepared.run.checkpoint} to {prepared.manifest.backend}: {parts}")
+        print(f"cost: {prepared.cost.describe()}")
+        print(f"manifest sha256 {prepared.manifest.digest}")
+        if args.dry_run:
+            print("dry run: nothing was sent")
+            return 0
+        if not args.yes and not confirm(f"send {prepared.cost.jobs} job(s) to {prepared.manifest.backend}? [y/N] "):
+            print("nothing was sent")
+            return 1
+        submission_id = submit(prepared, ledger, force=args.force)
+    finally:
+        prepared.transport.close()
+    jobs = ledger.jobs(submission_id)
+    print(f"submission {submission_id}: {len(jobs)} job(s) " + ", ".join(str(job.job_id) for job in jobs))
+    print(f"follow it with `qresnet jobs status {submission_id}`; get the report with `qresnet jobs fetch {submission_id}`")
+    return 0
+
+
+def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    widths = [max(len(c), *(len(str(row[c])) for row in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _when(stamp: float | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def cmd_list(args: argparse.Namespace, ledger: Ledger) -> int:
+    rows = []
+    for record in ledger.submissions():
+        jobs = ledger.jobs(record.id)
+        rows.append({"id": record.id, "run": Path(record.run_dir).name, "backend": record.backend, "status": record.status,
+                     "jobs": f"{sum(j.result is not None for j in jobs)}/{len(jobs)} fetched",
+                     "created": _when(record.created)})
+    if not rows:
+        print(f"no submissions in {ledger.path}")
+        return 0
+    _print_table(rows, ["id", "run", "backend", "status", "jobs", "created"])
+    return 0
+
+
+def _print_jobs(submission_id: str, jobs: list[JobRecord]) -> None:
+    print(f"submission {submission_id}:")
+    _print_table([{"job": j.index, "job id": j.job_id or "-", "status": j.status,
+                   "result": "fetched" if j.result is not None else "-", "sent": _when(j.sent),
+                   "message": j.message or ""} for j in jobs], ["job", "job id", "status", "result", "sent", "message"])
+
+
+def cmd_status(args: argparse.Namespace, ledger: Ledger, sleep: Callable[[float], None] = time.sleep) -> int:
+    from qresnet.jobs.fetch import refresh, watch
+    from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES
+
+    keys = [args.id] if args.id else [r.id for r in ledger.submissions() if r.status not in FINAL_SUBMISSION_STATES]
+    if not keys:
+        print("no unfinished submissions; `qresnet jobs list` shows them all")
+    for key in keys:
+        record = ledger.submission(key)
+        if args.watch:
+            watch(ledger, record.id, interval=args.interval, sleep=sleep, on_poll=lambda jobs: _print_jobs(record.id, jobs))
+        else:
+            _print_jobs(record.id, refresh(ledger, record.id))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, ledger: Ledger) -> int:
+    from qresnet.jobs.fetch import fetch, fetch_all
+
+    if args.all == bool(args.id):
+        raise JobsError("give a submission id or --all (not both)")
+    outcomes = fetch_all(ledger) if args.all else [fetch(ledger, args.id)]
+    if not outcomes:
+        print("no unfinished submissions to fetch")
+    for outcome in outcomes:
+        for note in outcome.notes:
+            print(f"{outcome.submission}: {note}")
+        print(f"{outcome.submission}: {outcome.status}, {outcome.done} job(s) fetched, {outcome.failed} failed, "
+              f"{outcome.waiting} still running")
+        if outcome.report is not None:
+            print(outcome.report.read_text())
+            print(f"report: {outcome.report}")
+        elif outcome.status == "failed":
+            print(f"{outcome.submission}: {ledger.submission(outcome.submission).message}")
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_cancel(args: argparse.Namespace, ledger: Ledger) -> int:
+    from qresnet.jobs.fetch import cancel
+
+    for line in cancel(ledger, args.id):
+        print(line)
+    return 0
+
+
+COMMANDS = {"submit": cmd_submit, "list": cmd_list, "status": cmd_status, "fetch": cmd_fetch, "cancel": cmd_cancel}
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    """Run a parsed ``qresnet jobs`` command."""
+    with Ledger(args.ledger) as ledger:
+        return COMMANDS[args.jobs_command](args, ledger)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qresnet")
+    add_jobs_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``qresnet jobs ...`` alone, with the error handling of ``qresnet``: ``error: ...`` and exit status 2."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"qiskit_ibm_runtime\..*")
+    try:
+        return args.run(args) or 0
+    except QresnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

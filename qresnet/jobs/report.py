@@ -1,0 +1,168 @@
+"""The device report of a fetched submission, written beside the run in ``RUN_DIR/device/<submission id>/``.
+
+Each layer's response tensor is rebuilt from its 81 device values, and the checkpoint's whole
+model runs forward on the test set with those tensors (no circuit is evaluated). The same
+checkpoint is also simulated: noiseless (``aer``) and with the device's noise model (``aer:<fake
+device>``, for a ``local:`` fake device or an ``ibm:`` device with a fake snapshot of the same
+name). The validation patches, run directly on the device, are compared with the response
+method's values for the same patches from the device's own response tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from qiskit.primitives import PrimitiveResult
+
+from qresnet.backends import BackendOptions, BackendSpec, resolve_backend
+from qresnet.backends.devices import canonical_device_name
+from qresnet.backends.limits import assemble
+from qresnet.errors import BackendSpecError
+from qresnet.jobs.errors import JobsError
+from qresnet.jobs.ledger import JobRecord, SubmissionRecord
+from qresnet.jobs.manifest import Manifest
+from qresnet.jobs.options import SubmitOptions
+from qresnet.jobs.run import TrainedRun
+from qresnet.jobs.submit import job_plan
+from qresnet.qnn import evaluate_response, response_tensor
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """Device accuracy against simulations of the same checkpoint, the validation discrepancy, and the cost."""
+
+    submission: str
+    run_dir: str
+    checkpoint: str
+    backend: str
+    test_images: int
+    device_accuracy: float
+    ideal_accuracy: float
+    noisy_backend: str | None
+    noisy_accuracy: float | None
+    device_predictions: tuple[int, ...]
+    validation_patches: int
+    validation_max_abs: float | None
+    validation_mean_abs: float | None
+    validation_mean_std: float | None
+    jobs: int
+    circuits: int
+    shots: int
+    executions: int
+    per_patch_circuits: int
+    qpu_seconds_estimated: float
+    qpu_seconds_used: float | None
+    wall_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        def pct(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        lines = [
+            f"# Device evaluation {self.submission}",
+            "",
+            f"Run `{self.run_dir}`, checkpoint `{Path(self.checkpoint).name}`, backend `{self.backend}`, "
+            f"{self.test_images} test images.",
+            "",
+            "| evaluation | test accuracy |",
+            "|---|---|",
+            f"| device, {self.backend} (response tensors from device values) | {pct(self.device_accuracy)} |",
+            f"| ideal simulation, aer | {pct(self.ideal_accuracy)} |",
+            f"| noisy-model simulation, {self.noisy_backend or 'none available'} | {pct(self.noisy_accuracy)} |",
+            "",
+        ]
+        if self.validation_patches:
+            lines += [f"Validation: {self.validation_patches} test-set patches of layer 1 run directly on the device; "
+                      f"|response method - direct| max {self.validation_max_abs:.4f}, mean {self.validation_mean_abs:.4f} "
+                      f"(mean standard error of a direct value {self.validation_mean_std:.4f}).", ""]
+        used = "n/a" if self.qpu_seconds_used is None else f"{self.qpu_seconds_used:.1f} s"
+        wall = "n/a" if self.wall_seconds is None else f"{self.wall_seconds:.1f} s"
+        lines += [f"Cost: {self.jobs} job(s), {self.circuits} circuits x {self.shots} shots = {self.executions} executions; "
+                  f"per-patch evaluation of the same test set would take {self.per_patch_circuits} circuits. "
+                  f"QPU time used {used} (estimated {self.qpu_seconds_estimated:.1f} s), wall time {wall}.", ""]
+        return "\n".join(lines)
+
+
+def noisy_model_spec(backend: str) -> str | None:
+    """``aer:<fake device>`` simulating ``backend``'s noise, if a fake device of that name exists.
+
+    >>> noisy_model_spec("local:fake_manila"), noisy_model_spec("ibm:ibm_torino"), noisy_model_spec("ibm:ibm_nowhere")
+    ('aer:fake_manila', 'aer:fake_torino', None)
+    """
+    device = BackendSpec.coerce(backend).device or ""
+    try:
+        return f"aer:{canonical_device_name(device.removeprefix('ibm_'))}"
+    except BackendSpecError:
+        return None
+
+
+def evaluate(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Sequence[PrimitiveResult]) -> DeviceReport:
+    """The report of a submission whose jobs all have ``results``."""
+    manifest = Manifest.from_json(record.manifest)
+    pub_results = assemble(job_plan(manifest, jobs, record.cost), results)
+    values = {part.name: np.asarray(r.data.evs, dtype=float) for part, r in zip(manifest.parts, pub_results)}
+    stds = {part.name: np.asarray(r.data.stds, dtype=float) for part, r in zip(manifest.parts, pub_results)}
+    run = TrainedRun.load(record.run_dir, record.checkpoint)
+    model = run.model(resolve_backend("aer"))
+    layer_parts = manifest.layer_parts()
+    for part, layer in zip(layer_parts, model.layers):
+        if not np.array_equal(part.weights, layer.weight.detach().numpy()):
+            raise JobsError(f"the weights of {part.name} in {record.checkpoint} differ from those sent in submission "
+                            f"{record.id}: restore that checkpoint to evaluate it")
+    responses = [response_tensor(torch.as_tensor(values[part.name]).reshape(-1, 1), layer.template.num_inputs)
+                 for part, layer in zip(layer_parts, model.layers)]
+    device = run.predict(model, responses)
+    options = SubmitOptions.from_dict(record.options)
+    noisy_spec = noisy_model_spec(record.backend)
+    noisy = None
+    if noisy_spec is not None:
+        transpile = BackendOptions(optimization_level=options.optimization_level, seed_transpiler=options.seed_transpiler,
+                                   initial_layout=options.initial_layout)
+        noisy = run.accuracy(run.predict(run.model(resolve_backend(noisy_spec, transpile))))
+    validation = {"validation_patches": 0, "validation_max_abs": None, "validation_mean_abs": None,
+                  "validation_mean_std": None}
+    if any(part.name == "validation" for part in manifest.parts):
+        part = manifest.part("validation")
+        layer = model.layers[part.layer - 1]
+        predicted = evaluate_response(responses[part.layer - 1], torch.as_tensor(part.inputs), layer.template.input_scale)
+        gap = np.abs(predicted[:, 0].numpy() - values["validation"])
+        validation = {"validation_patches": len(gap), "validation_max_abs": float(gap.max()),
+                      "validation_mean_abs": float(gap.mean()), "validation_mean_std": float(stds["validation"].mean())}
+    shapes = model.residual.node_shapes(run.data.image_shape, model.layers[0].kernel_size)
+    kernel = model.layers[0].kernel_size
+    per_image = sum(-(-h // kernel) * -(-w // kernel) for h, w in shapes[:-1])
+    usage = [job.usage for job in jobs if job.usage is not None]
+    sent = [job.sent for job in jobs if job.sent is not None]
+    finished = [job.finished for job in jobs if job.finished is not None]
+    cost = record.cost
+    return DeviceReport(
+        submission=record.id, run_dir=record.run_dir, checkpoint=record.checkpoint, backend=record.backend,
+        test_images=len(run.data.y_test), device_accuracy=run.accuracy(device),
+        ideal_accuracy=run.accuracy(run.predict(model)), noisy_backend=noisy_spec, noisy_accuracy=noisy,
+        device_predictions=tuple(int(p) for p in device), **validation, jobs=cost["jobs"], circuits=cost["circuits"],
+        shots=cost["shots"], executions=cost["executions"], per_patch_circuits=len(run.data.y_test) * per_image,
+        qpu_seconds_estimated=cost["qpu_seconds"], qpu_seconds_used=sum(usage) if usage else None,
+        wall_seconds=max(finished) - min(sent) if sent and finished else None,
+    )
+
+
+def write_report(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Sequence[PrimitiveResult]) -> Path:
+    """Evaluate and write ``report.json`` and ``report.md`` in ``RUN_DIR/device/<id>/``; returns the markdown path."""
+    report = evaluate(record, jobs, results)
+    out = Path(record.run_dir) / "device" / record.id
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("report.json", json.dumps(report.to_dict(), indent=2)), ("report.md", report.to_markdown())):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return out / "report.md"

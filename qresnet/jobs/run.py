@@ -1,0 +1,92 @@
+"""A trained run read back for device evaluation: its config, one checkpoint, its data split, its model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from qresnet.backends import Backend
+from qresnet.data import Dataset, load_dataset
+from qresnet.jobs.errors import JobsError
+from qresnet.nn import ResQuNN
+from qresnet.train import TrainConfig, build_model
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedRun:
+    """A run directory with one of its checkpoints; ``data`` is the run's exact (seeded) split.
+
+    >>> TrainedRun.load("no/such/run")
+    Traceback (most recent call last):
+    ...
+    qresnet.jobs.errors.JobsError: no/such/run has no config.json: pass a run directory written by `qresnet train`
+    """
+
+    run_dir: Path
+    checkpoint: Path
+    config: TrainConfig
+    state: dict[str, torch.Tensor] = field(repr=False)
+    data: Dataset = field(repr=False)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, checkpoint: str | Path | None = None) -> TrainedRun:
+        """Read ``config.json`` and a checkpoint (default: the run's last one)."""
+        run_dir = Path(run_dir)
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
+            raise JobsError(f"{run_dir} has no config.json: pass a run directory written by `qresnet train`")
+        config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
+        if config.head != "linear":
+            raise JobsError(f"jobs submit does not yet evaluate quantum heads (this run has head={config.head!r}); "
+                            "evaluate it on a simulator backend with `qresnet train` instead")
+        if checkpoint is None:
+            saved = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+            if not saved:
+                raise JobsError(f"{run_dir} has no checkpoint under checkpoints/: train at least one epoch first")
+            checkpoint = saved[-1]
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise JobsError(f"checkpoint {checkpoint} does not exist; pick one under {run_dir / 'checkpoints'}")
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")["model"]
+        return cls(run_dir, checkpoint, config, state, load_dataset(config.data_config()))
+
+    def model(self, backend: Backend) -> ResQuNN:
+        """The checkpoint's model with its quanvolution layers on ``backend``, in response mode."""
+        config = dataclasses.replace(self.config, mode="response")
+        model = build_model(config, backend, self.data.image_shape, self.data.num_classes)
+        missing, unexpected = model.load_state_dict(self.state, strict=False)
+        if unexpected or any(not key.endswith(".design_inputs") for key in missing):  # per-patch runs have no design buffer
+            raise JobsError(f"checkpoint {self.checkpoint} does not fit the model of {self.run_dir / 'config.json'} "
+                            f"(missing {missing}, unexpected {unexpected}); pass a checkpoint of this run")
+        return model.eval()
+
+    def predict(self, model: ResQuNN, responses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Predicted class of every test image; ``responses`` replace each layer's response tensor (e.g. from a device)."""
+        with torch.no_grad(), _fixed_responses(model, responses):
+            return model(self.data.x_test).argmax(1)
+
+    def accuracy(self, predictions: torch.Tensor) -> float:
+        return float((predictions == self.data.y_test).double().mean())
+
+
+@contextmanager
+def _fixed_responses(model: ResQuNN, responses: Sequence[torch.Tensor] | None) -> Iterator[None]:
+    """Each layer evaluates patches with the given response tensor instead of running its circuits."""
+    if responses is None:
+        yield
+        return
+    if len(responses) != len(model.layers):
+        raise JobsError(f"{len(responses)} response tensors for a model with {len(model.layers)} layers")
+    for layer, tensor in zip(model.layers, responses):
+        layer.response = lambda tensor=tensor: tensor  # an instance attribute shadows QuanvLayer.response
+    try:
+        yield
+    finally:
+        for layer in model.layers:
+            del layer.response

@@ -1,0 +1,186 @@
+"""Submit a trained checkpoint for evaluation on a device: manifest, job plan, cost, ledger, then the jobs.
+
+    prepared = prepare("runs/demo", "ibm:ibm_torino", SubmitOptions(shots=4000))
+    print(prepared.cost.describe())
+    submission_id = submit(prepared, Ledger())
+
+QPU time is estimated as ``jobs * JOB_OVERHEAD_S + sum over circuits of shots * (rep_delay + duration)``,
+with each PUB's ISA circuit duration from the device target (``QuantumCircuit.estimate_duration``)
+and the device's default repetition delay (250 us if it has none). The overhead per job is an
+assumption; mitigation adds calibration circuits (TREX) and noise-amplified copies (ZNE) that the
+count of circuits leaves out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qiskit.exceptions import QiskitError
+from qiskit.providers import BackendV2
+
+from qresnet.backends.limits import JobPlan, PubSlice, measurement_bases, plan_jobs
+from qresnet.jobs.errors import DuplicateSubmissionError
+from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result
+from qresnet.jobs.manifest import Manifest, build_manifest
+from qresnet.jobs.options import SubmitOptions
+from qresnet.jobs.run import TrainedRun
+from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, open_transport, status_name
+
+JOB_OVERHEAD_S = 2.0
+DEFAULT_REP_DELAY_S = 250e-6
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a submission sends: jobs, circuits (after broadcasting), shots per circuit, executions,
+    two-qubit gates, and an estimate of QPU seconds.
+
+    >>> print(Cost(jobs=1, circuits=170, shots=4096, executions=696320, two_qubit_gates=1020, qpu_seconds=176.1).describe())
+    1 job, 170 circuits x 4096 shots = 696320 executions, 1020 two-qubit gates, about 176 s of QPU time
+    """
+
+    jobs: int
+    circuits: int
+    shots: int
+    executions: int
+    two_qubit_gates: int
+    qpu_seconds: float
+
+    def describe(self) -> str:
+        return (f"{self.jobs} job{'s' * (self.jobs != 1)}, {self.circuits} circuits x {self.shots} shots = "
+                f"{self.executions} executions, {self.two_qubit_gates} two-qubit gates, "
+                f"about {self.qpu_seconds:.0f} s of QPU time")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate_cost(plan: JobPlan, device: BackendV2 | None, shots: int) -> Cost:
+    """Counts from ``plan``; QPU time as in the module docstring."""
+    configuration = getattr(device, "configuration", None)
+    rep_delay = getattr(configuration(), "default_rep_delay", None) if callable(configuration) else None
+    rep_delay = rep_delay or DEFAULT_REP_DELAY_S
+    seconds = len(plan.jobs) * JOB_OVERHEAD_S
+    for pub in plan.pubs:
+        circuits = int(np.prod(pub.shape, dtype=int)) * measurement_bases(pub.observables)
+        try:
+            duration = pub.circuit.estimate_duration(device.target, unit="s") if device is not None else 0.0
+        except QiskitError:  # a target without gate durations
+            duration = 0.0
+        seconds += circuits * shots * (rep_delay + duration)
+    return Cost(len(plan.jobs), plan.circuits, shots, plan.executions, plan.two_qubit_gates, seconds)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A submission ready to send: nothing has touched the ledger or the service's job queue yet."""
+
+    run: TrainedRun
+    options: SubmitOptions
+    manifest: Manifest
+    plan: JobPlan
+    cost: Cost
+    transport: RuntimeTransport
+
+
+def prepare(
+    run_dir: str | Path,
+    backend: str,
+    options: SubmitOptions | dict[str, Any] | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    service: Any = None,
+    transport: RuntimeTransport | None = None,
+) -> Prepared:
+    """Load the run, transpile on ``backend``, build the manifest, plan the jobs and count the cost.
+
+    Shots not given in ``options`` are the run's own (``TrainConfig.shots``), if it trained with shots.
+    """
+    options = SubmitOptions.coerce(options)
+    run = TrainedRun.load(run_dir, checkpoint)
+    if options.shots is None and run.config.shots is not None:
+        options = dataclasses.replace(options, shots=run.config.shots)
+    transport = transport or open_transport(backend, options, service)
+    manifest = build_manifest(run, transport.backend, options.runtime(), options.validate_patches)
+    limits = options.limits()
+    plan = plan_jobs(manifest.pubs, limits)
+    return Prepared(run, options, manifest, plan, estimate_cost(plan, transport.backend.device, limits.shots), transport)
+
+
+def submit(
+    prepared: Prepared,
+    ledger: Ledger,
+    *,
+    force: bool = False,
+    retry: Retry = DEFAULT_RETRY,
+    on_sent: Callable[[int, Any], None] | None = None,
+) -> str:
+    """Record the submission, then send its jobs; returns its id. The same manifest twice needs ``force``."""
+    digest = prepared.manifest.digest
+    earlier = [s for s in ledger.submissions(digest) if s.status != "cancelled"]
+    if earlier and not force:
+        last = earlier[-1]
+        raise DuplicateSubmissionError(
+            f"this manifest (sha256 {digest[:12]}) was submitted already as {last.id} ({last.status}); "
+            f"`qresnet jobs fetch {last.id}` gets its results, or pass --force to send it again")
+    now = time.time()
+    submission_id = uuid.uuid4().hex[:10]
+    record = SubmissionRecord(
+        id=submission_id, digest=digest, run_dir=str(prepared.run.run_dir.resolve()),
+        checkpoint=str(prepared.run.checkpoint.resolve()), backend=prepared.manifest.backend,
+        options=prepared.options.to_dict(), manifest=prepared.manifest.to_json(), cost=prepared.cost.to_dict(),
+        batch_id=None, status="submitting", message=None, report=None, created=now, updated=now)
+    ledger.add(record, [(f"qresnet:{submission_id}:{j}", [(s.pub, s.start, s.stop) for s in job])
+                        for j, job in enumerate(prepared.plan.jobs)])
+    send_pending(ledger, submission_id, prepared.transport, retry=retry, on_sent=on_sent)
+    return submission_id
+
+
+def job_plan(manifest: Manifest, jobs: Sequence[JobRecord], cost: dict[str, Any]) -> JobPlan:
+    """The plan a submission was sent with, from its ledger rows."""
+    return JobPlan(tuple(manifest.pubs), tuple(tuple(PubSlice(*s) for s in job.slices) for job in jobs),
+                   cost["circuits"], cost["two_qubit_gates"], cost["executions"])
+
+
+def send_pending(
+    ledger: Ledger,
+    submission_id: str,
+    transport: RuntimeTransport,
+    *,
+    retry: Retry = DEFAULT_RETRY,
+    on_sent: Callable[[int, Any], None] | None = None,
+) -> int:
+    """Send the submission's jobs that have no job id yet; returns how many were sent or found.
+
+    Each attempt first looks for the job by its tag, so a job the service accepted before a
+    crash (or before a lost response) is adopted, not sent twice. ``on_sent(index, job)`` runs
+    after the service accepted a job and before its id is written (a test hook for crashes).
+    Local testing mode runs each job at once, and its result is written with its id.
+    """
+    record = ledger.submission(submission_id)
+    jobs = ledger.jobs(record.id)
+    plan = job_plan(Manifest.from_json(record.manifest), jobs, record.cost)
+    count = 0
+    for job in jobs:
+        if job.status != "pending":
+            continue
+        pubs = plan.job_pubs(job.index)
+        sent = retry.call(f"submit job {job.index} of {record.id}",
+                          lambda job=job, pubs=pubs: transport.find(job.tag) or transport.send(pubs, job.tag))
+        if on_sent is not None:
+            on_sent(job.index, sent)
+        fields: dict[str, Any] = {"job_id": sent.job_id(), "status": "QUEUED", "sent": time.time()}
+        if transport.local:
+            fields.update(result=encode_result(sent.result()), status=status_name(sent.status()), usage=0.0,
+                          finished=time.time())
+        ledger.update_job(record.id, job.index, submission={"batch_id": transport.batch_id()}, **fields)
+        count += 1
+    ledger.update_submission(record.id, status="submitted")
+    return count
