@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.errors import QresnetError
+from qresnet.jobs.cli import add_jobs_parser
 
 PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
 
@@ -144,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "dataset": args.dataset, "data_dir": args.data_dir, "per_class": args.per_class, "test_fraction": args.test_fraction,
         "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
         "engine": args.engine, "shots": args.shots, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale,
+        "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale, "max_steps": args.max_steps,
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
@@ -152,6 +153,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     values.update({k: v for k, v in flags.items() if v is not None})
     config = TrainConfig.from_dict(values)
     summary = train(config, args.resume or args.out, resume=bool(args.resume))
+    if summary["final_test_acc"] is None:
+        print(f"run directory {summary['run_dir']}: no epoch finished yet ({summary['steps_this_session']} steps this "
+              f"session); continue with `qresnet train --resume {summary['run_dir']}`")
+        return
     print(f"run directory {summary['run_dir']}: final test accuracy {summary['final_test_acc']:.3f}, "
           f"best {summary['best_test_acc']:.3f}, {summary['epochs_completed']} epochs, {summary['wall_time_s']:.1f} s")
 
@@ -231,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=None, choices=("engine", "aer"))
     p.add_argument("--shots", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="optimizer steps in this session (a device budget); --resume continues from the last step")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -264,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to store them (default: $QRESNET_DATA_DIR, else ~/.cache/qresnet/mnist)")
     p.add_argument("--url", default=None, help="base URL of a mirror of the gzipped IDX files")
     p.set_defaults(run=cmd_data_fetch)
+    add_jobs_parser(sub)
     return parser
 
 

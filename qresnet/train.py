@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import Backend, BackendOptions, resolve_backend
+from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
 from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.data import DataConfig, Dataset, load_dataset
 from qresnet.errors import QresnetError
@@ -70,6 +71,7 @@ class TrainConfig:
     shots: int | None = None
     # optimisation
     epochs: int = 5
+    max_steps: int | None = None  # optimizer steps in this session (a device budget); resume continues
     batch_size: int = 16
     lr: float = 0.01
     seed: int = 0
@@ -77,6 +79,8 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer")
         for name in ("layers", "epochs", "batch_size", "torch_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -101,7 +105,14 @@ class TrainConfig:
         return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed)
 
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(shots=self.shots, seed=self.seed, engine=self.engine)
+        # training on IBM Quantum runs in a Session: its steps depend on each other
+        mode = "session" if self.backend.startswith("ibm:") else "batch"
+        return BackendOptions(shots=self.shots, seed=self.seed, engine=self.engine, execution_mode=mode)
+
+    @property
+    def on_device(self) -> bool:
+        """Runtime backends (``local:``, ``ibm:``): checkpoint after every step, print the cost first."""
+        return self.backend.startswith(("ibm:", "local:"))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -245,6 +256,48 @@ def plot_curves(metrics: list[dict[str, float]], layers: int, path: Path) -> Non
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class StepCost:
+    """What one training step sends to a device: parameter sets (circuits), shots, two-qubit gates."""
+
+    circuits: int
+    shots: int
+    two_qubit_gates: int
+
+    def describe(self, steps: int) -> str:
+        return (f"device training: per step {self.circuits} circuits x {self.shots} shots, {self.two_qubit_gates} "
+                f"two-qubit gates; {steps} steps: {steps * self.circuits} circuits, {steps * self.circuits * self.shots} "
+                f"shots, {steps * self.two_qubit_gates} two-qubit gates")
+
+
+def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
+    """Upper bound for one step: each layer's 81 design points, and 81 x 2W shifts for trainable weights;
+    a quantum head's batch, and B x 2W shifts. Counted from the templates the backend runs."""
+    circuits = gates = 0
+    for layer in model.layers:
+        per = 3 ** layer.template.num_inputs * (1 + (2 * layer.template.num_weights if layer.weight.requires_grad else 0))
+        circuits += per
+        gates += per * backend.transpile(layer.template).cost.two_qubit_gates
+    if isinstance(model.head, QuantumHead):
+        per = batch_size * (1 + 2 * model.head.template.num_weights)
+        circuits += per
+        gates += per * backend.transpile(model.head.template).cost.two_qubit_gates
+    shots = backend.options.shots or DEFAULT_RUNTIME_SHOTS
+    return StepCost(circuits, shots, gates)
+
+
+def _latest_checkpoint(checkpoints: Path) -> dict[str, Any] | None:
+    """The newest state: the last epoch checkpoint, or the step checkpoint if it is further along."""
+    saved = sorted(checkpoints.glob("epoch_*.pt"))
+    state = torch.load(saved[-1], weights_only=False) if saved else None
+    step_file = checkpoints / "step.pt"
+    if step_file.is_file():
+        step = torch.load(step_file, weights_only=False)
+        if state is None or step["epoch"] > state["epoch"]:
+            return step
+    return state
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -252,26 +305,37 @@ def train(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     data: Dataset | None = None,
+    service: Any = None,
 ) -> dict[str, Any]:
-    """Run (or resume) training; returns the summary. ``stop_after_epoch`` ends early, as an interruption would."""
+    """Run (or resume) training; returns the summary. ``stop_after_epoch`` ends early, as an interruption would.
+
+    On ``local:`` and ``ibm:`` backends the cost of a step is printed first, the state is saved
+    after every step (``checkpoints/step.pt``), and ``max_steps`` bounds the steps of this session.
+    ``service`` stands in for ``QiskitRuntimeService`` (tests).
+    """
     torch.set_num_threads(config.torch_threads)
     out = Path(out_dir) if out_dir is not None else new_run_dir()
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     data = data or load_dataset(config.data_config())
-    backend = resolve_backend(config.backend, config.backend_options())
+    backend = resolve_backend(config.backend, config.backend_options(), service=service)
     model = build_model(config, backend, data.image_shape, data.num_classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     metrics: list[dict[str, float]] = []
-    start_epoch, elapsed = 1, 0.0
+    start_epoch, start_batch, elapsed, partial = 1, 0, 0.0, None
     if resume:
-        saved = sorted(checkpoints.glob("epoch_*.pt"))
-        if not saved:
+        state = _latest_checkpoint(checkpoints)
+        if state is None:
             raise QresnetError(f"--resume {out}: no checkpoint in {checkpoints}; start the run without --resume")
-        state = torch.load(saved[-1], weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        metrics, start_epoch, elapsed = state["metrics"], state["epoch"] + 1, state["elapsed"]
+        metrics, elapsed = state["metrics"], state["elapsed"]
+        if "batch" in state:  # a step checkpoint: continue inside its epoch
+            start_epoch, start_batch, partial = state["epoch"], state["batch"], state["partial"]
+        else:
+            start_epoch = state["epoch"] + 1
+    if config.on_device and progress:
+        print(step_cost(model, backend, config.batch_size).describe(config.max_steps or 1))
     notes = head_notes(config, backend, model)
     if progress:
         for note in notes:
@@ -284,16 +348,26 @@ def train(
     rows_before = getattr(counter, "rows_evaluated", None)  # the engine counts; Aer and Runtime do not
     n = len(data.y_train)
     finished_epoch = start_epoch - 1
+    steps_taken, budget_hit = 0, False
     try:
         for epoch in range(start_epoch, config.epochs + 1):
             began = time.perf_counter()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            norms = torch.zeros(config.layers, dtype=torch.float64)
-            head_norm = 0.0
             batches = range(0, n, config.batch_size)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
-            run_loss, run_correct, seen = 0.0, 0, 0
+            first = start_batch if epoch == start_epoch else 0
+            if epoch == start_epoch and partial is not None:
+                norms, head_norm = partial["norms"].clone(), partial["head_norm"]
+                run_loss, run_correct, seen = partial["run_loss"], partial["run_correct"], partial["seen"]
+                began -= partial["seconds"]
+            else:
+                norms, head_norm = torch.zeros(config.layers, dtype=torch.float64), 0.0
+                run_loss, run_correct, seen = 0.0, 0, 0
+            bar = tqdm(batches[first:], desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False,
+                       unit="batch", initial=first, total=len(batches))
             for start in bar:
+                if config.max_steps is not None and steps_taken >= config.max_steps:
+                    budget_hit = True
+                    break
                 idx = order[start:start + config.batch_size]
                 optimizer.zero_grad()
                 logits = model(data.x_train[idx])
@@ -311,6 +385,17 @@ def train(
                 run_correct += int((logits.argmax(1) == data.y_train[idx]).sum())
                 seen += len(idx)
                 bar.set_postfix(loss=f"{run_loss / seen:.3f}", acc=f"{run_correct / seen:.3f}")
+                steps_taken += 1
+                if config.on_device:  # a dropped session loses at most the step in flight
+                    done = start // config.batch_size + 1
+                    _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                  "batch": done, "metrics": metrics, "elapsed": elapsed, "config": config.to_dict(),
+                                  "partial": {"norms": norms.clone(), "head_norm": head_norm, "run_loss": run_loss,
+                                              "run_correct": run_correct, "seen": seen,
+                                              "seconds": time.perf_counter() - began}},
+                                 checkpoints / "step.pt")
+            if budget_hit:
+                break
             train_loss, train_acc = _evaluate(model, data.x_train, data.y_train, config.batch_size)
             test_loss, test_acc = _evaluate(model, data.x_test, data.y_test, config.batch_size)
             seconds = time.perf_counter() - began
@@ -334,6 +419,16 @@ def train(
     except KeyboardInterrupt:
         print(f"\ninterrupted: epochs up to {finished_epoch} are saved in {out}; continue with `qresnet train --resume {out}`")
         raise
+    except QresnetError:
+        raise
+    except Exception as exc:  # a dropped Runtime session, an expired token, a failed job
+        if not config.on_device:
+            raise
+        raise QresnetError(f"the device run stopped ({type(exc).__name__}: {exc}); every finished step is saved in "
+                           f"{checkpoints}: continue with `qresnet train --resume {out}`") from None
+    if budget_hit and progress:
+        print(f"max_steps={config.max_steps} reached: state saved in {checkpoints / 'step.pt'}; "
+              f"continue with `qresnet train --resume {out}`")
     summary = {
         "run_dir": str(out),
         "epochs_completed": finished_epoch,
@@ -348,6 +443,8 @@ def train(
         "frozen": config.frozen,
         "head": config.head,
         "head_notes": notes,
+        "steps_this_session": steps_taken,
+        "stopped_at_max_steps": budget_hit,
     }
     if config.head == "quantum" and config.head_encoding_noise == "transpiled" and metrics:
         summary["head_encoding_noise"] = encoding_noise_check(model, backend, data, config.head_noise_samples, config.seed)

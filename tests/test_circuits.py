@@ -71,9 +71,14 @@ def test_head_observables_are_z_on_measured_qubits():
     assert [o.paulis[0].to_label() for o in head.observables] == ["I" * (9 - q) + "Z" + "I" * q for q in range(4)]
 
 
+def test_all_zero_features_encode_the_zero_state():
+    np.testing.assert_array_equal(amplitude_angles(np.zeros((2, 49)), 10), np.zeros((2, 1023)))
+    head = quantum_head(num_qubits=3, measured=1, reps=1, encoding="state", num_features=5)
+    bound = head.circuit.assign_parameters(dict(zip(head.input_params + head.weight_params, [0.0] * 11)))
+    np.testing.assert_allclose(Statevector(bound).data, np.eye(8)[0], atol=1e-12)  # its definition, bound
+
+
 def test_amplitude_angles_reject_bad_features():
-    with pytest.raises(TemplateError, match="all-zero"):
-        amplitude_angles(np.zeros((2, 49)), 10)
     with pytest.raises(TemplateError, match="at most 16"):
         amplitude_angles(np.ones(17), 4)
     with pytest.raises(TemplateError, match="NaN"):

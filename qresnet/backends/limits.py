@@ -2,10 +2,10 @@
 
 IBM's job validation rejects a job whose circuits, after broadcasting, hold more than
 10,000 two-qubit gates in total, or more than 10 million executions (circuits x shots);
-the limits are per job, not per PUB. A PUB here is split along its flattened broadcast
-shape (one slice per run of parameter sets), jobs are filled in order, and the results are
-put back into each PUB's own shape, so a caller sees one ``PrimitiveResult`` as if nothing
-had been split.
+the limits are per job, not per PUB. A parameter set renders one circuit per group of
+qubit-wise commuting observables broadcast against it. A PUB here is split into runs of
+whole parameter sets, jobs are filled in order, and the results are put back into each
+PUB's own shape, so a caller sees one ``PrimitiveResult`` as if nothing had been split.
 
 >>> from qiskit import QuantumCircuit
 >>> from qiskit.circuit import Parameter
@@ -71,11 +71,37 @@ class JobLimits:
 
 @dataclass(frozen=True)
 class PubSlice:
-    """Entries ``start:stop`` of PUB ``pub``'s flattened broadcast shape."""
+    """Parameter sets ``start:stop`` (flattened) of PUB ``pub``, each with every observable broadcast against it."""
 
     pub: int
     start: int
     stop: int
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a PUB's broadcast entries sit: ``entries[r]`` are the flat positions paired with parameter set r."""
+
+    entries: np.ndarray  # (R, K') flat positions in the PUB's shape
+    observables: np.ndarray  # (R, K') object array of observables
+    values: np.ndarray  # (R, P)
+
+
+def _layout(pub: EstimatorPub) -> _Layout:
+    shape = pub.shape
+    values = pub.parameter_values.as_array(pub.circuit.parameters)
+    param_shape = values.shape[:-1]
+    rows = int(np.prod(param_shape, dtype=int))
+    param_index = np.broadcast_to(np.arange(rows).reshape(param_shape), shape).reshape(-1)
+    obs_index = np.broadcast_to(np.arange(pub.observables.size).reshape(pub.observables.shape), shape).reshape(-1)
+    flat_obs = [pub.observables[np.unravel_index(i, pub.observables.shape)] if pub.observables.shape
+                else pub.observables[()] for i in range(pub.observables.size)]
+    order = np.argsort(param_index, kind="stable")
+    entries = order.reshape(rows, -1)  # a broadcast pairs every parameter set with equally many observables
+    observables = np.empty(entries.shape, dtype=object)
+    for index in np.ndindex(entries.shape):
+        observables[index] = flat_obs[obs_index[entries[index]]]
+    return _Layout(entries, observables, values.reshape(rows, values.shape[-1]))
 
 
 @dataclass(frozen=True)
@@ -89,67 +115,55 @@ class JobPlan:
     executions: int
 
     def job_pubs(self, j: int) -> list[EstimatorPub]:
-        """Job ``j`` as PUBs: each slice flattened to one dimension."""
+        """Job ``j`` as PUBs: parameter sets (n, 1, P) against their observables (n, K')."""
         return [_slice_pub(self.pubs[s.pub], s.start, s.stop) for s in self.jobs[j]]
 
 
 def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
               precision: float | None = None) -> JobPlan:
-    """Split ``pubs`` into jobs under ``limits``, filling each job in PUB order."""
+    """Split ``pubs`` into jobs under ``limits``, filling each job in PUB order, whole parameter sets at a time."""
     coerced = tuple(EstimatorPub.coerce(p, precision) for p in pubs)
     jobs: list[tuple[PubSlice, ...]] = []
     current: list[PubSlice] = []
     gates = executions = 0
     total_circuits = total_gates = 0
     for p, pub in enumerate(coerced):
-        per_entry_circuits = measurement_bases(pub.observables)
-        per_entry_gates = two_qubit_gates(pub.circuit) * per_entry_circuits
-        per_entry_exec = limits.shots * per_entry_circuits
-        if per_entry_gates > limits.max_two_qubit_gates or per_entry_exec > limits.max_executions:
+        layout = _layout(pub)
+        rows = len(layout.values)
+        # circuits one parameter set renders: the bases of the observables broadcast against it
+        per_row_circuits = measurement_bases(ObservablesArray(layout.observables[0])) if rows else 0
+        per_row_gates = two_qubit_gates(pub.circuit) * per_row_circuits
+        per_row_exec = limits.shots * per_row_circuits
+        if per_row_gates > limits.max_two_qubit_gates or per_row_exec > limits.max_executions:
             raise JobLimitError(
-                f"PUB {p} renders circuits with {per_entry_gates} two-qubit gates and {per_entry_exec} executions "
+                f"PUB {p} renders circuits with {per_row_gates} two-qubit gates and {per_row_exec} executions "
                 f"per parameter set; one job allows {limits.max_two_qubit_gates} and {limits.max_executions}. "
                 "Use a smaller circuit, fewer non-commuting observables or fewer shots."
             )
-        size = int(np.prod(pub.shape, dtype=int))
-        total_circuits += size * per_entry_circuits
-        total_gates += size * per_entry_gates
+        total_circuits += rows * per_row_circuits
+        total_gates += rows * per_row_gates
         start = 0
-        while start < size:
-            room = min((limits.max_two_qubit_gates - gates) // per_entry_gates if per_entry_gates else size,
-                       (limits.max_executions - executions) // per_entry_exec)
+        while start < rows:
+            room = min((limits.max_two_qubit_gates - gates) // per_row_gates if per_row_gates else rows,
+                       (limits.max_executions - executions) // per_row_exec if per_row_exec else rows)
             if room <= 0:
                 jobs.append(tuple(current))
                 current, gates, executions = [], 0, 0
                 continue
-            stop = min(size, start + room)
+            stop = min(rows, start + room)
             current.append(PubSlice(p, start, stop))
-            gates += (stop - start) * per_entry_gates
-            executions += (stop - start) * per_entry_exec
+            gates += (stop - start) * per_row_gates
+            executions += (stop - start) * per_row_exec
             start = stop
     if current:
         jobs.append(tuple(current))
     return JobPlan(coerced, tuple(jobs), total_circuits, total_gates, total_circuits * limits.shots)
 
 
-def _broadcast(pub: EstimatorPub) -> tuple[np.ndarray, np.ndarray]:
-    """The PUB's observables (N,) and parameter rows (N, P), flattened over its broadcast shape."""
-    shape = pub.shape
-    values = pub.parameter_values.as_array(pub.circuit.parameters)
-    values = np.broadcast_to(values, shape + values.shape[-1:]).reshape(-1, values.shape[-1])
-    index = np.broadcast_to(np.arange(pub.observables.size).reshape(pub.observables.shape), shape).reshape(-1)
-    flat = [pub.observables[np.unravel_index(i, pub.observables.shape)] if pub.observables.shape
-            else pub.observables[()] for i in range(pub.observables.size)]
-    observables = np.empty(len(index), dtype=object)
-    for j, i in enumerate(index):
-        observables[j] = flat[i]
-    return observables, values
-
-
 def _slice_pub(pub: EstimatorPub, start: int, stop: int) -> EstimatorPub:
-    observables, values = _broadcast(pub)
-    return EstimatorPub.coerce((pub.circuit, ObservablesArray(observables[start:stop]),
-                                values[start:stop] if pub.circuit.num_parameters else None), pub.precision)
+    layout = _layout(pub)
+    values = layout.values[start:stop, None, :] if pub.circuit.num_parameters else None
+    return EstimatorPub.coerce((pub.circuit, ObservablesArray(layout.observables[start:stop]), values), pub.precision)
 
 
 class CompletedJob(BasePrimitiveJob):
@@ -183,22 +197,21 @@ class CompletedJob(BasePrimitiveJob):
 
 def assemble(plan: JobPlan, job_results: Sequence[PrimitiveResult]) -> PrimitiveResult:
     """Each PUB's values back in its own shape, from the results of the plan's jobs."""
-    evs: list[list[np.ndarray]] = [[] for _ in plan.pubs]
-    stds: list[list[np.ndarray]] = [[] for _ in plan.pubs]
+    evs = [np.zeros(int(np.prod(pub.shape, dtype=int))) for pub in plan.pubs]
+    stds = [np.zeros_like(e) for e in evs]
     metadata: list[list[dict]] = [[] for _ in plan.pubs]
+    layouts = {p: _layout(pub) for p, pub in enumerate(plan.pubs)}
     for job, result in zip(plan.jobs, job_results):
         for s, pub_result in zip(job, result):
-            evs[s.pub].append(np.asarray(pub_result.data.evs).reshape(-1))
-            stds[s.pub].append(np.asarray(pub_result.data.stds).reshape(-1))
+            positions = layouts[s.pub].entries[s.start:s.stop]
+            evs[s.pub][positions] = np.asarray(pub_result.data.evs).reshape(positions.shape)
+            stds[s.pub][positions] = np.asarray(pub_result.data.stds).reshape(positions.shape)
             metadata[s.pub].append(dict(pub_result.metadata))
     out = []
     for p, pub in enumerate(plan.pubs):
-        shape = pub.shape
-        e = np.concatenate(evs[p]).reshape(shape) if evs[p] else np.zeros(shape)
-        d = np.concatenate(stds[p]).reshape(shape) if stds[p] else np.zeros(shape)
-        meta = metadata[p][0] if metadata[p] else {}
-        meta = {**meta, "jobs": len(metadata[p])}
-        out.append(PubResult(DataBin(evs=e, stds=d, shape=shape), metadata=meta))
+        meta = {**(metadata[p][0] if metadata[p] else {}), "jobs": len(metadata[p])}
+        out.append(PubResult(DataBin(evs=evs[p].reshape(pub.shape), stds=stds[p].reshape(pub.shape), shape=pub.shape),
+                             metadata=meta))
     return PrimitiveResult(out, metadata={"version": 2, "jobs": len(plan.jobs)})
 
 
@@ -217,8 +230,7 @@ class SplittingEstimator(BaseEstimatorV2):
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> CompletedJob:
         plan = plan_jobs(pubs, self.limits, precision)
         self.last_plan = plan
-        if len(plan.jobs) == 1 and all(s.start == 0 and s.stop == int(np.prod(plan.pubs[s.pub].shape, dtype=int))
-                                       for s in plan.jobs[0]):
+        if len(plan.jobs) == 1 and len(plan.jobs[0]) == len(plan.pubs):
             self.jobs_submitted += 1
             return self.estimator.run(list(plan.pubs), precision=precision)  # nothing to split
         submitted = [self.estimator.run(plan.job_pubs(j), precision=precision) for j in range(len(plan.jobs))]

@@ -8,48 +8,28 @@ The cycle (``qresnet jobs submit|list|status|fetch|cancel``): :func:`prepare` bu
 manifest (per layer the 81 design points of the trained filter, plus validation patches),
 plans the jobs within Runtime limits and counts the cost; :func:`submit` records the
 submission in the :class:`Ledger` and sends the jobs in a Batch; :func:`fetch` stores results
-and writes the device report beside the run.
+and writes the device report beside the run. Names load on first use, so that ``qresnet
+--help`` does not import Qiskit and torch.
 """
 
-from qresnet.jobs.errors import DuplicateSubmissionError, JobsError
-from qresnet.jobs.fetch import FetchOutcome, cancel, fetch, fetch_all, refresh, watch
-from qresnet.jobs.ledger import DEFAULT_LEDGER, JobRecord, Ledger, SubmissionRecord
-from qresnet.jobs.manifest import Manifest, ManifestPart, build_manifest
-from qresnet.jobs.options import SubmitOptions
-from qresnet.jobs.report import DeviceReport, evaluate, write_report
-from qresnet.jobs.run import TrainedRun
-from qresnet.jobs.submit import Cost, Prepared, estimate_cost, prepare, send_pending, submit
-from qresnet.jobs.transport import Retry, RuntimeTransport, classify, open_transport
+from importlib import import_module
 
-__all__ = [
-    "DEFAULT_LEDGER",
-    "Cost",
-    "DeviceReport",
-    "DuplicateSubmissionError",
-    "FetchOutcome",
-    "JobRecord",
-    "JobsError",
-    "Ledger",
-    "Manifest",
-    "ManifestPart",
-    "Prepared",
-    "Retry",
-    "RuntimeTransport",
-    "SubmissionRecord",
-    "SubmitOptions",
-    "TrainedRun",
-    "build_manifest",
-    "cancel",
-    "classify",
-    "estimate_cost",
-    "evaluate",
-    "fetch",
-    "fetch_all",
-    "open_transport",
-    "prepare",
-    "refresh",
-    "send_pending",
-    "submit",
-    "watch",
-    "write_report",
-]
+_HOMES = {
+    "qresnet.jobs.errors": ("DuplicateSubmissionError", "JobsError"),
+    "qresnet.jobs.ledger": ("DEFAULT_LEDGER", "JobRecord", "Ledger", "SubmissionRecord"),
+    "qresnet.jobs.manifest": ("Manifest", "ManifestPart", "build_manifest"),
+    "qresnet.jobs.options": ("SubmitOptions",),
+    "qresnet.jobs.report": ("DeviceReport", "evaluate", "write_report"),
+    "qresnet.jobs.retrieval": ("FetchOutcome", "cancel", "fetch", "fetch_all", "refresh", "watch"),
+    "qresnet.jobs.run": ("TrainedRun",),
+    "qresnet.jobs.submission": ("Cost", "Prepared", "check_new", "estimate_cost", "prepare", "send_pending", "submit"),
+    "qresnet.jobs.transport": ("Retry", "RuntimeTransport", "classify", "open_transport"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'qresnet.jobs' has no attribute {name!r}")
+    return getattr(import_module(_MODULE_OF[name]), name)

@@ -15,13 +15,18 @@ import argparse
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qresnet.errors import QresnetError
 from qresnet.jobs.errors import JobsError
-from qresnet.jobs.ledger import DEFAULT_LEDGER, JobRecord, Ledger
-from qresnet.jobs.options import SubmitOptions
+
+if TYPE_CHECKING:  # the commands import Qiskit and torch when they run, so that --help stays fast
+    from qresnet.jobs.ledger import JobRecord, Ledger
+    from qresnet.jobs.options import SubmitOptions
+
+LEDGER_HELP = "the ledger database (default ~/.qresnet/jobs.sqlite)"
 
 
 def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,10 +69,12 @@ def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cancel", help="cancel a submission's unfinished jobs")
     p.add_argument("id")
     for p in sub.choices.values():
-        p.add_argument("--ledger", default=str(DEFAULT_LEDGER), help=f"the ledger database (default {DEFAULT_LEDGER})")
+        p.add_argument("--ledger", default=None, help=LEDGER_HELP)
 
 
 def _submit_options(args: argparse.Namespace) -> SubmitOptions:
+    from qresnet.jobs.options import SubmitOptions
+
     layout = None
     if args.initial_layout:
         try:
@@ -92,8 +99,8 @@ def _ask(prompt: str) -> bool:
         return False
 
 
-def cmd_submit(args: argparse.Namespace, ledger: Ledger, confirm: Callable[[str], bool] = _ask) -> int:
-    from qresnet.jobs.submit import prepare, submit
+def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
+    from qresnet.jobs.submission import check_new, prepare, submit
 
     prepared = prepare(args.run_dir, args.backend, _submit_options(args), checkpoint=args.checkpoint)
     try:
@@ -104,14 +111,17 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger, confirm: Callable[[str]
         if args.dry_run:
             print("dry run: nothing was sent")
             return 0
-        if not args.yes and not confirm(f"send {prepared.cost.jobs} job(s) to {prepared.manifest.backend}? [y/N] "):
+        check_new(ledger, prepared.manifest.digest, args.force)
+        if not args.yes and not _ask(f"send {prepared.cost.jobs} job(s) to {prepared.manifest.backend}? [y/N] "):
             print("nothing was sent")
             return 1
         submission_id = submit(prepared, ledger, force=args.force)
     finally:
         prepared.transport.close()
     jobs = ledger.jobs(submission_id)
-    print(f"submission {submission_id}: {len(jobs)} job(s) " + ", ".join(str(job.job_id) for job in jobs))
+    batch = ledger.submission(submission_id).batch_id
+    print(f"submission {submission_id}: {len(jobs)} job(s) " + ", ".join(str(job.job_id) for job in jobs)
+          + (f" in batch {batch}" if batch else ""))
     print(f"follow it with `qresnet jobs status {submission_id}`; get the report with `qresnet jobs fetch {submission_id}`")
     return 0
 
@@ -146,11 +156,13 @@ def _print_jobs(submission_id: str, jobs: list[JobRecord]) -> None:
     _print_table([{"job": j.index, "job id": j.job_id or "-", "status": j.status,
                    "result": "fetched" if j.result is not None else "-", "sent": _when(j.sent),
                    "message": j.message or ""} for j in jobs], ["job", "job id", "status", "result", "sent", "message"])
+    if any(j.status == "pending" for j in jobs):
+        print(f"some jobs were never sent (an interrupted submit): `qresnet jobs fetch {submission_id}` sends them")
 
 
-def cmd_status(args: argparse.Namespace, ledger: Ledger, sleep: Callable[[float], None] = time.sleep) -> int:
-    from qresnet.jobs.fetch import refresh, watch
+def cmd_status(args: argparse.Namespace, ledger: Ledger) -> int:
     from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES
+    from qresnet.jobs.retrieval import refresh, watch
 
     keys = [args.id] if args.id else [r.id for r in ledger.submissions() if r.status not in FINAL_SUBMISSION_STATES]
     if not keys:
@@ -158,14 +170,14 @@ def cmd_status(args: argparse.Namespace, ledger: Ledger, sleep: Callable[[float]
     for key in keys:
         record = ledger.submission(key)
         if args.watch:
-            watch(ledger, record.id, interval=args.interval, sleep=sleep, on_poll=lambda jobs: _print_jobs(record.id, jobs))
+            watch(ledger, record.id, interval=args.interval, on_poll=lambda jobs: _print_jobs(record.id, jobs))
         else:
             _print_jobs(record.id, refresh(ledger, record.id))
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace, ledger: Ledger) -> int:
-    from qresnet.jobs.fetch import fetch, fetch_all
+    from qresnet.jobs.retrieval import fetch, fetch_all
 
     if args.all == bool(args.id):
         raise JobsError("give a submission id or --all (not both)")
@@ -186,7 +198,7 @@ def cmd_fetch(args: argparse.Namespace, ledger: Ledger) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, ledger: Ledger) -> int:
-    from qresnet.jobs.fetch import cancel
+    from qresnet.jobs.retrieval import cancel
 
     for line in cancel(ledger, args.id):
         print(line)
@@ -198,7 +210,9 @@ COMMANDS = {"submit": cmd_submit, "list": cmd_list, "status": cmd_status, "fetch
 
 def run_jobs(args: argparse.Namespace) -> int:
     """Run a parsed ``qresnet jobs`` command."""
-    with Ledger(args.ledger) as ledger:
+    from qresnet.jobs.ledger import Ledger
+
+    with Ledger(args.ledger) if args.ledger else Ledger() as ledger:
         return COMMANDS[args.jobs_command](args, ledger)
 
 

@@ -17,6 +17,7 @@ never written: options hold at most the name of a saved account.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import sqlite3
 import time
@@ -137,13 +138,13 @@ class Ledger:
 
     def __init__(self, path: str | Path = DEFAULT_LEDGER):
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
+        except (OSError, sqlite3.DatabaseError) as exc:
             raise JobsError(f"cannot open the ledger {self.path} ({exc}); pass another --ledger path") from None
 
     def close(self) -> None:
@@ -154,6 +155,17 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Held while jobs are sent, so that two processes never send the same pending job.
+
+        An OS file lock beside the database: a second sender waits, then finds the jobs sent;
+        a killed process releases it.
+        """
+        with open(self.path.parent / f"{self.path.name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,7 +166,3 @@ def _part(name: str, layer: int, kind: str, isa: Any, inputs: np.ndarray, weight
     return ManifestPart(name, layer, kind, isa.circuit, isa.observables[0], tuple(p.name for p in template.input_params),
                         tuple(p.name for p in template.weight_params), inputs, weights)
 
-
-def response_values(results: Sequence[Any], manifest: Manifest) -> dict[str, np.ndarray]:
-    """Each part's values by name, from a ``PrimitiveResult`` in manifest order."""
-    return {part.name: np.asarray(result.data.evs, dtype=float) for part, result in zip(manifest.parts, results)}

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qresnet.backends import BackendOptions
-from qresnet.backends.limits import MAX_EXECUTIONS_PER_JOB, MAX_TWO_QUBIT_GATES_PER_JOB, JobLimits
+from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, MAX_EXECUTIONS_PER_JOB, MAX_TWO_QUBIT_GATES_PER_JOB, JobLimits
 from qresnet.jobs.errors import JobsError
 
-DEFAULT_SHOTS = 4096  # what the Runtime estimator runs when no shots are given (default precision 1/64)
 RUNTIME_FIELDS = ("shots", "resilience_level", "measure_mitigation", "dynamical_decoupling", "twirling", "seed")
 
 
@@ -83,7 +82,7 @@ class SubmitOptions:
         )
 
     def limits(self) -> JobLimits:
-        return JobLimits(self.max_two_qubit_gates, self.max_executions, self.shots or DEFAULT_SHOTS)
+        return JobLimits(self.max_two_qubit_gates, self.max_executions, self.shots or DEFAULT_RUNTIME_SHOTS)
 
     def runtime(self) -> dict[str, Any]:
         """The options that shape the returned values (part of the manifest hash)."""

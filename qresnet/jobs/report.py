@@ -30,7 +30,7 @@ from qresnet.jobs.ledger import JobRecord, SubmissionRecord
 from qresnet.jobs.manifest import Manifest
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
-from qresnet.jobs.submit import job_plan
+from qresnet.jobs.submission import job_plan
 from qresnet.qnn import evaluate_response, response_tensor
 
 
@@ -138,8 +138,8 @@ def evaluate(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Seque
         gap = np.abs(predicted[:, 0].numpy() - values["validation"])
         validation = {"validation_patches": len(gap), "validation_max_abs": float(gap.max()),
                       "validation_mean_abs": float(gap.mean()), "validation_mean_std": float(stds["validation"].mean())}
-    shapes = model.residual.node_shapes(run.data.image_shape, model.layers[0].kernel_size)
     kernel = model.layers[0].kernel_size
+    shapes = model.residual.node_shapes(run.data.image_shape, kernel)
     per_image = sum(-(-h // kernel) * -(-w // kernel) for h, w in shapes[:-1])
     usage = [job.usage for job in jobs if job.usage is not None]
     sent = [job.sent for job in jobs if job.sent is not None]

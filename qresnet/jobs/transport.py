@@ -26,12 +26,12 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 
 from qresnet.backends import Backend, IBMCredentials, resolve_backend
-from qresnet.backends.runtime import CHANNEL_VAR, INSTANCE_VAR, TOKEN_VAR
+from qresnet.backends.runtime import CHANNEL_VAR, INSTANCE_VAR, TOKEN_VAR, RuntimeOptions, runtime_estimator
 from qresnet.errors import CredentialsError, QresnetError
 from qresnet.jobs.options import SubmitOptions
 
@@ -41,24 +41,12 @@ _CREDENTIAL_WORDS = ("unauthorized", "forbidden", "invalid token", "expired toke
 _SECRET_FIELD = re.compile(r"(?i)\b(token|apikey|api_key|bearer|authorization)(\W{1,3})[^\s\"',;}]+")
 
 
-class Transport(Protocol):
-    """Sends one job's PUBs, and finds jobs again by id or by tag."""
-
-    local: bool  # local testing mode: jobs complete at once and live only in this process
-
-    def send(self, pubs: Sequence[EstimatorPub], tag: str) -> Any: ...
-
-    def job(self, job_id: str) -> Any: ...
-
-    def find(self, tag: str) -> Any | None: ...
-
-    def batch_id(self) -> str | None: ...
-
-    def close(self) -> None: ...
-
-
 class RuntimeTransport:
-    """Jobs through the Runtime estimator of a ``local:`` or ``ibm:`` backend (a ``Batch`` or ``Session`` for ibm:)."""
+    """Jobs through qiskit-ibm-runtime's estimator on a ``local:`` or ``ibm:`` backend, one ``run`` per job.
+
+    ibm: jobs go in one ``Batch`` (or ``Session``) per transport, opened on the first job and
+    closed by :meth:`close`; local testing mode runs them on the fake device directly.
+    """
 
     def __init__(self, backend: Backend, measure_mitigation: bool | None = None):
         if backend.spec.kind not in ("local", "ibm"):
@@ -67,12 +55,29 @@ class RuntimeTransport:
         self.backend = backend
         self.measure_mitigation = measure_mitigation
         self.local = backend.spec.kind == "local"
+        self._mode: Any = None
+        self._estimator: Any = None
+
+    def estimator(self) -> Any:
+        """The Runtime ``Estimator`` (unsplit: the job plan already respects the limits), made on first use."""
+        if self._estimator is None:
+            from qiskit_ibm_runtime import Batch, Session
+
+            o = self.backend.options
+            if self.local:
+                self._mode = self.backend.device
+            else:
+                self._mode = (Session if o.execution_mode == "session" else Batch)(backend=self.backend.device)
+            options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
+            self._estimator = runtime_estimator(self._mode, options, local=self.local)
+            if self.measure_mitigation is not None:
+                self._estimator.options.resilience.measure_mitigation = self.measure_mitigation
+        return self._estimator
 
     def send(self, pubs: Sequence[EstimatorPub], tag: str) -> Any:
-        estimator = self.backend.estimator()
+        """Submit one job, tagged so that :meth:`find` can find it again."""
+        estimator = self.estimator()
         estimator.options.environment.job_tags = [tag]
-        if self.measure_mitigation is not None:
-            estimator.options.resilience.measure_mitigation = self.measure_mitigation
         return estimator.run(list(pubs))
 
     def job(self, job_id: str) -> Any:
@@ -81,19 +86,20 @@ class RuntimeTransport:
         return self.backend.service.job(job_id)
 
     def find(self, tag: str) -> Any | None:
+        """The job tagged ``tag``, if the service has one (local testing mode keeps none)."""
         if self.local:
             return None
         found = self.backend.service.jobs(job_tags=[tag], limit=1)
         return found[0] if found else None
 
     def batch_id(self) -> str | None:
-        if self.local:
-            return None
-        mode = getattr(self.backend.estimator(), "mode", None)
-        return getattr(mode, "session_id", None)
+        return None if self.local or self._mode is None else getattr(self._mode, "session_id", None)
 
     def close(self) -> None:
-        self.backend.close()  # a closed Batch accepts no new jobs; queued ones still run
+        """Close the Batch or Session: it accepts no new jobs, and the queued ones still run."""
+        if not self.local and self._mode is not None:
+            self._mode.close()
+        self._mode = self._estimator = None
 
 
 def open_transport(backend: str, options: SubmitOptions, service: Any = None) -> RuntimeTransport:

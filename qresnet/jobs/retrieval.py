@@ -18,7 +18,7 @@ from qresnet.jobs.errors import JobsError
 from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES, JobRecord, Ledger, SubmissionRecord, decode_result, encode_result
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.report import write_report
-from qresnet.jobs.submit import send_pending
+from qresnet.jobs.submission import send_pending
 from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, classify, open_transport, scrub, status_name
 
 
@@ -36,15 +36,24 @@ class FetchOutcome:
 
 
 class _Connection:
-    """The submission's transport, opened on first use (a finished local submission needs none)."""
+    """The submission's transport, opened on first use (a finished local submission needs none) and closed on exit."""
 
     def __init__(self, record: SubmissionRecord, transport: RuntimeTransport | None, service: Any):
         self.record, self.transport, self.service = record, transport, service
+        self.opened: RuntimeTransport | None = None
 
     def __call__(self) -> RuntimeTransport:
         if self.transport is None:
-            self.transport = open_transport(self.record.backend, SubmitOptions.from_dict(self.record.options), self.service)
+            self.transport = self.opened = open_transport(self.record.backend, SubmitOptions.from_dict(self.record.options),
+                                                          self.service)
         return self.transport
+
+    def __enter__(self) -> _Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.opened is not None:
+            self.opened.close()
 
 
 def fetch(
@@ -59,16 +68,16 @@ def fetch(
     record = ledger.submission(key)
     if record.status == "cancelled" or (record.status == "done" and record.report):
         return _outcome(ledger, record, ())
-    connect = _Connection(record, transport, service)
     notes: list[str] = []
-    if any(job.status == "pending" for job in ledger.jobs(record.id)):
-        sent = send_pending(ledger, record.id, connect(), retry=retry)
-        notes.append(f"sent {sent} job(s) that an interrupted submit left unsent")
-    for job in ledger.jobs(record.id):
-        if job.result is None and not _failed(job):
-            note = _fetch_job(ledger, job, connect, retry)
-            if note:
-                notes.append(note)
+    with _Connection(record, transport, service) as connect:
+        if any(job.status == "pending" for job in ledger.jobs(record.id)):
+            sent = send_pending(ledger, record.id, connect(), retry=retry)
+            notes.append(f"sent {sent} job(s) that an interrupted submit left unsent")
+        for job in ledger.jobs(record.id):
+            if job.result is None and not _failed(job):
+                note = _fetch_job(ledger, job, connect, retry)
+                if note:
+                    notes.append(note)
     jobs = ledger.jobs(record.id)
     failed = [job for job in jobs if _failed(job)]
     if all(job.result is not None for job in jobs):
@@ -131,9 +140,16 @@ def _outcome(ledger: Ledger, record: SubmissionRecord, notes: tuple[str, ...]) -
 
 
 def fetch_all(ledger: Ledger, *, service: Any = None, retry: Retry = DEFAULT_RETRY) -> list[FetchOutcome]:
-    """:func:`fetch` every submission that is not finished."""
-    return [fetch(ledger, record.id, service=service, retry=retry)
-            for record in ledger.submissions() if record.status not in FINAL_SUBMISSION_STATES]
+    """:func:`fetch` every submission that is not finished; one that cannot go on (say, its run moved) is noted."""
+    outcomes = []
+    for record in ledger.submissions():
+        if record.status in FINAL_SUBMISSION_STATES:
+            continue
+        try:
+            outcomes.append(fetch(ledger, record.id, service=service, retry=retry))
+        except JobsError as exc:
+            outcomes.append(_outcome(ledger, ledger.submission(record.id), (str(exc),)))
+    return outcomes
 
 
 def refresh(
@@ -141,13 +157,13 @@ def refresh(
 ) -> list[JobRecord]:
     """Ask the service for the status of every sent job that is not final; the jobs as the ledger now has them."""
     record = ledger.submission(key)
-    connect = _Connection(record, transport, service)
-    for job in ledger.jobs(record.id):
-        if job.job_id is None or job.final:
-            continue
-        status = status_name(retry.call(f"read the status of job {job.job_id}",
-                                        lambda job=job: connect().job(job.job_id).status()))
-        ledger.update_job(record.id, job.index, status=status)
+    with _Connection(record, transport, service) as connect:
+        for job in ledger.jobs(record.id):
+            if job.job_id is None or job.final:
+                continue
+            status = status_name(retry.call(f"read the status of job {job.job_id}",
+                                            lambda job=job: connect().job(job.job_id).status()))
+            ledger.update_job(record.id, job.index, status=status)
     return ledger.jobs(record.id)
 
 
@@ -171,27 +187,27 @@ def cancel(
 ) -> list[str]:
     """Cancel every job that has not finished (and mark unsent ones cancelled); returns what was done."""
     record = ledger.submission(key)
-    connect = _Connection(record, transport, service)
     lines: list[str] = []
     cancelled = 0
-    for job in ledger.jobs(record.id):
-        if job.final or job.result is not None:
-            continue
-        what = f"cancel job {job.job_id or job.tag}"
-        remote = retry.call(what, lambda job=job: connect().job(job.job_id) if job.job_id else connect().find(job.tag))
-        if remote is not None:
-            try:
-                retry.call(what, remote.cancel)
-            except CredentialsError:
-                raise
-            except Exception as exc:  # e.g. it finished meanwhile
-                lines.append(f"job {job.index}: could not cancel ({scrub(f'{type(exc).__name__}: {exc}')})")
+    with ledger.sending(), _Connection(record, transport, service) as connect:  # no job is sent while we cancel
+        for job in ledger.jobs(record.id):
+            if job.final or job.result is not None:
                 continue
-        job_id = job.job_id or (remote.job_id() if remote is not None else None)
-        ledger.update_job(record.id, job.index, status="CANCELLED", job_id=job_id, finished=time.time(),
-                          message="cancelled" if remote is not None else "cancelled before it was sent")
-        lines.append(f"job {job.index} ({job_id or 'never sent'}): cancelled")
-        cancelled += 1
+            what = f"cancel job {job.job_id or job.tag}"
+            remote = retry.call(what, lambda job=job: connect().job(job.job_id) if job.job_id else connect().find(job.tag))
+            if remote is not None:
+                try:
+                    retry.call(what, remote.cancel)
+                except CredentialsError:
+                    raise
+                except Exception as exc:  # e.g. it finished meanwhile
+                    lines.append(f"job {job.index}: could not cancel ({scrub(f'{type(exc).__name__}: {exc}')})")
+                    continue
+            job_id = job.job_id or (remote.job_id() if remote is not None else None)
+            ledger.update_job(record.id, job.index, status="CANCELLED", job_id=job_id, finished=time.time(),
+                              message="cancelled" if remote is not None else "cancelled before it was sent")
+            lines.append(f"job {job.index} ({job_id or 'never sent'}): cancelled")
+            cancelled += 1
     if not lines:
         raise JobsError(f"submission {record.id} has no unfinished job to cancel; `qresnet jobs fetch {record.id}` "
                         "gets its results")

@@ -23,15 +23,18 @@ from typing import Any
 
 import numpy as np
 from qiskit.exceptions import QiskitError
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.providers import BackendV2
 
+from qresnet.backends import BackendSpec
 from qresnet.backends.limits import JobPlan, PubSlice, measurement_bases, plan_jobs
-from qresnet.jobs.errors import DuplicateSubmissionError
+from qresnet.errors import QresnetError
+from qresnet.jobs.errors import DuplicateSubmissionError, JobsError
 from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result
 from qresnet.jobs.manifest import Manifest, build_manifest
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
-from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, open_transport, status_name
+from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, open_transport, scrub, status_name
 
 JOB_OVERHEAD_S = 2.0
 DEFAULT_REP_DELAY_S = 250e-6
@@ -101,6 +104,8 @@ def prepare(
 ) -> Prepared:
     """Load the run, transpile on ``backend``, build the manifest, plan the jobs and count the cost.
 
+    ``transport`` (default: one opened on ``backend``, connecting ``service`` for ibm:) must run on ``backend``.
+
     Shots not given in ``options`` are the run's own (``TrainConfig.shots``), if it trained with shots.
     """
     options = SubmitOptions.coerce(options)
@@ -108,6 +113,8 @@ def prepare(
     if options.shots is None and run.config.shots is not None:
         options = dataclasses.replace(options, shots=run.config.shots)
     transport = transport or open_transport(backend, options, service)
+    if transport.backend.name != str(BackendSpec.coerce(backend)):
+        raise JobsError(f"the transport runs on {transport.backend.name}, not on {backend}")
     manifest = build_manifest(run, transport.backend, options.runtime(), options.validate_patches)
     limits = options.limits()
     plan = plan_jobs(manifest.pubs, limits)
@@ -124,12 +131,7 @@ def submit(
 ) -> str:
     """Record the submission, then send its jobs; returns its id. The same manifest twice needs ``force``."""
     digest = prepared.manifest.digest
-    earlier = [s for s in ledger.submissions(digest) if s.status != "cancelled"]
-    if earlier and not force:
-        last = earlier[-1]
-        raise DuplicateSubmissionError(
-            f"this manifest (sha256 {digest[:12]}) was submitted already as {last.id} ({last.status}); "
-            f"`qresnet jobs fetch {last.id}` gets its results, or pass --force to send it again")
+    check_new(ledger, digest, force)
     now = time.time()
     submission_id = uuid.uuid4().hex[:10]
     record = SubmissionRecord(
@@ -141,6 +143,16 @@ def submit(
                         for j, job in enumerate(prepared.plan.jobs)])
     send_pending(ledger, submission_id, prepared.transport, retry=retry, on_sent=on_sent)
     return submission_id
+
+
+def check_new(ledger: Ledger, digest: str, force: bool = False) -> None:
+    """Refuse a manifest the ledger holds already (unless cancelled), unless ``force``."""
+    earlier = [s for s in ledger.submissions(digest) if s.status != "cancelled"]
+    if earlier and not force:
+        last = earlier[-1]
+        raise DuplicateSubmissionError(
+            f"this manifest (sha256 {digest[:12]}) was submitted already as {last.id} ({last.status}); "
+            f"`qresnet jobs fetch {last.id}` gets its results, or pass --force to send it again")
 
 
 def job_plan(manifest: Manifest, jobs: Sequence[JobRecord], cost: dict[str, Any]) -> JobPlan:
@@ -164,23 +176,33 @@ def send_pending(
     after the service accepted a job and before its id is written (a test hook for crashes).
     Local testing mode runs each job at once, and its result is written with its id.
     """
-    record = ledger.submission(submission_id)
-    jobs = ledger.jobs(record.id)
-    plan = job_plan(Manifest.from_json(record.manifest), jobs, record.cost)
-    count = 0
-    for job in jobs:
-        if job.status != "pending":
-            continue
-        pubs = plan.job_pubs(job.index)
-        sent = retry.call(f"submit job {job.index} of {record.id}",
-                          lambda job=job, pubs=pubs: transport.find(job.tag) or transport.send(pubs, job.tag))
-        if on_sent is not None:
-            on_sent(job.index, sent)
-        fields: dict[str, Any] = {"job_id": sent.job_id(), "status": "QUEUED", "sent": time.time()}
-        if transport.local:
-            fields.update(result=encode_result(sent.result()), status=status_name(sent.status()), usage=0.0,
-                          finished=time.time())
-        ledger.update_job(record.id, job.index, submission={"batch_id": transport.batch_id()}, **fields)
-        count += 1
-    ledger.update_submission(record.id, status="submitted")
-    return count
+    with ledger.sending():
+        record = ledger.submission(submission_id)
+        jobs = ledger.jobs(record.id)
+        plan = job_plan(Manifest.from_json(record.manifest), jobs, record.cost)
+        pending = [job for job in jobs if job.status == "pending"]
+        for job in pending:
+            _send_job(ledger, job, plan.job_pubs(job.index), transport, retry, on_sent)
+        if record.status == "submitting":
+            ledger.update_submission(record.id, status="submitted")
+        return len(pending)
+
+
+def _send_job(ledger: Ledger, job: JobRecord, pubs: list[EstimatorPub], transport: RuntimeTransport, retry: Retry,
+              on_sent: Callable[[int, Any], None] | None) -> None:
+    where = f"job {job.index} of submission {job.submission_id}"
+    try:
+        sent = retry.call(f"submit {where}", lambda: transport.find(job.tag) or transport.send(pubs, job.tag))
+    except QresnetError:
+        raise
+    except Exception as exc:  # the service refused the job, or stayed unreachable
+        reason = scrub(f"{type(exc).__name__}: {exc}")
+        raise JobsError(f"sending {where} failed ({reason}); the ledger keeps it: `qresnet jobs fetch {job.submission_id}` "
+                        f"sends the unsent jobs, `qresnet jobs cancel {job.submission_id}` drops them") from None
+    if on_sent is not None:
+        on_sent(job.index, sent)
+    fields: dict[str, Any] = {"job_id": sent.job_id(), "status": "QUEUED", "sent": time.time()}
+    if transport.local:  # the job has run already, and lives only in this process: keep its result with its id
+        fields.update(result=encode_result(sent.result()), status=status_name(sent.status()), usage=0.0,
+                      finished=time.time())
+    ledger.update_job(job.submission_id, job.index, submission={"batch_id": transport.batch_id()}, **fields)
