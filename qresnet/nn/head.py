@@ -34,18 +34,18 @@ import torch
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
-from torch import nn
 
 from qresnet.circuits import CircuitTemplate, amplitude_angles
 from qresnet.errors import QresnetError
-from qresnet.qnn import Float64TorchConnector, make_qnn
+from qresnet.nn.module import QuantumModule
+from qresnet.qnn import make_qnn
 
 DEFAULT_SCALE = 5.0
 NO_INPUT_GRADIENT = ("the head's input gradient does not exist with the angle encoding (hardware, local:, ibm:, "
                      "--engine aer): the quanvolution layers behind a quantum head get no gradient through it")
 
 
-class QuantumHead(nn.Module):
+class QuantumHead(QuantumModule):
     """Class logits from a head template run through ``EstimatorQNN`` + ``TorchConnector``."""
 
     def __init__(
@@ -74,18 +74,8 @@ class QuantumHead(nn.Module):
         if not (np.isfinite(scale) and scale > 0):
             raise QresnetError(f"scale={scale!r} must be a positive number")
         self.input_gradients, self.scale = bool(input_gradients), float(scale)
-        self.qnn = make_qnn(template, estimator, circuit, observables, input_gradients=self.input_gradients)
-        if initial_weights is None:
-            initial_weights = np.random.default_rng(seed).uniform(-np.pi, np.pi, template.num_weights)
-        self.connector = Float64TorchConnector(self.qnn, initial_weights)
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.connector.weight
-
-    @property
-    def num_outputs(self) -> int:
-        return self.template.num_outputs
+        self._connect(make_qnn(template, estimator, circuit, observables, input_gradients=self.input_gradients),
+                      initial_weights, seed)
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """<Z_q> for each sample, shape (B, m), before scaling."""

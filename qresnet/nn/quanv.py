@@ -10,16 +10,16 @@ import torch.nn.functional as F
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
-from torch import nn
 
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import QresnetError
-from qresnet.qnn import Float64TorchConnector, design_points, evaluate_response, make_qnn, response_tensor
+from qresnet.nn.module import QuantumModule
+from qresnet.qnn import design_points, evaluate_response, make_qnn, response_tensor
 
 MODES = ("response", "per-patch")
 
 
-class QuanvLayer(nn.Module):
+class QuanvLayer(QuantumModule):
     """A 2D quanvolution: every k x k patch (stride k) of a one-channel map through a filter circuit.
 
     ``mode="response"`` runs the QNN on the filter's 3^q design points and evaluates every
@@ -67,21 +67,11 @@ class QuanvLayer(nn.Module):
         self.template, self.kernel_size, self.mode = template, kernel, mode
         self.input_gradients = input_gradients
         # response mode evaluates constant design points, so its QNN never needs input gradients
-        self.qnn = make_qnn(template, estimator, circuit, observables,
-                            input_gradients=input_gradients and mode == "per-patch", gradient=gradient)
-        if initial_weights is None:
-            initial_weights = np.random.default_rng(seed).uniform(-np.pi, np.pi, template.num_weights)
-        self.connector = Float64TorchConnector(self.qnn, initial_weights)
+        self._connect(make_qnn(template, estimator, circuit, observables,
+                               input_gradients=input_gradients and mode == "per-patch", gradient=gradient),
+                      initial_weights, seed)
         if mode == "response":
             self.register_buffer("design_inputs", torch.as_tensor(design_points(template.num_inputs, template.input_scale)))
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.connector.weight
-
-    @property
-    def num_outputs(self) -> int:
-        return self.template.num_outputs
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W) -> (B, H', W', k*k), zero-padding H and W up to multiples of k."""
