@@ -104,3 +104,22 @@ def test_ibm_path_runs_in_batch_and_session(rng, mode):
     assert exact_tt.circuit.parameters == tt.circuit.parameters
     exact = exact_backend.estimator().run([(exact_tt.circuit, exact_tt.observables[0], values)]).result()[0]
     assert np.all(np.abs(ibm.data.evs - exact.data.evs) < 5 / np.sqrt(4000))
+
+
+def test_local_mode_on_a_large_device_runs_the_circuit_cut_to_its_qubits():
+    """Local mode simulates every qubit it is given: the ISA circuit is cut after its highest used qubit,
+    and the values still agree with the exact readout-inclusive noisy values of the same physical qubits."""
+    from qresnet.errors import DeviceTooSmallError
+
+    with pytest.raises(DeviceTooSmallError, match="--initial-layout"):
+        resolve_backend("local:fake_torino").transpile(quanv_filter())  # the default layout lands on qubits ~80-99
+    options = BackendOptions(initial_layout=(0, 1, 2, 3), resilience_level=0, shots=4000, seed=11)
+    local = resolve_backend("local:fake_torino", options)
+    tt = local.transpile(quanv_filter())
+    assert tt.circuit.num_qubits == 4 and tt.observables[0].num_qubits == 4
+    values = np.random.default_rng(2).uniform(-1, 1, (3, tt.circuit.num_parameters))
+    result = local.estimator().run([(tt.circuit, tt.observables[0], values)]).result()[0]
+    exact_backend = resolve_backend("aer:fake_torino", BackendOptions(initial_layout=(0, 1, 2, 3)))
+    et = exact_backend.transpile(quanv_filter())
+    exact = exact_backend.estimator().run([(et.circuit, et.observables[0], values)]).result()[0].data.evs
+    assert np.all(np.abs(result.data.evs - exact) < 5 / np.sqrt(4000))

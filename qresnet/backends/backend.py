@@ -17,7 +17,7 @@ from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, JobLimits, SplittingE
 from qresnet.backends.readout import readout_errors
 from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
 from qresnet.backends.spec import BackendSpec
-from qresnet.backends.transpile import TranspiledTemplate, transpile_template
+from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import BackendSpecError, QresnetError
 
@@ -103,6 +103,8 @@ class Backend:
         if cached is None or cached.template is not template:
             o = self.options
             cached = transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, o.initial_layout)
+            if self.spec.kind == "local":
+                cached = trim_to_used_qubits(cached, self.name)
             self._transpiled[id(template)] = cached
         return cached
 

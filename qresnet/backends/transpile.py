@@ -147,3 +147,30 @@ def _prepend(encoding, circuit: QuantumCircuit, layout: tuple[int, ...]) -> Quan
     for inst in circuit.data:
         out.append(inst)
     return out
+
+
+LOCAL_MAX_WIDTH = 24  # local testing mode simulates every qubit of a circuit, measured: 2^24 amplitudes at most
+
+
+def trim_to_used_qubits(transpiled: TranspiledTemplate, backend_name: str) -> TranspiledTemplate:
+    """The ISA circuit cut after its highest used physical qubit, observables cut alike.
+
+    Runtime's local testing mode measures and simulates every qubit of the circuit it is given, so
+    a template transpiled onto a 133-qubit fake device would need 2^133 amplitudes; the cut circuit
+    keeps the physical qubit indices (and so the device's noise on them) and drops the idle rest.
+    """
+    circuit = transpiled.circuit
+    used = {circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits}
+    width = max(used) + 1
+    if width > LOCAL_MAX_WIDTH:
+        raise DeviceTooSmallError(
+            f"on {backend_name} the transpiled {transpiled.template.name} uses physical qubits up to {width - 1}; local "
+            f"testing mode simulates every qubit below that. Pin it to low-index qubits with --initial-layout "
+            f"(e.g. {','.join(map(str, range(transpiled.template.num_qubits)))} where they are connected)"
+        )
+    small = QuantumCircuit(width, name=circuit.name)
+    for inst in circuit.data:
+        small.append(inst.operation, [small.qubits[circuit.find_bit(q).index] for q in inst.qubits])
+    observables = tuple(SparsePauliOp([p.to_label()[-width:] for p in o.paulis], o.coeffs) for o in transpiled.observables)
+    return TranspiledTemplate(transpiled.template, small, observables, transpiled.cost)
+
