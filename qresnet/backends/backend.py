@@ -45,6 +45,7 @@ class BackendOptions:
     resilience_level: int | None = None
     dynamical_decoupling: bool | None = None
     twirling: bool | None = None
+    measure_mitigation: bool | None = None
     account: str | None = None
 
     def __post_init__(self) -> None:
@@ -87,6 +88,7 @@ class Backend:
         self.service = service
         self._transpiled: dict[int, TranspiledTemplate] = {}  # by template identity: equal names may hold other Parameters
         self._estimator: BaseEstimatorV2 | None = None
+        self._runtime: BaseEstimatorV2 | None = None
         self._mode: Any = None
 
     @property
@@ -118,11 +120,21 @@ class Backend:
                 self._estimator = aer if o.engine == "aer" else EngineEstimator(
                     self.noise_model, readout, o.shots, o.seed, fallback=aer)
             else:
-                runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
-                runtime = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")
                 # jobs over the Runtime validation limits (10,000 two-qubit gates) are split, not rejected
-                self._estimator = SplittingEstimator(runtime, JobLimits(shots=o.shots or DEFAULT_RUNTIME_SHOTS))
+                self._estimator = SplittingEstimator(self.runtime_estimator(),
+                                                     JobLimits(shots=o.shots or DEFAULT_RUNTIME_SHOTS))
         return self._estimator
+
+    def runtime_estimator(self) -> BaseEstimatorV2:
+        """``local:`` and ``ibm:``: the Runtime ``Estimator`` itself, on this backend's Batch or Session (made once)."""
+        if self.spec.kind == "aer":
+            raise QresnetError(f"{self.name} is a simulator backend; Runtime estimators exist for local: and ibm: specs")
+        if self._runtime is None:
+            o = self.options
+            runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed,
+                                             o.measure_mitigation)
+            self._runtime = runtime_estimator(self._execution_mode(), runtime_options, local=self.spec.kind == "local")
+        return self._runtime
 
     def _execution_mode(self) -> Any:
         if self.spec.kind == "local":
@@ -138,7 +150,7 @@ class Backend:
         if self._mode is not None:
             self._mode.close()
             self._mode = None
-            self._estimator = None
+            self._estimator = self._runtime = None
 
     def __enter__(self) -> Backend:
         return self

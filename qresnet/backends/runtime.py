@@ -109,6 +109,7 @@ class RuntimeOptions:
     dynamical_decoupling: bool | None = None
     twirling: bool | None = None
     seed: int | None = None  # local testing mode only
+    measure_mitigation: bool | None = None
 
 
 def runtime_estimator(mode: Any, options: RuntimeOptions, local: bool) -> BaseEstimatorV2:
@@ -126,6 +127,8 @@ def runtime_estimator(mode: Any, options: RuntimeOptions, local: bool) -> BaseEs
     if options.twirling is not None:
         opts.twirling.enable_gates = options.twirling
         opts.twirling.enable_measure = options.twirling
+    if options.measure_mitigation is not None:
+        opts.resilience.measure_mitigation = options.measure_mitigation
     if local and options.seed is not None:
         opts.simulator.seed_simulator = options.seed
     return estimator
