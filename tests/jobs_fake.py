@@ -1,10 +1,17 @@
 """A stand-in for IBM Quantum, kept in files so that several processes see the same jobs.
 
 ``FakeService(root)`` offers what qresnet calls on ``QiskitRuntimeService``: ``backend(name)``
-(fake_manila for ``ibm_fake_manila``), ``job(job_id)``, ``jobs(job_tags=...)``; its jobs have
-``job_id()``, ``status()``, ``result()``, ``error_message()``, ``usage()``, ``cancel()``.
-Submission (``submit``) is the endpoint the Runtime client would POST to; the service computes
-results with qresnet's engine on the fake_manila noise model, with shots, seeded per job.
+(fake_manila for ``ibm_fake_manila``, fake_melbourne for ``ibm_fake_melbourne``), ``job(job_id)``,
+``jobs(job_tags=...)``; its jobs have ``job_id()``, ``status()``, ``result()``, ``error_message()``,
+``usage()``, ``cancel()``. Submission (``submit``) is the endpoint the Runtime client would POST
+to; the service computes results with shots, seeded per job: on ibm_fake_manila with qresnet's
+engine and the fake_manila noise model; on ibm_fake_melbourne (15 qubits, for the 10-qubit
+quantum head) with Aer sampling under fake_melbourne's *readout errors only* (Aer's own
+per-qubit readout model of the device). A 10-qubit head circuit of ~1900 CNOTs under the full
+noise model needs a 2^20 density matrix for exact reference values (over a minute per circuit
+here) and comes out fully decohered (estimated fidelity ~1e-24), so no test could tell a right
+circuit from a wrong one by its values; with readout errors only, <Z_p> is exactly
+(1 - 2 e_p) times the ideal value, a reference a test computes in a second.
 
 Faults, read from ``root/faults.json`` on every call (so a test can change them between
 commands): ``transient``: how many of the next calls fail with a connection error;
@@ -18,15 +25,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qiskit_aer.noise import NoiseModel
+from qiskit_aer.noise.device.models import basic_device_readout_errors
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError, RuntimeJobNotFound
 
 from qresnet.backends import BackendOptions, fake_device, resolve_backend
+from qresnet.backends.aer import aer_estimator
 from qresnet.jobs import RuntimeTransport, SubmitOptions
 
 DEVICE = "ibm_fake_manila"
+HEAD_DEVICE = "ibm_fake_melbourne"  # >= 10 qubits, rz/sx/cx basis (the filter keeps its response condition)
+DEVICES = {DEVICE: "fake_manila", HEAD_DEVICE: "fake_melbourne"}
 USAGE_S = 1.5  # QPU seconds the fake charges per job
+# the quantum-head submissions of the tests: 3 test images; 4000 two-qubit gates per job splits stage 2 (1913 each)
+HEAD_OPTIONS = SubmitOptions(shots=4000, seed=7, resilience_level=0, validate_patches=2, max_two_qubit_gates=4000)
+
+
+def readout_only_noise(device: str) -> NoiseModel:
+    """Aer's readout-error model of a fake device (what ``NoiseModel.from_backend`` adds for measurements), nothing else."""
+    noise = NoiseModel()
+    for qubits, error in basic_device_readout_errors(target=fake_device(device).target):
+        noise.add_readout_error(error, qubits)
+    return noise
 
 
 class FakeService:
@@ -65,12 +87,12 @@ class FakeService:
 
     # --- QiskitRuntimeService ---
     def backend(self, name: str):
-        if name != DEVICE:
+        if name not in DEVICES:
             raise LookupError(f"no backend {name}")
-        return fake_device("fake_manila")
+        return fake_device(DEVICES[name])
 
     def backends(self):
-        return [fake_device("fake_manila")]
+        return [fake_device(device) for device in DEVICES.values()]
 
     def job(self, job_id: str) -> FakeJob:
         self._call()
@@ -85,19 +107,24 @@ class FakeService:
         return found[:limit]
 
     # --- the submission endpoint ---
-    def submit(self, pubs, tags: list[str], shots: int, seed: int) -> FakeJob:
+    def submit(self, pubs, tags: list[str], shots: int, seed: int, device: str = DEVICE) -> FakeJob:
         self._call()
         faults = self.faults()
         if faults.get("reject", 0) > 0:
             self.set_faults(**{**faults, "reject": faults["reject"] - 1})
             raise RequestsApiError(f"'400 Client Error: Bad Request'. Job validation failed (token={self.token})", status_code=400)
         job_id = f"fake{len(self.submissions()):04d}"
-        estimator = resolve_backend("aer:fake_manila", BackendOptions(shots=shots, seed=seed + len(self.submissions()))).estimator()
+        seed = seed + len(self.submissions())
+        if device == DEVICE:
+            estimator = resolve_backend("aer:fake_manila", BackendOptions(shots=shots, seed=seed)).estimator()
+        else:
+            estimator = aer_estimator(readout_only_noise(DEVICES[device]), None, shots, seed)
         result = estimator.run(list(pubs)).result()
         self._store(job_id, {"tags": tags, "result": json.dumps(result, cls=RuntimeEncoder), "polls": 0, "cancelled": False})
         with open(self.root / "submissions.jsonl", "a") as log:
-            log.write(json.dumps({"job_id": job_id, "tags": tags, "shots": shots,
-                                  "rows": [int(pub.size) for pub in pubs]}) + "\n")
+            log.write(json.dumps({"job_id": job_id, "tags": tags, "shots": shots, "device": device,
+                                  "rows": [int(pub.size) for pub in pubs],  # values: parameter sets x observables
+                                  "sets": [int(pub.parameter_values.size) for pub in pubs]}) + "\n")  # circuits
         return FakeJob(self, job_id)
 
 
@@ -146,12 +173,12 @@ class FakeServiceTransport(RuntimeTransport):
 
     def send(self, pubs, tag):
         options = self.backend.options
-        return self.backend.service.submit(pubs, [tag], options.shots, options.seed or 0)
+        return self.backend.service.submit(pubs, [tag], options.shots, options.seed or 0, self.backend.spec.device)
 
     def batch_id(self) -> str:
         return "fake-batch"
 
 
-def fake_transport(root: str | Path, options: SubmitOptions, token: str = "") -> FakeServiceTransport:
-    backend = resolve_backend(f"ibm:{DEVICE}", options.backend_options(), service=FakeService(root, token=token))
+def fake_transport(root: str | Path, options: SubmitOptions, token: str = "", device: str = DEVICE) -> FakeServiceTransport:
+    backend = resolve_backend(f"ibm:{device}", options.backend_options(), service=FakeService(root, token=token))
     return FakeServiceTransport(backend, options.measure_mitigation)

@@ -5,10 +5,12 @@
 2000
 
 The cycle (``qresnet jobs submit|list|status|fetch|cancel``): :func:`prepare` builds the
-manifest (per layer the 81 design points of the trained filter, plus validation patches),
-plans the jobs within Runtime limits and counts the cost; :func:`submit` records the
-submission in the :class:`Ledger` and sends the jobs in a Batch; :func:`fetch` stores results
-and writes the device report beside the run. Names load on first use, so that ``qresnet
+manifest (per layer the 81 design points of the trained filter, plus validation patches, plus
+for a quantum head one circuit per test image), plans the jobs within Runtime limits and counts
+the cost of all of them; :func:`submit` records the submission in the :class:`Ledger` and sends
+the jobs in a Batch; :func:`fetch` stores results, sends a quantum head's circuits (stage 2:
+their inputs are the device's layer outputs) once the layer results are in, and writes the
+device report beside the run. Names load on first use, so that ``qresnet
 --help`` does not import Qiskit and torch.
 """
 
@@ -22,6 +24,7 @@ _HOMES = {
     "qresnet.jobs.report": ("DeviceReport", "evaluate", "write_report"),
     "qresnet.jobs.retrieval": ("FetchOutcome", "cancel", "fetch", "fetch_all", "refresh", "watch"),
     "qresnet.jobs.run": ("TrainedRun",),
+    "qresnet.jobs.stages": ("record_head_stage",),
     "qresnet.jobs.submission": ("Cost", "Prepared", "check_new", "estimate_cost", "prepare", "send_pending", "submit"),
     "qresnet.jobs.transport": ("Retry", "RuntimeTransport", "classify", "open_transport"),
 }

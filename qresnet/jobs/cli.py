@@ -35,7 +35,8 @@ def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_jobs)
     sub = parser.add_subparsers(dest="jobs_command", required=True)
 
-    p = sub.add_parser("submit", help="send a run's checkpoint to local:<fake device> or ibm:<device>")
+    p = sub.add_parser("submit", help="send a run's checkpoint to local:<fake device> or ibm:<device> "
+                       "(a quantum head's circuits, one per test image, follow from `fetch` once the layers are in)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--backend", required=True, help="local:<fake device> | ibm:<device>")
     p.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the run's last one)")
@@ -104,7 +105,7 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
 
     prepared = prepare(args.run_dir, args.backend, _submit_options(args), checkpoint=args.checkpoint)
     try:
-        parts = ", ".join(f"{p.name} ({len(p.inputs)})" for p in prepared.manifest.parts)
+        parts = ", ".join(f"{p.name} ({p.rows}{', at stage 2' if p.pending else ''})" for p in prepared.manifest.parts)
         print(f"submit {prepared.run.checkpoint} to {prepared.manifest.backend}: {parts}")
         print(f"cost: {prepared.cost.describe()}")
         print(f"manifest sha256 {prepared.manifest.digest}")
@@ -112,7 +113,12 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
             print("dry run: nothing was sent")
             return 0
         check_new(ledger, prepared.manifest.digest, args.force)
-        if not args.yes and not _ask(f"send {prepared.cost.jobs} job(s) to {prepared.manifest.backend}? [y/N] "):
+        cost = prepared.cost
+        what = f"{cost.jobs} job(s)"
+        if cost.head_stage is not None:
+            what = (f"{cost.stage1_jobs} job(s) now and {cost.head_stage.jobs} quantum-head job(s) when `qresnet jobs fetch` "
+                    "finds their results")
+        if not args.yes and not _ask(f"send {what} to {prepared.manifest.backend}? [y/N] "):
             print("nothing was sent")
             return 1
         submission_id = submit(prepared, ledger, force=args.force)
@@ -123,6 +129,9 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
     print(f"submission {submission_id}: {len(jobs)} job(s) " + ", ".join(str(job.job_id) for job in jobs)
           + (f" in batch {batch}" if batch else ""))
     print(f"follow it with `qresnet jobs status {submission_id}`; get the report with `qresnet jobs fetch {submission_id}`")
+    if prepared.cost.head_stage is not None:
+        print(f"stage 2 ({prepared.cost.head_stage.jobs} quantum-head job(s)) is sent by the first `qresnet jobs fetch "
+              f"{submission_id}` after these jobs are done")
     return 0
 
 
@@ -138,11 +147,14 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace, ledger: Ledger) -> int:
+    from qresnet.jobs.stages import unrecorded_head_jobs
+
     rows = []
     for record in ledger.submissions():
         jobs = ledger.jobs(record.id)
+        unrecorded = 0 if record.status == "cancelled" else unrecorded_head_jobs(record, jobs)
         rows.append({"id": record.id, "run": Path(record.run_dir).name, "backend": record.backend, "status": record.status,
-                     "jobs": f"{sum(j.result is not None for j in jobs)}/{len(jobs)} fetched",
+                     "jobs": f"{sum(j.result is not None for j in jobs)}/{len(jobs) + unrecorded} fetched",
                      "created": _when(record.created)})
     if not rows:
         print(f"no submissions in {ledger.path}")
@@ -163,6 +175,7 @@ def _print_jobs(submission_id: str, jobs: list[JobRecord]) -> None:
 def cmd_status(args: argparse.Namespace, ledger: Ledger) -> int:
     from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES
     from qresnet.jobs.retrieval import refresh, watch
+    from qresnet.jobs.stages import unrecorded_head_jobs
 
     keys = [args.id] if args.id else [r.id for r in ledger.submissions() if r.status not in FINAL_SUBMISSION_STATES]
     if not keys:
@@ -173,6 +186,9 @@ def cmd_status(args: argparse.Namespace, ledger: Ledger) -> int:
             watch(ledger, record.id, interval=args.interval, on_poll=lambda jobs: _print_jobs(record.id, jobs))
         else:
             _print_jobs(record.id, refresh(ledger, record.id))
+        unrecorded = 0 if record.status == "cancelled" else unrecorded_head_jobs(record, ledger.jobs(record.id))
+        if unrecorded:
+            print(f"stage 2 ({unrecorded} quantum-head job(s)) is sent by `qresnet jobs fetch {record.id}` once these are done")
     return 0
 
 

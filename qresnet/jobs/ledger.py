@@ -1,7 +1,8 @@
 """The ledger: a SQLite database of every submission and its jobs, written in transactions.
 
 A submission row is written, with its manifest and one row per planned job, *before* anything
-is sent; each job's id is written as soon as the service accepts it, and its result as soon as
+is sent (a quantum head's stage 2 likewise: its rows and jobs in one transaction, see
+:meth:`Ledger.extend`, before its first job is sent); each job's id is written as soon as the service accepts it, and its result as soon as
 it is fetched. Every change is one transaction (WAL journal, synchronous writes), so a process
 killed at any point leaves rows that the next command completes: unsent jobs are sent (after
 looking for them by tag, in case the service accepted one whose id was never written), sent
@@ -133,6 +134,15 @@ def decode_result(text: str) -> PrimitiveResult:
     return json.loads(text, cls=RuntimeDecoder)
 
 
+def job_tag(submission_id: str, index: int) -> str:
+    """The tag a job is sent with, by which a later command finds it on the service.
+
+    >>> job_tag("3f9a0c11d2", 4)
+    'qresnet:3f9a0c11d2:4'
+    """
+    return f"qresnet:{submission_id}:{index}"
+
+
 class Ledger:
     """The submissions database at ``path`` (created on first use)."""
 
@@ -186,6 +196,29 @@ class Ledger:
             db.execute(f"INSERT INTO submissions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
             db.executemany("INSERT INTO jobs (submission_id, idx, tag, slices, status) VALUES (?, ?, ?, ?, 'pending')",
                            [(record.id, i, tag, json.dumps([list(s) for s in slices])) for i, (tag, slices) in enumerate(jobs)])
+
+    def extend(self, submission_id: str, expected_manifest: str, manifest: str,
+               jobs: Sequence[Sequence[tuple[int, int, int]]]) -> list[int]:
+        """Stage 2 of a submission in one transaction: its new ``manifest`` and its jobs (slices each), all ``pending``.
+
+        Refused if the stored manifest is no longer ``expected_manifest`` (another process added
+        the stage first). The jobs are numbered after the existing ones and tagged by
+        :func:`job_tag`; returns their indices.
+        """
+        with self.transaction() as db:
+            row = db.execute("SELECT manifest FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+            if row is None:
+                raise JobsError(f"no submission {submission_id!r} in {self.path}")
+            if row[0] != expected_manifest:
+                raise JobsError(f"submission {submission_id} changed while its next stage was prepared; fetch it again")
+            (first,) = db.execute("SELECT COUNT(*) FROM jobs WHERE submission_id = ?", (submission_id,)).fetchone()
+            indices = list(range(first, first + len(jobs)))
+            db.execute("UPDATE submissions SET manifest = ?, status = 'submitting', updated = ? WHERE id = ?",
+                       (manifest, time.time(), submission_id))
+            db.executemany("INSERT INTO jobs (submission_id, idx, tag, slices, status) VALUES (?, ?, ?, ?, 'pending')",
+                           [(submission_id, i, job_tag(submission_id, i), json.dumps([list(s) for s in slices]))
+                            for i, slices in zip(indices, jobs)])
+        return indices
 
     def update_submission(self, submission_id: str, **fields: Any) -> None:
         with self.transaction():

@@ -6,13 +6,24 @@ tensor, whatever the input. Layers after the first need no input at submit time,
 go in one submission. The ``validation`` part runs ``validate_patches`` distinct test-set
 patches of layer 1 directly, to measure the response method's error on the device.
 
+A quantum head adds the ``head`` part: the transpiled angle-encoded head circuit, its mapped
+observables (<Z_q>, q < classes) and the trained head weights, with one row per test image
+(the Mottonen angles of its flattened final map). Those angles depend on the device's layer
+values, so the part is *pending* at submit (no rows, ``planned`` of them) and gets its rows at
+fetch, once every layer job has results (stage 2, :mod:`qresnet.jobs.stages`); it is always
+the last part, so stage 1's PUB indices never change.
+
 The hash covers the ISA circuits (OpenQASM 3, which names parameters but holds no object ids),
 the observables, the parameter values rounded to 12 decimals, the backend and the Runtime
 options that shape the values: the same checkpoint sent twice the same way has the same hash.
+A head part is hashed by its circuit, observables, weights and planned rows, not its angles:
+those are a deterministic function of stage 1's results, so the hash is the same before and
+after stage 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -25,10 +36,13 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
 from qresnet.backends import Backend, resolve_backend
+from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
+from qresnet.circuits import CircuitTemplate, quantum_head
+from qresnet.errors import DeviceTooSmallError
 from qresnet.jobs.errors import JobsError
 from qresnet.jobs.run import TrainedRun
 
-PART_KINDS = ("design", "patches")
+PART_KINDS = ("design", "patches", "head")
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +50,9 @@ class ManifestPart:
     """One PUB: a circuit, its observable, and rows of filter ``inputs`` (N, q) with ``weights`` bound in each.
 
     ``input_params`` and ``weight_params`` name the circuit's parameters in input and weight order.
+    ``observable`` may be a tuple of observables (the head's classes): each row is then
+    broadcast against all of them, and the PUB's values have shape (N, m). ``planned`` is the
+    number of rows a pending part (no rows yet) will get.
 
     >>> from qresnet.circuits import quanv_filter
     >>> t = quanv_filter()
@@ -49,13 +66,16 @@ class ManifestPart:
     layer: int
     kind: str
     circuit: QuantumCircuit
-    observable: SparsePauliOp
+    observable: SparsePauliOp | tuple[SparsePauliOp, ...]
     input_params: tuple[str, ...]
     weight_params: tuple[str, ...]
     inputs: np.ndarray = field(repr=False)
     weights: np.ndarray = field(repr=False)
+    planned: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.observable, (list, tuple)):
+            object.__setattr__(self, "observable", tuple(self.observable))
         if self.kind not in PART_KINDS:
             raise JobsError(f"part {self.name!r}: kind={self.kind!r} must be one of {', '.join(PART_KINDS)}")
         names = [p.name for p in self.circuit.parameters]
@@ -63,6 +83,25 @@ class ManifestPart:
             raise JobsError(f"part {self.name!r}: the circuit's parameters {names} are not its inputs and weights")
         object.__setattr__(self, "inputs", np.asarray(self.inputs, dtype=float).reshape(-1, len(self.input_params)))
         object.__setattr__(self, "weights", np.asarray(self.weights, dtype=float).reshape(len(self.weight_params)))
+        if self.planned is not None and len(self.inputs) not in (0, self.planned):
+            raise JobsError(f"part {self.name!r} has {len(self.inputs)} rows; {self.planned} were planned")
+
+    @property
+    def observables(self) -> tuple[SparsePauliOp, ...]:
+        return self.observable if isinstance(self.observable, tuple) else (self.observable,)
+
+    @property
+    def pending(self) -> bool:
+        """Rows planned but not yet known (a quantum head before stage 2)."""
+        return bool(self.planned) and len(self.inputs) == 0
+
+    @property
+    def rows(self) -> int:
+        return self.planned if self.planned is not None else len(self.inputs)
+
+    def with_inputs(self, inputs: np.ndarray) -> ManifestPart:
+        """This part with its rows."""
+        return dataclasses.replace(self, inputs=inputs)
 
     @property
     def values(self) -> np.ndarray:
@@ -74,17 +113,28 @@ class ManifestPart:
 
     @property
     def pub(self) -> EstimatorPub:
+        if isinstance(self.observable, tuple):  # rows (N, 1, P) against observables (1, m): values (N, m)
+            return EstimatorPub.coerce((self.circuit, [list(self.observable)], self.values[:, None, :]))
         return EstimatorPub.coerce((self.circuit, self.observable, self.values))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "layer": self.layer, "kind": self.kind, "circuit": self.circuit,
-                "observable": self.observable.to_list(), "input_params": list(self.input_params),
-                "weight_params": list(self.weight_params), "inputs": self.inputs, "weights": self.weights}
+        out = {"name": self.name, "layer": self.layer, "kind": self.kind, "circuit": self.circuit,
+               "input_params": list(self.input_params), "weight_params": list(self.weight_params),
+               "inputs": self.inputs, "weights": self.weights}
+        if isinstance(self.observable, tuple):
+            out["observables"] = [obs.to_list() for obs in self.observable]
+        else:
+            out["observable"] = self.observable.to_list()
+        if self.planned is not None:
+            out["planned"] = self.planned
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ManifestPart:
-        return cls(d["name"], d["layer"], d["kind"], d["circuit"], SparsePauliOp.from_list(d["observable"]),
-                   tuple(d["input_params"]), tuple(d["weight_params"]), d["inputs"], d["weights"])
+        observable = (tuple(SparsePauliOp.from_list(o) for o in d["observables"]) if "observables" in d
+                      else SparsePauliOp.from_list(d["observable"]))
+        return cls(d["name"], d["layer"], d["kind"], d["circuit"], observable, tuple(d["input_params"]),
+                   tuple(d["weight_params"]), d["inputs"], d["weights"], d.get("planned"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +147,20 @@ class Manifest:
 
     @property
     def pubs(self) -> list[EstimatorPub]:
-        return [part.pub for part in self.parts]
+        """The PUBs of the parts that have their rows, in order (a pending head part comes last, so it shifts none)."""
+        return [part.pub for part in self.ready_parts()]
+
+    def ready_parts(self) -> list[ManifestPart]:
+        return [part for part in self.parts if not part.pending]
+
+    def head_part(self) -> ManifestPart | None:
+        heads = [part for part in self.parts if part.kind == "head"]
+        return heads[0] if heads else None
+
+    def with_part(self, new: ManifestPart) -> Manifest:
+        """This manifest with the part of ``new``'s name replaced by ``new``."""
+        self.part(new.name)
+        return dataclasses.replace(self, parts=tuple(new if part.name == new.name else part for part in self.parts))
 
     def part(self, name: str) -> ManifestPart:
         for part in self.parts:
@@ -114,8 +177,13 @@ class Manifest:
         for part in self.parts:
             h.update(f"\n{part.name}\n".encode())
             h.update(qasm3.dumps(part.circuit).encode())
-            h.update(repr([(label, complex(c)) for label, c in part.observable.to_list()]).encode())
-            h.update((np.round(part.values, 12) + 0.0).tobytes())  # + 0.0 turns -0.0 into 0.0
+            terms = [[(label, complex(c)) for label, c in obs.to_list()] for obs in part.observables]
+            h.update(repr(terms if isinstance(part.observable, tuple) else terms[0]).encode())
+            if part.kind == "head":  # its rows follow from stage 1's results: hashed by weights and count
+                h.update(f"{part.planned}\n".encode())
+                h.update((np.round(part.weights, 12) + 0.0).tobytes())
+            else:
+                h.update((np.round(part.values, 12) + 0.0).tobytes())  # + 0.0 turns -0.0 into 0.0
         return h.hexdigest()
 
     def to_json(self) -> str:
@@ -141,7 +209,8 @@ def sample_patches(patches: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def build_manifest(run: TrainedRun, backend: Backend, runtime: dict[str, Any], validate_patches: int) -> Manifest:
-    """The parts ``layer1`` .. ``layerL`` (design points) and ``validation`` (patches) for ``run`` on ``backend``."""
+    """The parts ``layer1`` .. ``layerL`` (design points), ``validation`` (patches) and, for a quantum head,
+    ``head`` (pending: one row per test image, filled at stage 2) for ``run`` on ``backend``."""
     model = run.model(resolve_backend("aer"))  # the weights and templates; nothing is simulated here
     parts: list[ManifestPart] = []
     for k, layer in enumerate(model.layers, start=1):
@@ -156,7 +225,75 @@ def build_manifest(run: TrainedRun, backend: Backend, runtime: dict[str, Any], v
         picked = sample_patches(patches, validate_patches, run.config.seed)
         parts.append(_part("validation", 1, "patches", backend.transpile(first.template), picked,
                            first.weight.detach().numpy()))
+    if run.config.head == "quantum":
+        parts.append(head_part(model.head, backend, len(run.data.y_test), len(model.layers) + 1))
     return Manifest(backend.name, dict(runtime), tuple(parts))
+
+
+def head_template(head: Any) -> CircuitTemplate:
+    """The angle-encoded template of a trained quantum head (what hardware runs), whatever encoding it trained with."""
+    settings = head.template.settings
+    return quantum_head(settings["num_qubits"], settings["measured"], settings["reps"], settings["entanglement"])
+
+
+def transpile_head(template: CircuitTemplate, backend: Backend) -> TranspiledTemplate:
+    """The head on ``backend``; an ``initial_layout`` given for the 4-qubit filter does not apply to it.
+
+    Local testing mode simulates every qubit up to the highest one used
+    (``qresnet.backends.transpile.trim_to_used_qubits``): there, a head the transpiler placed on
+    high-index qubits is placed again on the lowest-index connected qubits of the device.
+    """
+    o = backend.options
+    if o.initial_layout is None or len(o.initial_layout) == template.num_qubits:
+        try:
+            return backend.transpile(template)
+        except DeviceTooSmallError:
+            if backend.spec.kind != "local" or o.initial_layout is not None:
+                raise
+    isa = transpile_template(template, backend.device, backend.name, o.optimization_level, o.seed_transpiler, None)
+    if backend.spec.kind != "local":
+        return isa
+    try:
+        return trim_to_used_qubits(isa, backend.name)
+    except DeviceTooSmallError:
+        layout = low_connected_qubits(backend.device, template.num_qubits)
+        isa = transpile_template(template, backend.device, backend.name, o.optimization_level, o.seed_transpiler, layout)
+        return trim_to_used_qubits(isa, backend.name)
+
+
+def low_connected_qubits(device: Any, count: int) -> tuple[int, ...]:
+    """``count`` connected physical qubits grown from qubit 0, always taking the lowest-index neighbour next.
+
+    >>> from qresnet.backends import fake_device
+    >>> low_connected_qubits(fake_device("fake_manila"), 3)
+    (0, 1, 2)
+    """
+    edges = device.coupling_map.get_edges() if device is not None and device.coupling_map is not None else []
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    chosen, frontier = [0], set(neighbours.get(0, ()))
+    while len(chosen) < count and frontier:
+        nxt = min(frontier)
+        chosen.append(nxt)
+        frontier = (frontier | neighbours.get(nxt, set())) - set(chosen)
+    if len(chosen) < count:
+        raise JobsError(f"{getattr(device, 'name', 'the device')} has no {count} connected qubits for the quantum head")
+    return tuple(chosen)
+
+
+def head_part(head: Any, backend: Backend, samples: int, layer: int) -> ManifestPart:
+    """The pending ``head`` part: the transpiled angle-encoded head, its mapped observables and trained weights."""
+    template = head_template(head)
+    weights = head.weight.detach().numpy()
+    if len(weights) != template.num_weights:
+        raise JobsError(f"the head has {len(weights)} weights; its angle-encoded template {template.name} takes "
+                        f"{template.num_weights}")
+    isa = transpile_head(template, backend)
+    return ManifestPart("head", layer, "head", isa.circuit, tuple(isa.observables),
+                        tuple(p.name for p in template.input_params), tuple(p.name for p in template.weight_params),
+                        np.zeros((0, template.num_inputs)), weights, planned=samples)
 
 
 def _part(name: str, layer: int, kind: str, isa: Any, inputs: np.ndarray, weights: np.ndarray) -> ManifestPart:

@@ -1,5 +1,9 @@
 """Follow submissions: job status, results into the ledger, the device report, cancellation.
 
+A quantum-head submission has a second stage: once every stage-1 job has results, :func:`fetch`
+builds and records the head jobs (:mod:`qresnet.jobs.stages`), sends them and fetches them
+like the others; the report waits for both stages.
+
 Every service call goes through :class:`Retry`: transient errors are retried with backoff; a
 rejected token stops the command with a :class:`CredentialsError` and leaves the ledger as it
 was; any other error is recorded against its job, and the other jobs carry on.
@@ -16,8 +20,10 @@ from typing import Any
 from qresnet.errors import CredentialsError
 from qresnet.jobs.errors import JobsError
 from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES, JobRecord, Ledger, SubmissionRecord, decode_result, encode_result
+from qresnet.jobs.manifest import Manifest
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.report import write_report
+from qresnet.jobs.stages import head_stage_due, record_head_stage, unrecorded_head_jobs
 from qresnet.jobs.submission import send_pending
 from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, classify, open_transport, scrub, status_name
 
@@ -63,24 +69,30 @@ def fetch(
     transport: RuntimeTransport | None = None,
     service: Any = None,
     retry: Retry = DEFAULT_RETRY,
+    on_sent: Callable[[int, Any], None] | None = None,
 ) -> FetchOutcome:
-    """Send what a crash left unsent, store every finished job's result, and write the report once all are in."""
+    """Send what a crash left unsent, store every finished job's result, build and send a quantum head's stage 2
+    once stage 1 is in, and write the report once all are in. ``on_sent`` as in :func:`send_pending`."""
     record = ledger.submission(key)
     if record.status == "cancelled" or (record.status == "done" and record.report):
         return _outcome(ledger, record, ())
     notes: list[str] = []
     with _Connection(record, transport, service) as connect:
         if any(job.status == "pending" for job in ledger.jobs(record.id)):
-            sent = send_pending(ledger, record.id, connect(), retry=retry)
-            notes.append(f"sent {sent} job(s) that an interrupted submit left unsent")
-        for job in ledger.jobs(record.id):
-            if job.result is None and not _failed(job):
-                note = _fetch_job(ledger, job, connect, retry)
-                if note:
-                    notes.append(note)
+            sent = send_pending(ledger, record.id, connect(), retry=retry, on_sent=on_sent)
+            notes.append(f"sent {sent} job(s) that an interrupted submit or fetch left unsent")
+        _fetch_unfinished(ledger, record.id, connect, retry, notes)
+        if unrecorded_head_jobs(record, ledger.jobs(record.id)) and head_stage_due(
+                Manifest.from_json(ledger.submission(record.id).manifest), ledger.jobs(record.id)):
+            recorded = record_head_stage(ledger, record.id)
+            if recorded:
+                sent = send_pending(ledger, record.id, connect(), retry=retry, on_sent=on_sent)
+                notes.append(f"stage 2: sent {sent} quantum-head job(s), one circuit per test image, built from the "
+                             "device's layer values")
+                _fetch_unfinished(ledger, record.id, connect, retry, notes)
     jobs = ledger.jobs(record.id)
     failed = [job for job in jobs if _failed(job)]
-    if all(job.result is not None for job in jobs):
+    if all(job.result is not None for job in jobs) and not unrecorded_head_jobs(ledger.submission(record.id), jobs):
         results = [decode_result(job.result) for job in jobs]
         report = write_report(ledger.submission(record.id), jobs, results)
         ledger.update_submission(record.id, status="done", report=str(report), message=None)
@@ -89,6 +101,15 @@ def fetch(
         ledger.update_submission(record.id, status="failed",
                                  message=f"{message}. Submit again with --force to rerun the checkpoint")
     return _outcome(ledger, ledger.submission(record.id), tuple(notes))
+
+
+def _fetch_unfinished(ledger: Ledger, submission_id: str, connect: Callable[[], RuntimeTransport], retry: Retry,
+                      notes: list[str]) -> None:
+    for job in ledger.jobs(submission_id):
+        if job.result is None and not _failed(job) and job.job_id is not None:
+            note = _fetch_job(ledger, job, connect, retry)
+            if note:
+                notes.append(note)
 
 
 def _failed(job: JobRecord) -> bool:
@@ -132,10 +153,12 @@ def _usage(remote: Any, retry: Retry) -> float | None:
 
 
 def _outcome(ledger: Ledger, record: SubmissionRecord, notes: tuple[str, ...]) -> FetchOutcome:
+    """Counts over the ledger's jobs; ``waiting`` includes a quantum head's stage-2 jobs not yet recorded."""
     jobs = ledger.jobs(record.id)
     done = sum(job.result is not None for job in jobs)
     failed = sum(_failed(job) for job in jobs)
-    return FetchOutcome(record.id, record.status, done, failed, len(jobs) - done - failed,
+    unrecorded = 0 if record.status in FINAL_SUBMISSION_STATES else unrecorded_head_jobs(record, jobs)
+    return FetchOutcome(record.id, record.status, done, failed, len(jobs) - done - failed + unrecorded,
                         Path(record.report) if record.report else None, notes)
 
 
@@ -185,7 +208,8 @@ def watch(
 def cancel(
     ledger: Ledger, key: str, *, transport: RuntimeTransport | None = None, service: Any = None, retry: Retry = DEFAULT_RETRY,
 ) -> list[str]:
-    """Cancel every job that has not finished (and mark unsent ones cancelled); returns what was done."""
+    """Cancel every job that has not finished (and mark unsent ones cancelled, and a quantum head's unbuilt
+    stage 2 dropped); returns what was done."""
     record = ledger.submission(key)
     lines: list[str] = []
     cancelled = 0
@@ -207,6 +231,10 @@ def cancel(
             ledger.update_job(record.id, job.index, status="CANCELLED", job_id=job_id, finished=time.time(),
                               message="cancelled" if remote is not None else "cancelled before it was sent")
             lines.append(f"job {job.index} ({job_id or 'never sent'}): cancelled")
+            cancelled += 1
+        unrecorded = unrecorded_head_jobs(ledger.submission(record.id), ledger.jobs(record.id))
+        if unrecorded and record.status not in FINAL_SUBMISSION_STATES:  # fetch builds no stage 2 for a cancelled one
+            lines.append(f"stage 2 ({unrecorded} quantum-head job(s), not built yet): will not be sent")
             cancelled += 1
     if not lines:
         raise JobsError(f"submission {record.id} has no unfinished job to cancel; `qresnet jobs fetch {record.id}` "

@@ -1,4 +1,9 @@
-"""A trained run read back for device evaluation: its config, one checkpoint, its data split, its model."""
+"""A trained run read back for device evaluation: its config, one checkpoint, its data split, its model.
+
+A run with a quantum head loads as any other: :meth:`TrainedRun.model` builds it on a simulator
+(exact state preparation on ``aer``), and the device evaluation runs its angle-encoded form
+(``qresnet.jobs.manifest.head_part``) on the final maps of :meth:`TrainedRun.features`.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +47,6 @@ class TrainedRun:
         if not config_path.is_file():
             raise JobsError(f"{run_dir} has no config.json: pass a run directory written by `qresnet train`")
         config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
-        if config.head != "linear":
-            raise JobsError(f"jobs submit does not yet evaluate quantum heads (this run has head={config.head!r}); "
-                            "evaluate it on a simulator backend with `qresnet train` instead")
         if checkpoint is None:
             saved = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
             if not saved:
@@ -70,6 +72,11 @@ class TrainedRun:
         """Predicted class of every test image; ``responses`` replace each layer's response tensor (e.g. from a device)."""
         with torch.no_grad(), _fixed_responses(model, responses):
             return model(self.data.x_test).argmax(1)
+
+    def features(self, model: ResQuNN, responses: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The flattened final map of every test image, (N, H_L * W_L): what the head sees."""
+        with torch.no_grad(), _fixed_responses(model, responses):
+            return model.features(self.data.x_test).flatten(1)
 
     def accuracy(self, predictions: torch.Tensor) -> float:
         return float((predictions == self.data.y_test).double().mean())

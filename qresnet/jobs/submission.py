@@ -30,7 +30,7 @@ from qresnet.backends import BackendSpec
 from qresnet.backends.limits import JobPlan, PubSlice, measurement_bases, plan_jobs
 from qresnet.errors import QresnetError
 from qresnet.jobs.errors import DuplicateSubmissionError, JobsError
-from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result
+from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result, job_tag
 from qresnet.jobs.manifest import Manifest, build_manifest
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
@@ -43,10 +43,17 @@ DEFAULT_REP_DELAY_S = 250e-6
 @dataclass(frozen=True)
 class Cost:
     """What a submission sends: jobs, circuits (after broadcasting), shots per circuit, executions,
-    two-qubit gates, and an estimate of QPU seconds.
+    two-qubit gates, and an estimate of QPU seconds. ``head_stage`` is the part of it that a
+    quantum head sends at stage 2 (one circuit per test image, once the layer jobs are in);
+    the totals include it.
 
     >>> print(Cost(jobs=1, circuits=170, shots=4096, executions=696320, two_qubit_gates=1020, qpu_seconds=176.1).describe())
     1 job, 170 circuits x 4096 shots = 696320 executions, 1020 two-qubit gates, about 176 s of QPU time
+    >>> head = Cost(jobs=1, circuits=3, shots=4096, executions=12288, two_qubit_gates=7692, qpu_seconds=12.0)
+    >>> print(Cost(jobs=1, circuits=170, shots=4096, executions=696320, two_qubit_gates=1020, qpu_seconds=176.1)
+    ...       .plus_head(head).describe())
+    2 jobs, 173 circuits x 4096 shots = 708608 executions, 8712 two-qubit gates, about 188 s of QPU time
+      of which stage 2, the quantum head (sent by `qresnet jobs fetch` once the layer jobs are in): 1 job, 3 circuits (one per test image) = 12288 executions, 7692 two-qubit gates, about 12 s
     """
 
     jobs: int
@@ -55,14 +62,33 @@ class Cost:
     executions: int
     two_qubit_gates: int
     qpu_seconds: float
+    head_stage: Cost | None = None
+
+    def plus_head(self, head: Cost) -> Cost:
+        """The cost of both stages, with ``head`` (stage 2) kept as ``head_stage``."""
+        return Cost(self.jobs + head.jobs, self.circuits + head.circuits, self.shots, self.executions + head.executions,
+                    self.two_qubit_gates + head.two_qubit_gates, self.qpu_seconds + head.qpu_seconds, head_stage=head)
+
+    @property
+    def stage1_jobs(self) -> int:
+        return self.jobs - (self.head_stage.jobs if self.head_stage is not None else 0)
 
     def describe(self) -> str:
-        return (f"{self.jobs} job{'s' * (self.jobs != 1)}, {self.circuits} circuits x {self.shots} shots = "
+        text = (f"{self.jobs} job{'s' * (self.jobs != 1)}, {self.circuits} circuits x {self.shots} shots = "
                 f"{self.executions} executions, {self.two_qubit_gates} two-qubit gates, "
                 f"about {self.qpu_seconds:.0f} s of QPU time")
+        head = self.head_stage
+        if head is not None:
+            text += ("\n  of which stage 2, the quantum head (sent by `qresnet jobs fetch` once the layer jobs are in): "
+                     f"{head.jobs} job{'s' * (head.jobs != 1)}, {head.circuits} circuits (one per test image) = "
+                     f"{head.executions} executions, {head.two_qubit_gates} two-qubit gates, about {head.qpu_seconds:.0f} s")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.head_stage is None:
+            out.pop("head_stage")
+        return out
 
 
 def estimate_cost(plan: JobPlan, device: BackendV2 | None, shots: int) -> Cost:
@@ -104,6 +130,9 @@ def prepare(
 ) -> Prepared:
     """Load the run, transpile on ``backend``, build the manifest, plan the jobs and count the cost.
 
+    ``plan`` is stage 1 (the layers and validation patches); a quantum head's stage 2 is planned
+    the same way at fetch, and its cost is in ``cost`` already (``cost.head_stage``).
+
     ``transport`` (default: one opened on ``backend``, connecting ``service`` for ibm:) must run on ``backend``.
 
     Shots not given in ``options`` are the run's own (``TrainConfig.shots``), if it trained with shots.
@@ -118,7 +147,12 @@ def prepare(
     manifest = build_manifest(run, transport.backend, options.runtime(), options.validate_patches)
     limits = options.limits()
     plan = plan_jobs(manifest.pubs, limits)
-    return Prepared(run, options, manifest, plan, estimate_cost(plan, transport.backend.device, limits.shots), transport)
+    cost = estimate_cost(plan, transport.backend.device, limits.shots)
+    head = manifest.head_part()
+    if head is not None:  # stage 2's circuits are known now, only their angles are not: count them with zeros
+        placeholder = head.with_inputs(np.zeros((head.planned, len(head.input_params))))
+        cost = cost.plus_head(estimate_cost(plan_jobs([placeholder.pub], limits), transport.backend.device, limits.shots))
+    return Prepared(run, options, manifest, plan, cost, transport)
 
 
 def submit(
@@ -139,7 +173,7 @@ def submit(
         checkpoint=str(prepared.run.checkpoint.resolve()), backend=prepared.manifest.backend,
         options=prepared.options.to_dict(), manifest=prepared.manifest.to_json(), cost=prepared.cost.to_dict(),
         batch_id=None, status="submitting", message=None, report=None, created=now, updated=now)
-    ledger.add(record, [(f"qresnet:{submission_id}:{j}", [(s.pub, s.start, s.stop) for s in job])
+    ledger.add(record, [(job_tag(submission_id, j), [(s.pub, s.start, s.stop) for s in job])
                         for j, job in enumerate(prepared.plan.jobs)])
     send_pending(ledger, submission_id, prepared.transport, retry=retry, on_sent=on_sent)
     return submission_id
@@ -169,7 +203,7 @@ def send_pending(
     retry: Retry = DEFAULT_RETRY,
     on_sent: Callable[[int, Any], None] | None = None,
 ) -> int:
-    """Send the submission's jobs that have no job id yet; returns how many were sent or found.
+    """Send the submission's jobs that have no job id yet (either stage); returns how many were sent or found.
 
     Each attempt first looks for the job by its tag, so a job the service accepted before a
     crash (or before a lost response) is adopted, not sent twice. ``on_sent(index, job)`` runs
