@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from qresnet.console import parse_layout, print_table
 from qresnet.errors import QresnetError
 from qresnet.jobs.cli import add_jobs_parser
 
@@ -37,26 +38,13 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 def _backend_options(args: argparse.Namespace):
     from qresnet.backends import BackendOptions
 
-    layout = None
-    if args.initial_layout:
-        try:
-            layout = tuple(int(q) for q in args.initial_layout.split(","))
-        except ValueError:
-            raise QresnetError(f"--initial-layout {args.initial_layout!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
+    layout = parse_layout(args.initial_layout)
     return BackendOptions(
         shots=args.shots, engine=args.engine, seed=args.seed, optimization_level=args.optimization_level,
         seed_transpiler=args.seed_transpiler, initial_layout=layout, readout=not args.no_readout,
         execution_mode=args.execution_mode, resilience_level=args.resilience_level,
         dynamical_decoupling=args.dynamical_decoupling, twirling=args.twirling, account=args.account,
     )
-
-
-def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
-    cells = [[", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in (r[c] for c in columns)] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
 def cmd_backends(args: argparse.Namespace) -> None:
@@ -70,7 +58,7 @@ def cmd_backends(args: argparse.Namespace) -> None:
     for kind, text in KINDS.items():
         print(f"  {kind:<6} {text}")
     print(f"\nFake devices for aer:<device> and local:<device> ({len(devices)}):")
-    _print_table(devices, ["name", "num_qubits", "two_qubit_gates"])
+    print_table(devices, ["name", "num_qubits", "two_qubit_gates"])
 
 
 def _template(args: argparse.Namespace):
@@ -115,7 +103,7 @@ def cmd_grads(args: argparse.Namespace) -> int:
                   "agrees": "ok" if r.agrees else "DIFFERS"} for r in rows]
         print(f"Gradient audit: {args.layers} layers, {len(rows)} configurations, backend {backend.name}, "
               f"batch of {len(labels)} digits, input_gradients={args.input_gradients}")
-        _print_table(table, ["config", "grad_norm", "reaches", "predicted", "agrees"])
+        print_table(table, ["config", "grad_norm", "reaches", "predicted", "agrees"])
         agree = sum(r.agrees for r in rows)
         print(f"measured gradient access agrees with the rule in {agree}/{len(rows)} configurations")
     return 0 if all(r.agrees for r in rows) else 1

@@ -181,4 +181,4 @@ class FakeServiceTransport(RuntimeTransport):
 
 def fake_transport(root: str | Path, options: SubmitOptions, token: str = "", device: str = DEVICE) -> FakeServiceTransport:
     backend = resolve_backend(f"ibm:{device}", options.backend_options(), service=FakeService(root, token=token))
-    return FakeServiceTransport(backend, options.measure_mitigation)
+    return FakeServiceTransport(backend)

@@ -145,6 +145,11 @@ class Backend:
             self._mode = (Session if self.options.execution_mode == "session" else Batch)(backend=self.device)
         return self._mode
 
+    @property
+    def session_id(self) -> str | None:
+        """The id of the open ``ibm:`` Batch or Session, if any."""
+        return None if self._mode is None or self.spec.kind != "ibm" else getattr(self._mode, "session_id", None)
+
     def close(self) -> None:
         """Close the Runtime Session or Batch, if one was opened."""
         if self._mode is not None:

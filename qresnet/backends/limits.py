@@ -110,6 +110,7 @@ class JobPlan:
 
     pubs: tuple[EstimatorPub, ...]
     jobs: tuple[tuple[PubSlice, ...], ...]
+    pub_circuits: tuple[int, ...]  # circuits each PUB renders
     circuits: int
     two_qubit_gates: int
     executions: int
@@ -117,6 +118,12 @@ class JobPlan:
     def job_pubs(self, j: int) -> list[EstimatorPub]:
         """Job ``j`` as PUBs: parameter sets (n, 1, P) against their observables (n, K')."""
         return [_slice_pub(self.pubs[s.pub], s.start, s.stop) for s in self.jobs[j]]
+
+
+def circuits_per_parameter_set(pub: EstimatorPub) -> int:
+    """Circuits one parameter set of ``pub`` renders: the bases of the observables broadcast against it."""
+    layout = _layout(pub)
+    return measurement_bases(ObservablesArray(layout.observables[0])) if len(layout.values) else 0
 
 
 def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
@@ -127,11 +134,11 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
     current: list[PubSlice] = []
     gates = executions = 0
     total_circuits = total_gates = 0
+    pub_circuits: list[int] = []
     for p, pub in enumerate(coerced):
         layout = _layout(pub)
         rows = len(layout.values)
-        # circuits one parameter set renders: the bases of the observables broadcast against it
-        per_row_circuits = measurement_bases(ObservablesArray(layout.observables[0])) if rows else 0
+        per_row_circuits = circuits_per_parameter_set(pub)
         per_row_gates = two_qubit_gates(pub.circuit) * per_row_circuits
         per_row_exec = limits.shots * per_row_circuits
         if per_row_gates > limits.max_two_qubit_gates or per_row_exec > limits.max_executions:
@@ -140,6 +147,7 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
                 f"per parameter set; one job allows {limits.max_two_qubit_gates} and {limits.max_executions}. "
                 "Use a smaller circuit, fewer non-commuting observables or fewer shots."
             )
+        pub_circuits.append(rows * per_row_circuits)
         total_circuits += rows * per_row_circuits
         total_gates += rows * per_row_gates
         start = 0
@@ -157,7 +165,7 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
             start = stop
     if current:
         jobs.append(tuple(current))
-    return JobPlan(coerced, tuple(jobs), total_circuits, total_gates, total_circuits * limits.shots)
+    return JobPlan(coerced, tuple(jobs), tuple(pub_circuits), total_circuits, total_gates, total_circuits * limits.shots)
 
 
 def _slice_pub(pub: EstimatorPub, start: int, stop: int) -> EstimatorPub:

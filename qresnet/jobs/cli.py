@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qresnet.console import parse_layout, print_table
 from qresnet.errors import QresnetError
 from qresnet.jobs.errors import JobsError
 
@@ -76,12 +77,7 @@ def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
 def _submit_options(args: argparse.Namespace) -> SubmitOptions:
     from qresnet.jobs.options import SubmitOptions
 
-    layout = None
-    if args.initial_layout:
-        try:
-            layout = tuple(int(q) for q in args.initial_layout.split(","))
-        except ValueError:
-            raise JobsError(f"--initial-layout {args.initial_layout!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
+    layout = parse_layout(args.initial_layout)
     values = {
         "shots": args.shots, "resilience_level": args.resilience_level,
         "measure_mitigation": args.measure_mitigation, "dynamical_decoupling": args.dynamical_decoupling,
@@ -135,13 +131,6 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
     return 0
 
 
-def _print_table(rows: list[dict], columns: Sequence[str]) -> None:
-    widths = [max(len(c), *(len(str(row[c])) for row in rows)) for c in columns]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
-
-
 def _when(stamp: float | None) -> str:
     return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
@@ -159,13 +148,13 @@ def cmd_list(args: argparse.Namespace, ledger: Ledger) -> int:
     if not rows:
         print(f"no submissions in {ledger.path}")
         return 0
-    _print_table(rows, ["id", "run", "backend", "status", "jobs", "created"])
+    print_table(rows, ["id", "run", "backend", "status", "jobs", "created"])
     return 0
 
 
 def _print_jobs(submission_id: str, jobs: list[JobRecord]) -> None:
     print(f"submission {submission_id}:")
-    _print_table([{"job": j.index, "job id": j.job_id or "-", "status": j.status,
+    print_table([{"job": j.index, "job id": j.job_id or "-", "status": j.status,
                    "result": "fetched" if j.result is not None else "-", "sent": _when(j.sent),
                    "message": j.message or ""} for j in jobs], ["job", "job id", "status", "result", "sent", "message"])
     if any(j.status == "pending" for j in jobs):

@@ -78,7 +78,8 @@ class SubmitOptions:
             shots=self.shots, seed=self.seed, optimization_level=self.optimization_level,
             seed_transpiler=self.seed_transpiler, initial_layout=self.initial_layout,
             execution_mode=self.execution_mode, resilience_level=self.resilience_level,
-            dynamical_decoupling=self.dynamical_decoupling, twirling=self.twirling, account=self.account,
+            dynamical_decoupling=self.dynamical_decoupling, twirling=self.twirling,
+            measure_mitigation=self.measure_mitigation, account=self.account,
         )
 
     def limits(self) -> JobLimits:

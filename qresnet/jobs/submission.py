@@ -27,7 +27,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.providers import BackendV2
 
 from qresnet.backends import BackendSpec
-from qresnet.backends.limits import JobPlan, PubSlice, measurement_bases, plan_jobs
+from qresnet.backends.limits import JobPlan, PubSlice, circuits_per_parameter_set, plan_jobs
 from qresnet.errors import QresnetError
 from qresnet.jobs.errors import DuplicateSubmissionError, JobsError
 from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result, job_tag
@@ -97,8 +97,7 @@ def estimate_cost(plan: JobPlan, device: BackendV2 | None, shots: int) -> Cost:
     rep_delay = getattr(configuration(), "default_rep_delay", None) if callable(configuration) else None
     rep_delay = rep_delay or DEFAULT_REP_DELAY_S
     seconds = len(plan.jobs) * JOB_OVERHEAD_S
-    for pub in plan.pubs:
-        circuits = int(np.prod(pub.shape, dtype=int)) * measurement_bases(pub.observables)
+    for pub, circuits in zip(plan.pubs, plan.pub_circuits):
         try:
             duration = pub.circuit.estimate_duration(device.target, unit="s") if device is not None else 0.0
         except QiskitError:  # a target without gate durations
@@ -191,7 +190,9 @@ def check_new(ledger: Ledger, digest: str, force: bool = False) -> None:
 
 def job_plan(manifest: Manifest, jobs: Sequence[JobRecord], cost: dict[str, Any]) -> JobPlan:
     """The plan a submission was sent with, from its ledger rows."""
-    return JobPlan(tuple(manifest.pubs), tuple(tuple(PubSlice(*s) for s in job.slices) for job in jobs),
+    pubs = tuple(manifest.pubs)
+    circuits = tuple(circuits_per_parameter_set(p) * int(np.prod(p.parameter_values.shape, dtype=int)) for p in pubs)
+    return JobPlan(pubs, tuple(tuple(PubSlice(*s) for s in job.slices) for job in jobs), circuits,
                    cost["circuits"], cost["two_qubit_gates"], cost["executions"])
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 
 from qresnet.backends import Backend, IBMCredentials, resolve_backend
-from qresnet.backends.runtime import CHANNEL_VAR, INSTANCE_VAR, TOKEN_VAR, RuntimeOptions, runtime_estimator
+from qresnet.backends.runtime import CHANNEL_VAR, INSTANCE_VAR, TOKEN_VAR
 from qresnet.errors import CredentialsError, QresnetError
 from qresnet.jobs.options import SubmitOptions
 
@@ -48,31 +48,16 @@ class RuntimeTransport:
     closed by :meth:`close`; local testing mode runs them on the fake device directly.
     """
 
-    def __init__(self, backend: Backend, measure_mitigation: bool | None = None):
+    def __init__(self, backend: Backend):
         if backend.spec.kind not in ("local", "ibm"):
             raise QresnetError(f"jobs run on local:<fake device> or ibm:<device>, not {backend.name}; "
                                "simulate aer backends with `qresnet train` or `qresnet compare`")
         self.backend = backend
-        self.measure_mitigation = measure_mitigation
         self.local = backend.spec.kind == "local"
-        self._mode: Any = None
-        self._estimator: Any = None
 
     def estimator(self) -> Any:
         """The Runtime ``Estimator`` (unsplit: the job plan already respects the limits), made on first use."""
-        if self._estimator is None:
-            from qiskit_ibm_runtime import Batch, Session
-
-            o = self.backend.options
-            if self.local:
-                self._mode = self.backend.device
-            else:
-                self._mode = (Session if o.execution_mode == "session" else Batch)(backend=self.backend.device)
-            options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed)
-            self._estimator = runtime_estimator(self._mode, options, local=self.local)
-            if self.measure_mitigation is not None:
-                self._estimator.options.resilience.measure_mitigation = self.measure_mitigation
-        return self._estimator
+        return self.backend.runtime_estimator()
 
     def send(self, pubs: Sequence[EstimatorPub], tag: str) -> Any:
         """Submit one job, tagged so that :meth:`find` can find it again."""
@@ -93,18 +78,16 @@ class RuntimeTransport:
         return found[0] if found else None
 
     def batch_id(self) -> str | None:
-        return None if self.local or self._mode is None else getattr(self._mode, "session_id", None)
+        return self.backend.session_id
 
     def close(self) -> None:
         """Close the Batch or Session: it accepts no new jobs, and the queued ones still run."""
-        if not self.local and self._mode is not None:
-            self._mode.close()
-        self._mode = self._estimator = None
+        self.backend.close()
 
 
 def open_transport(backend: str, options: SubmitOptions, service: Any = None) -> RuntimeTransport:
     """Resolve ``backend`` (for ibm:, connect to IBM Quantum, or use ``service``) and wrap it."""
-    return RuntimeTransport(resolve_backend(backend, options.backend_options(), service=service), options.measure_mitigation)
+    return RuntimeTransport(resolve_backend(backend, options.backend_options(), service=service))
 
 
 def status_name(status: Any) -> str:
