@@ -35,6 +35,8 @@ from qresnet.backends import BackendOptions, fake_device, resolve_backend
 from qresnet.backends.aer import aer_estimator
 from qresnet.jobs import RuntimeTransport, SubmitOptions
 
+TOKEN = "tok-7c1e9b2a44d0f3e8-SECRET"  # the fake service's valid token in the tests
+
 DEVICE = "ibm_fake_manila"
 HEAD_DEVICE = "ibm_fake_melbourne"  # >= 10 qubits, rz/sx/cx basis (the filter keeps its response condition)
 DEVICES = {DEVICE: "fake_manila", HEAD_DEVICE: "fake_melbourne"}

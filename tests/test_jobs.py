@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import qiskit_ibm_runtime
 import torch
-from jobs_fake import USAGE_S, FakeService, fake_transport
+from jobs_fake import TOKEN, USAGE_S, FakeService, fake_transport
 from qiskit_ibm_runtime import RuntimeDecoder
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import IBMNotAuthorizedError, RuntimeJobFailureError
@@ -36,10 +35,10 @@ from qresnet.jobs import (
     prepare,
     submit,
 )
-from qresnet.jobs.cli import main
+from qresnet.cli import main
 from qresnet.train import TrainConfig, build_model, train
 
-TOKEN = "tok-7c1e9b2a44d0f3e8-SECRET"
+
 TESTS = Path(__file__).parent
 RUN = dict(dataset="digits", classes=(0, 1), per_class=12, layers=2, residual="O1+O2", epochs=2, batch_size=8,
            lr=0.05, seed=2)
@@ -53,17 +52,6 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("jobs") / "run"
     train(TrainConfig(**RUN), out, progress=False)
     return out
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A working directory without .env, the token in the environment, and the fake service behind QiskitRuntimeService."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
-    monkeypatch.setenv("QISKIT_IBM_INSTANCE", "crn:test")
-    store = tmp_path / "service"
-    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", lambda **kw: FakeService(store, **kw))
-    return tmp_path
 
 
 # --- independent references -------------------------------------------------------------------------------------

@@ -31,14 +31,14 @@ from jobs_fake import HEAD_DEVICE, HEAD_OPTIONS, FakeService, fake_transport
 from qiskit import QuantumCircuit
 from qiskit.quantum_info import Statevector
 from qiskit_aer.primitives import EstimatorV2 as AerEstimator
-from test_jobs import COST_LINE, TESTS, TOKEN, ref_filter, ref_patches, ref_tensor, two_qubit_ops
+from test_jobs import COST_LINE, TESTS, ref_filter, ref_patches, ref_tensor, two_qubit_ops
 
 from qresnet.backends import fake_device
 from qresnet.backends.limits import MAX_TWO_QUBIT_GATES_PER_JOB
 from qresnet.circuits.ansatz import append_ansatz
 from qresnet.data import load_dataset
 from qresnet.jobs import DuplicateSubmissionError, Ledger, Manifest, fetch, prepare, submit
-from qresnet.jobs.cli import main
+from qresnet.cli import main
 from qresnet.train import TrainConfig, train
 
 RUN = dict(dataset="digits", classes=(0, 1), per_class=6, layers=1, residual="none", head="quantum", epochs=1,
@@ -52,17 +52,6 @@ def head_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("jobs-head") / "run"
     train(TrainConfig(**RUN), out, progress=False)
     return out
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """As in test_jobs.py: a working directory, the token in the environment, the fake service."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
-    monkeypatch.setenv("QISKIT_IBM_INSTANCE", "crn:test")
-    store = tmp_path / "service"
-    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", lambda **kw: FakeService(store, **kw))
-    return tmp_path
 
 
 @pytest.fixture

@@ -6,21 +6,17 @@
     qresnet jobs fetch --all
     qresnet jobs cancel ID
 
-``qresnet/cli.py`` adds these with ``add_jobs_parser(sub)``; ``main(argv)`` runs them alone.
+``qresnet/cli.py`` adds these with ``add_jobs_parser(sub)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qresnet.console import parse_layout, print_table
-from qresnet.errors import QresnetError
 from qresnet.jobs.errors import JobsError
 
 if TYPE_CHECKING:  # the commands import Qiskit and torch when they run, so that --help stays fast
@@ -219,23 +215,3 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     with Ledger(args.ledger) if args.ledger else Ledger() as ledger:
         return COMMANDS[args.jobs_command](args, ledger)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qresnet")
-    add_jobs_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``qresnet jobs ...`` alone, with the error handling of ``qresnet``: ``error: ...`` and exit status 2."""
-    args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"qiskit_ibm_runtime\..*")
-    try:
-        return args.run(args) or 0
-    except QresnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
