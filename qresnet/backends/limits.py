@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -115,14 +116,19 @@ class JobPlan:
     two_qubit_gates: int
     executions: int
 
+    @cached_property
+    def layouts(self) -> tuple[_Layout, ...]:
+        """Each PUB's parameter sets and the broadcast entries they own, worked out once."""
+        return tuple(_layout(pub) for pub in self.pubs)
+
     def job_pubs(self, j: int) -> list[EstimatorPub]:
         """Job ``j`` as PUBs: parameter sets (n, 1, P) against their observables (n, K')."""
-        return [_slice_pub(self.pubs[s.pub], s.start, s.stop) for s in self.jobs[j]]
+        return [_slice_pub(self.pubs[s.pub], self.layouts[s.pub], s.start, s.stop) for s in self.jobs[j]]
 
 
-def circuits_per_parameter_set(pub: EstimatorPub) -> int:
+def circuits_per_parameter_set(pub: EstimatorPub, layout: _Layout | None = None) -> int:
     """Circuits one parameter set of ``pub`` renders: the bases of the observables broadcast against it."""
-    layout = _layout(pub)
+    layout = layout or _layout(pub)
     return measurement_bases(ObservablesArray(layout.observables[0])) if len(layout.values) else 0
 
 
@@ -138,7 +144,7 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
     for p, pub in enumerate(coerced):
         layout = _layout(pub)
         rows = len(layout.values)
-        per_row_circuits = circuits_per_parameter_set(pub)
+        per_row_circuits = circuits_per_parameter_set(pub, layout)
         per_row_gates = two_qubit_gates(pub.circuit) * per_row_circuits
         per_row_exec = limits.shots * per_row_circuits
         if per_row_gates > limits.max_two_qubit_gates or per_row_exec > limits.max_executions:
@@ -168,8 +174,7 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
     return JobPlan(coerced, tuple(jobs), tuple(pub_circuits), total_circuits, total_gates, total_circuits * limits.shots)
 
 
-def _slice_pub(pub: EstimatorPub, start: int, stop: int) -> EstimatorPub:
-    layout = _layout(pub)
+def _slice_pub(pub: EstimatorPub, layout: _Layout, start: int, stop: int) -> EstimatorPub:
     values = layout.values[start:stop, None, :] if pub.circuit.num_parameters else None
     return EstimatorPub.coerce((pub.circuit, ObservablesArray(layout.observables[start:stop]), values), pub.precision)
 
@@ -208,10 +213,9 @@ def assemble(plan: JobPlan, job_results: Sequence[PrimitiveResult]) -> Primitive
     evs = [np.zeros(int(np.prod(pub.shape, dtype=int))) for pub in plan.pubs]
     stds = [np.zeros_like(e) for e in evs]
     metadata: list[list[dict]] = [[] for _ in plan.pubs]
-    layouts = {p: _layout(pub) for p, pub in enumerate(plan.pubs)}
     for job, result in zip(plan.jobs, job_results):
         for s, pub_result in zip(job, result):
-            positions = layouts[s.pub].entries[s.start:s.stop]
+            positions = plan.layouts[s.pub].entries[s.start:s.stop]
             evs[s.pub][positions] = np.asarray(pub_result.data.evs).reshape(positions.shape)
             stds[s.pub][positions] = np.asarray(pub_result.data.stds).reshape(positions.shape)
             metadata[s.pub].append(dict(pub_result.metadata))
