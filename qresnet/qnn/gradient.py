@@ -130,9 +130,9 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
                 f"circuits ({len(circuits)}), observables ({len(observables)}), parameter_values "
                 f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
             )
-        seen: dict[tuple[int, int, int], int] = {}
+        seen: dict[tuple, int] = {}
         for i, (c, o, p) in enumerate(zip(circuits, observables, parameters)):
-            seen.setdefault((id(c), id(o), id(p)), i)
+            seen.setdefault((id(c), id(o), tuple(p)), i)  # EstimatorQNN passes a new list per row
         for i in seen.values():
             super()._validate_arguments([circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]])
         widths = {len(row) for row in parameter_values}
