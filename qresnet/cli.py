@@ -73,7 +73,11 @@ def cmd_transpile(args: argparse.Namespace) -> None:
     from qresnet.backends import resolve_backend
 
     template = _template(args)
-    backend = resolve_backend(args.backend, _backend_options(args))
+    options = _backend_options(args)
+    if options.initial_layout is not None and len(options.initial_layout) != template.num_qubits:
+        raise QresnetError(f"--initial-layout has {len(options.initial_layout)} qubits; {template.name} has "
+                           f"{template.num_qubits}")
+    backend = resolve_backend(args.backend, options)
     cost = backend.transpile(template).cost.to_dict()
     if args.format == "json":
         print(json.dumps(cost, indent=2))

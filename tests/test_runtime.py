@@ -111,8 +111,11 @@ def test_local_mode_on_a_large_device_runs_the_circuit_cut_to_its_qubits():
     and the values still agree with the exact readout-inclusive noisy values of the same physical qubits."""
     from qresnet.errors import DeviceTooSmallError
 
-    with pytest.raises(DeviceTooSmallError, match="--initial-layout"):
-        resolve_backend("local:fake_torino").transpile(quanv_filter())  # the default layout lands on qubits ~80-99
+    with pytest.raises(DeviceTooSmallError, match="--initial-layout"):  # a layout the user pinned high stays an error
+        resolve_backend("local:fake_torino", BackendOptions(initial_layout=(120, 121, 122, 123))).transpile(quanv_filter())
+    # without one, the transpiler's choice (qubits ~80-99) is replaced by the lowest connected qubits
+    placed = resolve_backend("local:fake_torino").transpile(quanv_filter())
+    assert placed.circuit.num_qubits <= 24 and placed.cost.layout == (0, 1, 2, 3)
     options = BackendOptions(initial_layout=(0, 1, 2, 3), resilience_level=0, shots=4000, seed=11)
     local = resolve_backend("local:fake_torino", options)
     tt = local.transpile(quanv_filter())

@@ -11,7 +11,7 @@ from qiskit.providers import BackendV2
 from qiskit_aer.noise import NoiseModel
 
 from qresnet.backends.aer import aer_estimator
-from qresnet.backends.devices import fake_device
+from qresnet.backends.devices import fake_device, low_connected_qubits
 from qresnet.backends.engine import EngineEstimator
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, JobLimits, SplittingEstimator
 from qresnet.backends.readout import readout_errors
@@ -19,7 +19,7 @@ from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_ser
 from qresnet.backends.spec import BackendSpec
 from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
 from qresnet.circuits import CircuitTemplate
-from qresnet.errors import BackendSpecError, QresnetError
+from qresnet.errors import BackendSpecError, DeviceTooSmallError, QresnetError
 
 EXECUTION_MODES = ("batch", "session")
 ENGINES = ("engine", "aer")
@@ -100,13 +100,29 @@ class Backend:
         return noise_model_for(self.spec.device) if self.spec.kind == "aer" and self.spec.device else None
 
     def transpile(self, template: CircuitTemplate) -> TranspiledTemplate:
-        """The template's ISA circuit on this backend, transpiled on first use only."""
+        """The template's ISA circuit on this backend, transpiled on first use only.
+
+        ``initial_layout`` applies to the templates of its width (a run's 4-qubit filters, not its
+        10-qubit head). On ``local:`` the circuit is cut after its highest used qubit, since local
+        testing mode simulates every qubit below it; a template placed too high without a layout of
+        its own is placed again on the device's lowest-index connected qubits.
+        """
         cached = self._transpiled.get(id(template))
         if cached is None or cached.template is not template:
             o = self.options
-            cached = transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, o.initial_layout)
+            layout = o.initial_layout if o.initial_layout is not None and len(o.initial_layout) == template.num_qubits else None
+
+            def run(chosen: tuple[int, ...] | None) -> TranspiledTemplate:
+                return transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, chosen)
+
+            cached = run(layout)
             if self.spec.kind == "local":
-                cached = trim_to_used_qubits(cached, self.name)
+                try:
+                    cached = trim_to_used_qubits(cached, self.name)
+                except DeviceTooSmallError:
+                    if layout is not None:
+                        raise
+                    cached = trim_to_used_qubits(run(low_connected_qubits(self.device, template.num_qubits)), self.name)
             self._transpiled[id(template)] = cached
         return cached
 

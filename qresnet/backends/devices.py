@@ -62,3 +62,25 @@ def describe_fake_devices() -> list[dict[str, object]]:
         rows.append({"name": name, "num_qubits": backend.num_qubits,
                      "two_qubit_gates": list(two_qubit_gate_names(backend))})
     return rows
+
+
+def low_connected_qubits(device: BackendV2, count: int) -> tuple[int, ...]:
+    """``count`` connected physical qubits grown from qubit 0, always taking the lowest-index neighbour next.
+
+    >>> low_connected_qubits(fake_device("fake_manila"), 3)
+    (0, 1, 2)
+    """
+    edges = device.coupling_map.get_edges() if device.coupling_map is not None else []
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    chosen, frontier = [0], set(neighbours.get(0, ()))
+    while len(chosen) < count and frontier:
+        nxt = min(frontier)
+        chosen.append(nxt)
+        frontier = (frontier | neighbours.get(nxt, set())) - set(chosen)
+    if len(chosen) < count:
+        raise BackendSpecError(f"{device.name} has no {count} connected qubits")
+    return tuple(chosen)
+

@@ -165,8 +165,8 @@ def trim_to_used_qubits(transpiled: TranspiledTemplate, backend_name: str) -> Tr
     if width > LOCAL_MAX_WIDTH:
         raise DeviceTooSmallError(
             f"on {backend_name} the transpiled {transpiled.template.name} uses physical qubits up to {width - 1}; local "
-            f"testing mode simulates every qubit below that. Pin it to low-index qubits with --initial-layout "
-            f"(e.g. {','.join(map(str, range(transpiled.template.num_qubits)))} where they are connected)"
+            f"testing mode simulates every qubit below that. Pin it to low-index connected qubits with --initial-layout, "
+            f"or leave the layout to qresnet"
         )
     small = QuantumCircuit(width, name=circuit.name)
     for inst in circuit.data:

@@ -36,9 +36,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
 from qresnet.backends import Backend, resolve_backend
-from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
 from qresnet.circuits import CircuitTemplate, quantum_head
-from qresnet.errors import DeviceTooSmallError
 from qresnet.jobs.errors import JobsError
 from qresnet.jobs.run import TrainedRun
 
@@ -236,53 +234,6 @@ def head_template(head: Any) -> CircuitTemplate:
     return quantum_head(settings["num_qubits"], settings["measured"], settings["reps"], settings["entanglement"])
 
 
-def transpile_head(template: CircuitTemplate, backend: Backend) -> TranspiledTemplate:
-    """The head on ``backend``; an ``initial_layout`` given for the 4-qubit filter does not apply to it.
-
-    Local testing mode simulates every qubit up to the highest one used
-    (``qresnet.backends.transpile.trim_to_used_qubits``): there, a head the transpiler placed on
-    high-index qubits is placed again on the lowest-index connected qubits of the device.
-    """
-    o = backend.options
-    if o.initial_layout is None or len(o.initial_layout) == template.num_qubits:
-        try:
-            return backend.transpile(template)
-        except DeviceTooSmallError:
-            if backend.spec.kind != "local" or o.initial_layout is not None:
-                raise
-    isa = transpile_template(template, backend.device, backend.name, o.optimization_level, o.seed_transpiler, None)
-    if backend.spec.kind != "local":
-        return isa
-    try:
-        return trim_to_used_qubits(isa, backend.name)
-    except DeviceTooSmallError:
-        layout = low_connected_qubits(backend.device, template.num_qubits)
-        isa = transpile_template(template, backend.device, backend.name, o.optimization_level, o.seed_transpiler, layout)
-        return trim_to_used_qubits(isa, backend.name)
-
-
-def low_connected_qubits(device: Any, count: int) -> tuple[int, ...]:
-    """``count`` connected physical qubits grown from qubit 0, always taking the lowest-index neighbour next.
-
-    >>> from qresnet.backends import fake_device
-    >>> low_connected_qubits(fake_device("fake_manila"), 3)
-    (0, 1, 2)
-    """
-    edges = device.coupling_map.get_edges() if device is not None and device.coupling_map is not None else []
-    neighbours: dict[int, set[int]] = {}
-    for a, b in edges:
-        neighbours.setdefault(a, set()).add(b)
-        neighbours.setdefault(b, set()).add(a)
-    chosen, frontier = [0], set(neighbours.get(0, ()))
-    while len(chosen) < count and frontier:
-        nxt = min(frontier)
-        chosen.append(nxt)
-        frontier = (frontier | neighbours.get(nxt, set())) - set(chosen)
-    if len(chosen) < count:
-        raise JobsError(f"{getattr(device, 'name', 'the device')} has no {count} connected qubits for the quantum head")
-    return tuple(chosen)
-
-
 def head_part(head: Any, backend: Backend, samples: int, layer: int) -> ManifestPart:
     """The pending ``head`` part: the transpiled angle-encoded head, its mapped observables and trained weights."""
     template = head_template(head)
@@ -290,7 +241,7 @@ def head_part(head: Any, backend: Backend, samples: int, layer: int) -> Manifest
     if len(weights) != template.num_weights:
         raise JobsError(f"the head has {len(weights)} weights; its angle-encoded template {template.name} takes "
                         f"{template.num_weights}")
-    isa = transpile_head(template, backend)
+    isa = backend.transpile(template)
     return ManifestPart("head", layer, "head", isa.circuit, tuple(isa.observables),
                         tuple(p.name for p in template.input_params), tuple(p.name for p in template.weight_params),
                         np.zeros((0, template.num_inputs)), weights, planned=samples)

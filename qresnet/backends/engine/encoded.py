@@ -12,6 +12,7 @@ df/dpsi = 2 Re(O') psi, projected onto the sphere (the normalisation) and cut to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -43,6 +44,22 @@ class EncodedProgram:
     @property
     def num_features(self) -> int:
         return len(self.feature_columns)
+
+    @cached_property
+    def reduced_layout(self) -> tuple[list[int], np.ndarray]:
+        """The amplitude-bit axes of the light-cone qubits (most significant compact qubit first), and
+        the light-cone basis index of each reduced basis state (qubits outside the encoding stay |0>)."""
+        physical = self.program.physical
+        bit_of = {q: i for i, q in enumerate(self.encoding_qubits)}
+        encoded = [c for c in range(len(physical) - 1, -1, -1) if physical[c] in bit_of]  # compact, most significant first
+        ne = len(self.encoding_qubits)
+        axes = [ne - 1 - bit_of[physical[c]] for c in encoded]  # axis of bit i in a C-order (2,)*ne reshape
+        embed = np.zeros(1 << len(encoded), dtype=int)
+        for m in range(len(embed)):
+            for position, c in enumerate(encoded):
+                if (m >> (len(encoded) - 1 - position)) & 1:
+                    embed[m] |= 1 << c
+        return axes, embed
 
 
 def compile_encoded(circuit: QuantumCircuit, noise_model, support: set[int]) -> EncodedProgram:
@@ -85,22 +102,6 @@ def pauli_to_matrix(coeffs: np.ndarray, n: int) -> np.ndarray:
     return out.reshape(*batch, 2**n, 2**n)
 
 
-def _reduced_layout(ep: EncodedProgram) -> tuple[list[int], np.ndarray]:
-    """The amplitude-bit axes of the light-cone qubits (most significant compact qubit first), and
-    the light-cone basis index of each reduced basis state (qubits outside the encoding stay |0>)."""
-    physical = ep.program.physical
-    bit_of = {q: i for i, q in enumerate(ep.encoding_qubits)}
-    encoded = [c for c in range(len(physical) - 1, -1, -1) if physical[c] in bit_of]  # compact, most significant first
-    ne = len(ep.encoding_qubits)
-    axes = [ne - 1 - bit_of[physical[c]] for c in encoded]  # axis of bit i in a C-order (2,)*ne reshape
-    embed = np.zeros(1 << len(encoded), dtype=int)
-    for m in range(len(embed)):
-        for position, c in enumerate(encoded):
-            if (m >> (len(encoded) - 1 - position)) & 1:
-                embed[m] |= 1 << c
-    return axes, embed
-
-
 def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(psi (S, 2^ne), A (S, 2^k, 2^rest)): the encoded states, and their light-cone bits moved to the front."""
     ne = len(ep.encoding_qubits)
@@ -133,7 +134,7 @@ def encoded_values(ep: EncodedProgram, terms: list[dict[str, float]], values: np
     """(K, R) exact values of {Pauli label: coeff} observables for R rows of the circuit's parameter values."""
     observables = observable_vectors(terms, ep.program)
     settings, group, samples, sample = _groups(ep, values)
-    axes, embed = _reduced_layout(ep)
+    axes, embed = ep.reduced_layout
     _, a = _amplitudes(ep, samples, axes)
     rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
     ops = _operators(ep, observables, settings, embed)
@@ -145,7 +146,7 @@ def encoded_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values:
     """(R, K, F) exact d value / d feature; 0 for an all-zero feature vector."""
     observables = observable_vectors(terms, ep.program)
     settings, group, samples, sample = _groups(ep, values)
-    axes, embed = _reduced_layout(ep)
+    axes, embed = ep.reduced_layout
     psi, a = _amplitudes(ep, samples, axes)
     ops = _operators(ep, observables, settings, embed)
     ne, k = len(ep.encoding_qubits), len(terms)

@@ -116,7 +116,7 @@ class EngineEstimator(BaseEstimatorV2):
         row_index = np.arange(len(values)).reshape(param_shape)
         o_b, r_b = np.broadcast_arrays(obs_index, row_index)
 
-        support = {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
+        support = _support(terms)
         if self._encoded_circuit(circuit):
             encoded = self._encoded(circuit, support)
 
@@ -187,9 +187,9 @@ class EngineEstimator(BaseEstimatorV2):
         The noise model and the readout errors are included as in :meth:`run`; with shots, the
         values are sampled but these derivatives stay exact (an adjoint pass has no shot noise).
         """
-        plain = [dict(zip(o.simplify().paulis.to_labels(), o.simplify().coeffs.real)) for o in observables]
+        plain = [dict(zip(s.paulis.to_labels(), s.coeffs.real)) for s in (o.simplify() for o in observables)]
         terms = [self._fold(t) for t in plain] if self.readout else plain
-        support = {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
+        support = _support(terms)
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if not self._encoded_circuit(circuit):
             raise ValueError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
@@ -207,3 +207,9 @@ class EngineEstimator(BaseEstimatorV2):
         warnings.warn(message, stacklevel=3)
         log.warning(message)
         return self.fallback.run([pub]).result()[0]
+
+
+def _support(terms: list[dict[str, float]]) -> set[int]:
+    """Qubits on which some Pauli label of ``terms`` is not the identity (Qiskit order: qubit 0 last)."""
+    return {pos for t in terms for label in t for pos, c in enumerate(reversed(label)) if c != "I"}
+
