@@ -23,7 +23,7 @@ import torch
 from _common import median, mnist_batch, time_calls, train_step, write_json
 from qresnet.backends import resolve_backend
 from qresnet.nn import ResQuNN
-from qresnet.train import quanv_layers
+from qresnet.build import quanv_layers
 
 
 def ours(spec: str, images, labels, steps: int, seed: int) -> float:

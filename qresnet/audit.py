@@ -8,9 +8,9 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import Backend
-from qresnet.errors import QresnetError
+from qresnet.errors import ConfigError
 from qresnet.nn import ResidualSpec, ResQuNN
-from qresnet.train import quanv_layers
+from qresnet.build import quanv_layers
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def audit_configs(num_layers: int, configs: str) -> list[ResidualSpec]:
         return ResidualSpec.paper(num_layers)
     if configs == "all":
         return ResidualSpec.enumerate(num_layers)
-    raise QresnetError(f"configs={configs!r} must be 'paper' or 'all'")
+    raise ConfigError(f"configs={configs!r} must be 'paper' or 'all'")
 
 
 def gradient_audit(

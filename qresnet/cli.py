@@ -10,41 +10,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from qresnet.console import parse_layout, print_table
-from qresnet.errors import QresnetError
+from qresnet.console import add_backend_arguments, backend_options, parse_ints, print_table
+from qresnet.errors import LayoutError, QresnetError, RunDirError
 from qresnet.jobs.cli import add_jobs_parser
+from qresnet.rundir import RunDir
 
 PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
-
-
-def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backend")
-    group.add_argument("--backend", default="aer", help="aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)")
-    group.add_argument("--engine", choices=("engine", "aer"), default="engine",
-                       help="simulator of aer backends: the vectorized engine (default) or Aer itself")
-    group.add_argument("--shots", type=int, default=None, help="shots per observable; default: exact values on Aer")
-    group.add_argument("--seed", type=int, default=0, help="seed of the run: weights, data sample, simulator (default 0)")
-    group.add_argument("--optimization-level", type=int, default=2, choices=(0, 1, 2, 3))
-    group.add_argument("--seed-transpiler", type=int, default=0)
-    group.add_argument("--initial-layout", default=None, help="physical qubits for the template's qubits, e.g. 3,2,1,0")
-    group.add_argument("--no-readout", action="store_true", help="leave readout error out of exact noisy values")
-    group.add_argument("--execution-mode", default="batch", choices=("batch", "session"), help="ibm: Runtime execution mode")
-    group.add_argument("--resilience-level", type=int, default=None, choices=(0, 1, 2))
-    group.add_argument("--dynamical-decoupling", action=argparse.BooleanOptionalAction, default=None)
-    group.add_argument("--twirling", action=argparse.BooleanOptionalAction, default=None)
-    group.add_argument("--account", default=None, help="ibm: a saved QiskitRuntimeService account name")
-
-
-def _backend_options(args: argparse.Namespace):
-    from qresnet.backends import BackendOptions
-
-    layout = parse_layout(args.initial_layout)
-    return BackendOptions(
-        shots=args.shots, engine=args.engine, seed=args.seed, optimization_level=args.optimization_level,
-        seed_transpiler=args.seed_transpiler, initial_layout=layout, readout=not args.no_readout,
-        execution_mode=args.execution_mode, resilience_level=args.resilience_level,
-        dynamical_decoupling=args.dynamical_decoupling, twirling=args.twirling, account=args.account,
-    )
 
 
 def cmd_backends(args: argparse.Namespace) -> None:
@@ -73,11 +44,11 @@ def cmd_transpile(args: argparse.Namespace) -> None:
     from qresnet.backends import resolve_backend
 
     template = _template(args)
-    options = _backend_options(args)
+    options = backend_options(args)
     if options.initial_layout is not None and len(options.initial_layout) != template.num_qubits:
-        raise QresnetError(f"--initial-layout has {len(options.initial_layout)} qubits; {template.name} has "
-                           f"{template.num_qubits}")
-    backend = resolve_backend(args.backend, options)
+        raise LayoutError(f"--initial-layout has {len(options.initial_layout)} qubits; {template.name} has "
+                          f"{template.num_qubits}")
+    backend = resolve_backend(args.backend or "aer", options)
     cost = backend.transpile(template).cost.to_dict()
     if args.format == "json":
         print(json.dumps(cost, indent=2))
@@ -95,7 +66,7 @@ def cmd_grads(args: argparse.Namespace) -> int:
     from qresnet.data import load_digits_images
 
     images, labels = load_digits_images(args.batch_size, seed=args.seed)
-    backend = resolve_backend(args.backend, _backend_options(args))
+    backend = resolve_backend(args.backend or "aer", backend_options(args, seed=args.seed))
     rows = gradient_audit(backend, images, labels, args.layers, args.configs, args.input_gradients,
                           args.mode, args.seed, progress=args.format == "table")
     if args.format == "json":
@@ -123,23 +94,25 @@ def cmd_data_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from qresnet.train import TrainConfig, train
+    from qresnet.backends import BackendOptions
+    from qresnet.config import TrainConfig
+    from qresnet.train import train
 
     values: dict = {}
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise QresnetError(f"--resume {args.resume}: no config.json there; is it a run directory?")
-        values = json.loads(saved.read_text())["config"]
+        if not RunDir(args.resume).config_path.is_file():
+            raise RunDirError(f"--resume {args.resume}: no config.json there; is it a run directory?")
+        values = RunDir(args.resume).read_config()["config"]
     elif args.config:
         values = TrainConfig.from_toml(args.config).to_dict()
+    values["backend_options"] = backend_options(args, BackendOptions.coerce(values.get("backend_options")))
     flags = {
         "dataset": args.dataset, "data_dir": args.data_dir, "per_class": args.per_class, "test_fraction": args.test_fraction,
         "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
-        "engine": args.engine, "shots": args.shots, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale, "max_steps": args.max_steps,
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
-        "classes": tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
+        "classes": parse_ints(args.classes, "--classes", "labels"),
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -154,22 +127,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from qresnet.comparison_report import write_comparison_report
     from qresnet.experiments import SweepConfig, run_sweep
-    from qresnet.report import write_report
 
     sweep = SweepConfig.from_preset(
         args.preset, dataset=args.dataset, data_dir=args.data_dir, per_class=args.per_class, layers=args.layers,
         configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        classes=tuple(int(c) for c in args.classes.split(",")) if args.classes else None,
+        classes=parse_ints(args.classes, "--classes", "labels"),
         backends=tuple(args.backends.split(",")) if args.backends else None,
-        heads=tuple(args.head.split(",")) if args.head else None,
+        heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
     )
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
-          f"{', '.join(sweep.backends)} x {', '.join(sweep.heads)} head), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
+          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
     rows = run_sweep(sweep, out, jobs=args.jobs)
-    report = write_report(rows, out, sweep.to_dict())
+    report = write_comparison_report(rows, out, sweep.to_dict())
     print(report.read_text().split("## Figures")[0])
     print(f"report: {report}")
 
@@ -191,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-qubits", type=int, default=10, help="head: amplitude-encoding qubits")
     p.add_argument("--head-measured", type=int, default=4, help="head: measured qubits (classes)")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    _add_backend_arguments(p)
+    add_backend_arguments(p)
     p.set_defaults(run=cmd_transpile)
 
     p = sub.add_parser("grads", help="gradient audit: which layers get a gradient in each residual configuration")
@@ -201,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("response", "per-patch"), default="response")
     p.add_argument("--batch-size", type=int, default=4, help="digits in the audited batch")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    _add_backend_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch, the weights and the simulator (default 0)")
+    add_backend_arguments(p)
     p.set_defaults(run=cmd_grads)
 
     p = sub.add_parser("train", help="train one ResQuNN; writes a run directory (metrics, checkpoints, curves)")
@@ -224,9 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=("response", "per-patch"))
     p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
     p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
-    p.add_argument("--backend", default=None)
-    p.add_argument("--engine", default=None, choices=("engine", "aer"))
-    p.add_argument("--shots", type=int, default=None)
+    add_backend_arguments(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None,
                    help="optimizer steps in this session (a device budget); --resume continues from the last step")
@@ -251,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep")
     p.set_defaults(run=cmd_compare)
@@ -268,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed its one-line error (or the help); keep its exit code
+        return int(exc.code or 0)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"qiskit_ibm_runtime\..*")
     try:
         status = args.run(args)

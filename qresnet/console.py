@@ -1,10 +1,20 @@
-"""What both command-line front ends share: plain tables and the --initial-layout value."""
+"""What the command-line front ends share: plain tables, and the backend flags with the value they make.
+
+Every command that runs circuits (``train``, ``compare``, ``grads``, ``transpile``, ``jobs submit``)
+takes the same backend flags from :func:`add_backend_arguments`; :func:`backend_options` turns the
+parsed flags into one :class:`~qresnet.backends.options.BackendOptions`, over a base value (a
+resumed run's, a TOML file's), so a flag that was not given changes nothing.
+"""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
-from qresnet.errors import QresnetError
+from qresnet.backends.options import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS, BackendOptions
+from qresnet.errors import ConfigError, LayoutError
+
+BACKEND_HELP = "aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)"
 
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> None:
@@ -22,11 +32,53 @@ def print_table(rows: list[dict], columns: Sequence[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-def parse_layout(text: str | None) -> tuple[int, ...] | None:
-    """``"3,2,1,0"`` -> (3, 2, 1, 0); None stays None."""
-    if not text:
+def parse_ints(text: str | None, flag: str, what: str, error: type[Exception] = ConfigError) -> tuple[int, ...] | None:
+    """``"3,2,1,0"`` -> (3, 2, 1, 0); None stays None; anything else is ``error`` naming ``flag``.
+
+    >>> parse_ints("3, 2,1,0", "--initial-layout", "qubit indices")
+    (3, 2, 1, 0)
+    """
+    if text is None:
         return None
     try:
         return tuple(int(q) for q in text.split(","))
     except ValueError:
-        raise QresnetError(f"--initial-layout {text!r} must be comma-separated qubit indices, e.g. 3,2,1,0") from None
+        raise error(f"{flag} {text!r} must be comma-separated {what}, e.g. 3,2,1,0") from None
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str | None = BACKEND_HELP,
+                          required: bool = False) -> None:
+    """The backend flags; ``backend=None`` leaves out ``--backend`` (``compare`` takes ``--backends``)."""
+    group = parser.add_argument_group("backend")
+    if backend is not None:
+        group.add_argument("--backend", default=None, required=required, help=backend)
+    group.add_argument("--engine", choices=ENGINES, default=None,
+                       help="simulator of aer backends: the vectorized engine (default) or Aer itself")
+    group.add_argument("--shots", type=int, default=None,
+                       help="shots per observable; default: exact values on Aer, the service's default on Runtime")
+    group.add_argument("--optimization-level", type=int, default=None, choices=OPTIMIZATION_LEVELS,
+                       help="preset pass manager level (default 2)")
+    group.add_argument("--seed-transpiler", type=int, default=None, help="transpiler seed (default 0)")
+    group.add_argument("--initial-layout", default=None,
+                       help="physical qubits for the filter's qubits, e.g. 3,2,1,0 (needs a device)")
+    group.add_argument("--no-readout", dest="readout", action="store_const", const=False, default=None,
+                       help="leave readout error out of exact noisy values")
+    group.add_argument("--execution-mode", default=None, choices=EXECUTION_MODES,
+                       help="ibm: Runtime execution mode (default: session for training, batch for jobs)")
+    group.add_argument("--resilience-level", type=int, default=None, choices=RESILIENCE_LEVELS)
+    group.add_argument("--measure-mitigation", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--dynamical-decoupling", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--twirling", action=argparse.BooleanOptionalAction, default=None)
+    group.add_argument("--account", default=None, help="ibm: a saved QiskitRuntimeService account name")
+
+
+def backend_options(args: argparse.Namespace, base: BackendOptions | None = None, **extra: object) -> BackendOptions:
+    """``base`` (default: the defaults) with every backend flag that was given, and ``extra`` (e.g. the seed)."""
+    given = {
+        "engine": args.engine, "shots": args.shots, "optimization_level": args.optimization_level,
+        "seed_transpiler": args.seed_transpiler, "initial_layout": parse_ints(args.initial_layout, "--initial-layout", "qubit indices", LayoutError),
+        "readout": args.readout, "execution_mode": args.execution_mode, "resilience_level": args.resilience_level,
+        "measure_mitigation": args.measure_mitigation, "dynamical_decoupling": args.dynamical_decoupling,
+        "twirling": args.twirling, "account": args.account, **extra,
+    }
+    return (base or BackendOptions()).replace(**given)

@@ -1,8 +1,20 @@
-"""The one exception family of qresnet: every message says what went wrong and what to do."""
+"""The one exception family of qresnet: every message says what went wrong and what to do.
+
+Every class a user can trigger lives here, so that the CLI prints each of them as one line and
+exits non-zero. The ``ValueError`` mix-in marks the ones that reject a bad value.
+"""
 
 
 class QresnetError(Exception):
     """Base class of the errors qresnet raises on bad input; the CLI prints them without a traceback."""
+
+
+class ConfigError(QresnetError, ValueError):
+    """A configuration value (training, sweep, backend option, layer) is out of range or unknown."""
+
+
+class ResidualSpecError(ConfigError):
+    """A residual configuration string or edge set is malformed."""
 
 
 class TemplateError(QresnetError, ValueError):
@@ -17,9 +29,41 @@ class DeviceTooSmallError(QresnetError, ValueError):
     """A template needs more qubits than the device has."""
 
 
+class LayoutError(QresnetError, ValueError):
+    """An initial layout does not fit the template or the device (width, range, repeated qubits)."""
+
+
 class CredentialsError(QresnetError):
     """IBM Quantum credentials are missing or were rejected."""
 
 
 class DataError(QresnetError):
     """A dataset was asked for with invalid arguments, or its files are missing, corrupt or unreachable."""
+
+
+class EngineUnsupportedError(QresnetError, ValueError):
+    """The engine cannot simulate a circuit, an instruction or an observable of a PUB."""
+
+
+class CapabilityError(QresnetError):
+    """An estimator or backend lacks an ability the run asks for (e.g. an encoding's input gradient)."""
+
+
+class JobLimitError(QresnetError, ValueError):
+    """A single circuit exceeds a per-job limit, so no split can make it fit."""
+
+
+class RunDirError(QresnetError):
+    """A run directory is missing, holds another run, or its files cannot be read or written."""
+
+
+class TrainingError(QresnetError):
+    """Training stopped: a non-finite loss, or a device run that lost its session."""
+
+
+class JobsError(QresnetError):
+    """A submission could not be prepared, sent, fetched or found in the ledger."""
+
+
+class DuplicateSubmissionError(JobsError):
+    """The same manifest was submitted before; ``--force`` sends it again."""

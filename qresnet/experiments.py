@@ -11,20 +11,23 @@ a sweep started again with the same ``--out`` reuses finished runs and resumes u
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from qresnet.errors import QresnetError
+from qresnet.backends.options import BackendOptions
+from qresnet.backends.spec import BackendSpec
+from qresnet.config import HEADS, TrainConfig
+from qresnet.errors import ConfigError
 from qresnet.nn import ResidualSpec
-from qresnet.train import HEADS, TrainConfig, train
+from qresnet.rundir import RunDir, atomic_write_json
+from qresnet.train import train
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -49,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A sweep: the shared training settings, the configurations, the backends."""
+    """A sweep: the shared training settings, the configurations, the backends and their options."""
 
     preset: str = "quick"
     dataset: str = "digits"
@@ -57,29 +60,32 @@ class SweepConfig:
     classes: tuple[int, ...] | None = None
     per_class: int | None = 30
     layers: int = 2
-    configs: tuple[str, ...] = ()
-    backends: tuple[str, ...] = ("aer", "aer:fake_torino")
+    configs: tuple[ResidualSpec, ...] = ()
+    backends: tuple[BackendSpec, ...] = ("aer", "aer:fake_torino")
     heads: tuple[str, ...] = ("linear",)
     frozen_modes: tuple[bool, ...] = (False, True)
     epochs: int = 6
     batch_size: int = 16
     lr: float = 0.03
     seed: int = 0
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "configs", resolve_configs(self.configs, self.layers))
+        object.__setattr__(self, "backends", tuple(BackendSpec.coerce(b) for b in self.backends))
+        object.__setattr__(self, "heads", tuple(self.heads))
+        object.__setattr__(self, "backend_options", BackendOptions.coerce(self.backend_options))
+        for head in self.heads:
+            if head not in HEADS:
+                raise ConfigError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> SweepConfig:
         if preset not in PRESETS:
-            raise QresnetError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-        values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-        values["configs"] = resolve_configs(values["configs"], values["layers"])
-        values["backends"] = tuple(values["backends"])
-        values["heads"] = tuple(values.get("heads", ("linear",)))
-        for head in values["heads"]:
-            if head not in HEADS:
-                raise QresnetError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
-        return cls(preset=preset, **values)
+            raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        return cls(preset=preset, **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
-    def runs(self) -> list[tuple[str, str, str, bool, TrainConfig]]:
+    def runs(self) -> list[tuple[BackendSpec, str, ResidualSpec, bool, TrainConfig]]:
         """(backend, head, configuration, frozen, training config) for every run of the sweep."""
         out = []
         for head in self.heads:
@@ -89,19 +95,25 @@ class SweepConfig:
                         config = TrainConfig(
                             dataset=self.dataset, data_dir=self.data_dir, classes=self.classes, per_class=self.per_class,
                             layers=self.layers, residual=residual, head=head, frozen=frozen, backend=backend,
-                            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+                            backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
+                            lr=self.lr, seed=self.seed)
                         out.append((backend, head, residual, frozen, config))
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["classes"] = list(self.classes) if self.classes is not None else None
+        out["configs"] = [c.notation for c in self.configs]
+        out["backends"] = [str(b) for b in self.backends]
+        out["heads"] = list(self.heads)
+        out["frozen_modes"] = list(self.frozen_modes)
+        out["backend_options"] = self.backend_options.to_dict()
         return out
 
 
-def resolve_configs(configs: str | tuple[str, ...], layers: int) -> tuple[str, ...]:
-    """``paper`` | ``all`` | ``none`` | configurations separated by ';' -> canonical notations."""
-    if isinstance(configs, tuple):
+def resolve_configs(configs: str | tuple[str | ResidualSpec, ...], layers: int) -> tuple[ResidualSpec, ...]:
+    """``paper`` | ``all`` | ``none`` | configurations separated by ';' -> distinct residual specs, in order."""
+    if isinstance(configs, (tuple, list)):
         specs = [ResidualSpec.coerce(c, layers) for c in configs]
     elif configs == "paper":
         specs = ResidualSpec.paper(layers) if layers in (2, 3) else [ResidualSpec.coerce("none", layers)]
@@ -109,7 +121,7 @@ def resolve_configs(configs: str | tuple[str, ...], layers: int) -> tuple[str, .
         specs = ResidualSpec.enumerate(layers)
     else:
         specs = [ResidualSpec.coerce(c, layers) for c in configs.split(";")]
-    return tuple(dict.fromkeys(s.notation for s in specs))
+    return tuple(dict.fromkeys(specs))
 
 
 def slug(config: str) -> str:
@@ -117,21 +129,20 @@ def slug(config: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "", config.replace("(", "p").replace(")", "q").replace("+", "_").replace(", ", "__"))
 
 
-def run_dir(out: Path, backend: str, config: str, frozen: bool, head: str = "linear") -> Path:
-    name = f"{slug(config)}-{'frozen' if frozen else 'trainable'}" + ("" if head == "linear" else f"-{head}-head")
-    return out / "runs" / backend.replace(":", "_") / name
+def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, frozen: bool, head: str = "linear") -> Path:
+    """Where a sweep in ``out`` keeps one run: ``runs/<backend>/<config>-<trainable|frozen>[-<head>-head]``."""
+    notation = ResidualSpec.coerce(config).notation
+    name = f"{slug(notation)}-{'frozen' if frozen else 'trainable'}" + ("" if head == "linear" else f"-{head}-head")
+    return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
 def _run_one(config: TrainConfig, directory: str) -> dict[str, Any]:
     """One run in a worker process: reuse it if finished, resume it if started."""
-    path = Path(directory)
-    summary_path = path / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("epochs_completed") == config.epochs:
-            return {**summary, "reused": True}
-    started = any((path / "checkpoints").glob("epoch_*.pt")) if (path / "checkpoints").is_dir() else False
-    summary = train(config, path, resume=started, progress=False)
+    run = RunDir(directory)
+    summary = run.read_summary()
+    if summary is not None and summary.get("epochs_completed") == config.epochs:
+        return {**summary, "reused": True}
+    summary = train(config, run.path, resume=run.started(), progress=False)
     return {**summary, "reused": False}
 
 
@@ -139,7 +150,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
     """Every run of the sweep (in ``jobs`` processes); returns one result row per run."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(sweep.to_dict(), indent=2))
+    atomic_write_json(out / "sweep.json", sweep.to_dict())
     plan = sweep.runs()
     rows: list[dict[str, Any] | None] = [None] * len(plan)
     began = time.perf_counter()
@@ -147,10 +158,10 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
 
     def record(i: int, summary: dict[str, Any]) -> None:
         backend, head, residual, frozen, config = plan[i]
-        rows[i] = {"backend": backend, "config": residual, "frozen": frozen, **summary, "head": head,
-                   "predicted_reach": list(ResidualSpec.coerce(residual, config.layers).reaches)}
+        rows[i] = {"backend": str(backend), "config": residual.notation, "frozen": frozen, **summary, "head": head,
+                   "predicted_reach": list(residual.reaches)}
         bar.update(1)
-        bar.set_postfix_str(f"{backend} {head} head {residual} {'frozen' if frozen else 'trainable'}: "
+        bar.set_postfix_str(f"{backend} {head} head {residual.notation} {'frozen' if frozen else 'trainable'}: "
                             f"{summary['final_test_acc']:.3f}")
 
     if jobs <= 1:

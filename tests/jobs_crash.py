@@ -17,11 +17,12 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from jobs_fake import HEAD_DEVICE, HEAD_OPTIONS, fake_transport  # noqa: E402  (the script's own directory is on sys.path)
 
+from qresnet.backends import BackendOptions  # noqa: E402
 from qresnet.jobs import Ledger, SubmitOptions, fetch, prepare, submit  # noqa: E402
 
-CRASH_OPTIONS = SubmitOptions(shots=3000, seed=11, resilience_level=0, validate_patches=4, max_two_qubit_gates=400)
+CRASH_OPTIONS = SubmitOptions(BackendOptions(shots=3000, seed=11, resilience_level=0), validate_patches=4, max_two_qubit_gates=400)
 # local testing mode simulates fake_melbourne's full noise model, about 1 s per shot of a head circuit: 2 shots
-HEAD_LOCAL_OPTIONS = SubmitOptions(**{**HEAD_OPTIONS.to_dict(), "shots": 2})
+HEAD_LOCAL_OPTIONS = HEAD_OPTIONS.with_backend(shots=2)
 
 
 def die():

@@ -42,7 +42,7 @@ HEAD_DEVICE = "ibm_fake_melbourne"  # >= 10 qubits, rz/sx/cx basis (the filter k
 DEVICES = {DEVICE: "fake_manila", HEAD_DEVICE: "fake_melbourne"}
 USAGE_S = 1.5  # QPU seconds the fake charges per job
 # the quantum-head submissions of the tests: 3 test images; 4000 two-qubit gates per job splits stage 2 (1913 each)
-HEAD_OPTIONS = SubmitOptions(shots=4000, seed=7, resilience_level=0, validate_patches=2, max_two_qubit_gates=4000)
+HEAD_OPTIONS = SubmitOptions(BackendOptions(shots=4000, seed=7, resilience_level=0), validate_patches=2, max_two_qubit_gates=4000)
 
 
 def readout_only_noise(device: str) -> NoiseModel:
@@ -182,5 +182,5 @@ class FakeServiceTransport(RuntimeTransport):
 
 
 def fake_transport(root: str | Path, options: SubmitOptions, token: str = "", device: str = DEVICE) -> FakeServiceTransport:
-    backend = resolve_backend(f"ibm:{device}", options.backend_options(), service=FakeService(root, token=token))
+    backend = resolve_backend(f"ibm:{device}", options.backend, service=FakeService(root, token=token))
     return FakeServiceTransport(backend)

@@ -32,3 +32,58 @@ def test_transpile_table_and_errors(capsys):
     assert "needs 10 qubits but aer:fake_manila has only 5" in capsys.readouterr().err
     assert cli.main(["transpile", "--backend", "aer:fake_manila", "--initial-layout", "a,b"]) == 2
     assert "--initial-layout" in capsys.readouterr().err
+
+
+BAD_INPUTS = [
+    (["train", "--lr", "-1"], "lr=-1.0 must be a positive number"),
+    (["train", "--epochs", "0"], "epochs=0 must be a positive integer"),
+    (["train", "--residual", "X+O"], "malformed residual spec"),
+    (["train", "--classes", "a,b"], "--classes 'a,b' must be comma-separated labels"),
+    (["train", "--backend", "gpu"], "unknown backend 'gpu'"),
+    (["train", "--backend", "aer:fake_nowhere"], "unknown fake device"),
+    (["train", "--shots", "0"], "shots=0 must be a positive integer"),
+    (["train", "--backend", "aer", "--initial-layout", "0,1,2,3"], "--initial-layout needs a device"),
+    (["train", "--backend", "aer:fake_manila", "--initial-layout", "0,1,2,9"], "names qubit 9, but aer:fake_manila has qubits 0-4"),
+    (["train", "--backend", "aer:fake_manila", "--initial-layout", "0,1,1,2"], "uses qubit(s) 1 more than once"),
+    (["train", "--resume", "no/such/run"], "no config.json there"),
+    (["train", "--config", "no/such.toml"], "cannot read config"),
+    (["train", "--dataset", "mnist", "--data-dir", "no/such/dir"], "no/such/dir"),
+    (["compare", "--head", "cnn"], "unknown head 'cnn'"),
+    (["compare", "--configs", "O3+O4"], "names layer 4, but the model has 2 layers"),
+    (["grads", "--backend", "local:fake_manila", "--initial-layout", "x"], "--initial-layout 'x'"),
+    (["transpile", "--backend", "aer:fake_manila", "--initial-layout", "0,1"], "--initial-layout has 2 qubits"),
+    (["jobs", "submit", "no/such/run", "--backend", "local:fake_manila", "--ledger", "l.sqlite"], "no/such/run has no config.json"),
+    (["train", "--preset", "x"], "unrecognized arguments"),
+]
+
+
+def test_every_bad_input_ends_in_one_line_and_a_nonzero_exit(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nothing the commands might write lands in the checkout
+    for argv, message in BAD_INPUTS:
+        assert cli.main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert "Traceback" not in err, argv
+        lines = [line for line in err.splitlines() if line.strip()]
+        if argv[0:2] != ["train", "--preset"]:  # argparse adds its usage line above its own error
+            caret = 2 if "malformed residual spec" in message else 0  # the spec and a caret under the fault
+            assert len(lines) == 1 + caret and lines[0].startswith("error: "), (argv, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_takes_the_transpiler_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--optimization-level", "1", "--initial-layout", "0,1,2,3", "--backend", "aer:fake_manila",
+                     "--layers", "1", "--residual", "none", "--classes", "0,1", "--per-class", "6", "--epochs", "1",
+                     "--out", str(out)]) == 0
+    recorded = json.loads((out / "config.json").read_text())
+    options = recorded["config"]["backend_options"]
+    assert (options["optimization_level"], options["initial_layout"]) == (1, [0, 1, 2, 3])
+    assert recorded["backend"]["options"]["initial_layout"] == [0, 1, 2, 3]
+    from qresnet.backends import BackendOptions, resolve_backend
+    from qresnet.circuits import quanv_filter
+
+    # the layout was used: the filter sits on qubits 0-3 of fake_manila, as a direct transpilation places it
+    isa = resolve_backend("aer:fake_manila", BackendOptions(optimization_level=1, initial_layout=(0, 1, 2, 3)))
+    assert isa.transpile(quanv_filter()).cost.layout == (0, 1, 2, 3)
+    assert "final test accuracy" in capsys.readouterr().out

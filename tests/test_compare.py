@@ -6,7 +6,7 @@ import pytest
 from qresnet import cli
 from qresnet.errors import QresnetError
 from qresnet.experiments import SweepConfig, run_dir, run_sweep, slug
-from qresnet.report import write_report
+from qresnet.comparison_report import write_comparison_report
 
 TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2")
 
@@ -15,7 +15,7 @@ def test_tiny_comparison_writes_every_report_file(tmp_path):
     sweep = SweepConfig.from_preset("quick", backends=("aer", "aer:fake_manila"), **TINY)
     rows = run_sweep(sweep, tmp_path, progress=False)
     assert len(rows) == 2 * 2 * 2
-    report = write_report(rows, tmp_path, sweep.to_dict())
+    report = write_comparison_report(rows, tmp_path, sweep.to_dict())
     for name in ("report.md", "results.csv", "results.json", "accuracy.png", "grad_norms.png", "curves.png",
                  "ideal_vs_noisy.png"):
         assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
@@ -55,9 +55,9 @@ def test_parallel_jobs_give_the_serial_results(tmp_path):
 
 def test_presets_and_bad_values():
     paper = SweepConfig.from_preset("paper")
-    assert paper.configs == ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2")
+    assert tuple(c.notation for c in paper.configs) == ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2")
     assert (paper.dataset, paper.per_class, paper.epochs, paper.batch_size, paper.lr) == ("mnist", 200, 30, 16, 0.01)
-    assert SweepConfig.from_preset("single").configs == ("none",) and SweepConfig.from_preset("single").layers == 1
+    assert [c.notation for c in SweepConfig.from_preset("single").configs] == ["none"] and SweepConfig.from_preset("single").layers == 1
     assert len(SweepConfig.from_preset("quick", configs="all").configs) == 8
     assert slug("(X+O1)+O2") == "pX_O1q_O2"
     with pytest.raises(QresnetError, match="unknown preset"):

@@ -12,7 +12,8 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
 from qresnet.backends import fake_device, readout_errors
 from qresnet.backends.backend import noise_model_for
-from qresnet.backends.engine import EngineEstimator, UnsupportedInstructionError
+from qresnet.backends.engine import EngineEstimator
+from qresnet.errors import EngineUnsupportedError
 
 ECR_DEVICE = "fake_sherbrooke"
 
@@ -206,12 +207,12 @@ def test_unsupported_instructions_are_named():
     qc = QuantumCircuit(1, 1)
     qc.h(0)
     qc.measure(0, 0)
-    with pytest.raises(UnsupportedInstructionError, match="'measure'"):
+    with pytest.raises(EngineUnsupportedError, match="'measure'"):
         EngineEstimator().run([(qc, SparsePauliOp("Z"))]).result()
     qc = QuantumCircuit(1, 1)
     with qc.if_test((qc.clbits[0], 1)):
         qc.x(0)
-    with pytest.raises(UnsupportedInstructionError, match="control flow"):
+    with pytest.raises(EngineUnsupportedError, match="control flow"):
         EngineEstimator().run([(qc, SparsePauliOp("Z"))]).result()
 
 

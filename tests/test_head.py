@@ -11,11 +11,14 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 from qresnet.backends import fake_device, fold_readout, readout_errors, resolve_backend
 from qresnet.backends.backend import noise_model_for
 from qresnet.backends.engine import EngineEstimator
-from qresnet.backends.limits import JobLimitError, JobLimits, SplittingEstimator, plan_jobs
+from qresnet.backends.limits import JobLimits, SplittingEstimator, plan_jobs
+from qresnet.errors import JobLimitError
 from qresnet.circuits import quantum_head
 from qresnet.errors import QresnetError
 from qresnet.nn import QuantumHead, ResQuNN
-from qresnet.train import TrainConfig, build_model, train
+from qresnet.build import build_model
+from qresnet.config import TrainConfig
+from qresnet.train import train
 
 
 def padded_unit(x: np.ndarray, n: int) -> np.ndarray:
@@ -266,8 +269,8 @@ def test_model_with_quantum_head_trains_layers_through_the_head(tmp_path):
 
 def test_quantum_head_on_runtime_backend_has_no_input_gradient():
     config = TrainConfig(dataset="digits", classes=(0, 1), per_class=4, layers=1, residual="none", head="quantum",
-                         backend="aer", engine="aer", epochs=1)
-    model = build_model(config, resolve_backend("aer", config.backend_options()), (8, 8), 2)
+                         backend="aer", backend_options={"engine": "aer"}, epochs=1)
+    model = build_model(config, resolve_backend("aer", config.backend_options), (8, 8), 2)
     assert model.head.encoding == "angles" and not model.head.input_gradients
     x = torch.rand(1, 8, 8, dtype=torch.float64)
     torch.nn.functional.cross_entropy(model(x), torch.tensor([1])).backward()

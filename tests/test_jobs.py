@@ -20,7 +20,7 @@ from qiskit_ibm_runtime import RuntimeDecoder
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import IBMNotAuthorizedError, RuntimeJobFailureError
 
-from qresnet.backends import fake_device, resolve_backend
+from qresnet.backends import BackendOptions, fake_device, resolve_backend
 from qresnet.data import load_dataset
 from qresnet.jobs import (
     DuplicateSubmissionError,
@@ -36,13 +36,15 @@ from qresnet.jobs import (
     submit,
 )
 from qresnet.cli import main
-from qresnet.train import TrainConfig, build_model, train
+from qresnet.build import build_model
+from qresnet.config import TrainConfig
+from qresnet.train import train
 
 
 TESTS = Path(__file__).parent
 RUN = dict(dataset="digits", classes=(0, 1), per_class=12, layers=2, residual="O1+O2", epochs=2, batch_size=8,
            lr=0.05, seed=2)
-FAKE_OPTIONS = SubmitOptions(shots=3000, seed=11, resilience_level=0, validate_patches=4, max_two_qubit_gates=400)
+FAKE_OPTIONS = SubmitOptions(BackendOptions(shots=3000, seed=11, resilience_level=0), validate_patches=4, max_two_qubit_gates=400)
 COST_LINE = re.compile(r"cost: (\d+) jobs?, (\d+) circuits x (\d+) shots = (\d+) executions, (\d+) two-qubit gates, "
                        r"about (\d+) s of QPU time")
 
@@ -83,7 +85,7 @@ def ref_patches(maps):
 def ref_predictions(run_dir, layer_values):
     """O1+O2 in numpy: h1 = O1, h2 = O2 (zero-padded bottom-right) + h1, logits = W h2 + b."""
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-    assert config.residual == "O1+O2"
+    assert config.residual.notation == "O1+O2"
     state = _last_checkpoint(run_dir)["model"]
     x = load_dataset(config.data_config()).x_test.numpy()
     o1 = ref_filter(ref_tensor(layer_values[0]), ref_patches(x))
@@ -281,7 +283,7 @@ def test_duplicate_manifest_and_cost_from_sent_pubs(run_dir, home):
     assert cost.qpu_seconds == pytest.approx(
         3 * 2.0 + cost.executions * (device.configuration().default_rep_delay + scheduled_duration(circuit, device.target)),
         rel=1e-9)
-    other = prepare(run_dir, "ibm:ibm_fake_manila", {**FAKE_OPTIONS.to_dict(), "shots": 2500},
+    other = prepare(run_dir, "ibm:ibm_fake_manila", FAKE_OPTIONS.with_backend(shots=2500),
                     transport=fake_transport(store, FAKE_OPTIONS))
     assert other.manifest.digest != prepared.manifest.digest
     forced = submit(again, ledger, force=True)
@@ -330,7 +332,7 @@ def test_fake_service_transient_errors_failed_job_and_expired_token(run_dir, hom
         assert all(np.array_equal(a.data.evs, b.data.evs) for a, b in zip(stored, fetched))
 
     # an expired token stops fetch with what to do, records nothing, and never shows the token
-    options = SubmitOptions(**{**FAKE_OPTIONS.to_dict(), "shots": 2500})
+    options = FAKE_OPTIONS.with_backend(shots=2500)
     second = submit(prepare(run_dir, "ibm:ibm_fake_manila", options, transport=fake_transport(store, options)), ledger)
     service.set_faults(expired=True)
     assert main(["jobs", "fetch", second, "--ledger", str(ledger_path)]) == 2
@@ -353,7 +355,7 @@ def test_fake_service_transient_errors_failed_job_and_expired_token(run_dir, hom
 
     # cancel: jobs still queued are cancelled on the service and in the ledger
     service.set_faults(polls=100)
-    options = SubmitOptions(**{**FAKE_OPTIONS.to_dict(), "shots": 2000})
+    options = FAKE_OPTIONS.with_backend(shots=2000)
     third = submit(prepare(run_dir, "ibm:ibm_fake_manila", options, transport=fake_transport(store, options)), ledger)
     assert main(["jobs", "cancel", third[:6], "--ledger", str(ledger_path)]) == 0
     assert capsys.readouterr().out.count(": cancelled") == 3

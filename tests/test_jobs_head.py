@@ -33,13 +33,14 @@ from qiskit.quantum_info import Statevector
 from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 from test_jobs import COST_LINE, TESTS, ref_filter, ref_patches, ref_tensor, two_qubit_ops
 
-from qresnet.backends import fake_device
+from qresnet.backends import BackendOptions, fake_device
 from qresnet.backends.limits import MAX_TWO_QUBIT_GATES_PER_JOB
 from qresnet.circuits.ansatz import append_ansatz
 from qresnet.data import load_dataset
-from qresnet.jobs import DuplicateSubmissionError, Ledger, Manifest, fetch, prepare, submit
+from qresnet.jobs import DuplicateSubmissionError, Ledger, Manifest, SubmitOptions, fetch, prepare, submit
 from qresnet.cli import main
-from qresnet.train import TrainConfig, train
+from qresnet.config import TrainConfig
+from qresnet.train import train
 
 RUN = dict(dataset="digits", classes=(0, 1), per_class=6, layers=1, residual="none", head="quantum", epochs=1,
            batch_size=4, lr=0.05, seed=3)
@@ -151,7 +152,7 @@ def check_head(run_dir, ledger, submission_id, readout_only=True):
 def test_head_cycle_submit_fetch_report(head_run, cli_home, capsys, monkeypatch):
     store, ledger_path = cli_home / "service", str(cli_home / "ledger.sqlite")
     args = ["jobs", "submit", str(head_run), "--backend", f"ibm:{HEAD_DEVICE}", "--ledger", ledger_path,
-            "--shots", str(HEAD_OPTIONS.shots), "--seed", str(HEAD_OPTIONS.seed), "--resilience-level", "0",
+            "--shots", str(HEAD_OPTIONS.backend.shots), "--seed", str(HEAD_OPTIONS.backend.seed), "--resilience-level", "0",
             "--validate-patches", "2", "--max-two-qubit-gates", str(HEAD_OPTIONS.max_two_qubit_gates)]
     assert main(args + ["--dry-run"]) == 0
     dry = capsys.readouterr().out
@@ -187,7 +188,7 @@ def test_head_cycle_submit_fetch_report(head_run, cli_home, capsys, monkeypatch)
     assert [entry["sets"] for entry in log[1:]] == [[2], [1]] and head_circuits == 3  # 2 x 1913 <= 4000 < 3 x 1913
     assert head_gates == 3 * head_gates_per_circuit and gates == sum(per_job)
     assert max(per_job) <= HEAD_OPTIONS.max_two_qubit_gates <= MAX_TWO_QUBIT_GATES_PER_JOB
-    assert {entry["shots"] for entry in log} == {shots} == {HEAD_OPTIONS.shots}
+    assert {entry["shots"] for entry in log} == {shots} == {HEAD_OPTIONS.backend.shots}
     assert executions == circuits * shots and head_executions == 3 * shots
     assert report["jobs"] == jobs and report["circuits"] == circuits and report["executions"] == executions
     assert main(["jobs", "list", "--ledger", ledger_path]) == 0
@@ -201,7 +202,7 @@ def test_head_split_under_the_default_limit_on_fake_torino(head_run, home):
     Local testing mode simulates every qubit up to the highest used, so the filter is pinned to
     qubits 0-3 and the head goes to the lowest-index connected qubits (0-9 here).
     """
-    prepared = prepare(head_run, "local:fake_torino", {"shots": 100, "initial_layout": (0, 1, 2, 3)})
+    prepared = prepare(head_run, "local:fake_torino", SubmitOptions(BackendOptions(shots=100, initial_layout=(0, 1, 2, 3))))
     head = prepared.manifest.part("head")
     per_circuit = two_qubit_ops(head.circuit)
     fit = MAX_TWO_QUBIT_GATES_PER_JOB // per_circuit

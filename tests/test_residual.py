@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from qresnet.nn import ResidualSpec, ResidualSpecError, pad_map
+from qresnet.errors import ResidualSpecError
+from qresnet.nn import ResidualSpec, pad_map
 
 
 @pytest.mark.parametrize("text, edges", [

@@ -8,8 +8,10 @@ from qresnet import cli
 from qresnet.backends import resolve_backend
 from qresnet.data import DataConfig, load_dataset
 from qresnet.errors import DataError, QresnetError
-from qresnet.nn import ResidualSpecError
-from qresnet.train import ConfigError, TrainConfig, build_model, train
+from qresnet.build import build_model
+from qresnet.config import TrainConfig
+from qresnet.errors import ConfigError, ResidualSpecError
+from qresnet.train import train
 
 SMALL = dict(classes=(0, 1, 2), per_class=16, epochs=3, batch_size=8, lr=0.05, seed=3)
 
@@ -105,8 +107,8 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_metrics(tmp_path, 
     ({"residual": "X+O"}, ResidualSpecError, "malformed residual spec"),
     ({"residual": "O2+O3"}, ResidualSpecError, "model has 2 layers"),
     ({"dataset": "cifar"}, DataError, "cifar"),
-    ({"shots": 0}, QresnetError, "shots=0"),
-    ({"engine": "gpu"}, QresnetError, "engine='gpu'"),
+    ({"backend_options": {"shots": 0}}, QresnetError, "shots=0"),
+    ({"backend_options": {"engine": "gpu"}}, QresnetError, "engine='gpu'"),
 ])
 def test_config_validation_names_the_value(values, error, fragment):
     with pytest.raises(error, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
@@ -117,7 +119,7 @@ def test_toml_config_and_unknown_keys(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('layers = 3\nresidual = "(O1+O2)+O3"\nclasses = [0, 1]\nepochs = 2\nlr = 0.02\n')
     config = TrainConfig.from_toml(path)
-    assert (config.layers, config.residual, config.classes, config.epochs) == (3, "(O1+O2)+O3", (0, 1), 2)
+    assert (config.layers, config.residual.notation, config.classes, config.epochs) == (3, "(O1+O2)+O3", (0, 1), 2)
     path.write_text("layer = 3\n")
     with pytest.raises(ConfigError, match="unknown config keys \\['layer'\\]"):
         TrainConfig.from_toml(path)

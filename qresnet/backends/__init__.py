@@ -1,27 +1,19 @@
-"""Where circuits run: spec parsing, per-backend transpilation and cost, estimators."""
+"""Where circuits run: spec parsing, per-backend transpilation and cost, estimators and their abilities.
 
-from qresnet.backends.backend import Backend, BackendOptions, resolve_backend
-from qresnet.backends.devices import describe_fake_devices, fake_device, fake_device_names
-from qresnet.backends.readout import ReadoutFoldingEstimator, fold_readout, readout_errors
-from qresnet.backends.runtime import IBMCredentials, Secret, connect_service
-from qresnet.backends.spec import KINDS, BackendSpec
-from qresnet.backends.transpile import TranspileCost, TranspiledTemplate
+Names load on first use (as in ``qresnet.jobs``), so that ``qresnet --help`` and the command
+line's flags (from :mod:`qresnet.backends.options`) do not import Qiskit.
+"""
 
-__all__ = [
-    "KINDS",
-    "Backend",
-    "BackendOptions",
-    "BackendSpec",
-    "IBMCredentials",
-    "ReadoutFoldingEstimator",
-    "Secret",
-    "TranspileCost",
-    "TranspiledTemplate",
-    "connect_service",
-    "describe_fake_devices",
-    "fake_device",
-    "fake_device_names",
-    "fold_readout",
-    "readout_errors",
-    "resolve_backend",
-]
+from qresnet.values import lazy_exports
+
+_HOMES = {
+    "qresnet.backends.backend": ("Backend", "resolve_backend"),
+    "qresnet.backends.devices": ("describe_fake_devices", "fake_device", "fake_device_names"),
+    "qresnet.backends.options": ("BackendOptions",),
+    "qresnet.backends.primitives": ("CompletedJob", "CountsRows", "ExactStatePreparation", "group_rows"),
+    "qresnet.backends.readout": ("ReadoutFoldingEstimator", "fold_readout", "readout_errors"),
+    "qresnet.backends.runtime": ("IBMCredentials", "Secret", "connect_service"),
+    "qresnet.backends.spec": ("KINDS", "BackendSpec"),
+    "qresnet.backends.transpile": ("TranspileCost", "TranspiledTemplate"),
+}
+__getattr__, __all__ = lazy_exports("qresnet.backends", _HOMES)

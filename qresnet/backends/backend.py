@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
@@ -14,57 +13,14 @@ from qresnet.backends.aer import aer_estimator
 from qresnet.backends.devices import fake_device, low_connected_qubits
 from qresnet.backends.engine import EngineEstimator
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, JobLimits, SplittingEstimator
+from qresnet.backends.options import BackendOptions
+from qresnet.backends.primitives import CountsRows
 from qresnet.backends.readout import readout_errors
-from qresnet.backends.runtime import IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
+from qresnet.backends.runtime import DeferredEstimator, IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
 from qresnet.backends.spec import BackendSpec
 from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
 from qresnet.circuits import CircuitTemplate
-from qresnet.errors import BackendSpecError, DeviceTooSmallError, QresnetError
-
-EXECUTION_MODES = ("batch", "session")
-ENGINES = ("engine", "aer")
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """How circuits are transpiled and estimated; every field is recorded with a run's results.
-
-    ``shots=None`` means exact expectation values on Aer backends (readout error folded in
-    for noisy ones unless ``readout=False``) and the service default on Runtime backends.
-    ``engine`` picks the simulator of ``aer`` backends: the vectorized engine (default) or Aer.
-    """
-
-    shots: int | None = None
-    engine: str = "engine"
-    seed: int | None = None
-    optimization_level: int = 2
-    seed_transpiler: int = 0
-    initial_layout: tuple[int, ...] | None = None
-    readout: bool = True
-    execution_mode: str = "batch"
-    resilience_level: int | None = None
-    dynamical_decoupling: bool | None = None
-    twirling: bool | None = None
-    measure_mitigation: bool | None = None
-    account: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.shots is not None and (not isinstance(self.shots, int) or self.shots < 1):
-            raise QresnetError(f"shots={self.shots!r} must be a positive integer, or None for exact values")
-        if self.optimization_level not in (0, 1, 2, 3):
-            raise QresnetError(f"optimization_level={self.optimization_level!r} must be 0, 1, 2 or 3")
-        if self.engine not in ENGINES:
-            raise QresnetError(f"engine={self.engine!r} must be one of {', '.join(ENGINES)}")
-        if self.execution_mode not in EXECUTION_MODES:
-            raise QresnetError(f"execution_mode={self.execution_mode!r} must be one of {', '.join(EXECUTION_MODES)}")
-        if self.resilience_level not in (None, 0, 1, 2):
-            raise QresnetError(f"resilience_level={self.resilience_level!r} must be 0, 1 or 2")
-        if self.initial_layout is not None:
-            object.__setattr__(self, "initial_layout", tuple(int(q) for q in self.initial_layout))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+from qresnet.errors import BackendSpecError, CapabilityError, DeviceTooSmallError, LayoutError
 
 @cache
 def noise_model_for(device: str) -> NoiseModel:
@@ -126,6 +82,17 @@ class Backend:
             self._transpiled[id(template)] = cached
         return cached
 
+    @property
+    def prepares_encoded_states(self) -> bool:
+        """Whether the estimator prepares an ``amplitude_encoding`` exactly, with input gradients
+        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` backends."""
+        return self.spec.kind == "aer" and self.options.engine == "engine"
+
+    def rows_evaluated(self) -> int | None:
+        """Parameter sets x observables evaluated so far, where the estimator counts them (the engine), else None."""
+        estimator = self.estimator()
+        return estimator.rows_evaluated if isinstance(estimator, CountsRows) else None
+
     def estimator(self) -> BaseEstimatorV2:
         """The ``EstimatorV2`` that runs this backend's transpiled circuits."""
         if self._estimator is None:
@@ -136,15 +103,16 @@ class Backend:
                 self._estimator = aer if o.engine == "aer" else EngineEstimator(
                     self.noise_model, readout, o.shots, o.seed, fallback=aer)
             else:
-                # jobs over the Runtime validation limits (10,000 two-qubit gates) are split, not rejected
-                self._estimator = SplittingEstimator(self.runtime_estimator(),
+                # jobs over the Runtime validation limits (10,000 two-qubit gates) are split, not rejected;
+                # the Batch or Session opens on the first job, not when a model is built
+                self._estimator = SplittingEstimator(DeferredEstimator(self.runtime_estimator),
                                                      JobLimits(shots=o.shots or DEFAULT_RUNTIME_SHOTS))
         return self._estimator
 
     def runtime_estimator(self) -> BaseEstimatorV2:
         """``local:`` and ``ibm:``: the Runtime ``Estimator`` itself, on this backend's Batch or Session (made once)."""
         if self.spec.kind == "aer":
-            raise QresnetError(f"{self.name} is a simulator backend; Runtime estimators exist for local: and ibm: specs")
+            raise CapabilityError(f"{self.name} is a simulator backend; Runtime estimators exist for local: and ibm: specs")
         if self._runtime is None:
             o = self.options
             runtime_options = RuntimeOptions(o.shots, o.resilience_level, o.dynamical_decoupling, o.twirling, o.seed,
@@ -158,7 +126,7 @@ class Backend:
         if self._mode is None:
             from qiskit_ibm_runtime import Batch, Session
 
-            self._mode = (Session if self.options.execution_mode == "session" else Batch)(backend=self.device)
+            self._mode = (Session if self.options.execution_mode == "session" else Batch)(backend=self.device)  # None: Batch
         return self._mode
 
     @property
@@ -206,10 +174,10 @@ def resolve_backend(
     options = options or BackendOptions()
     if spec.kind == "aer" and spec.device is None:
         if options.initial_layout is not None:
-            raise QresnetError("initial_layout needs a device: use aer:<fake device>")
+            raise LayoutError("--initial-layout needs a device: use aer:<fake device>")
         return Backend(spec, options, None)
     if spec.kind in ("aer", "local"):
-        return Backend(spec, options, fake_device(spec.device))
+        return Backend(spec, options, _check_layout(fake_device(spec.device), options, spec))
     service = service or connect_service(credentials, options.account)
     try:
         device = service.backend(spec.device)
@@ -219,4 +187,12 @@ def resolve_backend(
         except Exception:
             names = "(could not list them)"
         raise BackendSpecError(f"IBM Quantum has no device {spec.device!r} for this account ({exc}); available: {names}") from None
-    return Backend(spec, options, device, service)
+    return Backend(spec, options, _check_layout(device, options, spec), service)
+
+
+def _check_layout(device: BackendV2, options: BackendOptions, spec: BackendSpec) -> BackendV2:
+    layout = options.initial_layout
+    if layout is not None and max(layout) >= device.num_qubits:
+        raise LayoutError(f"--initial-layout {','.join(map(str, layout))} names qubit {max(layout)}, but {spec} has "
+                          f"qubits 0-{device.num_qubits - 1}")
+    return device

@@ -25,21 +25,16 @@ from functools import cached_property
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
-from qiskit.primitives.base.base_primitive_job import BasePrimitiveJob
 from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit.providers import JobStatus
 
-from qresnet.errors import QresnetError
+from qresnet.backends.primitives import CompletedJob
+from qresnet.errors import JobLimitError
 
 MAX_TWO_QUBIT_GATES_PER_JOB = 10_000
 MAX_EXECUTIONS_PER_JOB = 10_000_000
 DEFAULT_RUNTIME_SHOTS = 4096  # the Runtime estimator's default precision 1/64, as shots
 _NOT_GATES = ("barrier", "delay")
-
-
-class JobLimitError(QresnetError, ValueError):
-    """A single circuit exceeds a per-job limit, so no split can make it fit."""
 
 
 def two_qubit_gates(circuit: QuantumCircuit) -> int:
@@ -177,35 +172,6 @@ def plan_jobs(pubs: Iterable[EstimatorPubLike], limits: JobLimits = JobLimits(),
 def _slice_pub(pub: EstimatorPub, layout: _Layout, start: int, stop: int) -> EstimatorPub:
     values = layout.values[start:stop, None, :] if pub.circuit.num_parameters else None
     return EstimatorPub.coerce((pub.circuit, ObservablesArray(layout.observables[start:stop]), values), pub.precision)
-
-
-class CompletedJob(BasePrimitiveJob):
-    """A primitive job whose result is already computed."""
-
-    def __init__(self, result: PrimitiveResult, job_id: str = "qresnet-local"):
-        super().__init__(job_id=job_id)
-        self._result = result
-
-    def result(self) -> PrimitiveResult:
-        return self._result
-
-    def status(self) -> JobStatus:
-        return JobStatus.DONE
-
-    def done(self) -> bool:
-        return True
-
-    def running(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def in_final_state(self) -> bool:
-        return True
-
-    def cancel(self) -> None:
-        return None
 
 
 def assemble(plan: JobPlan, job_results: Sequence[PrimitiveResult]) -> PrimitiveResult:

@@ -132,3 +132,16 @@ def runtime_estimator(mode: Any, options: RuntimeOptions, local: bool) -> BaseEs
     if local and options.seed is not None:
         opts.simulator.seed_simulator = options.seed
     return estimator
+
+
+class DeferredEstimator(BaseEstimatorV2):
+    """An estimator made on its first ``run``: building a model on ``ibm:`` opens no Batch or Session yet."""
+
+    def __init__(self, make: Callable[[], BaseEstimatorV2]):
+        self._make = make
+        self._estimator: BaseEstimatorV2 | None = None
+
+    def run(self, pubs: Any, *, precision: float | None = None) -> Any:
+        if self._estimator is None:
+            self._estimator = self._make()
+        return self._estimator.run(pubs, precision=precision)

@@ -52,6 +52,11 @@ class BackendSpec:
         return cls(kind, device or None)
 
     @property
+    def on_device(self) -> bool:
+        """``local:`` and ``ibm:``: circuits go through Qiskit Runtime as jobs (QPU time on ibm:)."""
+        return self.kind in ("local", "ibm")
+
+    @property
     def noisy(self) -> bool:
         return self.kind != "aer" or self.device is not None
 

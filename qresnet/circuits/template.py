@@ -9,6 +9,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.errors import TemplateError
 from qresnet.circuits.rotation_check import RotationCheck, check_input_rotations
 
 
@@ -32,13 +33,13 @@ class CircuitTemplate:
     def __post_init__(self) -> None:
         missing = set(self.input_params + self.weight_params) - set(self.circuit.parameters)
         if missing:
-            raise ValueError(f"template {self.name!r}: parameters {sorted(p.name for p in missing)} are not in the circuit")
+            raise TemplateError(f"template {self.name!r}: parameters {sorted(p.name for p in missing)} are not in the circuit")
         extra = set(self.circuit.parameters) - set(self.input_params + self.weight_params)
         if extra:
-            raise ValueError(f"template {self.name!r}: circuit parameters {sorted(p.name for p in extra)} are neither inputs nor weights")
+            raise TemplateError(f"template {self.name!r}: circuit parameters {sorted(p.name for p in extra)} are neither inputs nor weights")
         for obs in self.observables:
             if obs.num_qubits != self.circuit.num_qubits:
-                raise ValueError(f"template {self.name!r}: observable on {obs.num_qubits} qubits, circuit has {self.circuit.num_qubits}")
+                raise TemplateError(f"template {self.name!r}: observable on {obs.num_qubits} qubits, circuit has {self.circuit.num_qubits}")
 
     @property
     def num_qubits(self) -> int:

@@ -1,7 +1,8 @@
 """Device submissions: evaluate a trained checkpoint on local:<fake device> or ibm:<device>, through a ledger.
 
+>>> from qresnet.backends import BackendOptions
 >>> from qresnet.jobs import SubmitOptions
->>> SubmitOptions(shots=2000, resilience_level=0).limits().shots
+>>> SubmitOptions(BackendOptions(shots=2000, resilience_level=0)).limits().shots
 2000
 
 The cycle (``qresnet jobs submit|list|status|fetch|cancel``): :func:`prepare` builds the
@@ -14,25 +15,18 @@ device report beside the run. Names load on first use, so that ``qresnet
 --help`` does not import Qiskit and torch.
 """
 
-from importlib import import_module
+from qresnet.values import lazy_exports
 
 _HOMES = {
-    "qresnet.jobs.errors": ("DuplicateSubmissionError", "JobsError"),
+    "qresnet.errors": ("DuplicateSubmissionError", "JobsError"),
     "qresnet.jobs.ledger": ("DEFAULT_LEDGER", "JobRecord", "Ledger", "SubmissionRecord"),
     "qresnet.jobs.manifest": ("Manifest", "ManifestPart", "build_manifest"),
     "qresnet.jobs.options": ("SubmitOptions",),
-    "qresnet.jobs.report": ("DeviceReport", "evaluate", "write_report"),
+    "qresnet.jobs.device_report": ("DeviceReport", "evaluate", "write_device_report"),
     "qresnet.jobs.retrieval": ("FetchOutcome", "cancel", "fetch", "fetch_all", "refresh", "watch"),
     "qresnet.jobs.run": ("TrainedRun",),
     "qresnet.jobs.stages": ("record_head_stage",),
     "qresnet.jobs.submission": ("Cost", "Prepared", "check_new", "estimate_cost", "prepare", "send_pending", "submit"),
     "qresnet.jobs.transport": ("Retry", "RuntimeTransport", "classify", "open_transport"),
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'qresnet.jobs' has no attribute {name!r}")
-    return getattr(import_module(_MODULE_OF[name]), name)
+__getattr__, __all__ = lazy_exports("qresnet.jobs", _HOMES)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qresnet.console import parse_layout, print_table
-from qresnet.jobs.errors import JobsError
+from qresnet.console import add_backend_arguments, backend_options, print_table
+from qresnet.errors import JobsError
 
 if TYPE_CHECKING:  # the commands import Qiskit and torch when they run, so that --help stays fast
     from qresnet.jobs.ledger import JobRecord, Ledger
@@ -35,21 +35,11 @@ def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="send a run's checkpoint to local:<fake device> or ibm:<device> "
                        "(a quantum head's circuits, one per test image, follow from `fetch` once the layers are in)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--backend", required=True, help="local:<fake device> | ibm:<device>")
+    add_backend_arguments(p, backend="local:<fake device> | ibm:<device>", required=True)
     p.add_argument("--checkpoint", default=None, help="a checkpoint file (default: the run's last one)")
     p.add_argument("--validate-patches", type=int, default=32, metavar="K",
                    help="test-set patches of layer 1 also run directly, to measure the response method's error (default 32)")
-    p.add_argument("--shots", type=int, default=None, help="shots per circuit (default: the run's shots, else 4096)")
-    p.add_argument("--resilience-level", type=int, default=None, choices=(0, 1, 2))
-    p.add_argument("--measure-mitigation", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--dynamical-decoupling", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--twirling", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--seed", type=int, default=None, help="local: simulator seed")
-    p.add_argument("--execution-mode", default="batch", choices=("batch", "session"))
-    p.add_argument("--optimization-level", type=int, default=2, choices=(0, 1, 2, 3))
-    p.add_argument("--seed-transpiler", type=int, default=0)
-    p.add_argument("--initial-layout", default=None, help="physical qubits for the filter's qubits, e.g. 3,2,1,0")
-    p.add_argument("--account", default=None, help="ibm: a saved QiskitRuntimeService account name")
     p.add_argument("--max-two-qubit-gates", type=int, default=None, help="per job (default: the Runtime limit, 10000)")
     p.add_argument("--max-executions", type=int, default=None, help="circuits x shots per job (default 10 million)")
     p.add_argument("--dry-run", action="store_true", help="print the cost and stop")
@@ -73,16 +63,9 @@ def add_jobs_parser(subparsers: argparse._SubParsersAction) -> None:
 def _submit_options(args: argparse.Namespace) -> SubmitOptions:
     from qresnet.jobs.options import SubmitOptions
 
-    layout = parse_layout(args.initial_layout)
-    values = {
-        "shots": args.shots, "resilience_level": args.resilience_level,
-        "measure_mitigation": args.measure_mitigation, "dynamical_decoupling": args.dynamical_decoupling,
-        "twirling": args.twirling, "seed": args.seed, "execution_mode": args.execution_mode,
-        "optimization_level": args.optimization_level, "seed_transpiler": args.seed_transpiler, "initial_layout": layout,
-        "account": args.account, "validate_patches": args.validate_patches,
-        "max_two_qubit_gates": args.max_two_qubit_gates, "max_executions": args.max_executions,
-    }
-    return SubmitOptions.from_dict({k: v for k, v in values.items() if v is not None})
+    limits = {"validate_patches": args.validate_patches, "max_two_qubit_gates": args.max_two_qubit_gates,
+              "max_executions": args.max_executions}
+    return SubmitOptions(backend_options(args, seed=args.seed), **{k: v for k, v in limits.items() if v is not None})
 
 
 def _ask(prompt: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 from qiskit.primitives import PrimitiveResult
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import JobsError
 
 DEFAULT_LEDGER = Path("~/.qresnet/jobs.sqlite")
 FINAL_JOB_STATES = ("DONE", "ERROR", "CANCELLED")

@@ -35,9 +35,9 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_ibm_runtime import RuntimeDecoder, RuntimeEncoder
 
-from qresnet.backends import Backend, resolve_backend
+from qresnet.backends import Backend
 from qresnet.circuits import CircuitTemplate, quantum_head
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import JobsError
 from qresnet.jobs.run import TrainedRun
 
 PART_KINDS = ("design", "patches", "head")
@@ -209,7 +209,7 @@ def sample_patches(patches: np.ndarray, count: int, seed: int) -> np.ndarray:
 def build_manifest(run: TrainedRun, backend: Backend, runtime: dict[str, Any], validate_patches: int) -> Manifest:
     """The parts ``layer1`` .. ``layerL`` (design points), ``validation`` (patches) and, for a quantum head,
     ``head`` (pending: one row per test image, filled at stage 2) for ``run`` on ``backend``."""
-    model = run.model(resolve_backend("aer"))  # the weights and templates; nothing is simulated here
+    model = run.model(backend)  # the weights and templates; nothing runs until a job is sent
     parts: list[ManifestPart] = []
     for k, layer in enumerate(model.layers, start=1):
         isa = backend.transpile(layer.template)
@@ -236,7 +236,7 @@ def head_template(head: Any) -> CircuitTemplate:
 
 def head_part(head: Any, backend: Backend, samples: int, layer: int) -> ManifestPart:
     """The pending ``head`` part: the transpiled angle-encoded head, its mapped observables and trained weights."""
-    template = head_template(head)
+    template = head.template if head.encoding == "angles" else head_template(head)
     weights = head.weight.detach().numpy()
     if len(weights) != template.num_weights:
         raise JobsError(f"the head has {len(weights)} weights; its angle-encoded template {template.name} takes "

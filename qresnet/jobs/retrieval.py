@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qresnet.errors import CredentialsError
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import CredentialsError, JobsError
 from qresnet.jobs.ledger import FINAL_SUBMISSION_STATES, JobRecord, Ledger, SubmissionRecord, decode_result, encode_result
 from qresnet.jobs.manifest import Manifest
 from qresnet.jobs.options import SubmitOptions
-from qresnet.jobs.report import write_report
+from qresnet.jobs.device_report import write_device_report
 from qresnet.jobs.stages import head_stage_due, record_head_stage, unrecorded_head_jobs
 from qresnet.jobs.submission import send_pending
 from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, classify, open_transport, scrub, status_name
@@ -50,7 +49,7 @@ class _Connection:
 
     def __call__(self) -> RuntimeTransport:
         if self.transport is None:
-            self.transport = self.opened = open_transport(self.record.backend, SubmitOptions.from_dict(self.record.options),
+            self.transport = self.opened = open_transport(self.record.backend, SubmitOptions.coerce(self.record.options),
                                                           self.service)
         return self.transport
 
@@ -84,7 +83,7 @@ def fetch(
         _fetch_unfinished(ledger, record.id, connect, retry, notes)
         if unrecorded_head_jobs(record, ledger.jobs(record.id)) and head_stage_due(
                 Manifest.from_json(ledger.submission(record.id).manifest), ledger.jobs(record.id)):
-            recorded = record_head_stage(ledger, record.id)
+            recorded = record_head_stage(ledger, record.id, connect().backend)
             if recorded:
                 sent = send_pending(ledger, record.id, connect(), retry=retry, on_sent=on_sent)
                 notes.append(f"stage 2: sent {sent} quantum-head job(s), one circuit per test image, built from the "
@@ -94,7 +93,7 @@ def fetch(
     failed = [job for job in jobs if _failed(job)]
     if all(job.result is not None for job in jobs) and not unrecorded_head_jobs(ledger.submission(record.id), jobs):
         results = [decode_result(job.result) for job in jobs]
-        report = write_report(ledger.submission(record.id), jobs, results)
+        report = write_device_report(ledger.submission(record.id), jobs, results)
         ledger.update_submission(record.id, status="done", report=str(report), message=None)
     elif failed and all(job.result is not None or _failed(job) for job in jobs):
         message = "; ".join(f"job {job.index} ({job.job_id}) {job.status}: {job.message}" for job in failed)

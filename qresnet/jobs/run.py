@@ -8,7 +8,6 @@ A run with a quantum head loads as any other: :meth:`TrainedRun.model` builds it
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,10 +16,12 @@ from pathlib import Path
 import torch
 
 from qresnet.backends import Backend
+from qresnet.build import build_model
+from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import JobsError
 from qresnet.nn import ResQuNN
-from qresnet.train import TrainConfig, build_model
+from qresnet.rundir import RunDir
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +31,7 @@ class TrainedRun:
     >>> TrainedRun.load("no/such/run")
     Traceback (most recent call last):
     ...
-    qresnet.jobs.errors.JobsError: no/such/run has no config.json: pass a run directory written by `qresnet train`
+    qresnet.errors.RunDirError: no/such/run has no config.json: pass a run directory written by `qresnet train`
     """
 
     run_dir: Path
@@ -42,21 +43,18 @@ class TrainedRun:
     @classmethod
     def load(cls, run_dir: str | Path, checkpoint: str | Path | None = None) -> TrainedRun:
         """Read ``config.json`` and a checkpoint (default: the run's last one)."""
-        run_dir = Path(run_dir)
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise JobsError(f"{run_dir} has no config.json: pass a run directory written by `qresnet train`")
-        config = TrainConfig.from_dict(json.loads(config_path.read_text())["config"])
+        run = RunDir(run_dir)
+        config = TrainConfig.from_dict(run.read_config()["config"])
         if checkpoint is None:
-            saved = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+            saved = run.epoch_checkpoints()
             if not saved:
-                raise JobsError(f"{run_dir} has no checkpoint under checkpoints/: train at least one epoch first")
+                raise JobsError(f"{run.path} has no checkpoint under checkpoints/: train at least one epoch first")
             checkpoint = saved[-1]
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
-            raise JobsError(f"checkpoint {checkpoint} does not exist; pick one under {run_dir / 'checkpoints'}")
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")["model"]
-        return cls(run_dir, checkpoint, config, state, load_dataset(config.data_config()))
+            raise JobsError(f"checkpoint {checkpoint} does not exist; pick one under {run.checkpoints}")
+        state = run.load_checkpoint(checkpoint)["model"]
+        return cls(run.path, checkpoint, config, state, load_dataset(config.data_config()))
 
     def model(self, backend: Backend) -> ResQuNN:
         """The checkpoint's model with its quanvolution layers on ``backend``, in response mode."""
@@ -91,9 +89,9 @@ def _fixed_responses(model: ResQuNN, responses: Sequence[torch.Tensor] | None) -
     if len(responses) != len(model.layers):
         raise JobsError(f"{len(responses)} response tensors for a model with {len(model.layers)} layers")
     for layer, tensor in zip(model.layers, responses):
-        layer.response = lambda tensor=tensor: tensor  # an instance attribute shadows QuanvLayer.response
+        layer.fix_response(tensor)
     try:
         yield
     finally:
         for layer in model.layers:
-            del layer.response
+            layer.fix_response(None)

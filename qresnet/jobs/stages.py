@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from qiskit.primitives import PrimitiveResult
 
-from qresnet.backends import resolve_backend
+from qresnet.backends import Backend
 from qresnet.backends.limits import assemble, plan_jobs
 from qresnet.circuits import amplitude_angles
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import JobsError
 from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, decode_result
 from qresnet.jobs.manifest import Manifest
 from qresnet.jobs.options import SubmitOptions
@@ -69,11 +69,11 @@ def head_stage_due(manifest: Manifest, jobs: Sequence[JobRecord]) -> bool:
     return head is not None and head.pending and bool(jobs) and all(job.result is not None for job in jobs)
 
 
-def record_head_stage(ledger: Ledger, submission_id: str) -> int:
+def record_head_stage(ledger: Ledger, submission_id: str, backend: Backend) -> int:
     """Build stage 2 from the stored stage-1 results and record it (rows and jobs, one transaction).
 
     Returns how many jobs were recorded: 0 if the stage is recorded already, or not due yet.
-    Nothing is sent here.
+    Nothing is sent here; ``backend`` (the submission's) only builds the checkpoint's model.
     """
     with ledger.sending():  # no other process builds or sends this submission's jobs meanwhile
         record = ledger.submission(submission_id)
@@ -84,13 +84,13 @@ def record_head_stage(ledger: Ledger, submission_id: str) -> int:
         if not head_stage_due(manifest, jobs):
             return 0
         run = TrainedRun.load(record.run_dir, record.checkpoint)
-        model = run.model(resolve_backend("aer"))  # the weights; its layers' circuits are not run
+        model = run.model(backend)  # the weights; its circuits are not run
         values = part_values(manifest, jobs, [decode_result(job.result) for job in jobs], record.cost)
         inputs = head_inputs(run, model, device_responses(record, manifest, model, values))
         head = manifest.head_part().with_inputs(inputs)
         filled = manifest.with_part(head)
         index = [part.name for part in filled.ready_parts()].index("head")
-        plan = plan_jobs([head.pub], SubmitOptions.from_dict(record.options).limits())
+        plan = plan_jobs([head.pub], SubmitOptions.coerce(record.options).limits())
         slices = [[(index, s.start, s.stop) for s in job] for job in plan.jobs]
         ledger.extend(record.id, record.manifest, filled.to_json(), slices)
         return len(slices)

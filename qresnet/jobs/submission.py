@@ -1,6 +1,6 @@
 """Submit a trained checkpoint for evaluation on a device: manifest, job plan, cost, ledger, then the jobs.
 
-    prepared = prepare("runs/demo", "ibm:ibm_torino", SubmitOptions(shots=4000))
+    prepared = prepare("runs/demo", "ibm:ibm_torino", SubmitOptions(BackendOptions(shots=4000)))
     print(prepared.cost.describe())
     submission_id = submit(prepared, Ledger())
 
@@ -28,8 +28,7 @@ from qiskit.providers import BackendV2
 
 from qresnet.backends import BackendSpec
 from qresnet.backends.limits import JobPlan, PubSlice, circuits_per_parameter_set, plan_jobs
-from qresnet.errors import QresnetError
-from qresnet.jobs.errors import DuplicateSubmissionError, JobsError
+from qresnet.errors import DuplicateSubmissionError, JobsError, QresnetError
 from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result, job_tag
 from qresnet.jobs.manifest import Manifest, build_manifest
 from qresnet.jobs.options import SubmitOptions
@@ -134,12 +133,12 @@ def prepare(
 
     ``transport`` (default: one opened on ``backend``, connecting ``service`` for ibm:) must run on ``backend``.
 
-    Shots not given in ``options`` are the run's own (``TrainConfig.shots``), if it trained with shots.
+    Shots not given in ``options`` are the run's own (``TrainConfig.backend_options.shots``), if it trained with shots.
     """
     options = SubmitOptions.coerce(options)
     run = TrainedRun.load(run_dir, checkpoint)
-    if options.shots is None and run.config.shots is not None:
-        options = dataclasses.replace(options, shots=run.config.shots)
+    if options.backend.shots is None and run.config.backend_options.shots is not None:
+        options = options.with_backend(shots=run.config.backend_options.shots)
     transport = transport or open_transport(backend, options, service)
     if transport.backend.name != str(BackendSpec.coerce(backend)):
         raise JobsError(f"the transport runs on {transport.backend.name}, not on {backend}")

@@ -32,7 +32,7 @@ from qiskit.primitives.containers.estimator_pub import EstimatorPub
 
 from qresnet.backends import Backend, IBMCredentials, resolve_backend
 from qresnet.backends.runtime import CHANNEL_VAR, INSTANCE_VAR, TOKEN_VAR
-from qresnet.errors import CredentialsError, QresnetError
+from qresnet.errors import CredentialsError, JobsError
 from qresnet.jobs.options import SubmitOptions
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ class RuntimeTransport:
 
     def __init__(self, backend: Backend):
         if backend.spec.kind not in ("local", "ibm"):
-            raise QresnetError(f"jobs run on local:<fake device> or ibm:<device>, not {backend.name}; "
+            raise JobsError(f"jobs run on local:<fake device> or ibm:<device>, not {backend.name}; "
                                "simulate aer backends with `qresnet train` or `qresnet compare`")
         self.backend = backend
         self.local = backend.spec.kind == "local"
@@ -67,7 +67,7 @@ class RuntimeTransport:
 
     def job(self, job_id: str) -> Any:
         if self.local:
-            raise QresnetError(f"job {job_id} ran in local testing mode, whose jobs live only in the process that ran them")
+            raise JobsError(f"job {job_id} ran in local testing mode, whose jobs live only in the process that ran them")
         return self.backend.service.job(job_id)
 
     def find(self, tag: str) -> Any | None:
@@ -87,7 +87,7 @@ class RuntimeTransport:
 
 def open_transport(backend: str, options: SubmitOptions, service: Any = None) -> RuntimeTransport:
     """Resolve ``backend`` (for ibm:, connect to IBM Quantum, or use ``service``) and wrap it."""
-    return RuntimeTransport(resolve_backend(backend, options.backend_options(), service=service))
+    return RuntimeTransport(resolve_backend(backend, options.backend, service=service))
 
 
 def status_name(status: Any) -> str:

@@ -36,7 +36,7 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 
 from qresnet.circuits import CircuitTemplate, amplitude_angles
-from qresnet.errors import QresnetError
+from qresnet.errors import CapabilityError, ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
 from qresnet.qnn import make_qnn
 
@@ -63,16 +63,16 @@ class QuantumHead(QuantumModule):
         super().__init__()
         settings = template.settings
         if settings.get("template") != "head":
-            raise QresnetError(f"template {template.name} is not a quantum head template")
+            raise TemplateError(f"template {template.name} is not a quantum head template")
         self.template, self.encoding = template, settings["encoding"]
         self.num_qubits = settings["num_qubits"]
         self.num_features = settings["num_features"] if self.encoding == "state" else 1 << self.num_qubits
         if input_gradients is None:
             input_gradients = self.encoding == "state"
         if input_gradients and self.encoding != "state":
-            raise QresnetError(f"input_gradients=True: {NO_INPUT_GRADIENT}")
+            raise CapabilityError(f"input_gradients=True: {NO_INPUT_GRADIENT}")
         if not (np.isfinite(scale) and scale > 0):
-            raise QresnetError(f"scale={scale!r} must be a positive number")
+            raise ConfigError(f"scale={scale!r} must be a positive number")
         self.input_gradients, self.scale = bool(input_gradients), float(scale)
         self._connect(make_qnn(template, estimator, circuit, observables, input_gradients=self.input_gradients),
                       initial_weights, seed)
@@ -80,12 +80,12 @@ class QuantumHead(QuantumModule):
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """<Z_q> for each sample, shape (B, m), before scaling."""
         if features.dim() != 2:
-            raise QresnetError(f"QuantumHead takes (batch, features) inputs, got shape {tuple(features.shape)}")
+            raise ConfigError(f"QuantumHead takes (batch, features) inputs, got shape {tuple(features.shape)}")
         if features.shape[1] > self.num_features:
-            raise QresnetError(f"features has {features.shape[1]} values per sample; this head encodes at most "
+            raise ConfigError(f"features has {features.shape[1]} values per sample; this head encodes at most "
                                f"{self.num_features} ({self.num_qubits} qubits)")
         if torch.isnan(features).any():
-            raise QresnetError("QuantumHead input contains NaN")
+            raise ConfigError("QuantumHead input contains NaN")
         x = features.to(torch.float64)
         if self.encoding == "state":
             if x.shape[1] < self.num_features:

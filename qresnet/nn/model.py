@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from qresnet.errors import QresnetError
+from qresnet.errors import ConfigError
 from qresnet.nn.head import QuantumHead
 from qresnet.nn.quanv import QuanvLayer
 from qresnet.nn.residual import ResidualSpec
@@ -39,15 +39,15 @@ class ResQuNN(nn.Module):
     ):
         super().__init__()
         if not layers:
-            raise QresnetError("ResQuNN needs at least one quanvolution layer")
+            raise ConfigError("ResQuNN needs at least one quanvolution layer")
         if any(layer.num_outputs != 1 for layer in layers):
-            raise QresnetError("ResQuNN layers need the single-output ('mean') readout to stack")
+            raise ConfigError("ResQuNN layers need the single-output ('mean') readout to stack")
         self.layers = nn.ModuleList(layers)
         self.residual = ResidualSpec.coerce(residual, len(layers))
         self.padding = padding
         kernels = {layer.kernel_size for layer in layers}
         if len(kernels) != 1:
-            raise QresnetError(f"all layers need the same kernel size, got {sorted(kernels)}")
+            raise ConfigError(f"all layers need the same kernel size, got {sorted(kernels)}")
         self.feature_shape = self.residual.node_shapes(tuple(input_shape), kernels.pop())[-1]
         size = self.feature_shape[0] * self.feature_shape[1]
         if head is None:
@@ -55,7 +55,7 @@ class ResQuNN(nn.Module):
                 torch.manual_seed(seed)
             head = nn.Linear(size, num_classes, dtype=torch.float64)
         elif head.num_outputs != num_classes or head.num_features < size:
-            raise QresnetError(f"the quantum head measures {head.num_outputs} qubits and encodes {head.num_features} "
+            raise ConfigError(f"the quantum head measures {head.num_outputs} qubits and encodes {head.num_features} "
                                f"features; this model has {num_classes} classes and a {size}-value final map")
         self.head = head
 

@@ -12,7 +12,7 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 
 from qresnet.circuits import CircuitTemplate
-from qresnet.errors import QresnetError
+from qresnet.errors import ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
 from qresnet.qnn import design_points, evaluate_response, make_qnn, response_tensor
 
@@ -55,13 +55,13 @@ class QuanvLayer(QuantumModule):
     ):
         super().__init__()
         if mode not in MODES:
-            raise QresnetError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+            raise ConfigError(f"mode={mode!r} must be one of {', '.join(MODES)}")
         kernel = template.settings.get("kernel_size")
         if kernel is None or kernel * kernel != template.num_qubits:
-            raise QresnetError(f"template {template.name} is not a k x k quanvolution filter")
+            raise TemplateError(f"template {template.name} is not a k x k quanvolution filter")
         check = template.check_rotations(circuit)
         if mode == "response" and not check.ok:
-            raise QresnetError(
+            raise ConfigError(
                 f"mode='response' needs every input in exactly one rotation ({check.describe()}); use mode='per-patch'"
             )
         self.template, self.kernel_size, self.mode = template, kernel, mode
@@ -72,6 +72,18 @@ class QuanvLayer(QuantumModule):
                       initial_weights, seed)
         if mode == "response":
             self.register_buffer("design_inputs", torch.as_tensor(design_points(template.num_inputs, template.input_scale)))
+        self.fixed_response: torch.Tensor | None = None
+
+    def fix_response(self, tensor: torch.Tensor | None) -> None:
+        """Evaluate patches with ``tensor`` (a response tensor, e.g. rebuilt from device values) instead of
+        running the circuits; ``None`` runs them again. Response mode only."""
+        if tensor is not None:
+            if self.mode != "response":
+                raise ConfigError("a fixed response tensor needs mode='response'")
+            expected = (3,) * self.template.num_inputs + (self.num_outputs,)
+            if tuple(tensor.shape) != expected:
+                raise ConfigError(f"response tensor of shape {tuple(tensor.shape)}; this layer's is {expected}")
+        self.fixed_response = tensor
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W) -> (B, H', W', k*k), zero-padding H and W up to multiples of k."""
@@ -81,7 +93,9 @@ class QuanvLayer(QuantumModule):
         return x.reshape(b, h // k, k, w // k, k).permute(0, 1, 3, 2, 4).reshape(b, h // k, w // k, k * k)
 
     def response(self) -> torch.Tensor:
-        """The response tensor T, shape (3,)*q + (K,), for the current weights."""
+        """The response tensor T, shape (3,)*q + (K,), for the current weights (or the fixed one)."""
+        if self.fixed_response is not None:
+            return self.fixed_response
         return response_tensor(self.connector(self.design_inputs), self.template.num_inputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,9 +103,9 @@ class QuanvLayer(QuantumModule):
         if x.dim() == 4 and x.shape[1] == 1:
             x = x[:, 0]
         if x.dim() != 3:
-            raise QresnetError(f"QuanvLayer takes (batch, height, width) maps, got shape {tuple(x.shape)}")
+            raise ConfigError(f"QuanvLayer takes (batch, height, width) maps, got shape {tuple(x.shape)}")
         if torch.isnan(x).any():
-            raise QresnetError("QuanvLayer input contains NaN")
+            raise ConfigError("QuanvLayer input contains NaN")
         x = x.to(torch.float64)
         if not self.input_gradients:
             x = x.detach()  # the measurement boundary: measured values re-encoded carry no gradient

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from qresnet.errors import QresnetError
+from qresnet.errors import ResidualSpecError
 
 PAPER_CONFIGS = {
     2: ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2"),
@@ -29,10 +29,6 @@ PAPER_CONFIGS = {
 }
 PADDINGS = ("bottom-right", "center")
 _EDGE_LIST = re.compile(r"^[\s\[\]{}()\d,\->]+$")
-
-
-class ResidualSpecError(QresnetError, ValueError):
-    """A residual configuration string or edge set is malformed."""
 
 
 def _fail(text: str, pos: int, why: str) -> ResidualSpecError:

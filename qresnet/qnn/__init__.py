@@ -10,6 +10,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qresnet.circuits import CircuitTemplate
+from qresnet.errors import ConfigError
 from qresnet.qnn.connector import Float64TorchConnector
 from qresnet.qnn.gradient import BatchedParamShiftGradient
 from qresnet.qnn.response import design_points, evaluate_response, response_tensor
@@ -36,7 +37,7 @@ def make_qnn(
     elif gradient == "stock":
         grad = ParamShiftEstimatorGradient(estimator)
     else:
-        raise ValueError(f"gradient={gradient!r} must be 'batched' or 'stock'")
+        raise ConfigError(f"gradient={gradient!r} must be 'batched' or 'stock'")
     return EstimatorQNN(
         circuit=template.circuit if circuit is None else circuit,
         estimator=estimator,

@@ -32,9 +32,9 @@ from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 
-from qresnet.backends.engine.simulate import group_rows
-from qresnet.circuits.rotation_check import PAULI_ROTATIONS
-from qresnet.errors import QresnetError  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
+from qresnet.backends.primitives import ExactStatePreparation, group_rows
+from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
+from qresnet.errors import CapabilityError
 
 ENCODING = "amplitude_encoding"  # the head's exact state preparation: its features are not shifted
 
@@ -215,14 +215,13 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
 
     def _encoding_gradients(self, circuit: QuantumCircuit, observables: list, rows: np.ndarray) -> np.ndarray:
         """(U, K, F) derivatives by the features of an amplitude encoding, from an estimator that has them."""
-        exact = getattr(self._estimator, "encoding_gradients", None)
-        if exact is None:
-            raise QresnetError(
+        if not isinstance(self._estimator, ExactStatePreparation):
+            raise CapabilityError(
                 f"{type(self._estimator).__name__} cannot differentiate an amplitude encoding by its features "
                 "(no parameter-shift rule exists for them); use the engine (aer backends, --engine engine), "
                 "or do not ask for the head's input gradient"
             )
-        return exact(circuit, observables, rows)
+        return self._estimator.encoding_gradients(circuit, observables, rows)
 
     def _run_translated(self, circuits, observables, parameter_values, parameters, **options) -> EstimatorGradientResult:
         """qiskit-machine-learning's translation and chain rule, with the one-PUB-per-circuit evaluation."""

@@ -17,9 +17,11 @@ from functools import cached_property
 import numpy as np
 from qiskit import QuantumCircuit
 
-from qresnet.backends.engine.program import Program, UnsupportedInstructionError, compile_circuit
+from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.ptm import _PAULI_1Q
-from qresnet.backends.engine.simulate import body_images, group_rows, observable_vectors
+from qresnet.backends.engine.simulate import body_images, observable_vectors
+from qresnet.backends.primitives import group_rows
+from qresnet.errors import EngineUnsupportedError
 from qresnet.circuits.head import encoded_state
 
 ENCODING = "amplitude_encoding"
@@ -28,7 +30,7 @@ _CHUNK = 1 << 24  # matrix entries per chunk of settings
 
 def opens_with_encoding(circuit: QuantumCircuit) -> bool:
     if any(inst.operation.name == ENCODING for inst in circuit.data[1:]):
-        raise UnsupportedInstructionError("the engine supports an amplitude_encoding only as the circuit's first instruction")
+        raise EngineUnsupportedError("the engine supports an amplitude_encoding only as the circuit's first instruction")
     return bool(circuit.data) and circuit.data[0].operation.name == ENCODING
 
 
@@ -69,7 +71,7 @@ def compile_encoded(circuit: QuantumCircuit, noise_model, support: set[int]) -> 
     columns = []
     for value in first.operation.params:
         if value not in index:
-            raise UnsupportedInstructionError("amplitude_encoding features must be plain parameters in the engine")
+            raise EngineUnsupportedError("amplitude_encoding features must be plain parameters in the engine")
         columns.append(index[value])
     cone = set(support)
     kept = []

@@ -23,9 +23,10 @@ from qresnet.backends.engine.encoded import (
 )
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.sampling import sample_expectations
-from qresnet.backends.engine.simulate import PER_GROUP_LOOP, group_rows, heisenberg, observable_vectors, statevector
-from qresnet.backends.limits import CompletedJob
+from qresnet.backends.engine.simulate import PER_GROUP_LOOP, heisenberg, observable_vectors, statevector
+from qresnet.backends.primitives import CompletedJob, group_rows
 from qresnet.backends.readout import fold_readout
+from qresnet.errors import EngineUnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class EngineEstimator(BaseEstimatorV2):
             cached = self._encoded_programs[key] = (circuit, program)
         width = cached[1].program.num_qubits
         if width > MAX_NOISY_QUBITS:
-            raise ValueError(f"the observables' light cone behind the amplitude encoding spans {width} qubits; the engine "
+            raise EngineUnsupportedError(f"the observables' light cone behind the amplitude encoding spans {width} qubits; the engine "
                              f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
         return cached[1]
 
@@ -192,7 +193,7 @@ class EngineEstimator(BaseEstimatorV2):
         support = _support(terms)
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if not self._encoded_circuit(circuit):
-            raise ValueError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
+            raise EngineUnsupportedError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
         encoded = self._encoded(circuit, support)
         self.rows_evaluated += len(values) * len(terms)
         return encoded_gradients(encoded, terms, values)
@@ -200,7 +201,7 @@ class EngineEstimator(BaseEstimatorV2):
     def _fall_back(self, pub: EstimatorPub, width: int, noisy: bool) -> PubResult:
         bound = MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS
         if self.fallback is None:
-            raise ValueError(f"circuit touches {width} qubits; the engine simulates at most {bound} "
+            raise EngineUnsupportedError(f"circuit touches {width} qubits; the engine simulates at most {bound} "
                              f"({'noisy' if noisy else 'ideal'}) and has no fallback estimator")
         message = (f"circuit touches {width} qubits, over the engine's bound of {bound} "
                    f"({'density' if noisy else 'statevector'} memory); evaluating it with Aer instead")

@@ -20,14 +20,10 @@ from qiskit.quantum_info import Operator, SuperOp
 
 from qresnet.backends.engine.ptm import compose_1q, kraus_ptm, rotation_ptm_terms, superop_ptm, unitary_ptm
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS
-from qresnet.errors import QresnetError
+from qresnet.errors import EngineUnsupportedError
 
 IGNORED = frozenset({"barrier"})
 IDLE = frozenset({"delay", "id"})  # identities that may still carry noise
-
-
-class UnsupportedInstructionError(QresnetError, ValueError):
-    """The engine cannot simulate an instruction of the circuit."""
 
 
 @dataclass
@@ -219,7 +215,7 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
             continue
         phys = tuple(circuit.find_bit(q).index for q in inst.qubits)
         if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
-            raise UnsupportedInstructionError(
+            raise EngineUnsupportedError(
                 f"the engine evaluates estimator circuits without measurements or control flow; "
                 f"found {name!r} on qubits {phys} (use --engine aer for dynamic circuits)"
             )
@@ -254,12 +250,12 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
                 try:
                     step.fixed = superop_ptm(SuperOp(op).data)
                 except Exception as exc:
-                    raise UnsupportedInstructionError(f"the engine cannot simulate instruction {name!r}: {exc}") from None
+                    raise EngineUnsupportedError(f"the engine cannot simulate instruction {name!r}: {exc}") from None
         found = noise_for(getattr(op, "label", None) or name, phys)
         if found is not None:
             ptm, error_qubits = found
             if error_qubits != k:
-                raise UnsupportedInstructionError(f"noise on {name!r} acts on {error_qubits} qubits, the gate on {k}")
+                raise EngineUnsupportedError(f"noise on {name!r} acts on {error_qubits} qubits, the gate on {k}")
             if step.fixed is not None:
                 step.fixed = ptm @ step.fixed
                 step.matrix = None

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from qresnet.errors import EngineUnsupportedError
+
 MAX_MEASURED = 12  # 2^12 outcome probabilities per row and group
 
 
@@ -56,7 +58,7 @@ def sample_expectations(
         measured = sorted(basis)
         m = len(measured)
         if m > MAX_MEASURED:
-            raise ValueError(f"shot sampling measures at most {MAX_MEASURED} qubits per group, this group has {m}")
+            raise EngineUnsupportedError(f"shot sampling measures at most {MAX_MEASURED} qubits per group, this group has {m}")
         width = len(next(iter(members)))
         subsets = list(itertools.product((0, 1), repeat=m))  # subset s: s[i] = 1 if measured[i] in S
         strings = []

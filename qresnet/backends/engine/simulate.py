@@ -6,6 +6,8 @@ import numpy as np
 
 from qresnet.backends.engine.program import Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
+from qresnet.backends.primitives import group_rows
+from qresnet.errors import EngineUnsupportedError
 
 
 def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> np.ndarray:
@@ -19,7 +21,7 @@ def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> 
             for pos, char in enumerate(reversed(label)):
                 if char != "I":
                     if pos not in compact:
-                        raise ValueError(f"observable acts on qubit {pos}, which the circuit does not simulate")
+                        raise EngineUnsupportedError(f"observable acts on qubit {pos}, which the circuit does not simulate")
                     index += "IXYZ".index(char) * 4 ** compact[pos]
             out[k, index] += complex(coeff).real
     return out
@@ -39,24 +41,6 @@ def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> n
 PER_GROUP_LOOP = 64  # up to this many body settings, contract group by group with matmuls
 
 
-def group_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct rows, inverse) of a 2D array, like ``np.unique(axis=0)`` but by a 1D key.
-
-    The key is a fixed random projection of each row; equal rows get equal keys, and the
-    grouping is checked row by row, with the exact (slower) ``np.unique`` if two distinct
-    rows ever share a key.
-    """
-    if x.shape[1] == 0:
-        return x[:1], np.zeros(len(x), dtype=np.int64)
-    key = x @ _PROJECTION[: x.shape[1]]
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    distinct = x[first]
-    if not np.array_equal(distinct[inverse], x):
-        distinct, inverse = np.unique(x, axis=0, return_inverse=True)
-    return distinct, inverse.reshape(-1)
-
-
-_PROJECTION = np.random.default_rng(20240214).uniform(0.5, 1.5, 4096) * np.sqrt(np.arange(1, 4097))
 
 
 def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
@@ -168,7 +152,7 @@ def _step_unitary(step: Step, values: np.ndarray, params) -> np.ndarray:
     if step.matrix is not None:
         return step.matrix
     if step.fixed is not None or step.noise is not None:
-        raise ValueError("the statevector route takes ideal circuits only")
+        raise EngineUnsupportedError("the statevector route takes ideal circuits only")
     angles = step.angles(values, params)
     if step.generator is not None:
         half = angles[:, 0, None, None] / 2
@@ -185,4 +169,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["body_images", "group_rows", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["body_images", "heisenberg", "observable_vectors", "statevector"]

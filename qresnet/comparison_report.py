@@ -8,21 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from qresnet.provenance import environment
+from qresnet.rundir import RunDir
 
 RESULT_FIELDS = ("backend", "head", "config", "frozen", "final_test_acc", "best_test_acc", "final_train_loss",
                  "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach", "measured_reach",
                  "run_dir", "reused")
 
 
-def _metrics(run_dir: str) -> list[dict[str, float]]:
-    with open(Path(run_dir) / "metrics.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
 def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add each run's per-epoch metrics, last-epoch gradient norms and the layers that measured a gradient."""
     for row in rows:
-        row["metrics"] = _metrics(row["run_dir"])
+        row["metrics"] = RunDir(row["run_dir"]).read_metrics()
         last = row["metrics"][-1]
         norms = [last[k] for k in sorted(last) if k.startswith("grad_norm_layer")]
         row["grad_norms_last_epoch"] = norms
@@ -38,7 +34,7 @@ def _layers(flags: list[bool] | None) -> str:
     return ", ".join(chosen) if chosen else "none"
 
 
-def write_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, Any]) -> Path:
+def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, Any]) -> Path:
     """results.csv, results.json, report.md and the figures into ``out``; returns report.md's path."""
     out = Path(out)
     rows = enrich(rows)

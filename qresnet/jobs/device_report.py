@@ -14,8 +14,6 @@ prepare the head's encoded state exactly, and the report says so.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,14 +26,14 @@ from qiskit.primitives import PrimitiveResult
 from qresnet.backends import BackendOptions, BackendSpec, resolve_backend
 from qresnet.backends.devices import canonical_device_name
 from qresnet.backends.limits import two_qubit_gates
-from qresnet.errors import BackendSpecError
-from qresnet.jobs.errors import JobsError
+from qresnet.errors import BackendSpecError, JobsError
 from qresnet.jobs.ledger import JobRecord, SubmissionRecord
 from qresnet.jobs.manifest import Manifest
 from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
 from qresnet.jobs.stages import device_responses, head_inputs, part_values
 from qresnet.qnn import evaluate_response
+from qresnet.rundir import RunDir, atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -164,17 +162,17 @@ def evaluate(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Seque
         ]
     else:
         device = run.predict(model, responses)
-    options = SubmitOptions.from_dict(record.options)
+    options = SubmitOptions.coerce(record.options)
     noisy_spec = noisy_model_spec(record.backend)
     noisy = None
     if noisy_spec is not None:
-        layout = options.initial_layout
+        layout = options.backend.initial_layout
         if quantum and layout is not None:  # a filter layout does not fit the 10-qubit head: both transpile freely
             notes.append(f"The noisy-model simulation transpiles without --initial-layout {','.join(map(str, layout))} "
                          "(it is the filter's, and the head has more qubits).")
             layout = None
-        transpile = BackendOptions(optimization_level=options.optimization_level, seed_transpiler=options.seed_transpiler,
-                                   initial_layout=layout)
+        transpile = BackendOptions(optimization_level=options.backend.optimization_level,
+                                   seed_transpiler=options.backend.seed_transpiler, initial_layout=layout)
         noisy = run.accuracy(run.predict(run.model(resolve_backend(noisy_spec, transpile))))
     validation = {"validation_patches": 0, "validation_max_abs": None, "validation_mean_abs": None,
                   "validation_mean_std": None}
@@ -203,13 +201,11 @@ def evaluate(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Seque
     )
 
 
-def write_report(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Sequence[PrimitiveResult]) -> Path:
+def write_device_report(record: SubmissionRecord, jobs: Sequence[JobRecord], results: Sequence[PrimitiveResult]) -> Path:
     """Evaluate and write ``report.json`` and ``report.md`` in ``RUN_DIR/device/<id>/``; returns the markdown path."""
     report = evaluate(record, jobs, results)
-    out = Path(record.run_dir) / "device" / record.id
+    out = RunDir(record.run_dir).device_dir(record.id)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("report.json", json.dumps(report.to_dict(), indent=2)), ("report.md", report.to_markdown())):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    atomic_write_json(out / "report.json", report.to_dict())
+    atomic_write_text(out / "report.md", report.to_markdown())
     return out / "report.md"

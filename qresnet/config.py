@@ -1,0 +1,123 @@
+"""The training configuration: every value that defines a run, validated once, kept as coerced values.
+
+>>> config = TrainConfig(residual="(X+O1)+O2", backend="aer:FakeManilaV2")
+>>> config.residual.notation, str(config.backend), config.backend_options.seed
+('(X+O1)+O2', 'aer:fake_manila', 0)
+>>> TrainConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from qresnet.backends.options import BackendOptions
+from qresnet.backends.spec import BackendSpec
+from qresnet.data import DataConfig
+from qresnet.errors import ConfigError
+from qresnet.nn.head import DEFAULT_SCALE
+from qresnet.nn.quanv import MODES
+from qresnet.nn.residual import ResidualSpec
+from qresnet.values import known_fields
+
+HEADS = ("linear", "quantum")
+HEAD_ENCODING_NOISE = ("exact", "transpiled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run; stored in ``config.json`` and read back by ``--resume``.
+
+    ``residual`` and ``backend`` accept text and are kept as a :class:`ResidualSpec` and a
+    :class:`BackendSpec`; ``backend_options`` accepts a dict (TOML's ``[backend_options]``
+    table). The run's ``seed`` seeds the simulators too, and training on ``ibm:`` opens a
+    ``Session`` unless ``backend_options.execution_mode`` says otherwise.
+    """
+
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    classes: tuple[int, ...] | None = None
+    per_class: int | None = None
+    test_fraction: float = 0.2
+    # model
+    layers: int = 2
+    residual: ResidualSpec | str = "O1+O2"
+    head: str = "linear"
+    head_scale: float = DEFAULT_SCALE  # quantum head: logits = head_scale * <Z>
+    head_encoding_noise: str = "exact"  # quantum head on a noisy model: "transpiled" also checks the encoding under noise
+    head_noise_samples: int = 4  # test samples evaluated with the transpiled encoding under noise
+    mode: str = "response"
+    input_gradients: bool = False
+    frozen: bool = False
+    # where circuits run
+    backend: BackendSpec | str = "aer"
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    # optimisation
+    epochs: int = 5
+    max_steps: int | None = None  # optimizer steps in this session (a device budget); resume continues
+    batch_size: int = 16
+    lr: float = 0.01
+    seed: int = 0
+    torch_threads: int = 1  # small tensors: a second intra-op thread costs more than it gives on 2 cores
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer")
+        for name in ("layers", "epochs", "batch_size", "torch_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr={self.lr!r} must be a positive number")
+        if self.head not in HEADS:
+            raise ConfigError(f"head={self.head!r} must be one of {', '.join(HEADS)}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
+        if self.head_encoding_noise not in HEAD_ENCODING_NOISE:
+            raise ConfigError(f"head_encoding_noise={self.head_encoding_noise!r} must be one of {', '.join(HEAD_ENCODING_NOISE)}")
+        if not (isinstance(self.head_scale, (int, float)) and math.isfinite(self.head_scale) and self.head_scale > 0):
+            raise ConfigError(f"head_scale={self.head_scale!r} must be a positive number")
+        if not isinstance(self.head_noise_samples, int) or self.head_noise_samples < 1:
+            raise ConfigError(f"head_noise_samples={self.head_noise_samples!r} must be a positive integer")
+        object.__setattr__(self, "residual", ResidualSpec.coerce(self.residual, self.layers))
+        object.__setattr__(self, "backend", BackendSpec.coerce(self.backend))
+        options = BackendOptions.coerce(self.backend_options)
+        # one seed per run; training steps depend on each other, so ibm: runs them in a Session
+        object.__setattr__(self, "backend_options", dataclasses.replace(
+            options, seed=self.seed, execution_mode=options.execution_mode or "session"))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        self.data_config()  # validates the data fields
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["classes"] = list(self.classes) if self.classes is not None else None
+        out["residual"] = self.residual.notation
+        out["backend"] = str(self.backend)
+        out["backend_options"] = self.backend_options.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        return cls(**known_fields(cls, values, "config keys"))
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        return cls.from_dict(values)

@@ -1,0 +1,61 @@
+"""A trained model measured: loss and accuracy over a set, and the quantum head's transpiled encoding under noise."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from qresnet.backends import Backend
+from qresnet.build import HEAD_QUBITS
+from qresnet.circuits import quantum_head
+from qresnet.data import Dataset
+from qresnet.errors import ConfigError
+from qresnet.nn import QuantumHead, ResQuNN
+
+
+def loss_and_accuracy(model: ResQuNN, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (x, y), in batches, without gradients."""
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            logits = model(x[start:start + batch_size])
+            loss += float(torch.nn.functional.cross_entropy(logits, y[start:start + batch_size], reduction="sum"))
+            correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+    return loss / len(y), correct / len(y)
+
+
+def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, samples: int, seed: int) -> dict[str, Any]:
+    """The head on ``samples`` test images with its whole transpiled encoding under the device noise (Aer,
+    density matrix), beside the default exact state preparation: score differences, predictions, cost."""
+    if not backend.spec.noisy or backend.spec.kind != "aer":
+        raise ConfigError(f"head_encoding_noise='transpiled' needs a noisy aer:<device> backend, not {backend.name}")
+    from qresnet.backends.aer import aer_estimator
+    from qresnet.backends.readout import readout_errors
+
+    head = model.head
+    transpiled = backend.transpile(quantum_head(HEAD_QUBITS, head.num_outputs))
+    aer = aer_estimator(backend.noise_model, readout_errors(backend.device) if backend.options.readout else None, None, seed)
+    noisy_head = QuantumHead(transpiled.template, aer, circuit=transpiled.circuit, observables=transpiled.observables,
+                             scale=head.scale, initial_weights=head.weight.detach().numpy())
+    x, y = data.x_test[:samples], data.y_test[:samples]
+    with torch.no_grad():
+        features = model.features(x).flatten(1)
+        exact = head.scores(features)
+        began = time.perf_counter()
+        full = noisy_head.scores(features)
+        seconds = time.perf_counter() - began
+    diff = (full - exact).abs()
+    return {
+        "samples": len(y),
+        "two_qubit_gates_per_circuit": transpiled.cost.two_qubit_gates,
+        "depth": transpiled.cost.depth,
+        "estimated_fidelity": transpiled.cost.estimated_fidelity,
+        "seconds": seconds,
+        "max_abs_score_difference": float(diff.max()),
+        "mean_abs_score_difference": float(diff.mean()),
+        "accuracy_exact_preparation": float((exact.argmax(1) == y).double().mean()),
+        "accuracy_transpiled_encoding": float((full.argmax(1) == y).double().mean()),
+        "same_prediction": float((exact.argmax(1) == full.argmax(1)).double().mean()),
+    }
