@@ -10,7 +10,7 @@ from tqdm import tqdm
 from qresnet.backends import Backend
 from qresnet.errors import ConfigError
 from qresnet.nn import ResidualSpec, ResQuNN
-from qresnet.build import quanv_layers
+from qresnet.build import check_layout_width, quanv_layers
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ def gradient_audit(
     """
     specs = audit_configs(num_layers, configs) if isinstance(configs, str) else list(configs)
     layers = quanv_layers(backend, num_layers, mode=mode, input_gradients=input_gradients, seed=seed)
+    check_layout_width(backend.options.initial_layout, [(layers[0].template.name, layers[0].template.num_qubits)])
     num_classes = int(labels.max()) + 1
     rows = []
     for spec in tqdm(specs, desc="gradient audit", disable=not progress, unit="config"):

@@ -9,19 +9,34 @@ opened) until the model first runs, so the jobs layer builds its models on the d
 
 from __future__ import annotations
 
-import warnings
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
 from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.config import TrainConfig
-from qresnet.errors import ConfigError
+from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import DEFAULT_SCALE, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 
 HEAD_QUBITS = 10
 PAPER_HEAD_CLASSES = 4
+# a 4-class head step on the engine (its light cone spans 6 qubits), measured on this project's 2-core machine;
+# the work grows as 4^width with the light cone
+HEAD_STEP_SECONDS_AT_6_QUBITS = 0.3
+LONG_STEP_SECONDS = 5.0
+
+
+def check_layout_width(layout: tuple[int, ...] | None, templates: Sequence[tuple[str, int]]) -> None:
+    """An ``initial_layout`` must fit one of the run's templates, given as (name, qubits): it applies to those of
+    its width, so one that fits none would be dropped without a word."""
+    widths = sorted({n for _, n in templates})
+    if layout is not None and len(layout) not in widths:
+        names = ", ".join(f"{name} ({n})" for name, n in templates)
+        raise LayoutError(f"--initial-layout {','.join(map(str, layout))} has {len(layout)} qubits, but this run's "
+                          f"templates have {' or '.join(map(str, widths))} ({names}); give one qubit per template qubit")
 
 
 def quanv_layers(
@@ -50,10 +65,6 @@ def quantum_head_layer(backend: Backend, num_features: int, num_classes: int, *,
     if num_features > 1 << HEAD_QUBITS:
         raise ConfigError(f"the final map has {num_features} values; {HEAD_QUBITS} qubits encode at most {1 << HEAD_QUBITS}")
     encoding = head_encoding(backend)
-    if num_classes > PAPER_HEAD_CLASSES and encoding == "state":
-        warnings.warn(f"the quantum head measures {num_classes} qubits; the paper's measures {PAPER_HEAD_CLASSES}. The "
-                      "engine simulates the measured qubits' backward light cone, which then spans all 10 qubits: a training "
-                      "step takes minutes instead of ~0.3 s (pick 4 classes with --classes for the paper's head)", stacklevel=2)
     template = quantum_head(HEAD_QUBITS, num_classes, encoding=encoding,
                             num_features=num_features if encoding == "state" else None)
     transpiled = backend.transpile(template)
@@ -84,8 +95,25 @@ def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, i
     if config.head == "quantum":
         size = config.residual.node_shapes(tuple(image_shape), layers[0].kernel_size)[-1]
         head = quantum_head_layer(backend, size[0] * size[1], num_classes, scale=config.head_scale, seed=config.seed)
+    templates = [layers[0].template] + ([head.template] if head is not None else [])
+    check_layout_width(backend.options.initial_layout, [(t.name, t.num_qubits) for t in templates])
     model = ResQuNN(layers, config.residual, image_shape, num_classes, seed=config.seed, head=head)
     return model.freeze_quantum() if config.frozen else model
+
+
+def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -> list[str]:
+    """One line for a run whose training steps will be long, with the estimate, said before it starts."""
+    head = model.head
+    if not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES:
+        return []
+    width = min(HEAD_QUBITS, head.num_outputs + 2)  # two ansatz repetitions widen each measured qubit's cone by 2
+    step = HEAD_STEP_SECONDS_AT_6_QUBITS * 4 ** (width - 6)
+    if step < LONG_STEP_SECONDS:
+        return []
+    steps = math.ceil(train_size / config.batch_size) * config.epochs
+    return [f"note: the quantum head measures {head.num_outputs} qubits (the paper's measures {PAPER_HEAD_CLASSES}), so the "
+            f"engine simulates a {width}-qubit light cone: about {step:.0f} s per training step, about "
+            f"{steps * step / 3600:.1f} h for {steps} steps; --classes 0,1,2,3 gives the paper's 4-class head"]
 
 
 @dataclass(frozen=True)

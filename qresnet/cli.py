@@ -111,13 +111,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale, "max_steps": args.max_steps,
+        "keep_checkpoints": args.keep_checkpoints,
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": parse_ints(args.classes, "--classes", "labels"),
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     config = TrainConfig.from_dict(values)
-    summary = train(config, args.resume or args.out, resume=bool(args.resume))
+    summary = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
     if summary["final_test_acc"] is None:
         print(f"run directory {summary['run_dir']}: no epoch finished yet ({summary['steps_this_session']} steps this "
               f"session); continue with `qresnet train --resume {summary['run_dir']}`")
@@ -141,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
           f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
-    rows = run_sweep(sweep, out, jobs=args.jobs)
+    rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite)
     report = write_comparison_report(rows, out, sweep.to_dict())
     print(report.read_text().split("## Figures")[0])
     print(f"report: {report}")
@@ -181,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one ResQuNN; writes a run directory (metrics, checkpoints, curves)")
     p.add_argument("--config", default=None, help="a TOML file of TrainConfig values; flags override it")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--out", default=None, help="run directory (default: a new one under runs/)")
+    p.add_argument("--out", default=None, help="run directory (default: a new one under runs/); an existing run is "
+                   "refused unless --resume or --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints and metrics)")
+    p.add_argument("--keep-checkpoints", type=int, default=None,
+                   help="epoch checkpoints kept besides the best one (default 3; metrics.csv keeps every epoch)")
     p.add_argument("--dataset", choices=("digits", "mnist"), default=None)
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--classes", default=None, help="class subset, e.g. 0,1,2,3")
@@ -225,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep")
+    p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "
+                   "with other settings are refused)")
+    p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("data", help="datasets: download MNIST")

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 from typing import Any
 
 from qresnet.provenance import environment
-from qresnet.rundir import RunDir
+from qresnet.figures import save_figure
+from qresnet.rundir import RunDir, atomic_write_json, atomic_write_text
 
 RESULT_FIELDS = ("backend", "head", "config", "frozen", "final_test_acc", "best_test_acc", "final_train_loss",
                  "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach", "measured_reach",
                  "run_dir", "reused")
 
 
-def enrich(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add each run's per-epoch metrics, last-epoch gradient norms and the layers that measured a gradient."""
+def enrich(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Add each run's per-epoch metrics, last-epoch gradient norms and the layers that measured a gradient.
+    ``run_dir`` of a row is relative to the sweep directory ``out``."""
     for row in rows:
-        row["metrics"] = RunDir(row["run_dir"]).read_metrics()
+        row["metrics"] = RunDir(out / row["run_dir"]).read_metrics()
         last = row["metrics"][-1]
         norms = [last[k] for k in sorted(last) if k.startswith("grad_norm_layer")]
         row["grad_norms_last_epoch"] = norms
@@ -37,13 +39,13 @@ def _layers(flags: list[bool] | None) -> str:
 def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, Any]) -> Path:
     """results.csv, results.json, report.md and the figures into ``out``; returns report.md's path."""
     out = Path(out)
-    rows = enrich(rows)
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "results.json").write_text(json.dumps({"sweep": sweep, "results": rows, "environment": environment()},
-                                                 indent=2, default=str))
+    rows = enrich(rows, out)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", table.getvalue())
+    atomic_write_json(out / "results.json", {"sweep": sweep, "results": rows, "environment": environment()}, default=str)
     heads = list(dict.fromkeys(r.get("head", "linear") for r in rows))
     for r in rows:  # one table per backend and head; the head named only when the sweep has several
         r["setting"] = r["backend"] if len(heads) == 1 else f"{r['backend']}, {r.get('head', 'linear')} head"
@@ -109,7 +111,7 @@ def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: 
     if len(settings) > 1:
         lines += ["![ideal vs noisy](ideal_vs_noisy.png)", ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    atomic_write_text(report, "\n".join(lines))
     _figures(rows, settings, configs, out)
     return report
 
@@ -136,8 +138,7 @@ def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str]
         ax.set_xticklabels(configs, rotation=30, ha="right")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "accuracy.png", dpi=110)
 
     fig, axes = plt.subplots(len(settings), len(configs), figsize=(3.2 * len(configs), 2.8 * len(settings)), squeeze=False)
     for i, setting in enumerate(settings):
@@ -153,8 +154,7 @@ def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str]
             ax.set_xlabel("epoch", fontsize=8)
     fig.suptitle("quantum weight gradient norm over training (trainable runs)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "grad_norms.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "grad_norms.png", dpi=100)
 
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
@@ -168,8 +168,7 @@ def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str]
         ax.set(title=f"test accuracy per epoch, {setting} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png", dpi=110)
 
     if len(settings) > 1:
         fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -181,5 +180,4 @@ def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str]
         ax.set_xticklabels(configs, rotation=30, ha="right")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / "ideal_vs_noisy.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / "ideal_vs_noisy.png", dpi=110)

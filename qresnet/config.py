@@ -24,9 +24,15 @@ from qresnet.errors import ConfigError
 from qresnet.nn.head import DEFAULT_SCALE
 from qresnet.nn.quanv import MODES
 from qresnet.nn.residual import ResidualSpec
+from qresnet.provenance import package_versions
 from qresnet.values import known_fields
 
 HEADS = ("linear", "quantum")
+# what a resume may change: none of these changes a finished epoch's numbers (data_dir: the data is digested)
+SAFE_TO_CHANGE = ("epochs", "max_steps", "keep_checkpoints", "data_dir")
+# packages whose version can change a run's numbers
+NUMERIC_PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning", "qiskit-ibm-runtime", "torch",
+                    "numpy", "scipy", "scikit-learn")
 HEAD_ENCODING_NOISE = ("exact", "transpiled")
 
 
@@ -66,11 +72,12 @@ class TrainConfig:
     lr: float = 0.01
     seed: int = 0
     torch_threads: int = 1  # small tensors: a second intra-op thread costs more than it gives on 2 cores
+    keep_checkpoints: int = 3  # epoch checkpoints kept besides the best one; the history lives in metrics.csv
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer")
-        for name in ("layers", "epochs", "batch_size", "torch_threads"):
+        for name in ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a positive integer")
@@ -94,12 +101,23 @@ class TrainConfig:
         # one seed per run; training steps depend on each other, so ibm: runs them in a Session
         object.__setattr__(self, "backend_options", dataclasses.replace(
             options, seed=self.seed, execution_mode=options.execution_mode or "session"))
+        if isinstance(self.classes, str):
+            raise ConfigError(f"classes={self.classes!r} must be a list of labels, e.g. [0, 1, 2, 3] (TOML) or 0,1,2,3 (flag)")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes))
         self.data_config()  # validates the data fields
 
     def data_config(self) -> DataConfig:
         return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed)
+
+    def identity(self, data_sha256: str) -> dict[str, Any]:
+        """Everything that determines the run's numbers: the config less :data:`SAFE_TO_CHANGE`, the data's
+        digest and the versions of :data:`NUMERIC_PACKAGES`. Stored in ``config.json``; a resume or a sweep
+        reuses a run only when this is unchanged."""
+        config = {k: v for k, v in self.to_dict().items() if k not in SAFE_TO_CHANGE}
+        versions = package_versions()
+        return {"config": config, "data_sha256": data_sha256,
+                "packages": {name: versions.get(name) for name in NUMERIC_PACKAGES}}
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -117,6 +117,15 @@ class Dataset:
     source: str
     classes: tuple[int, ...]
 
+    def digest(self) -> str:
+        """SHA-256 of the split's arrays: the data a run saw, wherever its files lived."""
+        h = hashlib.sha256()
+        for tensor in (self.x_train, self.y_train, self.x_test, self.y_test):
+            array = np.ascontiguousarray(tensor.numpy())
+            h.update(f"{array.dtype}{array.shape}".encode())
+            h.update(array.tobytes())
+        return h.hexdigest()
+
 
 def load_digits_images(num_samples: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's digits as (N, 8, 8) float64 images in [0, 1] and int64 labels; a seeded sample if asked."""
@@ -304,7 +313,9 @@ def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
                                 f"holds {', '.join(keys)}, this one holds {', '.join(archive.files) or 'nothing'}")
             arrays = tuple(archive[k] for k in keys)  # reading a member checks its CRC
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: {exc}; the file is damaged or not an .npz archive, replace it") from None
+        # numpy takes anything that is neither zip nor .npy for a pickle, and advises allow_pickle: never do that
+        reason = "it is not an .npz archive (a zip file of arrays)" if "pickle" in str(exc) else str(exc)
+        raise DataError(f"cannot read {path}: {reason}; the file is damaged or not an .npz archive, replace it") from None
     for split in (0, 2):
         images, labels = arrays[split], arrays[split + 1]
         xk, yk = keys[split], keys[split + 1]

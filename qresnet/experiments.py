@@ -10,9 +10,14 @@ a sweep started again with the same ``--out`` reuses finished runs and resumes u
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
+import os
 import re
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -21,13 +26,19 @@ from typing import Any
 
 from tqdm import tqdm
 
+from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
+from qresnet.build import HEAD_QUBITS, check_layout_width
+from qresnet.circuits import quanv_filter
 from qresnet.config import HEADS, TrainConfig
-from qresnet.errors import ConfigError
+from qresnet.data import Dataset, load_dataset
+from qresnet.errors import ConfigError, RunDirError
 from qresnet.nn import ResidualSpec
-from qresnet.rundir import RunDir, atomic_write_json
+from qresnet.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.train import train
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -136,22 +147,84 @@ def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, f
     return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
-def _run_one(config: TrainConfig, directory: str) -> dict[str, Any]:
-    """One run in a worker process: reuse it if finished, resume it if started."""
+def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -> dict[str, Any]:
+    """One run (in a worker process, or in the sweep's own): reuse it if finished, resume it if started.
+
+    The sweep checked the run's identity before handing it out (:func:`stale_runs`).
+    """
     run = RunDir(directory)
     summary = run.read_summary()
     if summary is not None and summary.get("epochs_completed") == config.epochs:
         return {**summary, "reused": True}
-    summary = train(config, run.path, resume=run.started(), progress=False)
+    summary = train(config, run.path, resume=run.started(), progress=False, data=data)
     return {**summary, "reused": False}
 
 
-def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Every run of the sweep (in ``jobs`` processes); returns one result row per run."""
+def stale_runs(out: Path, plan: list, data: Dataset) -> list[tuple[Path, list[str]]]:
+    """The runs under ``out`` that were trained with other settings than the plan's, with what differs."""
+    digest = data.digest()
+    stale = []
+    for backend, head, residual, frozen, config in plan:
+        run = RunDir(run_dir(out, backend, residual, frozen, head))
+        if not run.config_path.is_file():
+            continue
+        differences = identity_differences(run.read_identity(), config.identity(digest))
+        done = len(run.read_metrics())
+        if done > config.epochs:
+            differences.append(f"epochs: {done} finished -> {config.epochs} asked for")
+        if differences:
+            stale.append((run.path, differences))
+    return stale
+
+
+def check_backends(sweep: SweepConfig) -> None:
+    """What would stop every run on a backend, found before the first run starts: the spec and the layout."""
+    quanv = quanv_filter()
+    templates = [(quanv.name, quanv.num_qubits)] + ([("quantum head", HEAD_QUBITS)] if "quantum" in sweep.heads else [])
+    check_layout_width(sweep.backend_options.initial_layout, templates)
+    for backend in sweep.backends:
+        if backend.kind != "ibm":  # resolving ibm: connects to the service; its runs check when they start
+            resolve_backend(backend, sweep.backend_options)
+
+
+def _worker_init(parent: int) -> None:
+    """A sweep worker dies with the sweep, however the sweep dies (SIGKILL included)."""
+    if sys.platform.startswith("linux"):  # the kernel kills the worker when its parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:  # elsewhere than Linux: poll; re-parented means the parent is gone
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True,
+              overwrite: bool = False) -> list[dict[str, Any]]:
+    """Every run of the sweep (in ``jobs`` processes); returns one result row per run.
+
+    Finished runs under ``out`` are reused and started ones resumed, but only when their identity
+    matches the plan's; runs trained with other settings are refused (naming what differs), or
+    trained again from scratch with ``overwrite``. Result rows name their run directory relative
+    to ``out``, so a moved sweep still resumes and reports.
+    """
     out = Path(out)
+    plan = sweep.runs()
+    check_backends(sweep)
+    data = load_dataset(plan[0][4].data_config())  # every run of a sweep shares its data selection
+    stale = stale_runs(out, plan, data)
+    if stale and not overwrite:
+        path, differences = stale[0]
+        raise RunDirError(f"{out} holds {len(stale)} run(s) trained with other settings than this sweep's, e.g. "
+                          f"{path.relative_to(out)} ({'; '.join(differences)}); reusing them would label their numbers "
+                          "with the new settings. Pass --overwrite to train them again, or choose a new --out")
+    for path, _ in stale:
+        RunDir(path).clear()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", sweep.to_dict())
-    plan = sweep.runs()
     rows: list[dict[str, Any] | None] = [None] * len(plan)
     began = time.perf_counter()
     bar = tqdm(total=len(plan), desc="compare", unit="run", disable=not progress)
@@ -159,17 +232,19 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
     def record(i: int, summary: dict[str, Any]) -> None:
         backend, head, residual, frozen, config = plan[i]
         rows[i] = {"backend": str(backend), "config": residual.notation, "frozen": frozen, **summary, "head": head,
-                   "predicted_reach": list(residual.reaches)}
+                   "predicted_reach": list(residual.reaches),
+                   "run_dir": str(run_dir(Path("."), backend, residual, frozen, head))}
         bar.update(1)
         bar.set_postfix_str(f"{backend} {head} head {residual.notation} {'frozen' if frozen else 'trainable'}: "
                             f"{summary['final_test_acc']:.3f}")
 
     if jobs <= 1:
         for i, (backend, head, residual, frozen, config) in enumerate(plan):
-            record(i, _run_one(config, str(run_dir(out, backend, residual, frozen, head))))
+            record(i, _run_one(config, str(run_dir(out, backend, residual, frozen, head)), data))
     else:
         context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_run_one, config, str(run_dir(out, backend, residual, frozen, head))): i
                        for i, (backend, head, residual, frozen, config) in enumerate(plan)}
             for future in as_completed(futures):

@@ -1,9 +1,23 @@
-"""The figure of one run: loss, accuracy and each quantum layer's gradient norm per epoch."""
+"""The figure of one run (loss, accuracy and each quantum layer's gradient norm per epoch), and saving any figure safely."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from qresnet.rundir import atomic_write_bytes
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Render ``fig`` as PNG in memory, then write it atomically (a full disk is one clear error); close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_curves(metrics: Sequence[dict[str, float]], layers: int, path: Path) -> None:
@@ -29,5 +43,4 @@ def plot_curves(metrics: Sequence[dict[str, float]], layers: int, path: Path) ->
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -1,21 +1,28 @@
-"""A run directory: its files by name, atomic writes, and reading them back. Everything else asks this module.
+"""A run directory: its files by name, its identity, atomic writes, and reading them back. Everything else asks this module.
 
     run = RunDir("runs/demo")
     run.config_path, run.metrics_path, run.summary_path, run.curves_path
     run.epoch_checkpoint(3)       # checkpoints/epoch_003.pt
-    run.latest_state()            # the newest epoch or step checkpoint, loaded
+    run.latest_state()            # the newest readable epoch or step checkpoint, loaded
 
 Every write goes to a temporary file beside the target and is renamed over it, so a reader
-(or a resume after kill -9) sees the old file or the new one, never half of one.
+(or a resume after kill -9) sees the old file or the new one, never half of one; a write that
+fails (a full disk, no permission) removes its temporary file and says which path and how much
+room it needed. ``config.json`` records the run's *identity*: every value that determines its
+numbers (see :func:`identity_differences`), so that a resume or a sweep reuses a run only when
+nothing that matters changed.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +32,43 @@ import torch
 from qresnet.errors import RunDirError
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "curves.png", "head_encoding_noise.json", "checkpoints")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through ``path.tmp`` and a rename; no temporary file survives a failure."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(_write_failure(path, exc, len(data))) from None
+
+
+def _write_failure(path: Path, exc: OSError, size: int) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        room = f"; {free:,} bytes are free there" if free is not None else ""
+        return f"cannot write {path}: the disk is full ({size:,} bytes needed{room}); free some space and run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: {exc.strerror}; make the directory writable or choose another --out"
+    return f"cannot write {path}: {exc.strerror or exc}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2))
+def atomic_write_json(path: Path, obj: Any, default: Any = None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=default))
 
 
 def metric_fields(layers: int) -> list[str]:
@@ -84,6 +117,11 @@ class RunDir:
         return self.path / "head_encoding_noise.json"
 
     @property
+    def tmp_files(self) -> list[Path]:
+        """Temporary files a killed write left behind (never read; removed when the run starts again)."""
+        return [p for d in (self.path, self.checkpoints) if d.is_dir() for p in d.glob("*.tmp")]
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -103,40 +141,100 @@ class RunDir:
         return sorted(self.checkpoints.glob("epoch_*.pt")) if self.checkpoints.is_dir() else []
 
     def started(self) -> bool:
-        """Whether at least one epoch finished (there is something to resume)."""
-        return bool(self.epoch_checkpoints())
+        """Whether there is a checkpoint to resume from (an epoch's, or a device run's step)."""
+        return bool(self.epoch_checkpoints()) or self.step_checkpoint.is_file()
 
-    def latest_state(self) -> dict[str, Any] | None:
-        """The newest state: the last epoch checkpoint, or the step checkpoint if it is further along."""
-        saved = self.epoch_checkpoints()
-        state = self.load_checkpoint(saved[-1]) if saved else None
+    def holds_files(self) -> bool:
+        """Whether the directory holds anything at all (a run, or something else)."""
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def check_clearable(self) -> None:
+        """Refuse to ``clear`` a directory that is not a run's, or holds anything besides a run's files."""
+        # device/ holds reports of submissions that name this run's checkpoints: never deleted here
+        others = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES and not p.name.endswith(".tmp"))
+        if not self.config_path.is_file() or others:
+            raise RunDirError(f"{self.path} is not a run directory (it holds {', '.join(others[:5]) or 'no config.json'}); "
+                              "--overwrite only replaces runs: choose another --out")
+
+    def clear(self) -> None:
+        """Remove a run's files (``--overwrite``); a directory that holds anything else is refused."""
+        self.check_clearable()
+        for item in self.path.iterdir():
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+
+    def remove_tmp_files(self) -> None:
+        for path in self.tmp_files:
+            path.unlink(missing_ok=True)
+
+    def latest_state(self) -> tuple[dict[str, Any] | None, list[str]]:
+        """The newest readable state, and a line for each newer checkpoint that could not be read.
+
+        The newest is the last epoch checkpoint, or the step checkpoint if it is further along; a
+        truncated or corrupt file is skipped (and named) in favour of the one before it.
+        """
+        skipped: list[str] = []
+        state = self.newest_readable(reversed(self.epoch_checkpoints()), skipped)
         if self.step_checkpoint.is_file():
-            step = self.load_checkpoint(self.step_checkpoint)
-            if state is None or step["epoch"] > state["epoch"]:
-                return step
-        return state
+            step = self.newest_readable([self.step_checkpoint], skipped)
+            if step is not None and (state is None or step["epoch"] > state["epoch"]):
+                return step, skipped
+        return state, skipped
+
+    def newest_readable(self, paths: Iterable[Path], skipped: list[str]) -> dict[str, Any] | None:
+        """The first of ``paths`` that loads (with its path under ``"path"``); the others go to ``skipped``."""
+        for path in paths:
+            try:
+                state = self.load_checkpoint(path)
+            except Exception as exc:  # torch raises EOFError, RuntimeError, UnpicklingError ... for a damaged file
+                skipped.append(f"skipped {path}: it cannot be read ({type(exc).__name__}: {str(exc)[:80]})")
+                continue
+            return {**state, "path": path}
+        return None
 
     @staticmethod
     def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=False, map_location="cpu")
 
     def save_checkpoint(self, state: dict[str, Any], path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()  # serialised in memory first: a full disk is then a Python OSError with the size
+        torch.save(state, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def prune_checkpoints(self, keep: int, best_epoch: int | None) -> None:
+        """Keep the last ``keep`` epoch checkpoints and the best one; the history lives in metrics.csv."""
+        saved = self.epoch_checkpoints()
+        for path in saved[:-keep]:
+            if best_epoch is None or path != self.epoch_checkpoint(best_epoch):
+                path.unlink(missing_ok=True)
 
     def read_config(self) -> dict[str, Any]:
         """``config.json`` as written by ``qresnet train``."""
         if not self.config_path.is_file():
             raise RunDirError(f"{self.path} has no config.json: pass a run directory written by `qresnet train`")
-        return json.loads(self.config_path.read_text())
+        try:
+            return json.loads(self.config_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"cannot read {self.config_path} ({exc}); the run directory is damaged") from None
+
+    def read_identity(self) -> dict[str, Any] | None:
+        """What the run was trained with (see :func:`identity_differences`); None for a run that predates it."""
+        return self.read_config().get("identity")
 
     def read_summary(self) -> dict[str, Any] | None:
-        return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
+        try:
+            return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
+        except ValueError:
+            return None  # a damaged summary is not trusted: the run is resumed from its checkpoints
 
     def read_metrics(self) -> list[dict[str, float]]:
+        """Every finished epoch's row of ``metrics.csv`` (``epoch`` as an integer), or [] before the first."""
+        if not self.metrics_path.is_file():
+            return []
         with open(self.metrics_path) as handle:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, record)
@@ -146,11 +244,32 @@ class RunDir:
 
     def write_metrics(self, metrics: Sequence[dict[str, float]], layers: int) -> None:
         fields = metric_fields(layers)
-        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for row in metrics:
-                writer.writerow({k: repr(row.get(k, "")) if isinstance(row.get(k), float) else row.get(k, "")
-                                 for k in fields})
-        os.replace(tmp, self.metrics_path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields)
+        writer.writeheader()
+        for row in metrics:  # repr keeps every float exact, so a resumed run reads back what it wrote
+            writer.writerow({k: repr(row.get(k, "")) if isinstance(row.get(k), float) else row.get(k, "") for k in fields})
+        atomic_write_bytes(self.metrics_path, text.getvalue().encode())
+
+
+def identity_differences(recorded: dict[str, Any] | None, expected: dict[str, Any]) -> list[str]:
+    """``field: recorded -> expected`` for every value of a run's identity that differs (nested keys dotted).
+
+    >>> identity_differences({"lr": 0.03, "backend_options": {"shots": None}}, {"lr": 0.5, "backend_options": {"shots": 100}})
+    ['backend_options.shots: None -> 100', 'lr: 0.03 -> 0.5']
+    """
+    if recorded is None:
+        return ["identity: not recorded (the run predates run identities) -> recorded now"]
+    flat_a, flat_b = _flatten(recorded), _flatten(expected)
+    return [f"{key}: {flat_a.get(key, '(absent)')} -> {flat_b.get(key, '(absent)')}"
+            for key in sorted(set(flat_a) | set(flat_b)) if flat_a.get(key) != flat_b.get(key)]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

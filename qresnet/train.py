@@ -14,6 +14,7 @@ stream is not checkpointed).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,35 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import resolve_backend
-from qresnet.build import build_model, head_notes, step_cost
-from qresnet.config import TrainConfig
+from qresnet.build import build_model, estimated_cost_notes, head_notes, step_cost
+from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
 from qresnet.evaluate import encoding_noise_check, loss_and_accuracy
 from qresnet.figures import plot_curves
 from qresnet.provenance import environment
-from qresnet.rundir import RunDir, atomic_write_json
+from qresnet.rundir import RunDir, atomic_write_json, identity_differences
+
+
+def check_identity(run: RunDir, identity: dict[str, Any], resume: bool, overwrite: bool) -> bool:
+    """Refuse to train into ``run`` unless it is new, resumed with the same identity, or to be overwritten.
+    Returns whether the old run must be cleared (once the new one has been built: a failure loses nothing)."""
+    out = run.path
+    if resume:
+        differences = identity_differences(run.read_identity(), identity)
+        if differences:
+            raise RunDirError(f"--resume {out}: the run was trained with other settings ({'; '.join(differences)}). "
+                              f"A resume may change only {', '.join(SAFE_TO_CHANGE)}; start afresh with a new --out, or "
+                              f"--overwrite {out}")
+        return False
+    if not run.holds_files():
+        return False
+    if not overwrite:
+        what = "a run" if run.config_path.is_file() else "other files"
+        raise RunDirError(f"{out} holds {what} already: continue it with `qresnet train --resume {out}`, replace it "
+                          "with --overwrite, or choose a new --out")
+    run.check_clearable()
+    return True
 
 
 def train(
@@ -40,8 +62,13 @@ def train(
     stop_after_epoch: int | None = None,
     data: Dataset | None = None,
     service: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary. ``stop_after_epoch`` ends early, as an interruption would.
+
+    A directory that holds a run is never trained into silently: ``resume`` continues it only if
+    its identity (every value that determines its numbers, :meth:`TrainConfig.identity`) is
+    unchanged, ``overwrite`` replaces it, and anything else is refused.
 
     On ``local:`` and ``ibm:`` backends the cost of a step is printed first, the state is saved
     after every step (``checkpoints/step.pt``), and ``max_steps`` bounds the steps of this session.
@@ -52,30 +79,46 @@ def train(
     out = run.path
     on_device = config.backend.on_device
     data = data or load_dataset(config.data_config())
+    identity = config.identity(data.digest())
+    replace = check_identity(run, identity, resume, overwrite)
     backend = resolve_backend(config.backend, config.backend_options, service=service)
     model = build_model(config, backend, data.image_shape, data.num_classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     metrics: list[dict[str, float]] = []
     start_epoch, start_batch, elapsed, partial = 1, 0, 0.0, None
     if resume:
-        state = run.latest_state()
+        state, skipped = run.latest_state()
+        for line in skipped:
+            print(f"resume: {line}", file=sys.stderr)
         if state is None:
-            raise RunDirError(f"--resume {out}: no checkpoint in {run.checkpoints}; start the run without --resume")
+            raise RunDirError(f"--resume {out}: no readable checkpoint in {run.checkpoints}; start the run without --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        metrics, elapsed = state["metrics"], state["elapsed"]
+        elapsed = state["elapsed"]
         if "batch" in state:  # a step checkpoint: continue inside its epoch
             start_epoch, start_batch, partial = state["epoch"], state["batch"], state["partial"]
         else:
             start_epoch = state["epoch"] + 1
+        if start_epoch > config.epochs + 1:
+            raise RunDirError(f"--resume {out}: the run has finished {start_epoch - 1} epochs, more than --epochs "
+                              f"{config.epochs}; ask for {start_epoch - 1} or more")
+        metrics = [m for m in run.read_metrics() if m["epoch"] < start_epoch]  # rows past the checkpoint are redone
+        if skipped and progress:
+            print(f"resume: continuing from {state['path']}")
+    if progress:
+        for line in estimated_cost_notes(model, config, len(data.y_train)):
+            print(line)
     if on_device and progress:
         print(step_cost(model, backend, config.batch_size).describe(config.max_steps or 1))
     notes = head_notes(config, backend, model)
     if progress:
         for note in notes:
             print(note)
+    if replace:
+        run.clear()
     run.checkpoints.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves nothing behind
-    run.write_config({"config": config.to_dict(), "backend": backend.describe(), "head_notes": notes,
+    run.remove_tmp_files()
+    run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "head_notes": notes,
                       "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
                                "classes": list(data.classes), "image_shape": list(data.image_shape)},
                       "environment": environment()})
@@ -123,7 +166,7 @@ def train(
                 if on_device:  # a dropped session loses at most the step in flight
                     done = start // config.batch_size + 1
                     run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                         "batch": done, "metrics": metrics, "elapsed": elapsed, "config": config.to_dict(),
+                                         "batch": done, "elapsed": elapsed, "config": config.to_dict(),
                                          "partial": {"norms": norms.clone(), "head_norm": head_norm, "run_loss": run_loss,
                                                      "run_correct": run_correct, "seen": seen,
                                                      "seconds": time.perf_counter() - began}},
@@ -139,10 +182,13 @@ def train(
             row.update({f"grad_norm_layer{k + 1}": float(norms[k]) / len(batches) for k in range(config.layers)})
             row["grad_norm_head"] = head_norm / len(batches)
             metrics.append(row)
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                 "metrics": metrics, "elapsed": elapsed, "config": config.to_dict()},
-                                run.epoch_checkpoint(epoch))
+            # metrics first: a checkpoint always has its row, and a row without one is trained again on resume
             run.write_metrics(metrics, config.layers)
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                                 "elapsed": elapsed, "config": config.to_dict()},
+                                run.epoch_checkpoint(epoch))
+            best = max(metrics, key=lambda m: m["test_acc"])["epoch"]  # the first epoch reaching the best accuracy
+            run.prune_checkpoints(config.keep_checkpoints, best)
             finished_epoch = epoch
             if progress:
                 print(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | test loss {test_loss:.4f} "
@@ -151,7 +197,9 @@ def train(
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     except KeyboardInterrupt:
-        print(f"\ninterrupted: epochs up to {finished_epoch} are saved in {out}; continue with `qresnet train --resume {out}`")
+        saved = f"epochs 1-{finished_epoch} are saved" if finished_epoch else "no epoch finished yet"
+        print(f"\ninterrupted during epoch {finished_epoch + 1}: {saved} in {out}; continue with "
+              f"`qresnet train --resume {out}`", file=sys.stderr)
         raise
     except QresnetError:
         raise

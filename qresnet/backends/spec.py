@@ -42,10 +42,10 @@ class BackendSpec:
                 f"unknown backend {spec!r}: it must start with one of {', '.join(KINDS)} "
                 f"(for example {', '.join(EXAMPLES)})"
             )
+        example = "ibm_torino" if kind == "ibm" else "fake_manila"
         if sep and not device:
-            raise BackendSpecError(f"backend {spec!r} names no device after ':' (for example {kind}:fake_manila)")
+            raise BackendSpecError(f"backend {spec!r} names no device after ':' (for example {kind}:{example})")
         if kind in ("local", "ibm") and not device:
-            example = "ibm_torino" if kind == "ibm" else "fake_manila"
             raise BackendSpecError(f"backend {spec!r} needs a device: {kind}:<device>, for example {kind}:{example}")
         if kind in ("aer", "local") and device:
             device = canonical_device_name(device)

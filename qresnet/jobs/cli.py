@@ -80,6 +80,8 @@ def cmd_submit(args: argparse.Namespace, ledger: Ledger) -> int:
 
     prepared = prepare(args.run_dir, args.backend, _submit_options(args), checkpoint=args.checkpoint)
     try:
+        for line in prepared.run.skipped:
+            print(f"checkpoint: {line}")
         parts = ", ".join(f"{p.name} ({p.rows}{', at stage 2' if p.pending else ''})" for p in prepared.manifest.parts)
         print(f"submit {prepared.run.checkpoint} to {prepared.manifest.backend}: {parts}")
         print(f"cost: {prepared.cost.describe()}")

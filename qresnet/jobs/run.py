@@ -39,22 +39,32 @@ class TrainedRun:
     config: TrainConfig
     state: dict[str, torch.Tensor] = field(repr=False)
     data: Dataset = field(repr=False)
+    skipped: tuple[str, ...] = ()  # newer checkpoints that could not be read
 
     @classmethod
     def load(cls, run_dir: str | Path, checkpoint: str | Path | None = None) -> TrainedRun:
-        """Read ``config.json`` and a checkpoint (default: the run's last one)."""
+        """Read ``config.json`` and a checkpoint (default: the run's last readable one; ``skipped`` names newer
+        ones that are damaged)."""
         run = RunDir(run_dir)
         config = TrainConfig.from_dict(run.read_config()["config"])
+        skipped: list[str] = []
         if checkpoint is None:
             saved = run.epoch_checkpoints()
             if not saved:
                 raise JobsError(f"{run.path} has no checkpoint under checkpoints/: train at least one epoch first")
-            checkpoint = saved[-1]
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise JobsError(f"checkpoint {checkpoint} does not exist; pick one under {run.checkpoints}")
-        state = run.load_checkpoint(checkpoint)["model"]
-        return cls(run.path, checkpoint, config, state, load_dataset(config.data_config()))
+            found = run.newest_readable(reversed(saved), skipped)
+            if found is None:
+                raise JobsError(f"no checkpoint of {run.path} can be read ({'; '.join(skipped)}); train the run again")
+            checkpoint, state = found["path"], found["model"]
+        else:
+            checkpoint = Path(checkpoint)
+            if not checkpoint.is_file():
+                raise JobsError(f"checkpoint {checkpoint} does not exist; pick one under {run.checkpoints}")
+            found = run.newest_readable([checkpoint], skipped)
+            if found is None:
+                raise JobsError(f"checkpoint {checkpoint} cannot be read ({skipped[0]}); pick another under {run.checkpoints}")
+            state = found["model"]
+        return cls(run.path, checkpoint, config, state, load_dataset(config.data_config()), tuple(skipped))
 
     def model(self, backend: Backend) -> ResQuNN:
         """The checkpoint's model with its quanvolution layers on ``backend``, in response mode."""

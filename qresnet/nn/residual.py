@@ -136,7 +136,9 @@ class ResidualSpec:
             return spec
         if isinstance(spec, str):
             text = spec.strip()
-            if text.lower() in ("none", ""):
+            if not text:
+                raise ResidualSpecError("the residual spec is empty: give none for no skips, or e.g. O1+O2, (X+O1)+O2")
+            if text.lower() == "none":
                 edges: set[tuple[int, int]] = set()
             elif _EDGE_LIST.match(text):
                 numbers = [int(n) for n in re.findall(r"\d+", text)]
