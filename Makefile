@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(QRESNET) compare --preset quick
+	$(QRESNET) compare --preset quick --jobs 2
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from qresnet.console import add_backend_arguments, backend_options, parse_ints, print_table
+from qresnet.console import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
 from qresnet.errors import LayoutError, QresnetError, RunDirError
 from qresnet.jobs.cli import add_jobs_parser
 from qresnet.rundir import RunDir
@@ -133,7 +133,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     sweep = SweepConfig.from_preset(
         args.preset, dataset=args.dataset, data_dir=args.data_dir, per_class=args.per_class, layers=args.layers,
-        configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seeds=parse_seeds(args.seeds),
+        test_fraction=args.test_fraction,
         classes=parse_ints(args.classes, "--classes", "labels"),
         backends=tuple(args.backends.split(",")) if args.backends else None,
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
@@ -141,7 +142,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
-          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head), {sweep.dataset}, {sweep.epochs} epochs -> {out}")
+          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {len(sweep.seeds)} seeds), "
+          f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
     rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite)
     report = write_comparison_report(rows, out, sweep.to_dict())
     print(report.read_text().split("## Figures")[0])
@@ -224,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classes", default=None)
     p.add_argument("--per-class", type=int, default=None)
+    p.add_argument("--test-fraction", type=float, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seeds", default=None, help="seeds as a range or a list, e.g. 0-4 or 0,3,7 (default: the preset's)")
     add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "

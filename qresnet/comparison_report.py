@@ -1,19 +1,35 @@
-"""The comparison report: tables per backend, noisy minus ideal, CSV/JSON, and figures."""
+"""The comparison report: the audit checklist, intervals over seeds, paired differences, CSV/JSON and figures.
+
+Every report opens with the checklist: per configuration and setting (backend and head), the five
+audit questions of the paper's lesson, each with a verdict by the rules of :mod:`qresnet.evidence`
+and the numbers behind it (in ``report.md`` and in ``results.json`` under ``evidence``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qresnet.provenance import environment
+from qresnet import evidence as ev
+from qresnet.backends import BackendSpec, resolve_backend
+from qresnet.backends.options import BackendOptions
+from qresnet.build import run_cost
+from qresnet.config import TrainConfig
 from qresnet.figures import save_figure
+from qresnet.nn import ResidualSpec
+from qresnet.provenance import environment
 from qresnet.rundir import RunDir, atomic_write_json, atomic_write_text
 
-RESULT_FIELDS = ("backend", "head", "config", "frozen", "final_test_acc", "best_test_acc", "final_train_loss",
-                 "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach", "measured_reach",
-                 "run_dir", "reused")
+RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
+                 "test_images", "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach",
+                 "measured_reach", "run_dir", "reused")
+REFERENCE_DEVICE = "aer:fake_torino"  # device costs of a sweep that has no device backend
+QUESTIONS = ("Q1 earlier layers get gradients", "Q2 survives a quantum head", "Q3 beats frozen",
+             "Q4 placement justified", "Q5 costs reported")
 
 
 def enrich(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
@@ -29,155 +45,373 @@ def enrich(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _layers(flags: list[bool] | None) -> str:
-    if flags is None:
+@dataclass(frozen=True)
+class Setting:
+    """Where a group of runs ran: the backend and the head."""
+
+    backend: str
+    head: str
+
+    def label(self, several_heads: bool) -> str:
+        return f"{self.backend}, {self.head} head" if several_heads else self.backend
+
+
+class Runs:
+    """The sweep's rows by (setting, configuration, frozen), each a list ordered by seed."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]):
+        self.rows = list(rows)
+        self.settings = list(dict.fromkeys(Setting(r["backend"], r.get("head", "linear")) for r in rows))
+        self.configs = list(dict.fromkeys(r["config"] for r in rows))
+        self.seeds = sorted({r.get("seed", 0) for r in rows})
+        self.groups: dict[tuple[Setting, str, bool], list[dict[str, Any]]] = {}
+        for r in sorted(rows, key=lambda r: r.get("seed", 0)):
+            self.groups.setdefault((Setting(r["backend"], r.get("head", "linear")), r["config"], r["frozen"]), []).append(r)
+
+    def get(self, setting: Setting, config: str, frozen: bool) -> list[dict[str, Any]]:
+        return self.groups.get((setting, config, frozen), [])
+
+    def accuracy(self, setting: Setting, config: str, frozen: bool) -> ev.Interval | None:
+        runs = self.get(setting, config, frozen)
+        return ev.mean_interval([r["final_test_acc"] for r in runs], bounds=(0.0, 1.0)) if runs else None
+
+    def difference(self, a: tuple[Setting, str, bool], b: tuple[Setting, str, bool]) -> ev.Paired | None:
+        """a - b over the seeds both have (same seed: same split and initial weights)."""
+        left = {r.get("seed", 0): r["final_test_acc"] for r in self.groups.get(a, [])}
+        right = {r.get("seed", 0): r["final_test_acc"] for r in self.groups.get(b, [])}
+        seeds = sorted(set(left) & set(right))
+        return ev.paired([left[s] for s in seeds], [right[s] for s in seeds]) if seeds else None
+
+
+def _device_backend(sweep: dict[str, Any]):
+    """The backend whose device the costs are counted on: the sweep's first noisy one, else the reference."""
+    options = BackendOptions.coerce(sweep.get("backend_options"))
+    for spec in sweep["backends"]:
+        if BackendSpec.coerce(spec).device is not None:
+            return resolve_backend(spec, options), False
+    return resolve_backend(REFERENCE_DEVICE, options.replace(initial_layout=None)), True
+
+
+def assess(runs: Runs, sweep: dict[str, Any]) -> dict[str, Any]:
+    """Per setting and configuration: the intervals, the paired differences and the five verdicts with their numbers."""
+    device, reference = _device_backend(sweep)
+    layers = sweep["layers"]
+    several = len({s.head for s in runs.settings}) > 1
+    out: dict[str, Any] = {}
+    for setting in runs.settings:
+        per_config: dict[str, Any] = {}
+        for config in runs.configs:
+            trained, frozen = runs.get(setting, config, False), runs.get(setting, config, True)
+            if not trained and not frozen:
+                continue
+            spec = ResidualSpec.coerce(config, layers)
+            beat = runs.difference((setting, config, False), (setting, config, True))
+            quantum = Setting(setting.backend, "quantum")
+            head_beat = runs.difference((quantum, config, False), (quantum, config, True))
+            measured = [r["measured_reach"] for r in trained]
+            any_run = (trained or frozen)[0]  # train and test sizes are the same in every run of a sweep
+            cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep["batch_size"],
+                                        classes=sweep["classes"], frozen=False), device,
+                            num_classes=_num_classes(sweep),
+                            train_size=any_run.get("train_images") or 0, test_size=any_run.get("test_images") or 0)
+            seconds = [sum(m["seconds"] for m in r["metrics"]) / len(r["metrics"]) for r in trained if r["metrics"]]
+            costs = {"qubits": list(cost.qubits), "boundaries": cost.boundaries, "circuits_per_step": cost.circuits_per_step,
+                     "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+                     "device": f"aer:{cost.device}" + (" (reference: the sweep has no device backend)" if reference else ""),
+                     "shots": cost.shots, "device_train_epoch_circuits": cost.device_train_epoch_circuits,
+                     "device_train_epoch_qpu_seconds": cost.device_train_epoch_qpu_seconds,
+                     "device_test_eval_circuits": cost.device_test_eval_circuits,
+                     "device_test_eval_qpu_seconds": cost.device_test_eval_qpu_seconds}
+            errors = [ev.binomial_error(r["final_test_acc"], r["test_images"]) for r in trained + frozen
+                      if r.get("test_images")]
+            q2 = ev.beats(head_beat)
+            per_config[config] = {
+                "trainable": _dict(runs.accuracy(setting, config, False)),
+                "frozen": _dict(runs.accuracy(setting, config, True)),
+                "trainable_minus_frozen": _dict(beat),
+                "test_set_standard_error": sum(errors) / len(errors) if errors else None,
+                "verdicts": {
+                    QUESTIONS[0]: ev.earlier_layers_learn(measured) if measured else ev.NOT_TESTED,
+                    QUESTIONS[1]: q2,
+                    QUESTIONS[2]: ev.beats(beat),
+                    QUESTIONS[3]: ev.placement_justified(spec.reaches, spec.sees_input),
+                    QUESTIONS[4]: ev.costs_reported(costs),
+                },
+                "numbers": {
+                    "predicted_reach": list(spec.reaches),
+                    "measured_reach_per_seed": measured,
+                    "grad_norm_per_epoch_mean_over_seeds": _mean_norms(trained, layers),
+                    "quantum_head_trainable_minus_frozen": _dict(head_beat),
+                    "quantum_head_command": None if head_beat is not None else _head_command(sweep),
+                    "head_sees_input": spec.sees_input,
+                    "final_map": list(spec.node_shapes(_image_shape(sweep), 2)[-1]),
+                    "costs": costs,
+                },
+            }
+        out[setting.label(several)] = per_config
+    return out
+
+
+def _num_classes(sweep: dict[str, Any]) -> int:
+    return len(sweep["classes"]) if sweep.get("classes") else 10
+
+
+def _image_shape(sweep: dict[str, Any]) -> tuple[int, int]:
+    return (28, 28) if sweep["dataset"] == "mnist" else (8, 8)
+
+
+def _head_command(sweep: dict[str, Any]) -> str:
+    return (f"qresnet compare --preset {sweep['preset']} --head linear,quantum --classes 0,1,2,3"
+            + (" --data-dir DIR" if sweep["dataset"] == "mnist" else ""))
+
+
+def _mean_norms(trained: list[dict[str, Any]], layers: int) -> list[list[float]]:
+    if not trained:
+        return []
+    epochs = min(len(r["metrics"]) for r in trained)
+    return [[sum(r["metrics"][e][f"grad_norm_layer{k}"] for r in trained) / len(trained) for e in range(epochs)]
+            for k in range(1, layers + 1)]
+
+
+def _dict(value: ev.Interval | None) -> dict | None:
+    return None if value is None else value.to_dict()
+
+
+def _interval(value: dict | None, signed: bool = False) -> str:
+    if value is None:
         return "-"
-    chosen = [str(k + 1) for k, f in enumerate(flags) if f]
-    return ", ".join(chosen) if chosen else "none"
+    cls = ev.Paired if signed else ev.Interval
+    return cls(**value).describe()
 
 
 def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, Any]) -> Path:
     """results.csv, results.json, report.md and the figures into ``out``; returns report.md's path."""
     out = Path(out)
     rows = enrich(rows, out)
+    runs = Runs(rows)
+    assessed = assess(runs, sweep)
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=RESULT_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", table.getvalue())
-    atomic_write_json(out / "results.json", {"sweep": sweep, "results": rows, "environment": environment()}, default=str)
-    heads = list(dict.fromkeys(r.get("head", "linear") for r in rows))
-    for r in rows:  # one table per backend and head; the head named only when the sweep has several
-        r["setting"] = r["backend"] if len(heads) == 1 else f"{r['backend']}, {r.get('head', 'linear')} head"
-    settings = list(dict.fromkeys(r["setting"] for r in rows))
-    configs = list(dict.fromkeys(r["config"] for r in rows))
-    acc = {(r["setting"], r["config"], r["frozen"]): r["final_test_acc"] for r in rows}
-    by = {(r["setting"], r["config"], r["frozen"]): r for r in rows}
+    atomic_write_json(out / "results.json", {"sweep": sweep, "rules": ev.RULES, "evidence": assessed, "results": rows,
+                                             "environment": environment()}, default=str)
+    several = len({s.head for s in runs.settings}) > 1
+    labels = {s.label(several): s for s in runs.settings}
     wall = max((r.get("sweep_wall_time_s", 0.0) for r in rows), default=0.0)
     notes = sorted({note for r in rows for note in r.get("head_notes") or []})
+    seeds = runs.seeds
+    seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else
+                 f"one seed ({seeds[0]}): no interval can be given, and every verdict that needs one is inconclusive")
+    test_images = sorted({r["test_images"] for r in rows if r.get("test_images")})
     lines = [
         f"# ResQuNN comparison: preset `{sweep['preset']}`",
         "",
-        f"Data: {sweep['dataset']}, classes {sweep['classes'] or 'all'}, {sweep['per_class']} per class; "
-        f"{sweep['layers']} quanvolution layers, {' and '.join(heads)} head; {sweep['epochs']} epochs, batch "
-        f"{sweep['batch_size']}, Adam lr {sweep['lr']}, seed {sweep['seed']}. Sweep wall time {wall:.0f} s. Accuracies are "
-        f"final test accuracies (best over epochs in results.csv). *Frozen* trains only the head (the paper's "
-        f"frozen-quantum benchmark): a configuration whose trainable accuracy does not beat it is not learning in its "
-        f"quantum layers. Gradient norms: mean per batch of each quanvolution layer's weight gradient, last epoch of the "
-        f"trainable run (over training: grad_norms.png).",
+        f"Data: {sweep['dataset']}, classes {sweep['classes'] or 'all'}, {sweep['per_class']} per class "
+        f"({', '.join(map(str, test_images)) or '?'} test images, so one image is "
+        f"{100 / max(test_images[0], 1) if test_images else float('nan'):.1f}% of accuracy); {sweep['layers']} "
+        f"quanvolution layers, {' and '.join(dict.fromkeys(s.head for s in runs.settings))} head; {sweep['epochs']} epochs, "
+        f"batch {sweep['batch_size']}, Adam lr {sweep['lr']}; {seed_text}. A seed fixes the data split and the initial "
+        f"weights, so a trainable run and its frozen benchmark (only the head trains) with the same seed are a pair, "
+        f"and so are the same run on two backends. Sweep wall time {wall:.0f} s.",
+        "",
+        "Statistics: mean final test accuracy with its 95% Student-t interval over seeds; paired differences with the "
+        "paired t-test's 95% interval and p-value (the Wilcoxon signed-rank test cannot reach p < 0.05 below 6 pairs, "
+        "so with 3 to 10 seeds it could not decide). " + ev.RULES,
         "",
         *[f"- {note}" for note in notes],
         "",
+        "## Checklist: which part of the model is learning?",
+        "",
+        "| setting | configuration | " + " | ".join(QUESTIONS) + " |",
+        "|---|---|" + "---|" * len(QUESTIONS),
     ]
-    for setting in settings:
-        lines += [f"## {setting}", "",
-                  "| configuration | trainable | frozen | trainable - frozen | gradient norm per layer | "
-                  "layers with gradient (rule) | (measured) |",
-                  "|---|---|---|---|---|---|---|"]
-        for c in configs:
-            t, f = acc.get((setting, c, False)), acc.get((setting, c, True))
-            row = by.get((setting, c, False)) or by.get((setting, c, True))
-            diff = f"{t - f:+.3f}" if t is not None and f is not None else "-"
-            trained = by.get((setting, c, False))
-            measured = trained["measured_reach"] if trained else None
-            norms = " / ".join(f"{v:.2e}" for v in trained["grad_norms_last_epoch"]) if trained else "-"
-            lines.append(f"| `{c}` | {_fmt(t)} | {_fmt(f)} | {diff} | {norms} | {_layers(row['predicted_reach'])} | "
-                         f"{_layers(measured)} |")
+    for label, per_config in assessed.items():
+        for config, item in per_config.items():
+            lines.append(f"| {label} | `{config}` | " + " | ".join(item["verdicts"][q] for q in QUESTIONS) + " |")
+    lines.append("")
+    for label, per_config in assessed.items():
+        lines += [f"## {label}", "",
+                  "| configuration | trainable | frozen | trainable - frozen | test-set s.e. | spread over seeds (sd) | "
+                  "gradient norm per layer, last epoch | layers with gradient (rule) | (measured, every seed) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for config, item in per_config.items():
+            trained = runs.get(labels[label], config, False)
+            norms = " / ".join(f"{sum(r['grad_norms_last_epoch'][k] for r in trained) / len(trained):.2e}"
+                               for k in range(sweep["layers"])) if trained else "-"
+            measured = item["numbers"]["measured_reach_per_seed"]
+            agreed = [all(seed[k] for seed in measured) for k in range(sweep["layers"])] if measured else None
+            spread = item["trainable"]["std"] if item["trainable"] else None
+            se = item["test_set_standard_error"]
+            lines.append(f"| `{config}` | {_interval(item['trainable'])} | {_interval(item['frozen'])} | "
+                         f"{_interval(item['trainable_minus_frozen'], True)} | {_fmt(se)} | {_fmt(spread)} | {norms} | "
+                         f"{_layers(item['numbers']['predicted_reach'])} | {_layers(agreed)} |")
         lines.append("")
-    for head in heads:
-        group = [g for g in settings if len(heads) == 1 or g.endswith(f", {head} head")]
-        ideal, noisy = group[0], group[1:]
-        for other in noisy:
-            lines += [f"## {other} minus {ideal}", "", "| configuration | trainable | frozen |", "|---|---|---|"]
-            for c in configs:
-                cells = []
-                for frozen in (False, True):
-                    a, b = acc.get((other, c, frozen)), acc.get((ideal, c, frozen))
-                    cells.append(f"{a - b:+.3f}" if a is not None and b is not None else "-")
-                lines.append(f"| `{c}` | {cells[0]} | {cells[1]} |")
-            lines.append("")
-    if "quantum" in heads and "linear" in heads:
-        for backend in dict.fromkeys(r["backend"] for r in rows):
-            q, lin = f"{backend}, quantum head", f"{backend}, linear head"
-            lines += [f"## Quantum head beside the linear head, {backend}", "",
-                      "| configuration | quantum trainable | quantum frozen | linear trainable | linear frozen |",
-                      "|---|---|---|---|---|"]
-            for c in configs:
-                lines.append(f"| `{c}` | {_fmt(acc.get((q, c, False)))} | {_fmt(acc.get((q, c, True)))} | "
-                             f"{_fmt(acc.get((lin, c, False)))} | {_fmt(acc.get((lin, c, True)))} |")
-            lines.append("")
-    lines += ["## Figures", "", "![accuracy](accuracy.png)", "", "![gradient norms](grad_norms.png)", "",
+    lines += _noisy_minus_ideal(runs, several)
+    lines += _quantum_beside_linear(runs)
+    lines += ["## The numbers behind each verdict", ""]
+    for label, per_config in assessed.items():
+        for config, item in per_config.items():
+            n, c = item["numbers"], item["numbers"]["costs"]
+            head = n["quantum_head_trainable_minus_frozen"]
+            lines += [
+                f"**{label}, `{config}`**",
+                f"- Q1: layers with gradient by the rule {_layers(n['predicted_reach'])}; measured per seed "
+                f"{'; '.join(_layers(m) for m in n['measured_reach_per_seed']) or '-'}.",
+                "- Q2: quantum head trainable - frozen " + (_interval(head, True) if head else
+                                                           f"not in this sweep: `{n['quantum_head_command']}`") + ".",
+                f"- Q3: trainable - frozen {_interval(item['trainable_minus_frozen'], True)}.",
+                f"- Q4: layers connected to the head {_layers(n['predicted_reach'])}; the head "
+                f"{'also sees' if n['head_sees_input'] else 'does not see'} the raw input X; final map "
+                f"{n['final_map'][0]}x{n['final_map'][1]}.",
+                f"- Q5: {', '.join(map(str, c['qubits']))} qubits per circuit; {c['boundaries']} measure-and-re-encode "
+                f"boundaries per forward pass; {c['circuits_per_step']} circuits (parameter sets) per training step; "
+                f"{_fmt(c['seconds_per_epoch'], '.2f')} s of simulation per epoch; on {c['device']} at {c['shots']} shots: "
+                f"one epoch of training {c['device_train_epoch_circuits']} circuits, about "
+                f"{_fmt(c['device_train_epoch_qpu_seconds'], '.0f')} s of QPU time; one evaluation of the test set "
+                f"{c['device_test_eval_circuits']} circuits, about {_fmt(c['device_test_eval_qpu_seconds'], '.0f')} s.",
+                "",
+            ]
+    lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
+              "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
               "![training curves](curves.png)", ""]
-    if len(settings) > 1:
-        lines += ["![ideal vs noisy](ideal_vs_noisy.png)", ""]
+    if len(labels) > 1:
+        lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
-    _figures(rows, settings, configs, out)
+    _figures(runs, assessed, labels, sweep["layers"], out)
     return report
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _noisy_minus_ideal(runs: Runs, several: bool) -> list[str]:
+    lines: list[str] = []
+    for head in dict.fromkeys(s.head for s in runs.settings):
+        group = [s for s in runs.settings if s.head == head]
+        ideal = next((s for s in group if BackendSpec.coerce(s.backend).device is None), group[0])
+        for other in (s for s in group if s != ideal):
+            lines += [f"## {other.label(several)} minus {ideal.label(several)} (paired by seed)", "",
+                      "| configuration | trainable | frozen |", "|---|---|---|"]
+            for c in runs.configs:
+                cells = [_interval(_dict(runs.difference((other, c, f), (ideal, c, f))), True) for f in (False, True)]
+                lines.append(f"| `{c}` | {cells[0]} | {cells[1]} |")
+            lines.append("")
+    return lines
 
 
-def _figures(rows: list[dict[str, Any]], settings: list[str], configs: list[str], out: Path) -> None:
+def _quantum_beside_linear(runs: Runs) -> list[str]:
+    heads = {s.head for s in runs.settings}
+    if not {"quantum", "linear"} <= heads:
+        return []
+    lines: list[str] = []
+    for backend in dict.fromkeys(s.backend for s in runs.settings):
+        q, lin = Setting(backend, "quantum"), Setting(backend, "linear")
+        lines += [f"## Quantum head beside the linear head, {backend}", "",
+                  "| configuration | quantum trainable | quantum frozen | linear trainable | linear frozen |",
+                  "|---|---|---|---|---|"]
+        for c in runs.configs:
+            cells = [_interval(_dict(runs.accuracy(s, c, f))) for s in (q, lin) for f in (False, True)]
+            lines.append(f"| `{c}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _layers(flags: Sequence[bool] | None) -> str:
+    if flags is None:
+        return "-"
+    chosen = [str(k + 1) for k, f in enumerate(flags) if f]
+    return ", ".join(chosen) if chosen else "none"
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, Setting], layers: int, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    by = {(r["setting"], r["config"], r["frozen"]): r for r in rows}
+    configs = runs.configs
     x = np.arange(len(configs))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
-    for ax, setting in zip(axes[0], settings):
-        for offset, frozen, label in ((-0.2, False, "trainable"), (0.2, True, "frozen")):
-            values = [by[(setting, c, frozen)]["final_test_acc"] if (setting, c, frozen) in by else np.nan for c in configs]
-            ax.bar(x + offset, values, 0.4, label=label)
-        ax.set(title=f"test accuracy, {setting}", xticks=x, ylim=(0, 1))
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 3.9), squeeze=False)
+    for ax, (label, per_config) in zip(axes[0], assessed.items()):
+        for offset, key in ((-0.2, "trainable"), (0.2, "frozen")):
+            means, errors = [], [[], []]
+            for c in configs:
+                value = per_config.get(c, {}).get(key)
+                mean = value["mean"] if value else np.nan
+                low = value["low"] if value and value["low"] is not None else mean
+                high = value["high"] if value and value["high"] is not None else mean
+                means.append(mean)
+                errors[0].append(mean - low)
+                errors[1].append(high - mean)
+            ax.bar(x + offset, means, 0.4, yerr=errors, capsize=3, label=key)
+        ax.set(title=f"test accuracy (95% interval), {label}", xticks=x, ylim=(0, 1))
         ax.set_xticklabels(configs, rotation=30, ha="right")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, out / "accuracy.png", dpi=110)
+    save_figure(fig, out / "accuracy.png")
 
+    entries = [(label, c, item["trainable_minus_frozen"]) for label, per_config in assessed.items()
+               for c, item in per_config.items() if item["trainable_minus_frozen"]]
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * max(len(entries), 4) + 1.2))
+    for i, (label, c, d) in enumerate(entries):
+        y = len(entries) - 1 - i
+        if d["low"] is not None:
+            ax.plot([d["low"], d["high"]], [y, y], "-", color="C0", lw=2)
+        ax.plot(d["mean"], y, "o", color="C3" if d["low"] is not None and d["low"] > 0 else "C0")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(ev.MARGIN, color="k", lw=0.6, ls=":")
+    ax.set_yticks(range(len(entries)))
+    ax.set_yticklabels([f"{c} | {label}" for label, c, _ in reversed(entries)], fontsize=7)
+    ax.set(title="trainable - frozen: mean and 95% paired interval (red: above 0)", xlabel="accuracy difference")
+    fig.tight_layout()
+    save_figure(fig, out / "differences.png")
+
+    settings = list(labels.values())
     fig, axes = plt.subplots(len(settings), len(configs), figsize=(3.2 * len(configs), 2.8 * len(settings)), squeeze=False)
-    for i, setting in enumerate(settings):
+    for i, (label, per_config) in enumerate(assessed.items()):
         for j, c in enumerate(configs):
             ax = axes[i][j]
-            row = by.get((setting, c, False))
-            if row:
-                for k in range(len(row["grad_norms_last_epoch"])):
-                    ax.plot([m["epoch"] for m in row["metrics"]], [m[f"grad_norm_layer{k + 1}"] for m in row["metrics"]],
-                            "o-", ms=3, label=f"layer {k + 1}")
+            norms = per_config.get(c, {}).get("numbers", {}).get("grad_norm_per_epoch_mean_over_seeds") or []
+            for k, series in enumerate(norms):
+                ax.plot(range(1, len(series) + 1), series, "o-", ms=3, label=f"layer {k + 1}")
+            if norms:
                 ax.legend(fontsize=7)
-            ax.set_title(f"{c}\n{setting}", fontsize=8)
+            ax.set_title(f"{c}\n{label}", fontsize=8)
             ax.set_xlabel("epoch", fontsize=8)
-    fig.suptitle("quantum weight gradient norm over training (trainable runs)", fontsize=10)
+    fig.suptitle("quantum weight gradient norm over training (trainable runs, mean over seeds)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "grad_norms.png", dpi=100)
 
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
-    for ax, setting in zip(axes[0], settings):
+    for ax, (label, setting) in zip(axes[0], labels.items()):
         for j, c in enumerate(configs):
-            color = f"C{j}"
             for frozen, style in ((False, "-"), (True, "--")):
-                row = by.get((setting, c, frozen))
-                if row:
-                    ax.plot([m["epoch"] for m in row["metrics"]], [m["test_acc"] for m in row["metrics"]], style,
-                            color=color, label=f"{c}{' (frozen)' if frozen else ''}")
-        ax.set(title=f"test accuracy per epoch, {setting} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
+                group = runs.get(setting, c, frozen)
+                if group:
+                    epochs = min(len(r["metrics"]) for r in group)
+                    mean = [sum(r["metrics"][e]["test_acc"] for r in group) / len(group) for e in range(epochs)]
+                    ax.plot(range(1, epochs + 1), mean, style, color=f"C{j}", label=f"{c}{' (frozen)' if frozen else ''}")
+        ax.set(title=f"test accuracy per epoch, mean over seeds, {label} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, out / "curves.png", dpi=110)
+    save_figure(fig, out / "curves.png")
 
     if len(settings) > 1:
         fig, ax = plt.subplots(figsize=(7, 3.8))
         width = 0.8 / len(settings)
-        for i, setting in enumerate(settings):
-            values = [by[(setting, c, False)]["final_test_acc"] if (setting, c, False) in by else np.nan for c in configs]
-            ax.bar(x + (i - (len(settings) - 1) / 2) * width, values, width, label=setting)
-        ax.set(title="trainable test accuracy by setting and head", xticks=x, ylim=(0, 1))
+        for i, (label, per_config) in enumerate(assessed.items()):
+            values = [per_config.get(c, {}).get("trainable") for c in configs]
+            means = [v["mean"] if v else np.nan for v in values]
+            errors = [[v["mean"] - v["low"] if v and v["low"] is not None else 0 for v in values],
+                      [v["high"] - v["mean"] if v and v["high"] is not None else 0 for v in values]]
+            ax.bar(x + (i - (len(settings) - 1) / 2) * width, means, width, yerr=errors, capsize=2, label=label)
+        ax.set(title="trainable test accuracy by setting (95% interval)", xticks=x, ylim=(0, 1))
         ax.set_xticklabels(configs, rotation=30, ha="right")
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
-        save_figure(fig, out / "ideal_vs_noisy.png", dpi=110)
+        save_figure(fig, out / "ideal_vs_noisy.png")

@@ -46,6 +46,29 @@ def parse_ints(text: str | None, flag: str, what: str, error: type[Exception] = 
         raise error(f"{flag} {text!r} must be comma-separated {what}, e.g. 3,2,1,0") from None
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``--seeds 0-4`` (a range, both ends in) or ``0,3,7`` (a list), or a mix: ``0-2,7``.
+
+    >>> parse_seeds("0-2,7"), parse_seeds("5")
+    ((0, 1, 2, 7), (5,))
+    """
+    if text is None:
+        return None
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first:
+                raise ValueError
+            seeds.extend(range(first, last + 1))
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} must be a range or a list of seeds, e.g. 0-4 or 0,3,7") from None
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds {text!r} names a seed twice")
+    return tuple(seeds)
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str | None = BACKEND_HELP,
                           required: bool = False) -> None:
     """The backend flags; ``backend=None`` leaves out ``--backend`` (``compare`` takes ``--backends``)."""

@@ -42,34 +42,61 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
-    "quick": {"dataset": "digits", "classes": None, "per_class": 30, "layers": 2, "configs": "paper",
-              "backends": ("aer", "aer:fake_torino"), "epochs": 6, "batch_size": 16, "lr": 0.03},
+    # (40 per class with a quarter held out: 100 test images, so one image is 1% of accuracy; 3 seeds)
+    "quick": {"dataset": "digits", "classes": None, "per_class": 40, "test_fraction": 0.25, "layers": 2,
+              "configs": "paper", "backends": ("aer", "aer:fake_torino"), "epochs": 6, "batch_size": 16, "lr": 0.03,
+              "seeds": (0, 1, 2)},
     # the paper's classical-head study: MNIST, 10 classes x 200 (1600 train / 400 test), 30 epochs, Adam 0.01
     "paper": {"dataset": "mnist", "classes": None, "per_class": 200, "layers": 2, "configs": "paper",
-              "backends": ("aer", "aer:fake_torino"), "epochs": 30, "batch_size": 16, "lr": 0.01},
+              "backends": ("aer", "aer:fake_torino"), "epochs": 30, "batch_size": 16, "lr": 0.01, "seeds": (0, 1, 2)},
     # the paper's quantum-head study, classical head beside it: MNIST 0-3 x 200 (640 train / 160 test)
     "paper-quantum": {"dataset": "mnist", "classes": (0, 1, 2, 3), "per_class": 200, "layers": 2, "configs": "paper",
                       "backends": ("aer", "aer:fake_torino"), "heads": ("quantum", "linear"), "epochs": 30,
-                      "batch_size": 16, "lr": 0.01},
+                      "batch_size": 16, "lr": 0.01, "seeds": (0, 1, 2)},
     # its quick variant on the embedded digits
     "quick-quantum": {"dataset": "digits", "classes": (0, 1, 2, 3), "per_class": 40, "layers": 2, "configs": "paper",
                       "backends": ("aer", "aer:fake_torino"), "heads": ("quantum", "linear"), "epochs": 6,
-                      "batch_size": 16, "lr": 0.03},
+                      "batch_size": 16, "lr": 0.03, "seeds": (0, 1, 2)},
     # the paper's single-layer trainable vs frozen experiment
     "single": {"dataset": "mnist", "classes": None, "per_class": 200, "layers": 1, "configs": "none",
-               "backends": ("aer", "aer:fake_torino"), "epochs": 30, "batch_size": 16, "lr": 0.01},
+               "backends": ("aer", "aer:fake_torino"), "epochs": 30, "batch_size": 16, "lr": 0.01, "seeds": (0, 1, 2)},
 }
 
 
 @dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep: where it runs, with which head and configuration, trainable or frozen, its seed."""
+
+    backend: BackendSpec
+    head: str
+    residual: ResidualSpec
+    frozen: bool
+    seed: int
+    config: TrainConfig
+
+    def directory(self, out: Path) -> Path:
+        return run_dir(out, self.backend, self.residual, self.frozen, self.head, self.seed)
+
+    def describe(self) -> str:
+        return (f"{self.backend} {self.head} head {self.residual.notation} "
+                f"{'frozen' if self.frozen else 'trainable'} seed {self.seed}")
+
+
+@dataclass(frozen=True)
 class SweepConfig:
-    """A sweep: the shared training settings, the configurations, the backends and their options."""
+    """A sweep: the shared training settings, the configurations, the backends and their options, the seeds.
+
+    Every configuration x {trainable, frozen} x backend x head runs once per seed. A seed fixes the
+    data split and the initial weights, so a trainable run and its frozen benchmark with the same
+    seed form a pair, and so do the same run on two backends.
+    """
 
     preset: str = "quick"
     dataset: str = "digits"
     data_dir: str | None = None
     classes: tuple[int, ...] | None = None
     per_class: int | None = 30
+    test_fraction: float = 0.2
     layers: int = 2
     configs: tuple[ResidualSpec, ...] = ()
     backends: tuple[BackendSpec, ...] = ("aer", "aer:fake_torino")
@@ -78,10 +105,14 @@ class SweepConfig:
     epochs: int = 6
     batch_size: int = 16
     lr: float = 0.03
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     backend_options: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
+        seeds = tuple(self.seeds)
+        if not seeds or any(not isinstance(k, int) or isinstance(k, bool) for k in seeds) or len(set(seeds)) < len(seeds):
+            raise ConfigError(f"seeds={self.seeds!r} must be distinct integers, e.g. 0-4 or 0,3,7")
+        object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "configs", resolve_configs(self.configs, self.layers))
         object.__setattr__(self, "backends", tuple(BackendSpec.coerce(b) for b in self.backends))
         object.__setattr__(self, "heads", tuple(self.heads))
@@ -96,19 +127,21 @@ class SweepConfig:
             raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         return cls(preset=preset, **{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
-    def runs(self) -> list[tuple[BackendSpec, str, ResidualSpec, bool, TrainConfig]]:
-        """(backend, head, configuration, frozen, training config) for every run of the sweep."""
+    def runs(self) -> list[PlannedRun]:
+        """Every run of the sweep, seeds innermost (so a configuration's seeds finish together)."""
         out = []
         for head in self.heads:
             for backend in self.backends:
                 for residual in self.configs:
                     for frozen in self.frozen_modes:
-                        config = TrainConfig(
-                            dataset=self.dataset, data_dir=self.data_dir, classes=self.classes, per_class=self.per_class,
-                            layers=self.layers, residual=residual, head=head, frozen=frozen, backend=backend,
-                            backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
-                            lr=self.lr, seed=self.seed)
-                        out.append((backend, head, residual, frozen, config))
+                        for seed in self.seeds:
+                            config = TrainConfig(
+                                dataset=self.dataset, data_dir=self.data_dir, classes=self.classes,
+                                per_class=self.per_class, test_fraction=self.test_fraction, layers=self.layers,
+                                residual=residual, head=head, frozen=frozen, backend=backend,
+                                backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
+                                lr=self.lr, seed=seed)
+                            out.append(PlannedRun(backend, head, residual, frozen, seed, config))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +151,7 @@ class SweepConfig:
         out["backends"] = [str(b) for b in self.backends]
         out["heads"] = list(self.heads)
         out["frozen_modes"] = list(self.frozen_modes)
+        out["seeds"] = list(self.seeds)
         out["backend_options"] = self.backend_options.to_dict()
         return out
 
@@ -140,10 +174,12 @@ def slug(config: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "", config.replace("(", "p").replace(")", "q").replace("+", "_").replace(", ", "__"))
 
 
-def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, frozen: bool, head: str = "linear") -> Path:
-    """Where a sweep in ``out`` keeps one run: ``runs/<backend>/<config>-<trainable|frozen>[-<head>-head]``."""
+def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, frozen: bool, head: str = "linear",
+            seed: int = 0) -> Path:
+    """Where a sweep in ``out`` keeps one run: ``runs/<backend>/<config>-<trainable|frozen>[-<head>-head]-seed<k>``."""
     notation = ResidualSpec.coerce(config).notation
-    name = f"{slug(notation)}-{'frozen' if frozen else 'trainable'}" + ("" if head == "linear" else f"-{head}-head")
+    name = (f"{slug(notation)}-{'frozen' if frozen else 'trainable'}" + ("" if head == "linear" else f"-{head}-head")
+            + f"-seed{seed}")
     return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
@@ -160,15 +196,16 @@ def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -
     return {**summary, "reused": False}
 
 
-def stale_runs(out: Path, plan: list, data: Dataset) -> list[tuple[Path, list[str]]]:
+def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[tuple[Path, list[str]]]:
     """The runs under ``out`` that were trained with other settings than the plan's, with what differs."""
-    digest = data.digest()
+    digests = {seed: d.digest() for seed, d in data.items()}
     stale = []
-    for backend, head, residual, frozen, config in plan:
-        run = RunDir(run_dir(out, backend, residual, frozen, head))
+    for planned in plan:
+        config = planned.config
+        run = RunDir(planned.directory(out))
         if not run.config_path.is_file():
             continue
-        differences = identity_differences(run.read_identity(), config.identity(digest))
+        differences = identity_differences(run.read_identity(), config.identity(digests[planned.seed]))
         done = len(run.read_metrics())
         if done > config.epochs:
             differences.append(f"epochs: {done} finished -> {config.epochs} asked for")
@@ -214,7 +251,10 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
     out = Path(out)
     plan = sweep.runs()
     check_backends(sweep)
-    data = load_dataset(plan[0][4].data_config())  # every run of a sweep shares its data selection
+    first = {}
+    for planned in plan:
+        first.setdefault(planned.seed, planned.config)
+    data = {seed: load_dataset(config.data_config()) for seed, config in first.items()}  # a seed fixes the split
     stale = stale_runs(out, plan, data)
     if stale and not overwrite:
         path, differences = stale[0]
@@ -230,23 +270,22 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
     bar = tqdm(total=len(plan), desc="compare", unit="run", disable=not progress)
 
     def record(i: int, summary: dict[str, Any]) -> None:
-        backend, head, residual, frozen, config = plan[i]
-        rows[i] = {"backend": str(backend), "config": residual.notation, "frozen": frozen, **summary, "head": head,
-                   "predicted_reach": list(residual.reaches),
-                   "run_dir": str(run_dir(Path("."), backend, residual, frozen, head))}
+        planned = plan[i]
+        rows[i] = {"backend": str(planned.backend), "config": planned.residual.notation, "frozen": planned.frozen,
+                   **summary, "head": planned.head, "seed": planned.seed, "predicted_reach": list(planned.residual.reaches),
+                   "run_dir": str(planned.directory(Path(".")))}
         bar.update(1)
-        bar.set_postfix_str(f"{backend} {head} head {residual.notation} {'frozen' if frozen else 'trainable'}: "
-                            f"{summary['final_test_acc']:.3f}")
+        bar.set_postfix_str(f"{planned.describe()}: {summary['final_test_acc']:.3f}")
 
     if jobs <= 1:
-        for i, (backend, head, residual, frozen, config) in enumerate(plan):
-            record(i, _run_one(config, str(run_dir(out, backend, residual, frozen, head)), data))
+        for i, planned in enumerate(plan):
+            record(i, _run_one(planned.config, str(planned.directory(out)), data[planned.seed]))
     else:
         context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_run_one, config, str(run_dir(out, backend, residual, frozen, head))): i
-                       for i, (backend, head, residual, frozen, config) in enumerate(plan)}
+            futures = {pool.submit(_run_one, planned.config, str(planned.directory(out))): i
+                       for i, planned in enumerate(plan)}
             for future in as_completed(futures):
                 record(futures[future], future.result())
     bar.close()

@@ -126,6 +126,11 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def initial_checkpoint(self) -> Path:
+        """The weights before the first step (never pruned)."""
+        return self.checkpoints / "initial.pt"
+
+    @property
     def step_checkpoint(self) -> Path:
         return self.checkpoints / "step.pt"
 

@@ -118,6 +118,8 @@ def train(
         run.clear()
     run.checkpoints.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves nothing behind
     run.remove_tmp_files()
+    if not resume:  # the initial weights: a trainable run and its frozen pair (same seed) start from these
+        run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint)
     run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "head_notes": notes,
                       "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
                                "classes": list(data.classes), "image_shape": list(data.image_shape)},
@@ -224,6 +226,9 @@ def train(
         "backend": backend.name,
         "residual": config.residual.notation,
         "frozen": config.frozen,
+        "seed": config.seed,
+        "train_images": len(data.y_train),
+        "test_images": len(data.y_test),
         "head": config.head,
         "head_notes": notes,
         "steps_this_session": steps_taken,

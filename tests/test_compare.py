@@ -8,7 +8,7 @@ from qresnet.errors import QresnetError
 from qresnet.experiments import SweepConfig, run_dir, run_sweep, slug
 from qresnet.comparison_report import write_comparison_report
 
-TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2")
+TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0,))
 
 
 def test_tiny_comparison_writes_every_report_file(tmp_path):
@@ -66,7 +66,7 @@ def test_presets_and_bad_values():
 
 def test_cli_compare_quick_subset(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert cli.main(["compare", "--configs", "O1+O2", "--backends", "aer", "--classes", "0,1", "--per-class", "8",
+    assert cli.main(["compare", "--seeds", "0", "--configs", "O1+O2", "--backends", "aer", "--classes", "0,1", "--per-class", "8",
                      "--epochs", "1", "--out", str(out)]) == 0
     assert (out / "report.md").is_file()
     assert "trainable - frozen" in capsys.readouterr().out

@@ -25,7 +25,7 @@ from qresnet.rundir import RunDir
 from qresnet.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=8, lr=0.05, configs="none")
+TINY = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=8, lr=0.05, configs="none", seeds=(0,))
 SMALL = dict(classes=(0, 1), per_class=8, layers=1, residual="none", epochs=2, batch_size=8, lr=0.05, seed=1)
 TRAIN_FLAGS = ["--classes", "0,1", "--per-class", "8", "--layers", "1", "--residual", "none", "--batch-size", "8",
                "--lr", "0.05", "--seed", "1"]
@@ -48,14 +48,14 @@ def test_a_sweep_refuses_runs_trained_with_other_settings(tmp_path, capsys):
     out = tmp_path / "C"
     first = SweepConfig.from_preset("quick", backends=("aer",), **TINY)
     run_sweep(first, out, progress=False)
-    changed = SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "lr": 0.5, "seed": 7})
+    changed = SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "lr": 0.5})
     with pytest.raises(RunDirError) as info:
         run_sweep(changed, out, progress=False)
     message = str(info.value)
     assert "2 run(s) trained with other settings" in message
-    assert "config.lr: 0.05 -> 0.5" in message and "config.seed: 0 -> 7" in message and "--overwrite" in message
+    assert "config.lr: 0.05 -> 0.5" in message and "--overwrite" in message
     # through the command line: one line, a non-zero exit, nothing trained
-    argv = ["compare", "--configs", "none", "--backends", "aer", "--classes", "0,1", "--per-class", "8", "--epochs", "2",
+    argv = ["compare", "--seeds", "0", "--configs", "none", "--backends", "aer", "--classes", "0,1", "--per-class", "8", "--epochs", "2",
             "--batch-size", "8", "--lr", "0.5", "--out", str(out)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -85,10 +85,10 @@ def test_a_moved_sweep_resumes_and_reports(tmp_path):
     redo = run_dir(tmp_path / "C2", "aer", "none", False)
     (redo / "summary.json").unlink()  # as if it died in its last epoch
     (redo / "checkpoints" / "epoch_002.pt").unlink()
-    assert cli.main(["compare", "--configs", "none", "--backends", "aer", "--classes", "0,1", "--per-class", "8",
+    assert cli.main(["compare", "--seeds", "0", "--configs", "none", "--backends", "aer", "--classes", "0,1", "--per-class", "8",
                      "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--out", str(tmp_path / "C2")]) == 0
     results = json.loads((tmp_path / "C2" / "results.json").read_text())["results"]
-    assert [r["run_dir"] for r in results] == ["runs/aer/none-trainable", "runs/aer/none-frozen"]
+    assert [r["run_dir"] for r in results] == ["runs/aer/none-trainable-seed0", "runs/aer/none-frozen-seed0"]
     assert [r["final_test_acc"] for r in results] == [r["final_test_acc"] for r in first]
     assert [r["reused"] for r in results] == [False, True]
 
@@ -148,7 +148,7 @@ def test_every_command_refuses_a_bad_layout(layout, message, trained, tmp_path, 
         "train": ["train", *TRAIN_FLAGS, "--epochs", "1", *manila, "--out", "T"],
         "grads": ["grads", "--layers", "1", "--configs", "all", *manila],
         "transpile": ["transpile", *manila],
-        "compare": ["compare", "--configs", "none", "--backends", "aer:fake_manila", "--classes", "0,1", "--per-class",
+        "compare": ["compare", "--seeds", "0", "--configs", "none", "--backends", "aer:fake_manila", "--classes", "0,1", "--per-class",
                     "8", "--epochs", "1", "--initial-layout", layout, "--out", "C"],
         "jobs submit": ["jobs", "submit", str(trained), "--backend", "local:fake_manila", "--initial-layout", layout,
                         "--dry-run", "--ledger", "l.sqlite"],
@@ -187,7 +187,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
 def test_sigkilled_sweep_leaves_no_worker_behind(tmp_path):
     out = tmp_path / "C"
-    argv = [sys.executable, "-m", "qresnet.cli", "compare", "--configs", "none;O1+O2", "--backends", "aer",
+    argv = [sys.executable, "-m", "qresnet.cli", "compare", "--seeds", "0", "--configs", "none;O1+O2", "--backends", "aer",
             "--classes", "0,1", "--per-class", "30", "--epochs", "30", "--jobs", "2", "--out", str(out)]
     sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

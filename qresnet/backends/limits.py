@@ -24,9 +24,11 @@ from functools import cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.exceptions import QiskitError
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
 from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.providers import BackendV2
 
 from qresnet.backends.primitives import CompletedJob
 from qresnet.errors import JobLimitError
@@ -34,7 +36,28 @@ from qresnet.errors import JobLimitError
 MAX_TWO_QUBIT_GATES_PER_JOB = 10_000
 MAX_EXECUTIONS_PER_JOB = 10_000_000
 DEFAULT_RUNTIME_SHOTS = 4096  # the Runtime estimator's default precision 1/64, as shots
+JOB_OVERHEAD_S = 2.0  # per job: queueing aside, the service's own set-up (an assumption)
+DEFAULT_REP_DELAY_S = 250e-6
 _NOT_GATES = ("barrier", "delay")
+
+
+def qpu_seconds(circuits: Sequence[tuple[QuantumCircuit, int]], shots: int, device: BackendV2 | None, jobs: int) -> float:
+    """Estimated QPU time: ``jobs * JOB_OVERHEAD_S + sum of count * shots * (rep_delay + duration)`` over
+    (ISA circuit, count) pairs, each duration from the device target (``QuantumCircuit.estimate_duration``)
+    and the device's default repetition delay (250 us if it has none). The overhead per job is an
+    assumption; mitigation adds calibration circuits (TREX) and noise-amplified copies (ZNE) that the
+    count of circuits leaves out."""
+    configuration = getattr(device, "configuration", None)
+    rep_delay = getattr(configuration(), "default_rep_delay", None) if callable(configuration) else None
+    rep_delay = rep_delay or DEFAULT_REP_DELAY_S
+    seconds = jobs * JOB_OVERHEAD_S
+    for circuit, count in circuits:
+        try:
+            duration = circuit.estimate_duration(device.target, unit="s") if device is not None else 0.0
+        except QiskitError:  # a target without gate durations
+            duration = 0.0
+        seconds += count * shots * (rep_delay + duration)
+    return seconds
 
 
 def two_qubit_gates(circuit: QuantumCircuit) -> int:

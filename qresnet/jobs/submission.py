@@ -4,11 +4,8 @@
     print(prepared.cost.describe())
     submission_id = submit(prepared, Ledger())
 
-QPU time is estimated as ``jobs * JOB_OVERHEAD_S + sum over circuits of shots * (rep_delay + duration)``,
-with each PUB's ISA circuit duration from the device target (``QuantumCircuit.estimate_duration``)
-and the device's default repetition delay (250 us if it has none). The overhead per job is an
-assumption; mitigation adds calibration circuits (TREX) and noise-amplified copies (ZNE) that the
-count of circuits leaves out.
+QPU time is estimated by :func:`qresnet.backends.limits.qpu_seconds` (per job an overhead, per
+circuit shots x (repetition delay + duration on the device target)).
 """
 
 from __future__ import annotations
@@ -22,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qiskit.exceptions import QiskitError
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.providers import BackendV2
 
 from qresnet.backends import BackendSpec
-from qresnet.backends.limits import JobPlan, PubSlice, circuits_per_parameter_set, plan_jobs
+from qresnet.backends.limits import JobPlan, PubSlice, circuits_per_parameter_set, plan_jobs, qpu_seconds
 from qresnet.errors import DuplicateSubmissionError, JobsError, QresnetError
 from qresnet.jobs.ledger import JobRecord, Ledger, SubmissionRecord, encode_result, job_tag
 from qresnet.jobs.manifest import Manifest, build_manifest
@@ -35,8 +31,6 @@ from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
 from qresnet.jobs.transport import DEFAULT_RETRY, Retry, RuntimeTransport, open_transport, scrub, status_name
 
-JOB_OVERHEAD_S = 2.0
-DEFAULT_REP_DELAY_S = 250e-6
 
 
 @dataclass(frozen=True)
@@ -92,16 +86,8 @@ class Cost:
 
 def estimate_cost(plan: JobPlan, device: BackendV2 | None, shots: int) -> Cost:
     """Counts from ``plan``; QPU time as in the module docstring."""
-    configuration = getattr(device, "configuration", None)
-    rep_delay = getattr(configuration(), "default_rep_delay", None) if callable(configuration) else None
-    rep_delay = rep_delay or DEFAULT_REP_DELAY_S
-    seconds = len(plan.jobs) * JOB_OVERHEAD_S
-    for pub, circuits in zip(plan.pubs, plan.pub_circuits):
-        try:
-            duration = pub.circuit.estimate_duration(device.target, unit="s") if device is not None else 0.0
-        except QiskitError:  # a target without gate durations
-            duration = 0.0
-        seconds += circuits * shots * (rep_delay + duration)
+    seconds = qpu_seconds([(pub.circuit, circuits) for pub, circuits in zip(plan.pubs, plan.pub_circuits)], shots,
+                          device, len(plan.jobs))
     return Cost(len(plan.jobs), plan.circuits, shots, plan.executions, plan.two_qubit_gates, seconds)
 
 

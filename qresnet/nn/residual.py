@@ -190,14 +190,28 @@ class ResidualSpec:
         feeding = {j for j, _ in self.edges}
         return ", ".join(self._expression(k) for k in range(1, self.num_layers + 1) if self.sources(k) and k not in feeding)
 
+    def _reaching(self) -> set[int]:
+        """The nodes 0..L whose value reaches node L (the head) along skip edges."""
+        reach = {self.num_layers}
+        for k in range(self.num_layers - 1, -1, -1):
+            if any(j == k and t in reach for j, t in self.edges):
+                reach.add(k)
+        return reach
+
     @property
     def reaches(self) -> tuple[bool, ...]:
         """Whether layer k's weights get a gradient: node k reaches node L along skip edges (k = 1..L)."""
-        reach = {self.num_layers}
-        for k in range(self.num_layers - 1, 0, -1):
-            if any(j == k and t in reach for j, t in self.edges):
-                reach.add(k)
+        reach = self._reaching()
         return tuple(k in reach for k in range(1, self.num_layers + 1))
+
+    @property
+    def sees_input(self) -> bool:
+        """Whether the head sees the raw input X (node 0 reaches node L), beside the quantum layers' outputs.
+
+        >>> ResidualSpec.coerce("(X+O1)+O2").sees_input, ResidualSpec.coerce("O1+O2").sees_input
+        (True, False)
+        """
+        return 0 in self._reaching()
 
     def node_shapes(self, input_shape: tuple[int, int], kernel_size: int = 2) -> list[tuple[int, int]]:
         """Map shapes of h_0 .. h_L: each layer maps (H, W) to ceil(H/k) x ceil(W/k); sums take the larger."""
