@@ -10,8 +10,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# the tests also start a local Ray cluster: the optional extra [ray]
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,ray]"
+	touch $@
+
 run: $(VENV)/.installed
 	$(QRESNET) compare --preset quick --jobs 2
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest

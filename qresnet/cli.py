@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.console import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
-from qresnet.errors import LayoutError, QresnetError, RunDirError
+from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.jobs.cli import add_jobs_parser
 from qresnet.rundir import RunDir
 
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"best {summary['best_test_acc']:.3f}, {summary['epochs_completed']} epochs, {summary['wall_time_s']:.1f} s")
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
+def cmd_compare(args: argparse.Namespace) -> int:
     from qresnet.comparison_report import write_comparison_report
     from qresnet.experiments import SweepConfig, run_sweep
 
@@ -144,10 +144,22 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
           f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {len(sweep.seeds)} seeds), "
           f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
-    rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite)
+    try:
+        rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
+                         ray_address=args.ray_address)
+    except SweepError as exc:
+        for line in exc.failures:
+            print(f"failed: {line}", file=sys.stderr)
+        if exc.rows:
+            report = write_comparison_report(exc.rows, out, sweep.to_dict())
+            print(f"report of the {len(exc.rows)} finished runs: {report}", file=sys.stderr)
+        print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: finished "
+              "runs are reused", file=sys.stderr)
+        return 1
     report = write_comparison_report(rows, out, sweep.to_dict())
-    print(report.read_text().split("## Figures")[0])
+    print(report.read_text().split("## The numbers behind each verdict")[0])
     print(f"report: {report}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seeds", default=None, help="seeds as a range or a list, e.g. 0-4 or 0,3,7 (default: the preset's)")
     add_backend_arguments(p, backend=None)
-    p.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
+    p.add_argument("--executor", choices=("processes", "ray"), default="processes",
+                   help="local processes (default), or one Ray task per run (pip install -e '.[ray]')")
+    p.add_argument("--ray-address", default=None,
+                   help="a running Ray cluster, e.g. HOST:6379 (default: $RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "
                    "with other settings are refused)")
     p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")

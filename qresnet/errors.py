@@ -57,6 +57,15 @@ class RunDirError(QresnetError):
     """A run directory is missing, holds another run, or its files cannot be read or written."""
 
 
+class SweepError(QresnetError):
+    """Some runs of a sweep failed; the others finished. ``rows`` are theirs, ``failures`` one line per failed run."""
+
+    def __init__(self, rows: list, failures: list[str]):
+        super().__init__(f"{len(failures)} run(s) of the sweep failed (the other {len(rows)} finished): "
+                         + "; ".join(failures))
+        self.rows, self.failures = rows, failures
+
+
 class TrainingError(QresnetError):
     """Training stopped: a non-finite loss, or a device run that lost its session."""
 

@@ -33,7 +33,7 @@ from qresnet.build import HEAD_QUBITS, check_layout_width
 from qresnet.circuits import quanv_filter
 from qresnet.config import HEADS, TrainConfig
 from qresnet.data import Dataset, load_dataset
-from qresnet.errors import ConfigError, RunDirError
+from qresnet.errors import ConfigError, QresnetError, RunDirError, SweepError
 from qresnet.nn import ResidualSpec
 from qresnet.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.train import train
@@ -183,15 +183,17 @@ def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, f
     return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
-def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -> dict[str, Any]:
-    """One run (in a worker process, or in the sweep's own): reuse it if finished, resume it if started.
-
-    The sweep checked the run's identity before handing it out (:func:`stale_runs`).
-    """
-    run = RunDir(directory)
-    summary = run.read_summary()
+def finished_summary(config: TrainConfig, directory: Path) -> dict[str, Any] | None:
+    """A finished run's summary, marked reused (its identity was checked by :func:`stale_runs`); else None."""
+    summary = RunDir(directory).read_summary()
     if summary is not None and summary.get("epochs_completed") == config.epochs:
         return {**summary, "reused": True}
+    return None
+
+
+def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -> dict[str, Any]:
+    """One unfinished run, in a worker process or in the sweep's own: resumed if started."""
+    run = RunDir(directory)
     summary = train(config, run.path, resume=run.started(), progress=False, data=data)
     return {**summary, "reused": False}
 
@@ -239,15 +241,21 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True,
-              overwrite: bool = False) -> list[dict[str, Any]]:
-    """Every run of the sweep (in ``jobs`` processes); returns one result row per run.
+EXECUTORS = ("processes", "ray")
+
+
+def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
+              executor: str = "processes", ray_address: str | None = None) -> list[dict[str, Any]]:
+    """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns one result row per run.
 
     Finished runs under ``out`` are reused and started ones resumed, but only when their identity
     matches the plan's; runs trained with other settings are refused (naming what differs), or
     trained again from scratch with ``overwrite``. Result rows name their run directory relative
-    to ``out``, so a moved sweep still resumes and reports.
+    to ``out``, so a moved sweep still resumes and reports. A run that fails does not stop the
+    others: once they are done, :class:`SweepError` carries the finished rows and each failure.
     """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor={executor!r} must be one of {', '.join(EXECUTORS)}")
     out = Path(out)
     plan = sweep.runs()
     check_backends(sweep)
@@ -266,6 +274,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", sweep.to_dict())
     rows: list[dict[str, Any] | None] = [None] * len(plan)
+    failures: list[str] = []
     began = time.perf_counter()
     bar = tqdm(total=len(plan), desc="compare", unit="run", disable=not progress)
 
@@ -277,19 +286,45 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
         bar.update(1)
         bar.set_postfix_str(f"{planned.describe()}: {summary['final_test_acc']:.3f}")
 
-    if jobs <= 1:
-        for i, planned in enumerate(plan):
-            record(i, _run_one(planned.config, str(planned.directory(out)), data[planned.seed]))
-    else:
-        context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
-                                 initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_run_one, planned.config, str(planned.directory(out))): i
-                       for i, planned in enumerate(plan)}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
-    bar.close()
+    def fail(i: int, reason: str) -> None:
+        failures.append(f"{plan[i].describe()} ({plan[i].directory(out)}): {reason}")
+        bar.update(1)
+
+    todo = []
+    for i, planned in enumerate(plan):
+        finished = finished_summary(planned.config, planned.directory(out))
+        if finished is not None:
+            record(i, finished)
+        else:
+            todo.append(i)
+    try:
+        if executor == "ray":
+            from qresnet.ray_sweep import run_on_ray
+
+            run_on_ray([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in todo], data, record, fail,
+                       ray_address)
+        elif jobs <= 1:
+            for i in todo:
+                try:
+                    record(i, _run_one(plan[i].config, str(plan[i].directory(out)), data[plan[i].seed]))
+                except QresnetError as exc:
+                    fail(i, str(exc))
+        else:
+            context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                     initargs=(os.getpid(),)) as pool:
+                futures = {pool.submit(_run_one, plan[i].config, str(plan[i].directory(out))): i for i in todo}
+                for future in as_completed(futures):
+                    try:
+                        record(futures[future], future.result())
+                    except QresnetError as exc:
+                        fail(futures[future], str(exc))
+    finally:
+        bar.close()
     wall = time.perf_counter() - began
-    for row in rows:
+    done = [row for row in rows if row is not None]
+    for row in done:
         row["sweep_wall_time_s"] = wall
-    return [row for row in rows if row is not None]
+    if failures:
+        raise SweepError(done, failures)
+    return done

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qresnet"
 LAYERS: list[tuple[str, ...]] = [
     ("qresnet.cli",),
     ("qresnet.jobs",),
-    ("qresnet.experiments", "qresnet.comparison_report", "qresnet.audit"),
+    ("qresnet.experiments", "qresnet.ray_sweep", "qresnet.comparison_report", "qresnet.evidence", "qresnet.audit"),
     ("qresnet.train",),
     ("qresnet.build", "qresnet.rundir", "qresnet.config", "qresnet.data", "qresnet.evaluate", "qresnet.figures",
      "qresnet.console"),
@@ -32,7 +32,8 @@ def rank(module: str) -> int:
     best, found = -1, None
     for depth, names in enumerate(LAYERS):
         for name in names:
-            if (module == name or module.startswith(name + ".")) and len(name) > best:
+            prefix = name != "qresnet" and module.startswith(name + ".")  # the package itself: its __init__ only
+            if (module == name or prefix) and len(name) > best:
                 best, found = len(name), depth
     if found is None:
         raise AssertionError(f"{module} is in no layer of the layout table: add it to LAYERS and the README")

@@ -1,0 +1,126 @@
+"""Sweeps on Ray: each run one task, workers with no shared filesystem, the driver owning ``--out``.
+
+    qresnet compare --preset quick --seeds 0-2 --executor ray                      # a local Ray instance
+    qresnet compare --preset paper --executor ray --ray-address HOST:6379 --data-dir ../shared/data
+
+The driver ships each task what it needs and nothing else: the run's config, the state to resume
+from (its checkpoint files, through the object store), and the run's data split (the arrays, put
+in the object store once per seed, so MNIST need not exist on the workers). The task trains in a
+temporary directory of its own and returns every file of the run directory; the driver writes them
+under ``--out``. A task whose worker dies is retried by Ray (:data:`MAX_RETRIES`) and, as every run
+resumes from the state it was given and shuffles from (seed, epoch), ends with the numbers of an
+uninterrupted run. A run that fails for a reason of its own is reported and does not stop the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from qresnet.config import TrainConfig
+from qresnet.data import Dataset
+from qresnet.errors import ConfigError
+from qresnet.rundir import RunDir, atomic_write_bytes
+from qresnet.train import train
+
+MAX_RETRIES = 3  # a worker that dies (SIGKILL, a lost node) costs a retry; a run's own error costs none
+RESUME_FILES = ("config.json", "metrics.csv")  # besides the checkpoints: what a resume reads
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' (ray>=2.40,<3), on the driver and on "
+                          "every worker") from None
+    return ray
+
+
+def run_files(run: RunDir) -> dict[str, bytes]:
+    """Every file of a run directory, by path relative to it."""
+    if not run.path.is_dir():
+        return {}
+    return {str(p.relative_to(run.path)): p.read_bytes() for p in sorted(run.path.rglob("*"))
+            if p.is_file() and not p.name.endswith(".tmp")}
+
+
+def resume_state(run: RunDir) -> dict[str, bytes]:
+    """What a task needs to resume ``run``: its config, metrics and checkpoints (empty for a new run)."""
+    if not run.started():
+        return {}
+    files = run_files(run)
+    return {name: data for name, data in files.items() if name in RESUME_FILES or name.startswith("checkpoints/")}
+
+
+def write_run(run: RunDir, files: dict[str, bytes]) -> None:
+    """The task's run directory, as the driver's copy: every file written atomically, pruned checkpoints removed;
+    the summary names the driver's run directory, not the task's temporary one."""
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    if "summary.json" in files:
+        summary = json.loads(files["summary.json"])
+        files = {**files, "summary.json": json.dumps({**summary, "run_dir": str(run.path)}, indent=2).encode()}
+    for name, data in files.items():
+        path = run.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    for path in run.epoch_checkpoints():
+        if str(path.relative_to(run.path)) not in files:
+            path.unlink()
+
+
+def train_task(config: TrainConfig, files: dict[str, bytes], data: Dataset) -> tuple[dict[str, Any], dict[str, bytes], int]:
+    """One run on a Ray worker, in a directory of its own: (summary, every file of the run, the worker's pid)."""
+    with tempfile.TemporaryDirectory(prefix="qresnet-run-") as tmp:
+        run = RunDir(Path(tmp) / "run")
+        for name, blob in files.items():
+            path = run.path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+        summary = train(config, run.path, resume=run.started(), progress=False, data=data)
+        return summary, run_files(run), os.getpid()
+
+
+def run_on_ray(
+    items: Sequence[tuple[int, TrainConfig, Path, int]],
+    data: dict[int, Dataset],
+    record: Callable[[int, dict[str, Any]], None],
+    fail: Callable[[int, str], None],
+    address: str | None = None,
+) -> None:
+    """Run ``items`` (plan index, config, run directory, seed) as Ray tasks; ``record`` each finished run's summary
+    as it comes in, ``fail`` each run that raised. Connects to ``address`` (or ``RAY_ADDRESS``), else starts Ray."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        local = address is None and not os.environ.get("RAY_ADDRESS")
+        extra = {"_node_ip_address": "127.0.0.1"} if local else {}  # a local instance listens on loopback only
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **extra)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(train_task)
+        data_refs = {seed: ray.put(d) for seed, d in data.items()}  # once per seed, not once per task or retry
+        pending = {}
+        for index, config, directory, seed in items:
+            state = resume_state(RunDir(directory))
+            pending[task.remote(config, ray.put(state), data_refs[seed])] = (index, directory)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                index, directory = pending.pop(ref)
+                try:
+                    summary, files, _ = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the run's own error, raised in the task
+                    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                    fail(index, f"{type(cause).__name__}: {cause}")
+                    continue
+                except ray.exceptions.RayError as exc:  # the worker died more often than the retries allow
+                    fail(index, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+                    continue
+                write_run(RunDir(directory), files)
+                record(index, {**summary, "reused": False})
+    finally:
+        if started_here:
+            ray.shutdown()
