@@ -392,6 +392,19 @@ def test_projector_observables_are_refused_with_their_name_and_the_way_out():
     assert value == pytest.approx(expected, abs=1e-12)
 
 
+def test_final_measurements_are_refused_with_the_way_out():
+    qc = QuantumCircuit(2)
+    qc.ry(0.8, 0)
+    qc.cx(0, 1)
+    qc.measure_all()
+    with pytest.raises(EngineUnsupportedError, match=r"'measure'.*remove_final_measurements"):
+        EngineEstimator().run([(qc, SparsePauliOp("ZZ"))]).result()
+    unmeasured = qc.remove_final_measurements(inplace=False)
+    value = float(EngineEstimator().run([(unmeasured, SparsePauliOp("ZI"))]).result()[0].data.evs)
+    assert value == pytest.approx(float(_exact([(unmeasured, SparsePauliOp("ZI"))])[0].data.evs), abs=1e-14)
+    assert value == pytest.approx(np.cos(0.8), abs=1e-14)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"shots": 0}, "shots=0"), ({"seed": -1}, "seed=-1"),
                                            ({"exact": True, "shots": 100}, "exact=True with shots=100")])
 def test_bad_constructor_arguments_are_named(kwargs, match):

@@ -221,7 +221,9 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
         if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
             raise EngineUnsupportedError(
                 f"the engine evaluates estimator circuits without measurements or control flow; "
-                f"found {name!r} on qubits {phys} (use --engine aer for dynamic circuits)"
+                f"found {name!r} on qubits {phys}. An estimator measures the observables itself: drop final "
+                f"measurements (circuit.remove_final_measurements(inplace=False)); for mid-circuit measurements or "
+                f"control flow use Aer (qresnet: --engine aer)"
             )
         qubits = tuple(compact[q] for q in phys)
         k = len(qubits)
