@@ -297,7 +297,7 @@ def test_repeated_observables_are_independent_estimates_whose_spread_follows_one
     for shots in (100, 1600):
         result = EngineEstimator(shots=shots, seed=11).run([(qc, [SparsePauliOp("Z")] * 400)]).result()[0]
         evs = result.data.evs
-        assert len(set(evs.tolist())) > 20  # not one sample broadcast 400 times
+        assert len(set(evs.tolist())) > 10  # not one sample broadcast 400 times (100 shots: about 25 values occur)
         expected = np.sqrt((1 - exact**2) / shots)  # binomial standard error of a mean of +-1 outcomes
         assert np.std(evs) == pytest.approx(expected, rel=0.15)
         assert abs(np.mean(evs) - exact) < 5 * expected / np.sqrt(len(evs))
