@@ -1,16 +1,43 @@
-"""The engine as an ``EstimatorV2``: a PUB's whole broadcast of parameter values as array operations."""
+"""The engine as an ``EstimatorV2``: a PUB's whole broadcast of parameter values as array operations.
+
+It takes any circuit an estimator takes without measurements or control flow: sub-circuits
+and library blocks are opened once per circuit (cached), identity observables on circuits
+that touch no qubit give their coefficient. Its results carry the metadata Qiskit's
+estimators give (``target_precision``, ``circuit_metadata``) and the engine's own (``shots``,
+``route``, ``num_qubits``).
+
+Precision keeps its ``EstimatorV2`` meaning: a PUB's precision p > 0 asks for an estimate
+with standard error p, which the engine meets with ceil(1/p^2) real shots; precision 0 is
+exact. ``EngineEstimator(exact=True)`` returns exact values whatever precision arrives (they
+meet any target), which is what a caller with a fixed default precision, such as
+qiskit-machine-learning's ``EstimatorQNN`` (1/64), needs for exact values.
+
+>>> import math
+>>> from qiskit import QuantumCircuit
+>>> from qiskit.circuit.library import real_amplitudes
+>>> from qiskit.quantum_info import SparsePauliOp
+>>> qc = QuantumCircuit(2); _ = qc.append(real_amplitudes(2, reps=1), [0, 1])  # a parameterised sub-circuit
+>>> pub = (qc, SparsePauliOp("ZZ"), [0.0, 0.0, math.pi, 0.0])  # ry(pi) on qubit 0 after the cx: <ZZ> = -1
+>>> result = EngineEstimator(exact=True).run([pub], precision=1 / 64).result()[0]
+>>> float(result.data.evs), result.metadata["shots"], result.metadata["target_precision"]
+(-1.0, None, 0.015625)
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
-from qiskit.primitives.containers import EstimatorPubLike
+from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 
@@ -26,7 +53,7 @@ from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, heisenberg, observable_vectors, statevector
 from qresnet.backends.primitives import CompletedJob, group_rows
 from qresnet.backends.readout import fold_readout
-from qresnet.errors import EngineUnsupportedError
+from qresnet.errors import ConfigError, EngineUnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +64,37 @@ MAX_IDEAL_QUBITS = 20
 HEISENBERG_IDEAL_QUBITS = 6  # ideal circuits up to this width take the Heisenberg route too
 
 
+T = TypeVar("T")
+CACHED_CIRCUITS = 256  # compiled entries kept, least recently used dropped: some clients send a new circuit per run
+MAX_SHOTS = 1 << 40  # a precision asking for more shots than this is a request for exact values in disguise
+PAULI_CHARACTERS = frozenset("IXYZ")
+
+
 class EngineEstimator(BaseEstimatorV2):
     """Exact (or shot-sampled) expectation values of whole PUBs at once, noiseless or with an Aer noise model.
 
     ``noise_model``: an Aer ``NoiseModel``; its quantum errors attach to each instruction and
     qubit set as in Aer. ``readout``: per physical qubit (P(1|0), P(0|1)), folded into the
-    observables for exact values and applied to outcome probabilities for shots. ``shots=None``
-    gives exact values (precision 0); a PUB's own precision p > 0 asks for ceil(1/p^2) shots.
-    Circuits wider than the engine's memory bound go to ``fallback`` (an Aer estimator), with a warning.
+    observables for exact values and applied to outcome probabilities for shots. Circuits
+    wider than the engine's memory bound (``MAX_NOISY_QUBITS`` with noise, ``MAX_IDEAL_QUBITS``
+    without) go to ``fallback`` (an Aer estimator), with a warning.
+
+    Precision, as ``EstimatorV2`` defines it: a PUB's precision p > 0 asks for standard error
+    p, met with ceil(1/p^2) shots per commuting group of the observable; precision 0 is exact.
+    A PUB without one takes ``shots`` (None: exact). ``exact=True`` gives exact values whatever
+    precision a PUB asks for (exact values meet any target; ``target_precision`` still reports
+    the request): use it under a caller that always sends a precision, such as
+    qiskit-machine-learning's ``EstimatorQNN`` (1/64 unless ``default_precision=0``). An
+    estimator made with neither ``shots`` nor ``exact`` warns, once, the first time a precision
+    makes it sample.
+
+    Seeding. Every sampled entry of a PUB is an independent estimate (an observable repeated
+    in a PUB included). ``seed=None``: fresh randomness every run. An integer seed: a sampled
+    PUB's values depend only on the seed, its position in the run and its contents (circuit
+    shape, observables, parameter values, shots), so running the same PUBs again gives the
+    same values whatever ran before, as Aer's ``seed_simulator`` does, while PUBs that differ
+    in any value (the next training step, a shifted parameter) draw independently. A numpy
+    ``Generator``: one stream across runs, as ``StatevectorEstimator(seed=Generator)``.
 
     >>> from qiskit import QuantumCircuit
     >>> from qiskit.quantum_info import SparsePauliOp
@@ -58,40 +108,59 @@ class EngineEstimator(BaseEstimatorV2):
         noise_model=None,
         readout: Mapping[int, tuple[float, float]] | None = None,
         shots: int | None = None,
-        seed: int | None = None,
+        seed: int | np.random.Generator | None = None,
         fallback: BaseEstimatorV2 | None = None,
+        *,
+        exact: bool = False,
     ):
+        if shots is not None and not (_is_int(shots) and shots >= 1):
+            raise ConfigError(f"shots={shots!r} must be a positive integer, or None for exact values")
+        if exact and shots is not None:
+            raise ConfigError(f"exact=True with shots={shots}: ask for exact values or for shots, not both")
+        if seed is not None and not isinstance(seed, np.random.Generator) and not (_is_int(seed) and seed >= 0):
+            raise ConfigError(f"seed={seed!r} must be a non-negative integer, a numpy Generator or None")
         self.noise_model = noise_model
         self.readout = dict(readout or {})
         self.shots = shots
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.exact = bool(exact)
         self.fallback = fallback
-        self._programs: dict[tuple, tuple[QuantumCircuit, Program]] = {}
+        self._cache = _CircuitCache(CACHED_CIRCUITS)
         self._folded: dict[tuple, dict[str, float]] = {}
-        self._qubits: dict[int, tuple[QuantumCircuit, set[int]]] = {}
-        self._opens: dict[int, tuple[QuantumCircuit, bool]] = {}
-        self._encoded_programs: dict[tuple, tuple[QuantumCircuit, EncodedProgram]] = {}
+        self._warned_precision = False
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
     def run(self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None) -> CompletedJob:
-        results = [self._run_pub(EstimatorPub.coerce(pub, precision)) for pub in pubs]
+        results = []
+        for position, pub in enumerate(pubs):
+            results.append(self._run_pub(EstimatorPub.coerce(pub, precision), position))
         return CompletedJob(PrimitiveResult(results, metadata={"version": 2, "simulator": "qresnet-engine"}), "qresnet-engine")
 
+    def _shots_for(self, precision: float | None) -> int | None:
+        """The shots a PUB of this precision takes (None: exact): the one place precision is read."""
+        if self.exact or precision == 0:
+            return None
+        if precision is None:
+            return self.shots
+        shots = math.ceil(1.0 / precision**2)
+        if shots > MAX_SHOTS:
+            raise ConfigError(f"precision={precision:g} asks for {shots:.3g} shots; pass precision=0 for exact values")
+        if self.shots is None and not self._warned_precision:
+            self._warned_precision = True
+            warnings.warn(
+                f"EngineEstimator: a PUB asks for precision {precision:g}, so it samples ceil(1/precision^2) = "
+                f"{shots} shots instead of giving exact values (the EstimatorV2 meaning of precision). For exact "
+                f"values pass precision=0 (qiskit-machine-learning: EstimatorQNN(..., default_precision=0)) or create "
+                f"EngineEstimator(exact=True); create it with shots=N to sample on purpose. Warned once per estimator.",
+                UserWarning, stacklevel=4)
+        return shots
+
     def _program(self, circuit: QuantumCircuit, extra: tuple[int, ...]) -> Program:
-        key = (id(circuit), extra)
-        cached = self._programs.get(key)
-        if cached is None or cached[0] is not circuit:
-            cached = (circuit, compile_circuit(circuit, self.noise_model, extra))
-            self._programs[key] = cached
-        return cached[1]
+        return self._cache.get(circuit, ("program", extra), lambda: compile_circuit(circuit, self.noise_model, extra))
 
     def _touched(self, circuit: QuantumCircuit) -> set[int]:
-        cached = self._qubits.get(id(circuit))
-        if cached is None or cached[0] is not circuit:
-            touched = {circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits
-                       if inst.operation.name != "barrier"}
-            cached = self._qubits[id(circuit)] = (circuit, touched)
-        return cached[1]
+        return self._cache.get(circuit, ("touched",), lambda: {
+            circuit.find_bit(q).index for inst in circuit.data for q in inst.qubits if inst.operation.name != "barrier"})
 
     def _fold(self, terms: dict[str, float]) -> dict[str, float]:
         key = tuple(sorted(terms.items()))
@@ -99,33 +168,19 @@ class EngineEstimator(BaseEstimatorV2):
             self._folded[key] = fold_readout(terms, self.readout)
         return self._folded[key]
 
-    def _run_pub(self, pub: EstimatorPub) -> PubResult:
+    def _run_pub(self, pub: EstimatorPub, position: int) -> PubResult:
         circuit = pub.circuit
-        precision = pub.precision
-        shots = self.shots if precision is None else (None if precision == 0 else math.ceil(1.0 / precision**2))
-        # distinct observables and the flat parameter rows
-        obs = pub.observables
-        flat_obs = [obs[i] for i in np.ndindex(obs.shape)] if obs.shape else [obs[()]]
-        keys = [tuple(sorted(o.items())) for o in flat_obs]
-        unique = {key: i for i, key in reversed(list(enumerate(keys)))}
-        order = sorted(set(unique.values()))
-        terms = [flat_obs[i] for i in order]
-        obs_index = np.array([order.index(unique[k]) for k in keys]).reshape(obs.shape)
-        values = pub.parameter_values.as_array(circuit.parameters)
-        param_shape = values.shape[:-1]
-        values = values.reshape(int(np.prod(param_shape, dtype=int)), circuit.num_parameters)
-        row_index = np.arange(len(values)).reshape(param_shape)
-        o_b, r_b = np.broadcast_arrays(obs_index, row_index)
-
-        support = _support(terms)
+        shots = self._shots_for(pub.precision)
+        layout = _layout(pub)
+        values = layout.values
+        support = _support(layout.terms)
         if self._encoded_circuit(circuit):
             encoded = self._encoded(circuit, support)
 
             def exact(term_list: list[dict[str, float]]) -> np.ndarray:
                 return encoded_values(encoded, term_list, values)
 
-            route, width = "state-preparation", encoded.program.num_qubits
-            return self._finish(pub, terms, exact, shots, route, width, o_b, r_b)
+            return self._finish(pub, layout, exact, shots, position, "state-preparation", encoded.program.num_qubits)
         touched = self._touched(circuit)
         extra = tuple(sorted(support - touched))
         width = len(touched | support)
@@ -143,43 +198,55 @@ class EngineEstimator(BaseEstimatorV2):
                 return heisenberg(program, observable_vectors(term_list, program), values, grouping)
             return statevector(program, term_list, values)
 
-        return self._finish(pub, terms, exact, shots, route, program.num_qubits, o_b, r_b)
+        return self._finish(pub, layout, exact, shots, position, route, program.num_qubits)
 
-    def _finish(self, pub: EstimatorPub, terms, exact, shots, route: str, width: int, o_b, r_b) -> PubResult:
-        """Exact or sampled values of the distinct observables, broadcast to the PUB's shape."""
-        shape = pub.shape
+    def _finish(self, pub: EstimatorPub, layout: _PubLayout, exact: Callable[[list[dict[str, float]]], np.ndarray],
+                shots: int | None, position: int, route: str, width: int) -> PubResult:
+        """Exact values of the distinct observables broadcast to the PUB's shape, or an independent sample per entry."""
         if shots is None:
-            table = exact([self._fold(t) for t in terms] if self.readout else terms)
-            stds_table = np.zeros_like(table)
+            table = exact([self._fold(t) for t in layout.terms] if self.readout else list(layout.terms))
+            evs = table[layout.obs_index, layout.row_index]
+            stds = np.zeros_like(evs)
         else:
-            pairs = [sample_expectations(t, exact, shots, self.rng, self.readout) for t in terms]
-            table = np.array([p[0] for p in pairs])
-            stds_table = np.array([p[1] for p in pairs])
-        self.rows_evaluated += int(np.prod(shape, dtype=int))
-        evs = table[o_b, r_b].reshape(shape)
-        stds = stds_table[o_b, r_b].reshape(shape)
-        metadata = {"target_precision": 0.0 if shots is None else 1 / math.sqrt(shots), "shots": shots,
+            rng = self._sampling_rng(pub, layout, shots, position)
+            evs, stds = np.empty(pub.shape), np.empty(pub.shape)
+            flat_obs, flat_rows = layout.obs_index.ravel(), layout.row_index.ravel()
+            for u, terms in enumerate(layout.terms):
+                entries = np.flatnonzero(flat_obs == u)
+                mean, std = sample_expectations(terms, exact, shots, rng, self.readout, flat_rows[entries])
+                evs.flat[entries], stds.flat[entries] = mean, std
+        self.rows_evaluated += int(np.prod(pub.shape, dtype=int))
+        if pub.precision is not None:
+            target = pub.precision
+        else:
+            target = 0.0 if shots is None else 1 / math.sqrt(shots)
+        metadata = {"target_precision": float(target), "circuit_metadata": pub.circuit.metadata, "shots": shots,
                     "simulator": "qresnet-engine", "route": route, "num_qubits": width}
-        return PubResult(DataBin(evs=evs, stds=stds, shape=shape), metadata=metadata)
+        return PubResult(DataBin(evs=evs, stds=stds, shape=pub.shape), metadata=metadata)
+
+    def _sampling_rng(self, pub: EstimatorPub, layout: _PubLayout, shots: int, position: int) -> np.random.Generator:
+        """The generator a sampled PUB draws from (the seeding rule of the class docstring)."""
+        if self.seed is None or isinstance(self.seed, np.random.Generator):
+            return np.random.default_rng(self.seed)
+        circuit = pub.circuit
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr((position, shots, circuit.num_qubits, len(circuit.data), [p.name for p in circuit.parameters],
+                            pub.observables.shape, pub.shape, layout.keys)).encode())
+        digest.update(np.ascontiguousarray(layout.values, dtype=float).tobytes())
+        return np.random.default_rng([int(self.seed), int.from_bytes(digest.digest(), "little")])
 
     def _encoded_circuit(self, circuit: QuantumCircuit) -> bool:
-        cached = self._opens.get(id(circuit))
-        if cached is None or cached[0] is not circuit:
-            cached = self._opens[id(circuit)] = (circuit, opens_with_encoding(circuit))
-        return cached[1]
+        return self._cache.get(circuit, ("opens",), lambda: opens_with_encoding(circuit))
 
     def _encoded(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram:
         """The compiled light cone of ``support`` behind the circuit's encoding."""
-        key = (id(circuit), tuple(sorted(support)))
-        cached = self._encoded_programs.get(key)
-        if cached is None or cached[0] is not circuit:
-            program = compile_encoded(circuit, self.noise_model, support)
-            cached = self._encoded_programs[key] = (circuit, program)
-        width = cached[1].program.num_qubits
+        key = ("encoded", tuple(sorted(support)))
+        program = self._cache.get(circuit, key, lambda: compile_encoded(circuit, self.noise_model, support))
+        width = program.program.num_qubits
         if width > MAX_NOISY_QUBITS:
             raise EngineUnsupportedError(f"the observables' light cone behind the amplitude encoding spans {width} qubits; the engine "
                              f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
-        return cached[1]
+        return program
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
@@ -205,9 +272,83 @@ class EngineEstimator(BaseEstimatorV2):
                              f"({'noisy' if noisy else 'ideal'}) and has no fallback estimator")
         message = (f"circuit touches {width} qubits, over the engine's bound of {bound} "
                    f"({'density' if noisy else 'statevector'} memory); evaluating it with Aer instead")
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=4)
         log.warning(message)
+        if self.exact:  # exact means exact on the fallback too, whatever precision the PUB asks for
+            pub = EstimatorPub(pub.circuit, pub.observables, pub.parameter_values, 0.0, validate=False)
         return self.fallback.run([pub]).result()[0]
+
+
+@dataclass(frozen=True)
+class _PubLayout:
+    """A PUB laid out for evaluation: its distinct observables, its parameter rows, and the source of each entry."""
+
+    terms: tuple[dict[str, float], ...]  # distinct observables {Pauli label: coeff}, in order of first appearance
+    values: np.ndarray  # (R, P) parameter rows, columns in circuit.parameters order
+    obs_index: np.ndarray  # (PUB shape): the distinct observable of each entry
+    row_index: np.ndarray  # (PUB shape): the parameter row of each entry
+    keys: tuple[tuple, ...]  # each observable of the PUB as sorted (label, coeff) pairs
+
+
+def _layout(pub: EstimatorPub) -> _PubLayout:
+    """Lay ``pub`` out, checking that the engine can take its observables (the one place it does)."""
+    obs: ObservablesArray = pub.observables
+    flat = [obs[i] for i in np.ndindex(obs.shape)] if obs.shape else [obs[()]]
+    keys = tuple(tuple(sorted(o.items())) for o in flat)
+    first: dict[tuple, int] = {}
+    terms: list[dict[str, float]] = []
+    for position, (o, key) in enumerate(zip(flat, keys)):
+        if key not in first:
+            first[key] = len(terms)
+            terms.append(o)
+            _check_paulis(o, np.unravel_index(position, obs.shape) if obs.shape else ())
+    obs_index = np.array([first[k] for k in keys]).reshape(obs.shape)
+    values = pub.parameter_values.as_array(pub.circuit.parameters)
+    param_shape = values.shape[:-1]
+    values = values.reshape(int(np.prod(param_shape, dtype=int)), pub.circuit.num_parameters)
+    row_index = np.arange(len(values)).reshape(param_shape)
+    obs_b, row_b = np.broadcast_arrays(obs_index, row_index)
+    return _PubLayout(tuple(terms), values, obs_b, row_b, keys)
+
+
+def _check_paulis(terms: dict[str, float], where: tuple) -> None:
+    for label in terms:
+        other = sorted(set(label) - PAULI_CHARACTERS)
+        if other:
+            at = f" at index {tuple(int(i) for i in where)}" if where else ""
+            raise EngineUnsupportedError(
+                f"observable {terms}{at} has the term {label!r} with {other}: projectors or other non-Pauli terms; the "
+                f"engine takes Pauli observables (labels of I, X, Y, Z: a SparsePauliOp, a Pauli, a Pauli label, or a "
+                f"SparseObservable without projectors). Expand it first, e.g. SparseObservable(...).as_paulis()")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+class _CircuitCache:
+    """What the engine works out once per circuit object (and key), kept with the circuit itself.
+
+    Keyed by identity: holding the circuit keeps its id from being reused while the entry lives.
+    An entry is redone when the circuit's instruction or parameter count changed (a circuit
+    extended in place after a run); an instruction replaced in place is not seen, so copy a
+    circuit before editing it. At most ``size`` entries, least recently used dropped first.
+    """
+
+    def __init__(self, size: int):
+        self._size = size
+        self._entries: OrderedDict[tuple, tuple[QuantumCircuit, tuple[int, int], Any]] = OrderedDict()
+
+    def get(self, circuit: QuantumCircuit, key: tuple, make: Callable[[], T]) -> T:
+        full = (id(circuit),) + key
+        stamp = (len(circuit.data), circuit.num_parameters)
+        entry = self._entries.get(full)
+        if entry is None or entry[0] is not circuit or entry[1] != stamp:
+            entry = self._entries[full] = (circuit, stamp, make())
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(full)
+        return entry[2]
 
 
 def _support(terms: list[dict[str, float]]) -> set[int]:

@@ -24,6 +24,8 @@ from qresnet.errors import EngineUnsupportedError
 
 IGNORED = frozenset({"barrier"})
 IDLE = frozenset({"delay", "id"})  # identities that may still carry noise
+# instructions the engine takes as they are; any other non-standard instruction is replaced by its definition
+NATIVE = IGNORED | IDLE | frozenset({"reset", "measure", "unitary", "quantum_channel", "kraus", "superop"})
 
 
 @dataclass
@@ -184,15 +186,17 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
     ``product_prefix=False`` puts every operation in the body: for circuits that do not start
     from |0...0>, such as the body after a state preparation.
     """
+    # the qubits the caller sees the circuit touch, before sub-circuits are opened (one may leave a qubit idle)
+    touched = {circuit.find_bit(q).index for inst in circuit.data
+               if inst.operation.name not in IGNORED for q in inst.qubits}
+    parameters = tuple(circuit.parameters)  # the column order of the PUB's parameter values
+    circuit = flatten(circuit, noise_model)
     if noise_model is not None and any(inst.operation.name == "delay" for inst in circuit.data):
         pass_manager = noise_model._pass_manager()  # Aer's own relaxation-on-delay pass, as Aer applies it
         if pass_manager is not None:
             circuit = pass_manager.run(circuit)
-    touched = {circuit.find_bit(q).index for inst in circuit.data
-               if inst.operation.name not in IGNORED for q in inst.qubits}
     physical = tuple(sorted(touched | set(extra_qubits)))
     compact = {q: i for i, q in enumerate(physical)}
-    parameters = tuple(circuit.parameters)
     index = {p: j for j, p in enumerate(parameters)}
     local = noise_model._local_quantum_errors if noise_model is not None else {}
     default = noise_model._default_quantum_errors if noise_model is not None else {}
@@ -217,7 +221,9 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
         if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
             raise EngineUnsupportedError(
                 f"the engine evaluates estimator circuits without measurements or control flow; "
-                f"found {name!r} on qubits {phys} (use --engine aer for dynamic circuits)"
+                f"found {name!r} on qubits {phys}. An estimator measures the observables itself: drop final "
+                f"measurements (circuit.remove_final_measurements(inplace=False)); for mid-circuit measurements or "
+                f"control flow use Aer (qresnet: --engine aer)"
             )
         qubits = tuple(compact[q] for q in phys)
         k = len(qubits)
@@ -230,6 +236,16 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
         elif hasattr(op, "_quantum_error"):  # Aer's quantum_channel instructions, e.g. from the delay pass
             step.fixed = _channel_ptm(op._quantum_error)
         elif any(isinstance(p, ParameterExpression) and p.parameters for p in params):
+            if getattr(op, "_standard_gate", None) is None:  # its matrix would come from a definition bound elsewhere
+                raise EngineUnsupportedError(
+                    f"instruction {name!r} on qubits {phys} has parameters {params} but is neither a standard gate "
+                    f"nor a sub-circuit the engine can open ({'the noise model names it' if op.definition is not None else 'it has no definition'}); "
+                    f"decompose it into standard gates first (e.g. circuit.decompose())")
+            unknown = {q for p in params if isinstance(p, ParameterExpression) for q in p.parameters} - index.keys()
+            if unknown:
+                raise EngineUnsupportedError(
+                    f"instruction {name!r} on qubits {phys} uses parameters {sorted(p.name for p in unknown)} that the "
+                    f"circuit does not list in circuit.parameters (a sub-circuit whose definition was not rebound)")
             step.angles = angle_map(params, index)
             if name in PAULI_ROTATIONS:
                 gate_at = lambda t, op=op: unitary_ptm(Operator(_with_params(op, [t])).data)  # noqa: E731
@@ -288,6 +304,41 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
             body.append(Block(q, _fuse_fixed(run)))
     return Program(physical, parameters, [_fuse_fixed(p) for p in prefix], body,
                    noisy=noise_model is not None, steps=steps)
+
+
+def flatten(circuit: QuantumCircuit, noise_model=None) -> QuantumCircuit:
+    """``circuit`` with every sub-circuit and non-standard gate replaced by its definition, recursively.
+
+    What stays: standard gates, the engine's own instructions (``NATIVE``, Aer's noise
+    instructions) and instructions the noise model attaches errors to by name. Qiskit keeps a
+    definition's parameters bound to the instruction's (``assign_parameters`` rebinds both), so
+    the opened circuit carries the outer circuit's parameters; binding only the instruction's
+    ``params`` would leave the definition unbound. Returns ``circuit`` itself when nothing opens.
+    """
+    named = set(noise_model.noise_instructions) if noise_model is not None else set()
+
+    def opens(op) -> bool:
+        if getattr(op, "_standard_gate", None) is not None or op.name in NATIVE or op.name in named:
+            return False
+        if hasattr(op, "_quantum_error") or getattr(op, "blocks", None) or (op.label is not None and op.label in named):
+            return False
+        return op.definition is not None
+
+    if not any(opens(inst.operation) for inst in circuit.data):
+        return circuit
+    out = circuit.copy_empty_like()
+
+    def add(definition: QuantumCircuit, qubits: list, clbits: list) -> None:
+        for inst in definition.data:
+            q = [qubits[definition.find_bit(b).index] for b in inst.qubits]
+            c = [clbits[definition.find_bit(b).index] for b in inst.clbits]
+            if opens(inst.operation):
+                add(inst.operation.definition, q, c)
+            else:
+                out._append(inst.replace(qubits=q, clbits=c))
+
+    add(circuit, list(circuit.qubits), list(circuit.clbits))
+    return out
 
 
 def _with_params(op, values: list[float]):

@@ -4,7 +4,9 @@ The terms of an observable are split into qubit-wise commuting groups, each meas
 own basis with ``shots`` shots. For a group measured on qubits M, the outcome probabilities
 follow exactly from the expectations of the 2^|M| Pauli strings on subsets of M (a Walsh
 transform); the per-qubit readout confusion acts on them; outcomes are drawn from a seeded
-multinomial, and each term is estimated from the same counts, as on a device.
+multinomial, and each term is estimated from the same counts, as on a device. Every requested
+sample is its own draw: an observable asked for twice on the same row gets two independent
+estimates, as on a device (and as Aer and ``StatevectorEstimator`` give).
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ def sample_expectations(
     shots: int,
     rng: np.random.Generator,
     readout: Mapping[int, tuple[float, float]],
+    rows: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Estimates and standard errors (R,) of one observable from ``shots`` shots per commuting group.
+    """Estimates and standard errors (S,) of one observable, one independent sample per entry of ``rows``.
 
-    ``exact(list of {label: coeff})`` returns exact expectations (K, R) without readout error.
+    ``exact(list of {label: coeff})`` returns exact expectations (K, R) without readout error;
+    ``rows`` (S,) picks the parameter row of each sample (rows may repeat). Each sample takes
+    ``shots`` shots per commuting group.
     """
     identity, groups = commuting_groups(terms)
     total, variance = None, None
@@ -79,7 +84,7 @@ def sample_expectations(
             probs = np.moveaxis(np.tensordot(probs, confusion, axes=([1 + i], [1])), -1, 1 + i)
         probs = np.clip(probs.reshape(len(probs), -1), 0.0, None)
         probs /= probs.sum(axis=1, keepdims=True)
-        counts = rng.multinomial(shots, probs)  # (R, 2^m)
+        counts = rng.multinomial(shots, probs[rows])  # (S, 2^m)
         # the value of the group's observable on each outcome
         value = np.zeros(2**m)
         for label, coeff in members.items():
@@ -89,7 +94,6 @@ def sample_expectations(
         var = counts @ value**2 / shots - mean**2
         total = mean if total is None else total + mean
         variance = var / shots if variance is None else variance + var / shots
-    if total is None:
-        rows = exact([{"I" * len(next(iter(terms))): 1.0}]).shape[1] if terms else 1
-        return np.full(rows, identity), np.zeros(rows)
+    if total is None:  # the identity alone: nothing to measure, nothing uncertain
+        return np.full(len(rows), identity), np.zeros(len(rows))
     return identity + total, np.sqrt(np.maximum(variance, 0.0))

@@ -89,6 +89,8 @@ def heisenberg(
     ``grouping``: ``group_rows(values[:, program.body_columns])``, if the caller has it already.
     """
     n = program.num_qubits
+    if n == 0:  # nothing simulated (an empty circuit, an identity observable): the identity coefficient
+        return np.repeat(observables[:, :1], len(values), axis=1)
     settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
     o = body_images(program, observables, settings)
     bloch = [prefix_bloch(program, values, q) for q in range(n)]
