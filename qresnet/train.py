@@ -199,7 +199,8 @@ def train(
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     except KeyboardInterrupt:
-        saved = f"epochs 1-{finished_epoch} are saved" if finished_epoch else "no epoch finished yet"
+        saved = ("no epoch finished yet" if not finished_epoch else "epoch 1 is saved" if finished_epoch == 1
+                 else f"epochs 1-{finished_epoch} are saved")
         print(f"\ninterrupted during epoch {finished_epoch + 1}: {saved} in {out}; continue with "
               f"`qresnet train --resume {out}`", file=sys.stderr)
         raise
