@@ -1,14 +1,7 @@
 """The PennyLane peer figure: the design section 5 training workload written the fast PennyLane way.
 
-Workload (shared by all peers): two quanvolution layers, 2x2 windows with stride 2
-(28x28 -> 14x14 -> 7x7). Patch value x_i (row-major in the patch) is encoded as RY(pi*x_i) on
-qubit i; then 2 x [RY(w) on every qubit, RZ(w) on every qubit, CNOT 0-1, 1-2, 2-3]
-(16 weights per layer, weight k in that gate order); the output per patch is the mean of the
-four <Z_i>. Residual O1+O2: layer 2 reads O1 (detached: in our model layer 2's input is a
-measured value, so no gradient flows back through it), h2 = pad(O2, bottom-right) + O1 (14x14);
-linear head 196 -> 10, cross-entropy, Adam lr 0.01, batch 16. The figure is training images per
-second of a full step (forward, backward, optimizer step), median over timed steps after one
-warm-up step.
+Workload: see ``_common`` (shared by all peers). The figure is training images per second of a
+full step (forward, backward, optimizer step), median over timed steps after one warm-up step.
 
 Variants:
 
@@ -30,24 +23,19 @@ Import from the benchmark scripts (``sys.path`` holding ``benchmarks/``)::
 
 from __future__ import annotations
 
-import functools
 import math
-import statistics
-import time
 
 import numpy as np
 import torch
-from torch import nn
+
+from _common import (CNOT_PAIRS, N_QUBITS, N_WEIGHTS, REPS, Contender, WorkloadModel, describe_noise, run_rounds,
+                     torino_noise, train_step, z_mean_diagonal)
 
 try:
     import pennylane as qml
 except ImportError:  # the peer figure is optional: callers check pennylane_available()
     qml = None
 
-N_QUBITS = 4
-REPS = 2
-N_WEIGHTS = 2 * N_QUBITS * REPS  # 16
-CNOT_PAIRS = ((0, 1), (1, 2), (2, 3))
 MEASUREMENTS = ("zi", "ham", "probs")
 # How the filter output is read (all give the same numbers, see check_against_reference):
 #   zi:    qml.expval(Z_i) for each i, mean taken in torch;
@@ -69,63 +57,8 @@ def pennylane_available() -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# noise: IBM fake_torino calibration -> depolarizing probabilities
-# --------------------------------------------------------------------------------------------
-
-@functools.cache
-def torino_noise() -> dict:
-    """Depolarizing probabilities comparable to ``FakeTorino`` (mean sx and cz errors of its target).
-
-    Conversion. The target's ``error`` is an average gate infidelity r = 1 - F_avg (RB-style).
-    PennyLane's ``DepolarizingChannel(p)`` applies X, Y, Z each with probability p/3, i.e. a
-    Pauli channel with process fidelity F_pro = 1 - p; with F_avg = (d F_pro + 1) / (d + 1):
-
-    * one qubit (d = 2): r = 2p/3, so p_1q = 3 r_sx / 2 (the same depolarizing strength Qiskit
-      Aer's ``NoiseModel.from_backend`` derives from the same number);
-    * two qubits: the cz error is applied as TWO independent single-qubit DepolarizingChannels
-      (one on each CNOT qubit, after the CNOT), each with probability p_2q; their product
-      channel has F_pro = (1 - p_2q)^2, d = 4, so r_cz = (4/5)(1 - (1 - p_2q)^2), i.e.
-      p_2q = 1 - sqrt(1 - 5 r_cz / 4): the pair of channels has the calibrated average error.
-
-    The single-qubit channel follows every single-qubit gate, the encoding RY, the trainable RY
-    and RZ alike. (On the device RZ is virtual and error-free while an RY costs two sx pulses, so
-    one sx-sized error per RY and per RZ gives about the same total.) cz pairs whose calibrated
-    error is 1.0 are the device's non-operational couplers, which a transpiler never routes
-    through; they are left out of the mean (with them it would be ~0.08, dominated by dead
-    pairs). No readout error is modelled (the peer figure is about simulation cost).
-    """
-    from qiskit_ibm_runtime.fake_provider import FakeTorino
-
-    target = FakeTorino().target
-    sx = [p.error for p in target["sx"].values() if p is not None and p.error is not None]
-    cz_all = [p.error for p in target["cz"].values() if p is not None and p.error is not None]
-    cz = [e for e in cz_all if e < 1.0]
-    r1, r2 = float(np.mean(sx)), float(np.mean(cz))
-    return {
-        "backend": "FakeTorino",
-        "sx_error_mean": r1,
-        "cz_error_mean": r2,
-        "cz_error_mean_including_dead_pairs": float(np.mean(cz_all)),
-        "sx_qubits": len(sx),
-        "cz_pairs_used": len(cz),
-        "cz_pairs_excluded_error_1": len(cz_all) - len(cz),
-        "p_1q": 1.5 * r1,
-        "p_2q_per_qubit": 1.0 - math.sqrt(1.0 - 1.25 * r2),
-        "placement": "DepolarizingChannel(p_1q) after every RY/RZ (encoding included); "
-                     "DepolarizingChannel(p_2q_per_qubit) on control and on target after every CNOT",
-        "conversion": "p_1q = 3/2 r_sx; p_2q = 1 - sqrt(1 - 5/4 r_cz) (two 1-qubit channels with average error r_cz)",
-    }
-
-
-# --------------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------------
-
-def _z_mean_diagonal() -> torch.Tensor:
-    """Diagonal of (Z_0 + Z_1 + Z_2 + Z_3) / 4 in PennyLane's basis order (wire 0 most significant)."""
-    bits = (np.arange(2 ** N_QUBITS)[:, None] >> (N_QUBITS - 1 - np.arange(N_QUBITS))) & 1
-    return torch.as_tensor((1.0 - 2.0 * bits).mean(axis=1))
-
 
 def make_filter(noise: dict | None = None, measurement: str = "ham"):
     """The quanvolution filter as a function ``(patches (N, 4), weights (16,)) -> (N,)`` of one QNode.
@@ -164,7 +97,7 @@ def make_filter(noise: dict | None = None, measurement: str = "ham"):
             return qml.expval(hamiltonian)
         return qml.probs(wires=range(N_QUBITS))
 
-    zdiag = _z_mean_diagonal()
+    zdiag = z_mean_diagonal()  # PennyLane's wire 0 is the most significant bit too
 
     def apply(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         out = circuit(x, w)
@@ -178,109 +111,70 @@ def make_filter(noise: dict | None = None, measurement: str = "ham"):
     return apply
 
 
-def patches(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) -> (B * H/2 * W/2, 4): 2x2 stride-2 patches, values row-major in the patch."""
-    b, h, w = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2).permute(0, 1, 3, 2, 4).reshape(-1, 4)
-
-
-class PeerModel(nn.Module):
-    """Two PennyLane quanvolution layers, residual O1+O2, linear head 196 -> 10 (float64)."""
+class PeerModel(WorkloadModel):
+    """The workload model with PennyLane filters: default.qubit, or default.mixed with ``noise``."""
 
     def __init__(self, noise: dict | None = None, seed: int = 0, measurement: str | None = None,
                  chunk: int | None = None):
-        super().__init__()
+        super().__init__(seed)
         self.measurement = measurement or DEFAULT_MEASUREMENT[bool(noise)]
         self.chunk = chunk
-        self.filter = make_filter(noise, self.measurement)
-        gen = torch.Generator().manual_seed(seed)
-        self.w1 = nn.Parameter((torch.rand(N_WEIGHTS, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi)
-        self.w2 = nn.Parameter((torch.rand(N_WEIGHTS, dtype=torch.float64, generator=gen) * 2 - 1) * math.pi)
-        torch.manual_seed(seed)
-        self.head = nn.Linear(14 * 14, 10, dtype=torch.float64)
+        self.qnode_filter = make_filter(noise, self.measurement)
 
-    def layer(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, h, wd = x.shape
-        p = patches(x)
+    def filter(self, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if self.chunk is None or len(p) <= self.chunk:
-            out = self.filter(p, w)
-        else:
-            out = torch.cat([self.filter(p[s:s + self.chunk], w) for s in range(0, len(p), self.chunk)])
-        return out.reshape(b, h // 2, wd // 2)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        o1 = self.layer(x.to(torch.float64), self.w1)  # (B, 14, 14)
-        o2 = self.layer(o1.detach(), self.w2)  # (B, 7, 7): layer 2's input is a measured value
-        return nn.functional.pad(o2, (0, 7, 0, 7)) + o1  # h2 = pad(O2) + O1, (B, 14, 14)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
+            return self.qnode_filter(p, w)
+        return torch.cat([self.qnode_filter(p[s:s + self.chunk], w) for s in range(0, len(p), self.chunk)])
 
 
 # --------------------------------------------------------------------------------------------
 # the figure
 # --------------------------------------------------------------------------------------------
 
-def _step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    opt.zero_grad()
-    nn.functional.cross_entropy(model(x), y).backward()
-    opt.step()
+def contender(noisy: bool, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, *, steps: int = 3,
+              noisy_images: int | None = 4, measurement: str | None = None,
+              noisy_chunk: int | None = DEFAULT_NOISY_CHUNK) -> Contender:
+    """The PennyLane peer's training step, for :func:`_common.run_rounds` (``steps`` timed steps a round).
+
+    The noisy variant may be timed on the first ``noisy_images`` images only: every cost of its
+    step is proportional to the number of patches, so images/s on fewer images is the figure
+    for the batch (``scaled`` in the record).
+    """
+    if qml is None:
+        raise RuntimeError("PennyLane is not installed (pip install pennylane)")
+    batch = len(images)
+    noise = torino_noise() if noisy else None
+    n = min(batch, noisy_images) if noisy and noisy_images else batch
+    model = PeerModel(noise, seed, measurement, noisy_chunk if noisy else None)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = images[:n].to(torch.float64), labels[:n]
+    device = "default.mixed" if noisy else "default.qubit"
+    return Contender(f"pennylane {device}", lambda: train_step(model, opt, x, y), n, batch, steps, info={
+        "device": device, "noise": noise, "pennylane": qml.__version__, "measurement": model.measurement,
+        "chunk": model.chunk, "diff_method": "backprop", "broadcast": True, "torch_threads": torch.get_num_threads()})
 
 
 def peer_images_per_second(noisy: bool, images: torch.Tensor, labels: torch.Tensor, steps: int = 3,
                            seed: int = 0, *, noisy_images: int | None = 4, noisy_steps: int | None = None,
                            measurement: str | None = None, noisy_chunk: int | None = DEFAULT_NOISY_CHUNK,
                            threads: int | None = None) -> dict:
-    """Training images per second of the PennyLane peer (median of timed steps after one warm-up).
+    """Training images per second of the PennyLane peer alone (median of timed steps after one warm-up).
 
-    Returns {"images_per_s", "device", "steps", "images_timed", "scaled", "noise", "pennylane", ...}.
-    The noisy variant may be timed on the first ``noisy_images`` images only, for ``noisy_steps``
-    steps; every cost of a step is proportional to the number of patches, so images/s on fewer
-    images is the figure for the batch, and ``scaled`` says it was measured that way
-    (``seconds_per_step`` is then scaled linearly to the batch). ``threads`` sets torch's thread
-    count for the measurement only (None: leave it as the caller has it).
+    Returns :meth:`Contender.record`: {"images_per_s", "seconds_per_step" (scaled to the batch),
+    "images_timed", "scaled", "device", "noise", "pennylane", ...}. The noisy variant runs
+    ``noisy_steps`` steps if given. ``threads`` sets torch's thread count for the measurement
+    only (None: leave it as the caller has it).
     """
-    if qml is None:
-        raise RuntimeError("PennyLane is not installed (pip install pennylane)")
-    if threads is not None:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return peer_images_per_second(noisy, images, labels, steps, seed, noisy_images=noisy_images,
-                                          noisy_steps=noisy_steps, measurement=measurement, noisy_chunk=noisy_chunk)
-        finally:
-            torch.set_num_threads(before)
-    batch = len(images)
-    noise = torino_noise() if noisy else None
-    n = min(batch, noisy_images) if noisy and noisy_images else batch
-    timed_steps = max(1, min(steps, noisy_steps) if noisy and noisy_steps else steps)
-    model = PeerModel(noise, seed, measurement, noisy_chunk if noisy else None)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    x, y = images[:n].to(torch.float64), labels[:n]
-    _step(model, opt, x, y)  # warm-up
-    times = []
-    for _ in range(timed_steps):
-        start = time.perf_counter()
-        _step(model, opt, x, y)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    return {
-        "images_per_s": n / seconds,
-        "device": "default.mixed" if noisy else "default.qubit",
-        "steps": timed_steps,
-        "images_timed": n,
-        "scaled": n < batch,
-        "noise": noise,
-        "pennylane": qml.__version__,
-        "batch": batch,
-        "seconds_per_step": seconds * batch / n,
-        "step_seconds": times,
-        "measurement": model.measurement,
-        "chunk": model.chunk,
-        "diff_method": "backprop",
-        "broadcast": True,
-        "torch_threads": torch.get_num_threads(),
-    }
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        timed_steps = max(1, min(steps, noisy_steps) if noisy and noisy_steps else steps)
+        peer = contender(noisy, images, labels, seed, steps=timed_steps, noisy_images=noisy_images,
+                         measurement=measurement, noisy_chunk=noisy_chunk)
+        run_rounds([peer], 1)
+        return peer.record()
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,10 +301,7 @@ if __name__ == "__main__":
         how = f"{r['images_timed']} images" + (f", scaled to {r['batch']}" if r["scaled"] else "")
         print(f"{'noisy' if noisy else 'ideal'} ({r['device']}, {r['measurement']}, chunk {r['chunk']}, "
               f"{r['torch_threads']} thread(s)): {r['images_per_s']:.2f} images/s, {r['seconds_per_step']:.3f} s/step "
-              f"(median of {r['steps']} step(s) on {how}; steps {', '.join(f'{t:.3f}' for t in r['step_seconds'])} s)")
+              f"(median of {r['steps_timed']} step(s) on {how}; steps {', '.join(f'{t:.3f}' for t in r['step_seconds'])} s)")
         if r["noise"]:
-            nz = r["noise"]
-            print(f"  noise: sx error {nz['sx_error_mean']:.3e} -> p_1q {nz['p_1q']:.3e}; "
-                  f"cz error {nz['cz_error_mean']:.3e} ({nz['cz_pairs_excluded_error_1']} dead pairs excluded) "
-                  f"-> p_2q {nz['p_2q_per_qubit']:.3e} per CNOT qubit")
+            print(f"  noise: {describe_noise(r['noise'])}")
     print(f"load average at end: {os.getloadavg()}")

@@ -1,15 +1,24 @@
-"""Training images per second on the design section 5 workload: ours (default engine) vs PennyLane, same run.
+"""Training images per second on the design section 5 workload: ours vs every peer, interleaved in one run.
 
 Workload: two quanvolution layers (4 qubits, RY(pi x) encoding, 2 x (RY, RZ on every qubit,
 CNOT chain), 16 weights each, mean <Z>), residual O1+O2, linear head 196 -> 10, cross-entropy,
 Adam 0.01, batch 16 of 28x28 images. One figure counts a whole step: forward, backward,
-optimizer step. Ours: response mode on ``aer`` and ``aer:fake_torino`` (exact values, the
-device's noise model and readout). Peer (when PennyLane is installed, ``pip install
-.[peers]``): the same model on ``default.qubit`` with broadcasting and backprop, and on
-``default.mixed`` with depolarizing noise (benchmarks/pennylane_peer.py).
+optimizer step.
 
-Torch runs with ``--torch-threads`` intra-op threads (default 1) for both: on this 2-core
-machine the tensors of one step are small and a second thread costs more than it gives.
+* ours: response mode on ``aer`` and ``aer:fake_torino`` (exact values, the device's noise model
+  and readout);
+* plain torch (benchmarks/torch_peer.py, always): gate by gate (batched statevector / density
+  matrix through every gate) and folded (the body folded per step into a 16x16 observable,
+  Heisenberg picture), each ideal and with depolarizing noise from FakeTorino's calibration;
+* PennyLane (benchmarks/pennylane_peer.py, when installed: ``pip install .[peers]``):
+  ``default.qubit`` with broadcasting and backprop, ``default.mixed`` with the same noise.
+
+Ideal peers are compared with ``aer``, noisy ones with ``aer:fake_torino``: ratio = ours / peer.
+Every contender takes one warm-up step, then ``--rounds`` rounds in which each takes its timed
+steps in turn; figures are medians over all its timed steps. Interleaving spreads the machine's
+load over all contenders alike, so the ratios of one run hold even when the absolutes drift.
+Torch runs with ``--torch-threads`` intra-op threads (default 1) for all: on this 2-core machine
+the tensors of one step are small and a second thread costs more than it gives.
 
     python benchmarks/train_step.py --json results/train_step.json
 """
@@ -17,58 +26,98 @@ machine the tensors of one step are small and a second thread costs more than it
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
-from _common import median, mnist_batch, time_calls, train_step, write_json
+import torch_peer
+from _common import Contender, describe_noise, mnist_batch, run_rounds, torino_noise, train_step, write_json
 from qresnet.backends import resolve_backend
-from qresnet.nn import ResQuNN
 from qresnet.build import quanv_layers
+from qresnet.nn import ResQuNN
+
+OURS = {False: "aer", True: "aer:fake_torino"}  # noisy -> our backend the peer is compared with
 
 
-def ours(spec: str, images, labels, steps: int, seed: int) -> float:
+def ours(spec: str, images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> Contender:
     model = ResQuNN(quanv_layers(resolve_backend(spec), 2, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    train_step(model, opt, images, labels)  # warm-up: compile the circuits once
-    return len(labels) / median(time_calls(lambda: train_step(model, opt, images, labels), steps))
+    return Contender(f"qresnet {spec}", lambda: train_step(model, opt, images, labels), len(labels), len(labels), steps,
+                     info={"backend": spec, "mode": "response"})
+
+
+def peers(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[Contender, bool]]:
+    """Every peer, keyed by its JSON name, with whether it is noisy."""
+    out = {}
+    for noisy in (False, True):
+        for variant in torch_peer.VARIANTS:
+            slow = variant == "gates" and noisy  # ~1 s per step: one step a round keeps the run short
+            steps = args.slow_peer_steps if slow else args.peer_steps
+            out[f"torch_{variant}_{'noisy' if noisy else 'ideal'}"] = (
+                torch_peer.contender(variant, noisy, images, labels, args.seed, steps=steps), noisy)
+    if args.no_pennylane:
+        return out
+    try:
+        import pennylane_peer
+    except ImportError:
+        pennylane_peer = None
+    if pennylane_peer is None or not pennylane_peer.pennylane_available():
+        print("PennyLane is not installed (pip install .[peers]): no PennyLane figures")
+        return out
+    for noisy in (False, True):
+        steps = args.slow_peer_steps if noisy else args.peer_steps
+        out[f"pennylane_{'noisy' if noisy else 'ideal'}"] = (pennylane_peer.contender(
+            noisy, images, labels, args.seed, steps=steps, noisy_images=args.pennylane_noisy_images), noisy)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps of ours (median)")
-    parser.add_argument("--peer-steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (every contender in each)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps of ours per round")
+    parser.add_argument("--peer-steps", type=int, default=4, help="timed steps per round of the fast peers")
+    parser.add_argument("--slow-peer-steps", type=int, default=1,
+                        help="timed steps per round of the slow peers (torch gates noisy, PennyLane default.mixed)")
+    parser.add_argument("--pennylane-noisy-images", type=int, default=4,
+                        help="images default.mixed is timed on (scaled to the batch: its cost is linear in patches)")
+    parser.add_argument("--no-pennylane", action="store_true", help="skip the PennyLane peers even if installed")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     images, labels, source = mnist_batch(args.batch, args.seed)
+    load_start = os.getloadavg()
     print(f"workload: 2 layers, O1+O2, linear 196->10, Adam 0.01, batch {args.batch}, {source}, "
-          f"torch threads {args.torch_threads}")
+          f"torch threads {args.torch_threads}; load average {load_start[0]:.2f}")
+    print(f"peer noise: {describe_noise(torino_noise())}")
 
-    record: dict = {"benchmark": "train_step", "batch": args.batch, "data": source, "torch_threads": args.torch_threads}
-    record["ideal_images_per_s"] = ours("aer", images, labels, args.steps, args.seed)
-    print(f"ours  aer              : {record['ideal_images_per_s']:10.1f} images/s")
-    record["noisy_images_per_s"] = ours("aer:fake_torino", images, labels, args.steps, args.seed)
-    print(f"ours  aer:fake_torino  : {record['noisy_images_per_s']:10.1f} images/s "
-          f"({record['noisy_images_per_s'] / record['ideal_images_per_s']:.2f} of ideal)")
-    try:
-        from pennylane_peer import peer_images_per_second, pennylane_available
-    except ImportError:
-        pennylane_available = lambda: False  # noqa: E731
-    if pennylane_available():
-        for key, noisy in (("ideal", False), ("noisy", True)):
-            peer = peer_images_per_second(noisy, images, labels, steps=args.peer_steps, seed=args.seed)
-            record[f"peer_{key}_images_per_s"] = peer["images_per_s"]
-            record[f"peer_{key}"] = peer
-            ratio = record[f"{key}_images_per_s"] / peer["images_per_s"]
-            record[f"ratio_{key}"] = ratio
-            print(f"peer  {peer['device']:17s}: {peer['images_per_s']:10.2f} images/s"
-                  f"{' (scaled from ' + str(peer['images_timed']) + ' images)' if peer.get('scaled') else ''}; "
-                  f"ours / peer = {ratio:,.1f}x")
-    else:
-        print("PennyLane is not installed (pip install .[peers]): no peer figures")
+    mine = {noisy: ours(spec, images, labels, args.steps, args.seed) for noisy, spec in OURS.items()}
+    others = peers(args, images, labels)
+    run_rounds([*mine.values(), *(c for c, _ in others.values())], args.rounds)
+    load_end = os.getloadavg()
+
+    record: dict = {"benchmark": "train_step", "batch": args.batch, "data": source, "torch_threads": args.torch_threads,
+                    "rounds": args.rounds, "load_average_start": list(load_start), "load_average_end": list(load_end),
+                    "ours": {c.info["backend"]: c.record() for c in mine.values()}, "peers": {}, "ratios": {}}
+    record["ideal_images_per_s"] = mine[False].images_per_s
+    record["noisy_images_per_s"] = mine[True].images_per_s
+    print(f"\n{'contender':26s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
+    for c in mine.values():
+        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
+    for key, (c, noisy) in others.items():
+        ratio = mine[noisy].images_per_s / c.images_per_s
+        record["peers"][key] = {**c.record(), "versus": OURS[noisy], "ratio_ours_over_peer": ratio}
+        record["ratios"][key] = ratio
+        scaled = f" (scaled to {c.batch})" if c.images < c.batch else ""
+        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
+              f"{ratio:8.2f}x vs {OURS[noisy]}{scaled}")
+        if key.startswith("pennylane"):  # the keys this script wrote before the torch peers existed
+            kind = "noisy" if noisy else "ideal"
+            record[f"peer_{kind}_images_per_s"], record[f"peer_{kind}"], record[f"ratio_{kind}"] = (
+                c.images_per_s, record["peers"][key], ratio)
+    print(f"load average at end {load_end[0]:.2f} (1 min), {load_end[1]:.2f} (5 min)")
     write_json(args.json, record)
 
 
