@@ -25,8 +25,10 @@ from qresnet.nn.head import NO_INPUT_GRADIENT
 HEAD_QUBITS = 10
 PAPER_HEAD_CLASSES = 4
 # a 4-class head step on the engine (its light cone spans 6 qubits), measured on this project's 2-core machine;
-# the work grows as 4^width with the light cone
+# the work grows about 8-fold per qubit of light cone (4^w Pauli images, 2^w amplitudes per sample): a 10-class
+# step was still running after 600 s (benchmarks/head_step.py)
 HEAD_STEP_SECONDS_AT_6_QUBITS = 0.3
+HEAD_STEP_GROWTH_PER_QUBIT = 8
 LONG_STEP_SECONDS = 5.0
 
 
@@ -108,7 +110,7 @@ def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -
     if not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES:
         return []
     width = min(HEAD_QUBITS, head.num_outputs + 2)  # two ansatz repetitions widen each measured qubit's cone by 2
-    step = HEAD_STEP_SECONDS_AT_6_QUBITS * 4 ** (width - 6)
+    step = HEAD_STEP_SECONDS_AT_6_QUBITS * HEAD_STEP_GROWTH_PER_QUBIT ** (width - 6)
     if step < LONG_STEP_SECONDS:
         return []
     steps = math.ceil(train_size / config.batch_size) * config.epochs
