@@ -13,7 +13,6 @@ from pathlib import Path
 from qresnet.console import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.jobs.cli import add_jobs_parser
-from qresnet.rundir import RunDir
 
 PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
 
@@ -96,6 +95,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from qresnet.backends import BackendOptions
     from qresnet.config import TrainConfig
+    from qresnet.rundir import RunDir
     from qresnet.train import train
 
     values: dict = {}

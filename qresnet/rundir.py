@@ -157,9 +157,12 @@ class RunDir:
         """Refuse to ``clear`` a directory that is not a run's, or holds anything besides a run's files."""
         # device/ holds reports of submissions that name this run's checkpoints: never deleted here
         others = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES and not p.name.endswith(".tmp"))
-        if not self.config_path.is_file() or others:
-            raise RunDirError(f"{self.path} is not a run directory (it holds {', '.join(others[:5]) or 'no config.json'}); "
-                              "--overwrite only replaces runs: choose another --out")
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path} is not a run directory (no config.json); --overwrite only replaces runs: "
+                              "choose another --out")
+        if others:
+            raise RunDirError(f"{self.path} holds more than a run's own files ({', '.join(others[:5])}); --overwrite "
+                              "replaces only those: move the others away, or choose another --out")
 
     def clear(self) -> None:
         """Remove a run's files (``--overwrite``); a directory that holds anything else is refused."""
