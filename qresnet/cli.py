@@ -83,6 +83,15 @@ def cmd_grads(args: argparse.Namespace) -> int:
     return 0 if all(r.agrees for r in rows) else 1
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from qresnet.reproduce import run_reproduction
+
+    out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
+    report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
+    print(report.read_text().split("## Studies")[0])
+    print(f"report: {report}")
+
+
 def cmd_data_fetch(args: argparse.Namespace) -> None:
     from qresnet.data import DEFAULT_MNIST_URL, MNIST_FILES, fetch_mnist
 
@@ -253,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "with other settings are refused)")
     p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")
     p.set_defaults(run=cmd_compare)
+
+    p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
+    p.add_argument("--budget", choices=("full", "tiny"), default="full",
+                   help="full: the paper's settings, MNIST, 5 seeds (hours); tiny: the pipeline on digits (minutes)")
+    p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
+    p.add_argument("--executor", choices=("processes", "ray"), default="processes")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--out", default=None, help="study directory; an existing one resumes its studies")
+    p.set_defaults(run=cmd_reproduce)
 
     p = sub.add_parser("data", help="datasets: download MNIST")
     data_sub = p.add_subparsers(dest="data_command", required=True)

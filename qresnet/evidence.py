@@ -26,6 +26,7 @@ from scipy import stats
 CONFIDENCE = 0.95
 MIN_SEEDS = 3  # fewer seeds give no verdict but "inconclusive"
 MARGIN = 0.02  # a gain the interval keeps below 2 points of accuracy is no gain worth claiming
+SAME = 1e-12  # a spread this small relative to the mean is rounding, not variation
 
 YES, NO, INCONCLUSIVE, NOT_TESTED = "yes", "no", "inconclusive", "not tested"
 
@@ -90,7 +91,7 @@ def mean_interval(values: Sequence[float], bounds: tuple[float, float] | None = 
     if n == 1:
         return Interval(mean, None, None, 1, None)
     std = float(x.std(ddof=1))
-    if std == 0.0:
+    if std <= SAME * max(1.0, abs(mean)):  # equal but for rounding (0.9 - 0.8 vs 0.8 - 0.7): no spread at all
         return Interval(mean, mean, mean, n, 0.0)
     low, high = stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
     if bounds is not None:

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qresnet"
 LAYERS: list[tuple[str, ...]] = [
     ("qresnet.cli",),
     ("qresnet.jobs",),
+    ("qresnet.reproduce",),
     ("qresnet.experiments", "qresnet.ray_sweep", "qresnet.comparison_report", "qresnet.evidence", "qresnet.audit"),
     ("qresnet.train",),
     ("qresnet.build", "qresnet.rundir", "qresnet.config", "qresnet.data", "qresnet.evaluate", "qresnet.figures",

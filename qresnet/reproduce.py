@@ -1,0 +1,225 @@
+"""The reproduction study: each of the paper's claims decided with intervals, on ``aer`` and ``aer:fake_torino``.
+
+Claims 1 to 6 and 8 (does device noise change a verdict) are decided here; claim 7 (all 64
+three-layer configurations) and the variant rows for claims that do not reproduce are not built yet.
+
+    qresnet reproduce --data-dir ../shared/data --jobs 2 --out reports/reproduction
+    qresnet reproduce --budget tiny --out /tmp/r            # the whole pipeline on the embedded digits, in minutes
+
+The studies are ordinary sweeps (:func:`qresnet.experiments.run_sweep`) in ``OUT/<study>/``, each
+with its own comparison report, so the study is resumable and runs on processes or Ray like any
+sweep; the gradient-access claims also use the gradient audit. :func:`decide` turns their results
+into one row per claim and backend: the claim, the test that decides it, the result with its
+interval, and a verdict (reproduced / not reproduced / inconclusive) by the rules of
+:mod:`qresnet.evidence`. ``reproduction.md`` and ``claims.json`` hold them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from qresnet import evidence as ev
+from qresnet.audit import AuditRow, gradient_audit
+from qresnet.backends import resolve_backend
+from qresnet.comparison_report import Runs, Setting, enrich, write_comparison_report
+from qresnet.data import load_digits_images
+from qresnet.errors import ConfigError
+from qresnet.experiments import SweepConfig, run_sweep
+from qresnet.rundir import atomic_write_json, atomic_write_text
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+BACKENDS = ("aer", "aer:fake_torino")
+BUDGETS = ("full", "tiny")
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One claim on one backend: what it says, how it is tested, what came out, and the verdict."""
+
+    number: int
+    claim: str
+    test: str
+    backend: str
+    result: str
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def studies(budget: str = "full", data_dir: str | None = None) -> dict[str, SweepConfig]:
+    """The sweeps the claims need: the paper's settings with 5 seeds (``full``, MNIST), or a tiny digits run."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
+    if budget == "tiny":  # the pipeline end to end in minutes: too small for any verdict but "inconclusive"
+        common = dict(dataset="digits", per_class=8, epochs=1, seeds=(0,), backends=BACKENDS, lr=0.05)
+        return {"single": SweepConfig.from_preset("single", **common),
+                "paper": SweepConfig.from_preset("paper", **common),
+                "paper-quantum": SweepConfig.from_preset("paper-quantum", **{**common, "heads": ("quantum",)})}
+    full = dict(data_dir=data_dir, seeds=(0, 1, 2, 3, 4), backends=BACKENDS)
+    return {"single": SweepConfig.from_preset("single", **full),
+            "paper": SweepConfig.from_preset("paper", **full),
+            "paper-quantum": SweepConfig.from_preset("paper-quantum", **full)}
+
+
+def audits(budget: str) -> dict[str, list[AuditRow]]:
+    """Claims 2 and 6 also read the gradient audit (one batch, every paper configuration of 2 and 3 layers)."""
+    images, labels = load_digits_images(4 if budget == "tiny" else 16, seed=0)
+    out = {}
+    for backend in BACKENDS:
+        chosen = resolve_backend(backend)
+        out[backend] = (gradient_audit(chosen, images, labels, 2, "paper")
+                        + gradient_audit(chosen, images, labels, 3, "paper"))
+    return out
+
+
+# --- the claims ---------------------------------------------------------------------------------------------------
+
+def _beats_verdict(value: ev.Paired | None) -> str:
+    return {ev.YES: REPRODUCED, ev.NO: NOT_REPRODUCED}.get(ev.beats(value), INCONCLUSIVE)
+
+
+def _all(verdicts: Sequence[str]) -> str:
+    """A claim made of parts: reproduced if every part is, not reproduced if any part is not."""
+    if NOT_REPRODUCED in verdicts:
+        return NOT_REPRODUCED
+    return REPRODUCED if all(v == REPRODUCED for v in verdicts) else INCONCLUSIVE
+
+
+def _describe(value: ev.Paired | None) -> str:
+    return "-" if value is None else value.describe()
+
+
+def claim_single(runs: Runs, backend: str) -> tuple[str, str]:
+    diff = runs.difference((Setting(backend, "linear"), "none", False), (Setting(backend, "linear"), "none", True))
+    return f"trainable - frozen {_describe(diff)}", _beats_verdict(diff)
+
+
+def claim_gradient_access(runs: Runs, audit: Sequence[AuditRow], backend: str) -> tuple[str, str]:
+    expected = {"none": [False, True], "X+O1": [False, True], "X+O2": [False, True],
+                "O1+O2": [True, True], "(X+O1)+O2": [True, True]}
+    measured = {c: [r["measured_reach"] for r in runs.get(Setting(backend, "linear"), c, False)] for c in expected}
+    audited = {row.config: row.reaches for row in audit if len(row.reaches) == 2}
+    wrong = [c for c, flags in expected.items()
+             if any(m != flags for m in measured[c]) or (c in audited and audited[c] != flags)]
+    seeds = min((len(m) for m in measured.values()), default=0)
+    text = (f"measured in {seeds} seeds and the audit: " + ("as the rule says" if not wrong else f"differs for {', '.join(wrong)}"))
+    return text, NOT_REPRODUCED if wrong else (REPRODUCED if seeds else INCONCLUSIVE)
+
+
+def claim_o1o2(runs: Runs, backend: str) -> tuple[str, str]:
+    s = Setting(backend, "linear")
+    over_x = runs.difference((s, "O1+O2", False), (s, "X+O1", False))
+    over_frozen = runs.difference((s, "O1+O2", False), (s, "O1+O2", True))
+    return (f"O1+O2 - X+O1 {_describe(over_x)}; O1+O2 - frozen {_describe(over_frozen)}",
+            _all([_beats_verdict(over_x), _beats_verdict(over_frozen)]))
+
+
+def _close(value: ev.Paired | None) -> str:
+    """Sits close to its benchmark: the paired interval within +-MARGIN; far: entirely outside it."""
+    if value is None or value.low is None or value.n < ev.MIN_SEEDS:
+        return INCONCLUSIVE
+    if -ev.MARGIN < value.low and value.high < ev.MARGIN:
+        return REPRODUCED
+    if value.low > ev.MARGIN or value.high < -ev.MARGIN:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def claim_carried(runs: Runs, backend: str) -> tuple[str, str]:
+    s = Setting(backend, "linear")
+    diffs = {c: runs.difference((s, c, False), (s, c, True)) for c in ("X+O2", "(X+O1)+O2")}
+    return ("; ".join(f"{c} - frozen {_describe(d)}" for c, d in diffs.items()), _all([_close(d) for d in diffs.values()]))
+
+
+def claim_quantum_head(runs: Runs, backend: str) -> tuple[str, str]:
+    s = Setting(backend, "quantum")
+    gains = {c: runs.difference((s, c, False), (s, c, True)) for c in ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2")}
+    little = [NOT_REPRODUCED if g is not None and g.low is not None and g.n >= ev.MIN_SEEDS and g.low > ev.MARGIN
+              else REPRODUCED if ev.beats(g) == ev.NO else INCONCLUSIVE for c, g in gains.items()
+              if c in ("none", "X+O1", "X+O2")]
+    trains = _beats_verdict(gains["O1+O2"])
+    best = [_beats_verdict(runs.difference((s, "(X+O1)+O2", False), (s, c, False)))
+            for c in ("none", "X+O1", "O1+O2", "X+O2")]
+    text = ("; ".join(f"{c} - frozen {_describe(g)}" for c, g in gains.items())
+            + "; (X+O1)+O2 above every other trainable: " + ", ".join(best))
+    return text, _all(little + [trains, _all(best)])
+
+
+def claim_three_layers(audit: Sequence[AuditRow]) -> tuple[str, str]:
+    three = {row.config: row for row in audit if len(row.reaches) == 3}
+    full = sorted(c for c, row in three.items() if all(row.reaches))
+    agrees = all(row.agrees for row in three.values())
+    expected = sorted(["(O1+O2)+O3", "((X+O1)+O2)+O3"])
+    return (f"all three layers get a gradient in {', '.join(full) or 'none'}; the rule agrees: {agrees}",
+            REPRODUCED if three and full == expected and agrees else NOT_REPRODUCED if three else INCONCLUSIVE)
+
+
+CLAIMS: tuple[tuple[int, str, str], ...] = (
+    (1, "One trainable quanvolution layer beats its frozen benchmark (MNIST, 10 classes, 200 per class).",
+     "study single: paired trainable - frozen over seeds; reproduced if its 95% interval lies above 0"),
+    (2, "Without residuals, and with X+O1 and X+O2, only the last layer receives gradients; O1+O2 and (X+O1)+O2 "
+        "reach both layers.", "study paper: measured gradient norms of every trainable seed, and the gradient audit"),
+    (3, "With the linear head, O1+O2 beats X+O1 and beats its own frozen benchmark clearly.",
+     "study paper: paired O1+O2 - X+O1 and O1+O2 - frozen; reproduced if both intervals lie above 0"),
+    (4, "With the linear head, X+O2 and (X+O1)+O2 sit close to their frozen benchmarks.",
+     f"study paper: paired trainable - frozen; reproduced if both intervals lie within +-{ev.MARGIN:g}"),
+    (5, "With the quantum head (MNIST 0-3), none, X+O1 and X+O2 train little or not at all, O1+O2 trains, and "
+        "(X+O1)+O2 is best.", "study paper-quantum: paired trainable - frozen per configuration, and (X+O1)+O2 - each "
+                               "other trainable"),
+    (6, "For three layers, exactly (O1+O2)+O3 and ((X+O1)+O2)+O3 of the paper's configurations give gradients to "
+        "all three layers.", "gradient audit, 3 layers, the paper's configurations"),
+)
+
+
+def decide(results: dict[str, Runs], audit: dict[str, Sequence[AuditRow]]) -> list[ClaimRow]:
+    """Every claim on every backend, from the studies' runs and the gradient audits."""
+    deciders: dict[int, Callable[[str], tuple[str, str]]] = {
+        1: lambda b: claim_single(results["single"], b),
+        2: lambda b: claim_gradient_access(results["paper"], audit.get(b, ()), b),
+        3: lambda b: claim_o1o2(results["paper"], b),
+        4: lambda b: claim_carried(results["paper"], b),
+        5: lambda b: claim_quantum_head(results["paper-quantum"], b),
+        6: lambda b: claim_three_layers(audit.get(b, ())),
+    }
+    rows = []
+    for number, claim, test in CLAIMS:
+        for backend in BACKENDS:
+            result, verdict = deciders[number](backend)
+            rows.append(ClaimRow(number, claim, test, backend, result, verdict))
+    return rows
+
+
+def noise_changes(rows: Sequence[ClaimRow]) -> list[str]:
+    """Claim 8: the claims whose verdict differs between the ideal and the noisy backend."""
+    by = {(r.number, r.backend): r.verdict for r in rows}
+    return [f"claim {n}: {by[(n, BACKENDS[0])]} on {BACKENDS[0]}, {by[(n, BACKENDS[1])]} on {BACKENDS[1]}"
+            for n, _, _ in CLAIMS if by[(n, BACKENDS[0])] != by[(n, BACKENDS[1])]]
+
+
+def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None = None, jobs: int = 1,
+                     executor: str = "processes", ray_address: str | None = None, progress: bool = True) -> Path:
+    """Every study (resumable), the audits, the claims; writes ``reproduction.md`` and ``claims.json``."""
+    out = Path(out)
+    results: dict[str, Runs] = {}
+    for name, sweep in studies(budget, data_dir).items():
+        rows = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
+        write_comparison_report([dict(r) for r in rows], out / name, sweep.to_dict())
+        results[name] = Runs(enrich(rows, out / name))
+    audit = audits(budget)
+    claims = decide(results, audit)
+    changes = noise_changes(claims)
+    atomic_write_json(out / "claims.json", {"budget": budget, "rules": ev.RULES, "claims": [r.to_dict() for r in claims],
+                                            "noise_changes_verdicts": changes})
+    lines = [f"# Reproduction of the ResQuNN claims (budget `{budget}`)", "", ev.RULES, "",
+             "| claim | test | backend | result | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {r.number}. {r.claim} | {r.test} | {r.backend} | {r.result} | **{r.verdict}** |" for r in claims]
+    lines += ["", "## Does device noise change a verdict? (claim 8)", "",
+              *(f"- {c}" for c in changes or ["no: every claim has the same verdict on both backends"]), "",
+              "## Studies", "", *(f"- [{name}]({name}/report.md)" for name in results), ""]
+    report = out / "reproduction.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

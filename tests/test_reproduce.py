@@ -1,0 +1,98 @@
+"""The reproduction study's claims, decided on constructed results (no training): reproduced, not, inconclusive."""
+
+from __future__ import annotations
+
+import pytest
+
+from qresnet.audit import AuditRow
+from qresnet.comparison_report import Runs
+from qresnet.reproduce import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    claim_carried,
+    claim_gradient_access,
+    claim_o1o2,
+    claim_quantum_head,
+    claim_single,
+    claim_three_layers,
+    decide,
+    noise_changes,
+)
+
+REACH = {"none": [False, True], "X+O1": [False, True], "X+O2": [False, True], "O1+O2": [True, True],
+         "(X+O1)+O2": [True, True]}
+
+
+def rows(accuracies: dict[tuple[str, bool], list[float]], backend: str = "aer", head: str = "linear") -> list[dict]:
+    """Result rows as a sweep writes them: (config, frozen) -> the final accuracy of each seed."""
+    out = []
+    for (config, frozen), values in accuracies.items():
+        for seed, acc in enumerate(values):
+            out.append({"backend": backend, "head": head, "config": config, "frozen": frozen, "seed": seed,
+                        "final_test_acc": acc, "measured_reach": None if frozen else REACH.get(config, [True])})
+    return out
+
+
+WIN = ([0.90, 0.88, 0.91, 0.89], [0.80, 0.79, 0.82, 0.80])
+TIE = ([0.800, 0.801, 0.799, 0.800], [0.800, 0.800, 0.800, 0.801])
+FEW = ([0.95, 0.90], [0.50, 0.52])
+
+
+@pytest.mark.parametrize("pair, verdict", [(WIN, REPRODUCED), (TIE, NOT_REPRODUCED), (FEW, INCONCLUSIVE)])
+def test_claim_one_from_the_paired_interval(pair, verdict):
+    runs = Runs(rows({("none", False): pair[0], ("none", True): pair[1]}))
+    result, decided = claim_single(runs, "aer")
+    assert decided == verdict and "trainable - frozen" in result
+
+
+def test_gradient_access_against_the_rule_and_the_audit():
+    good = Runs(rows({(c, False): [0.5, 0.5, 0.5] for c in REACH}))
+    audit = [AuditRow(c, [], [1.0, 1.0], flags, flags) for c, flags in REACH.items()]
+    assert claim_gradient_access(good, audit, "aer")[1] == REPRODUCED
+    broken = [dict(r) for r in good.rows]
+    broken[0]["measured_reach"] = [True, True]  # `none`: a gradient reached layer 1 in one seed
+    result, verdict = claim_gradient_access(Runs(broken), audit, "aer")
+    assert verdict == NOT_REPRODUCED and "differs for none" in result
+
+
+def test_o1o2_and_the_carried_configurations():
+    high, mid, low = [0.90, 0.91, 0.89, 0.90], [0.80, 0.82, 0.81, 0.80], [0.70, 0.72, 0.71, 0.70]
+    runs = Runs(rows({("O1+O2", False): high, ("O1+O2", True): mid, ("X+O1", False): low}))
+    assert claim_o1o2(runs, "aer")[1] == REPRODUCED
+    runs = Runs(rows({("O1+O2", False): mid, ("O1+O2", True): mid, ("X+O1", False): low}))
+    assert claim_o1o2(runs, "aer")[1] == NOT_REPRODUCED  # no gain over its own frozen benchmark
+    carried = Runs(rows({("X+O2", False): TIE[0], ("X+O2", True): TIE[1],
+                         ("(X+O1)+O2", False): TIE[0], ("(X+O1)+O2", True): TIE[1]}))
+    assert claim_carried(carried, "aer")[1] == REPRODUCED
+    far = Runs(rows({("X+O2", False): WIN[0], ("X+O2", True): WIN[1],
+                     ("(X+O1)+O2", False): TIE[0], ("(X+O1)+O2", True): TIE[1]}))
+    assert claim_carried(far, "aer")[1] == NOT_REPRODUCED
+
+
+def test_the_quantum_head_claim_needs_every_part():
+    flat = [0.50, 0.51, 0.50, 0.50]
+    accs = {("none", False): flat, ("none", True): flat, ("X+O1", False): flat, ("X+O1", True): flat,
+            ("X+O2", False): flat, ("X+O2", True): flat, ("O1+O2", False): [0.60, 0.62, 0.61, 0.60],
+            ("O1+O2", True): flat, ("(X+O1)+O2", False): [0.70, 0.72, 0.71, 0.70], ("(X+O1)+O2", True): flat}
+    assert claim_quantum_head(Runs(rows(accs, head="quantum")), "aer")[1] == REPRODUCED
+    worse = {**accs, ("(X+O1)+O2", False): [0.55, 0.56, 0.55, 0.55]}  # below O1+O2: not the best
+    assert claim_quantum_head(Runs(rows(worse, head="quantum")), "aer")[1] == NOT_REPRODUCED
+
+
+def test_three_layers_from_the_audit_and_noise_changes():
+    def row(config, flags):
+        return AuditRow(config, [], [1.0] * 3, flags, flags)
+
+    paper = [row("none", [False, False, True]), row("(O1+O2)+O3", [True, True, True]),
+             row("((X+O1)+O2)+O3", [True, True, True])]
+    assert claim_three_layers(paper)[1] == REPRODUCED
+    assert claim_three_layers(paper[:2])[1] == NOT_REPRODUCED
+    assert claim_three_layers([])[1] == INCONCLUSIVE
+    single = Runs(rows({("none", False): WIN[0], ("none", True): WIN[1]}) +
+                  rows({("none", False): TIE[0], ("none", True): TIE[1]}, backend="aer:fake_torino"))
+    empty = Runs([])
+    claims = decide({"single": single, "paper": empty, "paper-quantum": empty}, {"aer": paper, "aer:fake_torino": paper})
+    one = {r.backend: r.verdict for r in claims if r.number == 1}
+    assert one == {"aer": REPRODUCED, "aer:fake_torino": NOT_REPRODUCED}
+    assert noise_changes(claims) == ["claim 1: reproduced on aer, not reproduced on aer:fake_torino"]
