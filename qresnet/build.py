@@ -42,7 +42,7 @@ def check_layout_width(layout: tuple[int, ...] | None, templates: Sequence[tuple
 
 def quanv_layers(
     backend: Backend, num_layers: int, *, mode: str = "response", input_gradients: bool = False,
-    gradient: str = "batched", seed: int = 0,
+    gradient: str = "auto", seed: int = 0,
 ) -> list[QuanvLayer]:
     """``num_layers`` quanvolution layers on ``backend``: the filter transpiled once, each layer seeded ``seed + k``."""
     template = quanv_filter()

@@ -28,6 +28,22 @@ class ExactStatePreparation(Protocol):
 
 
 @runtime_checkable
+class ExactGradients(Protocol):
+    """Exact values and exact derivatives by every circuit parameter, in one sweep (no parameter shift).
+
+    ``gives_exact_values``: whether the estimator's values are exact (no shots), so that these
+    derivatives are the ones parameter shift would give and may stand in for it.
+    """
+
+    gives_exact_values: bool
+
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((R, K) values, (R, K, P) derivatives) for each parameter row and observable."""
+        ...
+
+
+@runtime_checkable
 class CountsRows(Protocol):
     """Counts the parameter sets x observables it evaluated, for cost reports."""
 

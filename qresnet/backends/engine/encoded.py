@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 from qiskit import QuantumCircuit
 
+from qresnet.backends.engine.gradient import body_tangents
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.ptm import _PAULI_1Q
 from qresnet.backends.engine.simulate import body_images, observable_vectors
@@ -113,6 +114,12 @@ def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tu
     return psi, t.reshape(len(psi), 1 << len(axes), -1)
 
 
+def _light_cone_matrices(ep: EncodedProgram, images: np.ndarray, embed: np.ndarray) -> np.ndarray:
+    """(..., 2^k, 2^k): Re of Pauli images (..., 4^n) on the encoded light-cone qubits (others |0>)."""
+    mats = pauli_to_matrix(images, ep.program.num_qubits).real
+    return mats[..., embed[:, None], embed[None, :]]
+
+
 def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray) -> np.ndarray:
     """(G, K, 2^k, 2^k): Re E^dagger(O) on the encoded light-cone qubits (others |0>), per setting."""
     n = ep.program.num_qubits
@@ -120,10 +127,23 @@ def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray
     out = np.empty((len(settings), observables.shape[0], len(embed), len(embed)))
     step = max(1, _CHUNK // per_setting)
     for start in range(0, len(settings), step):
-        images = body_images(ep.program, observables, settings[start:start + step])
-        mats = pauli_to_matrix(images, n).real
-        out[start:start + step] = mats[..., embed[:, None], embed[None, :]]
+        out[start:start + step] = _light_cone_matrices(ep, body_images(ep.program, observables, settings[start:start + step]), embed)
     return out
+
+
+def _operators_and_tangents(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray,
+                            embed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(G, K, 2^k, 2^k) as :func:`_operators`, and (G, C, K, 2^k, 2^k) their derivatives by the body's parameters."""
+    n, k = ep.program.num_qubits, observables.shape[0]
+    c = len(ep.program.body_columns)
+    ops = np.empty((len(settings), k, len(embed), len(embed)))
+    tangents = np.empty((len(settings), c, k, len(embed), len(embed)))
+    step = max(1, _CHUNK // ((1 + c) * k * 4**n))
+    for start in range(0, len(settings), step):
+        images, d_images = body_tangents(ep.program, observables, settings[start:start + step])
+        ops[start:start + step] = _light_cone_matrices(ep, images, embed)
+        tangents[start:start + step] = _light_cone_matrices(ep, d_images, embed)
+    return ops, tangents
 
 
 def _groups(ep: EncodedProgram, values: np.ndarray):
@@ -148,13 +168,38 @@ def encoded_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values:
     """(R, K, F) exact d value / d feature; 0 for an all-zero feature vector."""
     observables = observable_vectors(terms, ep.program)
     settings, group, samples, sample = _groups(ep, values)
+    ops = _operators(ep, observables, settings, ep.reduced_layout[1])
+    return _feature_gradients(ep, ops, group, samples, sample)
+
+
+def encoded_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]],
+                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values (K, R), derivatives (K, R, P)) by every circuit parameter: the encoded features (adjoint
+    through the state preparation) and the weights behind them (tangents of E^dagger(O), one sweep per setting)."""
+    observables = observable_vectors(terms, ep.program)
+    settings, group, samples, sample = _groups(ep, values)
     axes, embed = ep.reduced_layout
+    _, a = _amplitudes(ep, samples, axes)
+    rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
+    ops, tangents = _operators_and_tangents(ep, observables, settings, embed)
+    table = np.einsum("gkij,sij->kgs", ops, rho)
+    d_table = np.einsum("gckij,sij->kcgs", tangents, rho)  # (K, C, G, S)
+    grads = np.zeros((len(terms), len(values), values.shape[1]))
+    body = ep.body_columns[ep.program.body_columns]
+    grads[:, :, body] = d_table[:, :, group, sample].transpose(0, 2, 1)
+    grads[:, :, ep.feature_columns] = _feature_gradients(ep, ops, group, samples, sample).transpose(1, 0, 2)
+    return table[:, group, sample], grads
+
+
+def _feature_gradients(ep: EncodedProgram, ops: np.ndarray, group: np.ndarray, samples: np.ndarray,
+                       sample: np.ndarray) -> np.ndarray:
+    """(R, K, F): df/dpsi = 2 Re(O') psi per row, projected onto the sphere and cut to the features."""
+    axes, _ = ep.reduced_layout
     psi, a = _amplitudes(ep, samples, axes)
-    ops = _operators(ep, observables, settings, embed)
-    ne, k = len(ep.encoding_qubits), len(terms)
-    out = np.zeros((len(values), k, ep.num_features))
+    ne, k = len(ep.encoding_qubits), ops.shape[1]
+    out = np.zeros((len(group), k, ep.num_features))
     norms = np.linalg.norm(samples, axis=1)
-    for g in range(len(settings)):
+    for g in range(len(ops)):
         rows = np.flatnonzero(group == g)
         s = sample[rows]
         v = 2.0 * np.einsum("kij,rjx->rkix", ops[g], a[s])  # d f / d psi, light-cone bits in front

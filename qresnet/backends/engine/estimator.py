@@ -45,9 +45,11 @@ from qresnet.backends.engine.encoded import (
     EncodedProgram,
     compile_encoded,
     encoded_gradients,
+    encoded_value_gradients,
     encoded_values,
     opens_with_encoding,
 )
+from qresnet.backends.engine.gradient import heisenberg_gradients
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, heisenberg, observable_vectors, statevector
@@ -248,6 +250,46 @@ class EngineEstimator(BaseEstimatorV2):
                              f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
         return program
 
+    @property
+    def gives_exact_values(self) -> bool:
+        """Whether a PUB without a precision gets exact values (no shots): then exact derivatives are what
+        parameter shift would give, and :meth:`value_and_gradients` may stand in for it."""
+        return self.exact or self.shots is None
+
+    def _terms(self, observables: Sequence[SparsePauliOp]) -> list[dict[str, float]]:
+        """{Pauli label: coeff} per observable, readout folded in as :meth:`run` folds it for exact values."""
+        plain = [dict(zip(s.paulis.to_labels(), s.coeffs.real)) for s in (o.simplify() for o in observables)]
+        return [self._fold(t) for t in plain] if self.readout else plain
+
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R, K) exact values and (R, K, P) exact derivatives by every parameter (``circuit.parameters`` order).
+
+        As :meth:`run` computes values at precision 0 (noise model and readout included), with one
+        backward sweep per distinct setting of the circuit's body that carries the observables and
+        their derivatives by the body's parameters; prefix parameters (the inputs) are differentiated
+        analytically from each qubit's Bloch vector, and an amplitude encoding's features by the
+        adjoint of the state preparation (:mod:`qresnet.backends.engine.gradient`).
+        """
+        terms = self._terms(observables)
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if values.shape[1] != circuit.num_parameters:
+            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        support = _support(terms)
+        self.rows_evaluated += len(values) * len(terms)
+        if self._encoded_circuit(circuit):
+            out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values)
+            return out.T, grads.transpose(1, 0, 2)
+        touched = self._touched(circuit)
+        width = len(touched | support)
+        if width > MAX_NOISY_QUBITS:
+            raise EngineUnsupportedError(
+                f"circuit {circuit.name!r} touches {width} qubits; the engine's exact gradients take at most "
+                f"{MAX_NOISY_QUBITS} (its Heisenberg images hold 4^n numbers): use parameter shift")
+        program = self._program(circuit, tuple(sorted(support - touched)))
+        out, grads = heisenberg_gradients(program, observable_vectors(terms, program), values)
+        return out.T, grads.transpose(1, 0, 2)
+
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
         """(R, K, F): exact derivatives of each observable's value by the features of the circuit's encoding.
@@ -255,8 +297,7 @@ class EngineEstimator(BaseEstimatorV2):
         The noise model and the readout errors are included as in :meth:`run`; with shots, the
         values are sampled but these derivatives stay exact (an adjoint pass has no shot noise).
         """
-        plain = [dict(zip(s.paulis.to_labels(), s.coeffs.real)) for s in (o.simplify() for o in observables)]
-        terms = [self._fold(t) for t in plain] if self.readout else plain
+        terms = self._terms(observables)
         support = _support(terms)
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if not self._encoded_circuit(circuit):

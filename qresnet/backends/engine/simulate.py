@@ -94,19 +94,26 @@ def heisenberg(
     settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
     o = body_images(program, observables, settings)
     bloch = [prefix_bloch(program, values, q) for q in range(n)]
-    # Tr[O rho] = sum_j o_j prod_q r_q[j_q]: contract the most significant qubit by a matmul
-    # per body setting, then the others row by row
-    k = observables.shape[0]
-    if len(settings) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
+    return contract(o, group, bloch)
+
+
+def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray]) -> np.ndarray:
+    """(K, R): Tr[O_g(row) rho_row] for images ``o`` (G, K, 4^n) and product states given by ``bloch`` (n of (R, 4)).
+
+    Tr[O rho] = sum_j o_j prod_q r_q[j_q]: with few body settings, contract the most significant
+    qubit by a matmul per setting, then the others row by row; with many, gather each row's image.
+    """
+    n, rows_total, k = len(bloch), len(group), o.shape[1]
+    if len(o) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
         t = o[group]  # (R, K, 4^n)
         for q in range(n):
-            t = (t.reshape(len(values), k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
-        return t.reshape(len(values), k).T
-    out = np.empty((len(values), k))
+            t = (t.reshape(rows_total, k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
+        return t.reshape(rows_total, k).T
+    out = np.empty((rows_total, k))
     order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(settings) + 1))
+    bounds = np.searchsorted(group[order], np.arange(len(o) + 1))
     top = bloch[n - 1]
-    for g in range(len(settings)):
+    for g in range(len(o)):
         rows = order[bounds[g]:bounds[g + 1]]
         t = top[rows] @ o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)  # (R_g, K * 4^(n-1))
         t = t.reshape(len(rows), k, -1)
@@ -171,4 +178,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["body_images", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["body_images", "contract", "heisenberg", "observable_vectors", "statevector"]
