@@ -21,6 +21,7 @@ from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import DEFAULT_SCALE, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
+from qresnet.qnn import gradient_name
 
 HEAD_QUBITS = 10
 PAPER_HEAD_CLASSES = 4
@@ -85,7 +86,20 @@ def head_notes(config: TrainConfig, backend: Backend, model: ResQuNN) -> list[st
     else:
         notes.append("head encoding: the transpiled state-preparation circuit, one circuit per sample")
         notes.append(NO_INPUT_GRADIENT)
+    notes.append(f"head weight gradient: {gradient_name(model.head.qnn)}")
     return notes
+
+
+def gradient_method(model: ResQuNN) -> str:
+    """How the model's quantum weights are differentiated: ``engine-exact`` (the engine's exact derivatives) or
+    ``parameter-shift``, one word when every quantum module agrees, else ``layers <name>, head <name>``."""
+    names = {"layers": {gradient_name(layer.qnn) for layer in model.layers}}
+    if isinstance(model.head, QuantumHead):
+        names["head"] = {gradient_name(model.head.qnn)}
+    distinct = set().union(*names.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return ", ".join(f"{part} {'/'.join(sorted(found))}" for part, found in names.items())
 
 
 def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
