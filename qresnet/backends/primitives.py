@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp
@@ -37,9 +38,9 @@ class ExactGradients(Protocol):
 
     gives_exact_values: bool
 
-    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
-                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """((R, K) values, (R, K, P) derivatives) for each parameter row and observable."""
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                            parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((R, K) values, (R, K, P) derivatives by ``parameters``, default all of ``circuit.parameters``)."""
         ...
 
 

@@ -25,6 +25,7 @@ evaluation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 
-from qresnet.backends.primitives import ExactGradients, ExactStatePreparation, group_rows
+from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactStatePreparation, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
 from qresnet.errors import CapabilityError
 
@@ -107,7 +108,28 @@ def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
 
 
 class _ValidatedOnce(BaseEstimatorGradient):
-    """A gradient whose argument checks run once per distinct (circuit, observable, parameters), not per row."""
+    """A gradient evaluated when ``run`` is called, its argument checks once per distinct (circuit, observable,
+    parameters) instead of once per row."""
+
+    def run(self, circuits: Sequence[QuantumCircuit] | QuantumCircuit, observables: Sequence[BaseOperator] | BaseOperator,
+            parameter_values: Sequence[Sequence[float]] | np.ndarray,
+            parameters: Sequence[Sequence[Parameter] | None] | None = None, **options) -> CompletedJob:
+        """As ``BaseEstimatorGradient.run``, computed at once: the base class starts a thread per call for a job
+        its caller (``EstimatorQNN``) waits for at once, and starting it costs more than the engine's exact
+        gradient of a filter."""
+        if isinstance(circuits, QuantumCircuit):
+            circuits = (circuits,)
+        if isinstance(observables, BaseOperator):
+            observables = (observables,)
+        if parameters is None:
+            parameters = [circuit.parameters for circuit in circuits]
+        else:
+            parameters = [p if p is not None else circuits[i].parameters for i, p in enumerate(parameters)]
+        self._validate_arguments(circuits, observables, parameter_values, parameters)
+        opts = copy(self._default_options)
+        opts.update_options(**options)
+        return CompletedJob(self._run(circuits, observables, parameter_values, parameters, **opts.__dict__),
+                            "qresnet-gradient")
 
     def _validate_arguments(self, circuits, observables, parameter_values, parameters) -> None:
         """The stock checks, once per distinct (circuit, observable, parameters) instead of once per row."""
@@ -293,12 +315,14 @@ class EngineGradient(_ValidatedOnce):
     def _circuit_gradients(self, circuit: QuantumCircuit, members: list[int], observables, parameter_values,
                            parameters, gradients: list) -> None:
         """Fill ``gradients[i]`` for the entries ``members`` of one circuit from one engine call."""
-        index = {p: j for j, p in enumerate(circuit.parameters)}
         values = np.asarray([parameter_values[i] for i in members], dtype=float)
         rows, inverse = group_rows(values)  # EstimatorQNN repeats every row once per observable
         obs_ids, obs_list = distinct_observables(observables, members)
         self.calls += 1
-        _, derivatives = self._estimator.value_and_gradients(circuit, obs_list, rows)  # (U, K, P)
+        requested = {p for i in members for p in parameters[i]}
+        wanted = [p for p in circuit.parameters if p in requested]  # inputs are not differentiated unless asked for
+        _, derivatives = self._estimator.value_and_gradients(circuit, obs_list, rows, wanted)  # (U, K, P')
+        index = {p: j for j, p in enumerate(wanted)}
         subsets: dict[tuple, list[int]] = {}
         for position, i in enumerate(members):
             key = tuple(parameters[i])

@@ -131,19 +131,18 @@ def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray
     return out
 
 
-def _operators_and_tangents(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray,
-                            embed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(G, K, 2^k, 2^k) as :func:`_operators`, and (G, C, K, 2^k, 2^k) their derivatives by the body's parameters."""
+def _operators_and_tangents(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray,
+                            wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(G, K, 2^k, 2^k) as :func:`_operators`, (G, C, K, 2^k, 2^k) their derivatives by the program's wanted
+    body parameters, and those C parameters (program columns)."""
     n, k = ep.program.num_qubits, observables.shape[0]
-    c = len(ep.program.body_columns)
-    ops = np.empty((len(settings), k, len(embed), len(embed)))
-    tangents = np.empty((len(settings), c, k, len(embed), len(embed)))
-    step = max(1, _CHUNK // ((1 + c) * k * 4**n))
+    columns = [p for p in ep.program.body_columns if wanted is None or p in wanted]
+    both = np.empty((len(settings), 1 + len(columns), k, len(embed), len(embed)))
+    step = max(1, _CHUNK // ((1 + len(columns)) * k * 4**n))
     for start in range(0, len(settings), step):
-        images, d_images = body_tangents(ep.program, observables, settings[start:start + step])
-        ops[start:start + step] = _light_cone_matrices(ep, images, embed)
-        tangents[start:start + step] = _light_cone_matrices(ep, d_images, embed)
-    return ops, tangents
+        stack, _ = body_tangents(ep.program, observables, settings[start:start + step], wanted)
+        both[start:start + step] = _light_cone_matrices(ep, stack, embed)
+    return both[:, 0], both[:, 1:], columns
 
 
 def _groups(ep: EncodedProgram, values: np.ndarray):
@@ -172,22 +171,24 @@ def encoded_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values:
     return _feature_gradients(ep, ops, group, samples, sample)
 
 
-def encoded_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]],
-                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values (K, R), derivatives (K, R, P)) by every circuit parameter: the encoded features (adjoint
-    through the state preparation) and the weights behind them (tangents of E^dagger(O), one sweep per setting)."""
+def encoded_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
+                            wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (K, R), derivatives (K, R, P)) by the circuit's parameters (``wanted`` columns; the others stay 0):
+    the encoded features (adjoint through the state preparation) and the weights behind them (tangents of
+    E^dagger(O), one sweep per setting)."""
     observables = observable_vectors(terms, ep.program)
     settings, group, samples, sample = _groups(ep, values)
     axes, embed = ep.reduced_layout
     _, a = _amplitudes(ep, samples, axes)
     rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
-    ops, tangents = _operators_and_tangents(ep, observables, settings, embed)
+    inner = None if wanted is None else frozenset(j for j, c in enumerate(ep.body_columns) if c in wanted)
+    ops, tangents, columns = _operators_and_tangents(ep, observables, settings, embed, inner)
     table = np.einsum("gkij,sij->kgs", ops, rho)
     d_table = np.einsum("gckij,sij->kcgs", tangents, rho)  # (K, C, G, S)
     grads = np.zeros((len(terms), len(values), values.shape[1]))
-    body = ep.body_columns[ep.program.body_columns]
-    grads[:, :, body] = d_table[:, :, group, sample].transpose(0, 2, 1)
-    grads[:, :, ep.feature_columns] = _feature_gradients(ep, ops, group, samples, sample).transpose(1, 0, 2)
+    grads[:, :, ep.body_columns[columns]] = d_table[:, :, group, sample].transpose(0, 2, 1)
+    if wanted is None or wanted & set(ep.feature_columns.tolist()):
+        grads[:, :, ep.feature_columns] = _feature_gradients(ep, ops, group, samples, sample).transpose(1, 0, 2)
     return table[:, group, sample], grads
 
 

@@ -14,6 +14,7 @@ qiskit-machine-learning's ``EstimatorQNN`` (1/64), needs for exact values.
 
 >>> import math
 >>> from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 >>> from qiskit.circuit.library import real_amplitudes
 >>> from qiskit.quantum_info import SparsePauliOp
 >>> qc = QuantumCircuit(2); _ = qc.append(real_amplitudes(2, reps=1), [0, 1])  # a parameterised sub-circuit
@@ -129,6 +130,7 @@ class EngineEstimator(BaseEstimatorV2):
         self.fallback = fallback
         self._cache = _CircuitCache(CACHED_CIRCUITS)
         self._folded: dict[tuple, dict[str, float]] = {}
+        self._observable_terms: dict[int, tuple[Any, dict[str, float]]] = {}
         self._warned_precision = False
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
@@ -257,13 +259,26 @@ class EngineEstimator(BaseEstimatorV2):
         return self.exact or self.shots is None
 
     def _terms(self, observables: Sequence[SparsePauliOp]) -> list[dict[str, float]]:
-        """{Pauli label: coeff} per observable, readout folded in as :meth:`run` folds it for exact values."""
-        plain = [dict(zip(s.paulis.to_labels(), s.coeffs.real)) for s in (o.simplify() for o in observables)]
-        return [self._fold(t) for t in plain] if self.readout else plain
+        """{Pauli label: coeff} per observable, readout folded in as :meth:`run` folds it for exact values.
 
-    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
-                            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(R, K) exact values and (R, K, P) exact derivatives by every parameter (``circuit.parameters`` order).
+        Kept per observable object (a training step sends the same ones every call), the object held
+        so that its id is not reused while the entry lives."""
+        out = []
+        for o in observables:
+            entry = self._observable_terms.get(id(o))
+            if entry is None or entry[0] is not o:
+                s = o.simplify()
+                plain = dict(zip(s.paulis.to_labels(), s.coeffs.real))
+                if len(self._observable_terms) >= CACHED_CIRCUITS:
+                    self._observable_terms.clear()
+                entry = self._observable_terms[id(o)] = (o, self._fold(plain) if self.readout else plain)
+            out.append(entry[1])
+        return out
+
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                            parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(R, K) exact values and (R, K, P) exact derivatives by ``parameters`` (default: all of
+        ``circuit.parameters``, in that order; ``values`` columns are always in that order).
 
         As :meth:`run` computes values at precision 0 (noise model and readout included), with one
         backward sweep per distinct setting of the circuit's body that carries the observables and
@@ -275,20 +290,32 @@ class EngineEstimator(BaseEstimatorV2):
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if values.shape[1] != circuit.num_parameters:
             raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        columns = self._columns(circuit, parameters)
+        wanted = frozenset(columns)
         support = _support(terms)
         self.rows_evaluated += len(values) * len(terms)
         if self._encoded_circuit(circuit):
-            out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values)
-            return out.T, grads.transpose(1, 0, 2)
-        touched = self._touched(circuit)
-        width = len(touched | support)
-        if width > MAX_NOISY_QUBITS:
-            raise EngineUnsupportedError(
-                f"circuit {circuit.name!r} touches {width} qubits; the engine's exact gradients take at most "
-                f"{MAX_NOISY_QUBITS} (its Heisenberg images hold 4^n numbers): use parameter shift")
-        program = self._program(circuit, tuple(sorted(support - touched)))
-        out, grads = heisenberg_gradients(program, observable_vectors(terms, program), values)
-        return out.T, grads.transpose(1, 0, 2)
+            out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values, wanted)
+        else:
+            touched = self._touched(circuit)
+            width = len(touched | support)
+            if width > MAX_NOISY_QUBITS:
+                raise EngineUnsupportedError(
+                    f"circuit {circuit.name!r} touches {width} qubits; the engine's exact gradients take at most "
+                    f"{MAX_NOISY_QUBITS} (its Heisenberg images hold 4^n numbers): use parameter shift")
+            program = self._program(circuit, tuple(sorted(support - touched)))
+            out, grads = heisenberg_gradients(program, observable_vectors(terms, program), values, wanted)
+        return out.T, grads[:, :, columns].transpose(1, 0, 2)
+
+    def _columns(self, circuit: QuantumCircuit, parameters: Sequence[Parameter] | None) -> list[int]:
+        """The columns of ``parameters`` in ``circuit.parameters`` (all of them for None)."""
+        if parameters is None:
+            return list(range(circuit.num_parameters))
+        index = self._cache.get(circuit, ("index",), lambda: {p: j for j, p in enumerate(circuit.parameters)})
+        missing = [p.name for p in parameters if p not in index]
+        if missing:
+            raise ConfigError(f"parameters {missing} are not parameters of circuit {circuit.name!r}")
+        return [index[p] for p in parameters]
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:

@@ -56,8 +56,11 @@ def _angle_ptm_derivatives(step: Step, angles: np.ndarray) -> tuple[np.ndarray, 
     return r, derivatives
 
 
-def step_derivatives(step: Step, values: np.ndarray, params: Sequence[Parameter]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """(R, {parameter column: dR / d value}) of one step for N rows; R is (d, d) when fixed, else (N, d, d)."""
+def step_derivatives(step: Step, values: np.ndarray, params: Sequence[Parameter],
+                     wanted: frozenset[int] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """(R, {parameter column: dR / d value}) of one step for N rows; R is (d, d) when fixed, else (N, d, d).
+
+    ``wanted``: the parameter columns to differentiate by (None: all)."""
     if step.fixed is not None:
         return step.fixed, {}
     if step.angles.nonlinear:
@@ -69,18 +72,21 @@ def step_derivatives(step: Step, values: np.ndarray, params: Sequence[Parameter]
     coeffs = step.angles.coeffs  # (P, m): d angle_m / d value_p
     derivatives = {}
     for p in np.flatnonzero(np.any(coeffs != 0, axis=1)):
+        if wanted is not None and int(p) not in wanted:
+            continue
         d = sum(coeffs[p, m] * by_angle[m] for m in range(len(by_angle)) if coeffs[p, m] != 0)
         derivatives[int(p)] = d if step.noise is None else step.noise @ d
     return (r if step.noise is None else step.noise @ r), derivatives
 
 
-def op_derivatives(op: Step | Block, values: np.ndarray, params: Sequence[Parameter]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def op_derivatives(op: Step | Block, values: np.ndarray, params: Sequence[Parameter],
+                   wanted: frozenset[int] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """As :func:`step_derivatives`, for a fused block too (the product rule along its steps)."""
     if isinstance(op, Step):
-        return step_derivatives(op, values, params)
+        return step_derivatives(op, values, params, wanted)
     total, derivatives = None, {}
     for step in op.steps:
-        r, d = step_derivatives(step, values, params)
+        r, d = step_derivatives(step, values, params, wanted)
         if total is None:
             total, derivatives = r, dict(d)
             continue
@@ -91,24 +97,25 @@ def op_derivatives(op: Step | Block, values: np.ndarray, params: Sequence[Parame
     return total, derivatives
 
 
-def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(images (G, K, 4^n), tangents (G, C, K, 4^n)): the folded observables and their derivatives by the
-    body's parameters (``program.body_columns``, C of them), one backward sweep per setting of those columns."""
-    columns = program.body_columns
+def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarray,
+                  wanted: frozenset[int] | None = None) -> tuple[np.ndarray, list[int]]:
+    """(G, 1 + C, K, 4^n): per setting of ``program.body_columns``, the folded observables (slot 0) and their
+    derivatives by C body parameters (the wanted ones, listed second), from one backward sweep each."""
+    columns = [p for p in program.body_columns if wanted is None or p in wanted]
     slot = {p: 1 + i for i, p in enumerate(columns)}
     n, g, k = program.num_qubits, len(settings), observables.shape[0]
     representatives = np.zeros((g, len(program.parameters)))
-    representatives[:, columns] = settings
+    representatives[:, program.body_columns] = settings
     stack = np.zeros((g, 1 + len(columns), k, 4**n))
     stack[:, 0] = observables
     for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters)
+        r, derivatives = op_derivatives(op, representatives, program.parameters, wanted)
         before = stack[:, 0]
         moved = _apply(stack.reshape(g, -1, 4**n), r, op.qubits, n).reshape(stack.shape)
         for p, dr in derivatives.items():  # the product rule: o dR, with o the image before this operation
             moved[:, slot[p]] += _apply(before, dr, op.qubits, n)
         stack = moved
-    return stack[:, 0], stack[:, 1:]
+    return stack, columns
 
 
 def _matvec(m: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -116,13 +123,14 @@ def _matvec(m: np.ndarray, r: np.ndarray) -> np.ndarray:
     return r @ m.T if m.ndim == 2 else np.einsum("nij,nj->ni", m, r)
 
 
-def prefix_tangents(program: Program, values: np.ndarray, q: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def prefix_tangents(program: Program, values: np.ndarray, q: int,
+                    wanted: frozenset[int] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(Bloch vectors (R, 4) of qubit q after its prefix, {parameter column: their derivatives (R, 4)})."""
     r = np.zeros((len(values), 4))
     r[:, 0] = r[:, 3] = 1.0
     tangents: dict[int, np.ndarray] = {}
     for step in program.prefix[q]:
-        m, derivatives = step_derivatives(step, values, program.parameters)
+        m, derivatives = step_derivatives(step, values, program.parameters, wanted)
         tangents = {p: _matvec(m, t) for p, t in tangents.items()}
         for p, dm in derivatives.items():
             tangents[p] = tangents.get(p, 0) + _matvec(dm, r)
@@ -130,26 +138,29 @@ def prefix_tangents(program: Program, values: np.ndarray, q: int) -> tuple[np.nd
     return r, tangents
 
 
-def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values (K, R), derivatives (K, R, P)) by every parameter of the program, for observables (K, 4^n)."""
-    n, k = program.num_qubits, observables.shape[0]
-    grads = np.zeros((k, len(values), len(program.parameters)))
+def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.ndarray,
+                         wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (K, R), derivatives (K, R, P)) by the program's parameters (``wanted`` columns; the others stay 0),
+    for observables (K, 4^n)."""
+    n, k, rows = program.num_qubits, observables.shape[0], len(values)
+    grads = np.zeros((k, rows, len(program.parameters)))
     if n == 0:
-        return np.repeat(observables[:, :1], len(values), axis=1), grads
+        return np.repeat(observables[:, :1], rows, axis=1), grads
     settings, group = group_rows(values[:, program.body_columns])
-    images, tangents = body_tangents(program, observables, settings)
-    prefix = [prefix_tangents(program, values, q) for q in range(n)]
+    stack, columns = body_tangents(program, observables, settings, wanted)
+    prefix = [prefix_tangents(program, values, q, wanted) for q in range(n)]
     bloch = [r for r, _ in prefix]
-    out = contract(images, group, bloch)
-    columns = program.body_columns
-    if columns:
-        c = len(columns)
-        body = contract(tangents.reshape(len(settings), c * k, -1), group, bloch).reshape(c, k, len(values))
-        grads[:, :, columns] += body.transpose(1, 2, 0)
-    for q, (_, derivatives) in enumerate(prefix):
-        for p, dr in derivatives.items():  # the value with qubit q's Bloch vector replaced by its derivative
-            grads[:, :, p] += contract(images, group, bloch[:q] + [dr] + bloch[q + 1:])
-    return out, grads
+    # values and body derivatives: one contraction of every slot of the stack
+    both = contract(stack.reshape(len(settings), -1, 4**n), group, bloch).reshape(1 + len(columns), k, rows)
+    grads[:, :, columns] += both[1:].transpose(1, 2, 0)
+    # prefix derivatives: the value with one qubit's Bloch vector replaced by its derivative, all pairs at once
+    pairs = [(q, p, dr) for q, (_, derivatives) in enumerate(prefix) for p, dr in derivatives.items()]
+    if pairs:
+        replaced = [np.concatenate([dr if q == other else bloch[other] for q, _, dr in pairs]) for other in range(n)]
+        d_prefix = contract(stack[:, 0], np.tile(group, len(pairs)), replaced).reshape(k, len(pairs), rows)
+        for i, (_, p, _) in enumerate(pairs):
+            grads[:, :, p] += d_prefix[:, i]
+    return both[0], grads
 
 
 __all__ = ["body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_tangents", "step_derivatives"]
