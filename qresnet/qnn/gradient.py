@@ -37,6 +37,7 @@ from qiskit.providers import Options
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
+from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactStatePreparation, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
@@ -298,7 +299,39 @@ class EngineGradient(_ValidatedOnce):
             raise CapabilityError(f"estimator={type(estimator).__name__} samples shots, so its values are estimates and "
                                   "their exact derivatives are not what it measures; use BatchedParamShiftGradient")
         super().__init__(estimator)
-        self.calls = 0  # value_and_gradients calls: one per distinct circuit and run
+        self.calls = 0  # value_and_gradients calls: one per distinct circuit and run (or QNN evaluation)
+        self._layouts: dict[int, tuple] = {}
+
+    def qnn_jacobians(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
+                      input_gradients: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``qnn.forward`` and ``qnn.backward`` at once, from one engine call: values (N, K), input gradients
+        (N, K, I) if asked for (else None), weight gradients (N, K, W) (None without weights).
+
+        For a training step, which needs both at the same point: the values come with the derivatives at no
+        extra cost, and ``EstimatorQNN``'s per-call plumbing (rows repeated per observable, a gradient per
+        entry) is skipped. The QNN's circuit, observables and parameter split are read once per QNN."""
+        circuit, observables, inputs_at, weights_at = self._layout(qnn)
+        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(inputs_at))
+        rows = np.empty((len(inputs), circuit.num_parameters))
+        rows[:, inputs_at] = inputs
+        rows[:, weights_at] = weights
+        wanted = (list(qnn.input_params) if input_gradients else []) + list(qnn.weight_params)
+        self.calls += 1
+        values, derivatives = self._estimator.value_and_gradients(circuit, observables, rows, wanted)
+        split = len(inputs_at) if input_gradients else 0
+        return (values, derivatives[:, :, :split] if input_gradients else None,
+                derivatives[:, :, split:] if len(weights_at) else None)
+
+    def _layout(self, qnn: EstimatorQNN) -> tuple:
+        """(circuit, observables, input columns, weight columns) of ``qnn``, made once per QNN (the circuit
+        and observables are copies the QNN hands out, kept so that the engine compiles them once)."""
+        entry = self._layouts.get(id(qnn))
+        if entry is None or entry[0] is not qnn:
+            circuit = qnn.circuit
+            index = {p: j for j, p in enumerate(circuit.parameters)}
+            entry = self._layouts[id(qnn)] = (qnn, circuit, list(qnn.observables),
+                                              [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params])
+        return entry[1:]
 
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],

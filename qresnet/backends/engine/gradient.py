@@ -125,11 +125,39 @@ def _matvec(m: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def prefix_tangents(program: Program, values: np.ndarray, q: int,
                     wanted: frozenset[int] | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """(Bloch vectors (R, 4) of qubit q after its prefix, {parameter column: their derivatives (R, 4)})."""
+    """(Bloch vectors (R, 4) of qubit q after its prefix, {parameter column: their derivatives (R, 4)}),
+    computed once per distinct setting of the prefix's parameters."""
+    representatives, inverse = program.prefix_rows(values, q)
+    r, tangents = _prefix_tangents(program, representatives, q, wanted)
+    return r[inverse], {p: t[inverse] for p, t in tangents.items()}
+
+
+def _turn(r: np.ndarray, plane: tuple[int, int], cos: np.ndarray, sin: np.ndarray, keep: bool = True) -> np.ndarray:
+    """r with its (i, j) Bloch components turned by (cos, sin) per row; the others kept, or zero if not ``keep``."""
+    i, j = plane
+    out = r.copy() if keep else np.zeros_like(r)
+    out[:, i] = cos * r[:, i] - sin * r[:, j]
+    out[:, j] = sin * r[:, i] + cos * r[:, j]
+    return out
+
+
+def _prefix_tangents(program: Program, values: np.ndarray, q: int,
+                     wanted: frozenset[int] | None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     r = np.zeros((len(values), 4))
     r[:, 0] = r[:, 3] = 1.0
     tangents: dict[int, np.ndarray] = {}
     for step in program.prefix[q]:
+        if step.plane is not None and step.noise is None and not step.angles.nonlinear:
+            # a noiseless single-qubit Pauli rotation turns two Bloch components: no matrices needed
+            theta = step.angles(values, program.parameters)[:, 0]
+            cos, sin = np.cos(theta), np.sin(theta)
+            tangents = {p: _turn(t, step.plane, cos, sin) for p, t in tangents.items()}
+            turned = _turn(r, step.plane, -sin, cos, keep=False)  # d/dtheta of the turn
+            for p in np.flatnonzero(step.angles.coeffs[:, 0]):
+                if wanted is None or int(p) in wanted:
+                    tangents[int(p)] = tangents.get(int(p), 0) + step.angles.coeffs[p, 0] * turned
+            r = _turn(r, step.plane, cos, sin)
+            continue
         m, derivatives = step_derivatives(step, values, program.parameters, wanted)
         tangents = {p: _matvec(m, t) for p, t in tangents.items()}
         for p, dm in derivatives.items():

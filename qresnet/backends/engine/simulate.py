@@ -30,6 +30,11 @@ def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> 
 def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
     """o (G, K, 4^n) -> o R on ``qubits``; R is (4^k, 4^k) or (G, 4^k, 4^k)."""
     g, k = o.shape[0], o.shape[1]
+    if len(qubits) == 1:  # the qubit's digit in place, at stride 4^q: R^T from the left, no transposes
+        q = qubits[0]
+        t = o.reshape(g, -1, 4, 4**q)
+        r_t = ptm.T if ptm.ndim == 2 else np.swapaxes(ptm, -1, -2)[:, None]
+        return np.matmul(r_t, t).reshape(g, k, 4**n)
     axes = [2 + (n - 1 - q) for q in reversed(qubits)]  # op index: argument 0 least significant
     t = o.reshape((g, k) + (4,) * n)
     t = np.moveaxis(t, axes, range(-len(qubits), 0))
@@ -44,7 +49,14 @@ PER_GROUP_LOOP = 64  # up to this many body settings, contract group by group wi
 
 
 def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
-    """Bloch vectors (1, x, y, z) of qubit q after its prefix, one per row: r -> R r, step by step."""
+    """Bloch vectors (1, x, y, z) of qubit q after its prefix, one per row: computed once per distinct
+    setting of the prefix's parameters."""
+    representatives, inverse = program.prefix_rows(values, q)
+    return _prefix_bloch(program, representatives, q)[inverse]
+
+
+def _prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
+    """Bloch vectors of qubit q after its prefix, one per row: r -> R r, step by step."""
     r = np.zeros((len(values), 4))
     r[:, 0] = r[:, 3] = 1.0
     for step in program.prefix[q]:
