@@ -27,6 +27,8 @@ from qresnet.build import quanv_layers
 
 
 def ours(spec: str, images, labels, steps: int, seed: int) -> float:
+    """Images per second (median step) on ``spec``, with the gradient ``quanv_layers`` picks there (the
+    engine's exact gradient on ``aer`` backends)."""
     model = ResQuNN(quanv_layers(resolve_backend(spec), 2, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     train_step(model, opt, images, labels)  # warm-up: compile the circuits once
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps of ours (median)")
     parser.add_argument("--peer-steps", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="ours only, even with PennyLane installed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -57,7 +60,7 @@ def main() -> None:
         from pennylane_peer import peer_images_per_second, pennylane_available
     except ImportError:
         pennylane_available = lambda: False  # noqa: E731
-    if pennylane_available():
+    if args.peers and pennylane_available():
         for key, noisy in (("ideal", False), ("noisy", True)):
             peer = peer_images_per_second(noisy, images, labels, steps=args.peer_steps, seed=args.seed)
             record[f"peer_{key}_images_per_s"] = peer["images_per_s"]
@@ -67,7 +70,7 @@ def main() -> None:
             print(f"peer  {peer['device']:17s}: {peer['images_per_s']:10.2f} images/s"
                   f"{' (scaled from ' + str(peer['images_timed']) + ' images)' if peer.get('scaled') else ''}; "
                   f"ours / peer = {ratio:,.1f}x")
-    else:
+    elif args.peers:
         print("PennyLane is not installed (pip install .[peers]): no peer figures")
     write_json(args.json, record)
 

@@ -139,9 +139,10 @@ class _ValidatedOnce(BaseEstimatorGradient):
                 f"circuits ({len(circuits)}), observables ({len(observables)}), parameter_values "
                 f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
             )
+        keys = parameter_keys(parameters)
         seen: dict[tuple, int] = {}
-        for i, (c, o, p) in enumerate(zip(circuits, observables, parameters)):
-            seen.setdefault((id(c), id(o), tuple(p)), i)  # EstimatorQNN passes a new list per row
+        for i, (c, o) in enumerate(zip(circuits, observables)):
+            seen.setdefault((id(c), id(o), keys[i]), i)
         for i in seen.values():
             super()._validate_arguments([circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]])
         widths = {len(row) for row in parameter_values}
@@ -210,7 +211,9 @@ class BatchedParamShiftGradient(_ValidatedOnce):
         """One PUB for all entries of one circuit, and the function that turns its values into gradients."""
         index = {p: j for j, p in enumerate(sc.source.parameters)}
         values = np.asarray([parameter_values[i] for i in members], dtype=float)
-        subset_keys = [tuple(index[p] for p in parameters[i]) for i in members]
+        keys = parameter_keys([parameters[i] for i in members])
+        columns_of = {key: tuple(index[p] for p in key) for key in set(keys)}
+        subset_keys = [columns_of[key] for key in keys]
         subsets = sorted(set(subset_keys))
         # the g to shift: those any requested parameter enters; encoded features are differentiated exactly
         requested = sorted({c for s in subsets for c in s})
@@ -258,6 +261,19 @@ class BatchedParamShiftGradient(_ValidatedOnce):
         unique = EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in g_parameters],
                                          options=Options(**options))
         return self._postprocess(unique, circuits, parameter_values, parameters)
+
+
+def parameter_keys(parameters: Sequence[Sequence[Parameter]]) -> list[tuple[Parameter, ...]]:
+    """Each entry's parameters as a tuple, made once per distinct list object (``EstimatorQNN`` passes one
+    list for every entry, or a new view per entry when it asks for all parameters)."""
+    made: dict[int, tuple[Parameter, ...]] = {}
+    out = []
+    for p in parameters:
+        key = made.get(id(p))
+        if key is None:
+            key = made[id(p)] = tuple(p)
+        out.append(key)
+    return out
 
 
 def distinct_observables(observables: Sequence[BaseOperator], members: Sequence[int]) -> tuple[dict[int, int], list]:
@@ -352,14 +368,18 @@ class EngineGradient(_ValidatedOnce):
         rows, inverse = group_rows(values)  # EstimatorQNN repeats every row once per observable
         obs_ids, obs_list = distinct_observables(observables, members)
         self.calls += 1
-        requested = {p for i in members for p in parameters[i]}
+        keys = parameter_keys([parameters[i] for i in members])
+        requested = set().union(*set(keys))
         wanted = [p for p in circuit.parameters if p in requested]  # inputs are not differentiated unless asked for
         _, derivatives = self._estimator.value_and_gradients(circuit, obs_list, rows, wanted)  # (U, K, P')
         index = {p: j for j, p in enumerate(wanted)}
-        subsets: dict[tuple, list[int]] = {}
-        for position, i in enumerate(members):
-            key = tuple(parameters[i])
-            columns = subsets.get(key)
-            if columns is None:
-                columns = subsets[key] = [index[p] for p in parameters[i]]
-            gradients[i] = derivatives[inverse[position], obs_ids[id(observables[i])]][columns]
+        observable_of = np.array([obs_ids[id(observables[i])] for i in members])
+        key_of = {key: j for j, key in enumerate(set(keys))}
+        kind = np.array([key_of[key] for key in keys])
+        for key, j in key_of.items():  # one gather per observable and parameter list, not per entry
+            columns = [index[p] for p in key]
+            for k in range(len(obs_list)):
+                positions = np.flatnonzero((kind == j) & (observable_of == k))
+                block = derivatives[inverse[positions], k][:, columns]
+                for position, row in zip(positions, block):
+                    gradients[members[position]] = row
