@@ -30,11 +30,12 @@ class _Memo:
         self.key: bytes | None = None
         self.forward: np.ndarray | None = None
         self.backward: tuple[np.ndarray | None, np.ndarray | None] | None = None
+        self.joint = False  # whether forward came with the derivatives (EngineGradient.qnn_jacobians)
 
     def lookup(self, inputs: np.ndarray, weights: np.ndarray) -> bytes:
         key = inputs.tobytes() + b"|" + weights.tobytes() + str(inputs.shape).encode()
         if key != self.key:
-            self.key, self.forward, self.backward = key, None, None
+            self.key, self.forward, self.backward, self.joint = key, None, None, False
         return key
 
     def has_backward(self, need_input: bool) -> bool:
@@ -51,12 +52,17 @@ class _QNNFunction(torch.autograd.Function):
         memo.lookup(x, w)
         need_input = grad_enabled and ctx.needs_input_grad[0] and qnn.input_gradients
         need_weights = grad_enabled and ctx.needs_input_grad[1]
-        if memo.forward is None and (need_input or need_weights) and isinstance(getattr(qnn, "gradient", None), EngineGradient):
+        joint = (need_input or need_weights) and isinstance(getattr(qnn, "gradient", None), EngineGradient)
+        # each kind of call keeps to one computation of the values (they agree to rounding, not bit for bit),
+        # so that a run's numbers do not depend on what was memoised before (a resumed run equals a whole one)
+        if memo.forward is not None and memo.joint != joint:
+            memo.forward = memo.backward = None
+        if memo.forward is None and joint:
             # exact gradients come with the values in one engine call: a training step needs both
             memo.forward, input_grad, weight_grad = qnn.gradient.qnn_jacobians(qnn, x, w, need_input)
-            memo.backward = (input_grad, weight_grad)
+            memo.backward, memo.joint = (input_grad, weight_grad), True
         if memo.forward is None:
-            memo.forward = np.asarray(qnn.forward(x, w), dtype=float)
+            memo.forward, memo.joint = np.asarray(qnn.forward(x, w), dtype=float), False
         ctx.qnn, ctx.memo, ctx.x, ctx.w = qnn, memo, x, w
         return torch.as_tensor(memo.forward, dtype=torch.float64, device=inputs.device)
 
