@@ -117,9 +117,12 @@ def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, i
 
 
 def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -> list[str]:
-    """One line for a run whose training steps will be long, with the estimate, said before it starts."""
+    """One line for a run whose training steps will be long, with the estimate, said before it starts. Only noisy
+    heads: an ideal head measuring many qubits takes the engine's statevector route (a 10-class step in about
+    0.15 s), a noisy one carries density-matrix images of its whole light cone."""
     head = model.head
-    if not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES:
+    if (not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES
+            or not config.backend.noisy):
         return []
     width = min(HEAD_QUBITS, head.num_outputs + 2)  # two ansatz repetitions widen each measured qubit's cone by 2
     step = HEAD_STEP_SECONDS_AT_6_QUBITS * 4 ** (width - 6)

@@ -199,15 +199,21 @@ def _feature_gradients(ep: EncodedProgram, ops: np.ndarray, group: np.ndarray, s
     psi, a = _amplitudes(ep, samples, axes)
     ne, k = len(ep.encoding_qubits), ops.shape[1]
     out = np.zeros((len(group), k, ep.num_features))
-    norms = np.linalg.norm(samples, axis=1)
     for g in range(len(ops)):
         rows = np.flatnonzero(group == g)
         s = sample[rows]
         v = 2.0 * np.einsum("kij,rjx->rkix", ops[g], a[s])  # d f / d psi, light-cone bits in front
         v = v.reshape((len(rows), k) + (2,) * len(axes) + (2,) * (ne - len(axes)))
         v = np.moveaxis(v, range(2, 2 + len(axes)), [2 + x for x in axes]).reshape(len(rows), k, 1 << ne)
-        p = psi[s][:, None, :]
-        tangent = v - (v * p).sum(-1, keepdims=True) * p  # the normalisation's Jacobian: (I - psi psi^T) / |x|
-        scale = np.where(norms[s] > 0, 1.0 / np.where(norms[s] > 0, norms[s], 1.0), 0.0)
-        out[rows] = tangent[..., : ep.num_features] * scale[:, None, None]
+        out[rows] = project_to_features(ep, v, psi[s], samples[s])
     return out
+
+
+def project_to_features(ep: EncodedProgram, v: np.ndarray, psi: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """(R, K, F) d f / d features from v = d f / d psi (R, K, 2^ne): the normalisation's Jacobian
+    (I - psi psi^T) / |x|, cut to the features; 0 for an all-zero feature vector."""
+    p = psi[:, None, :]
+    tangent = v - (v * p).sum(-1, keepdims=True) * p
+    norms = np.linalg.norm(features, axis=1)
+    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    return tangent[..., : ep.num_features] * scale[:, None, None]

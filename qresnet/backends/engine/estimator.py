@@ -42,6 +42,7 @@ from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.backends.engine.adjoint import statevector_value_gradients, statevector_values
 from qresnet.backends.engine.encoded import (
     EncodedProgram,
     compile_encoded,
@@ -179,6 +180,13 @@ class EngineEstimator(BaseEstimatorV2):
         values = layout.values
         support = _support(layout.terms)
         if self._encoded_circuit(circuit):
+            wide = self._encoded_statevector(circuit, support)
+            if wide is not None:
+                def exact(term_list: list[dict[str, float]]) -> np.ndarray:
+                    return statevector_values(wide, term_list, values)
+
+                return self._finish(pub, layout, exact, shots, position, "state-preparation-statevector",
+                                    wide.program.num_qubits)
             encoded = self._encoded(circuit, support)
 
             def exact(term_list: list[dict[str, float]]) -> np.ndarray:
@@ -243,7 +251,7 @@ class EngineEstimator(BaseEstimatorV2):
         return self._cache.get(circuit, ("opens",), lambda: opens_with_encoding(circuit))
 
     def _encoded(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram:
-        """The compiled light cone of ``support`` behind the circuit's encoding."""
+        """The compiled light cone of ``support`` behind the circuit's encoding (the Heisenberg route)."""
         key = ("encoded", tuple(sorted(support)))
         program = self._cache.get(circuit, key, lambda: compile_encoded(circuit, self.noise_model, support))
         width = program.program.num_qubits
@@ -251,6 +259,21 @@ class EngineEstimator(BaseEstimatorV2):
             raise EngineUnsupportedError(f"the observables' light cone behind the amplitude encoding spans {width} qubits; the engine "
                              f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
         return program
+
+    def _encoded_statevector(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram | None:
+        """For ideal circuits whose light cone is wider than ``HEISENBERG_IDEAL_QUBITS`` (a head measuring many
+        qubits), the whole register behind the encoding, for the statevector route; else None."""
+        if self.noise_model is not None:
+            return None
+        key = ("encoded-cone-width", tuple(sorted(support)))
+        width = self._cache.get(circuit, key, lambda: compile_encoded(circuit, None, support).program.num_qubits)
+        if width <= HEISENBERG_IDEAL_QUBITS:
+            return None
+        touched = self._touched(circuit) | support
+        if len(touched) > MAX_IDEAL_QUBITS:
+            raise EngineUnsupportedError(f"the amplitude-encoded circuit touches {len(touched)} qubits; the engine's "
+                                         f"statevector route takes at most {MAX_IDEAL_QUBITS}")
+        return self._cache.get(circuit, ("encoded-statevector",), lambda: compile_encoded(circuit, None, touched))
 
     @property
     def gives_exact_values(self) -> bool:
@@ -295,7 +318,11 @@ class EngineEstimator(BaseEstimatorV2):
         support = _support(terms)
         self.rows_evaluated += len(values) * len(terms)
         if self._encoded_circuit(circuit):
-            out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values, wanted)
+            wide = self._encoded_statevector(circuit, support)
+            if wide is not None:
+                out, grads = statevector_value_gradients(wide, terms, values, wanted)
+            else:
+                out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values, wanted)
         else:
             touched = self._touched(circuit)
             width = len(touched | support)
@@ -329,9 +356,12 @@ class EngineEstimator(BaseEstimatorV2):
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if not self._encoded_circuit(circuit):
             raise EngineUnsupportedError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
-        encoded = self._encoded(circuit, support)
         self.rows_evaluated += len(values) * len(terms)
-        return encoded_gradients(encoded, terms, values)
+        wide = self._encoded_statevector(circuit, support)
+        if wide is not None:
+            features = frozenset(wide.feature_columns.tolist())
+            return statevector_value_gradients(wide, terms, values, features)[1][:, :, wide.feature_columns].transpose(1, 0, 2)
+        return encoded_gradients(self._encoded(circuit, support), terms, values)
 
     def _fall_back(self, pub: EstimatorPub, width: int, noisy: bool) -> PubResult:
         bound = MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS

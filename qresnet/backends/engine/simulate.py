@@ -143,24 +143,26 @@ def statevector(program: Program, observables: list[dict[str, float]], values: n
     psi[:, 0] = 1.0
     for step in program.steps:
         psi = _apply_unitary(psi, _step_unitary(step, values, params), step.qubits, n)
-    out = np.zeros((len(observables), len(values)))
-    basis = np.arange(2**n)
-    for k, terms in enumerate(observables):
-        for label, coeff in terms.items():
-            x = z = 0
-            ys = 0
-            for pos, char in enumerate(reversed(label)):
-                if char == "I":
-                    continue
-                bit = 1 << compact[pos]
-                x |= bit if char in "XY" else 0
-                z |= bit if char in "ZY" else 0
-                ys += char == "Y"
-            # P|i> = (-i)^{#Y} ... phase (-1)^{popcount(i & z)} i^{#Y} |i ^ x>
-            sign = 1 - 2 * (_popcount(basis & z) & 1)
-            phase = (1j) ** ys * sign
-            value = np.einsum("ri,ri->r", psi[:, basis ^ x].conj(), phase * psi)
-            out[k] += (complex(coeff) * value).real
+    return np.array([np.einsum("ri,ri->r", psi.conj(), pauli_apply(psi, terms, compact)).real for terms in observables])
+
+
+def pauli_apply(psi: np.ndarray, terms: dict[str, float], compact: dict[int, int]) -> np.ndarray:
+    """O psi for rows psi (R, 2^n) on compact qubits and O = sum coeff * Pauli label (Qiskit order)."""
+    basis = np.arange(psi.shape[-1])
+    out = np.zeros_like(psi)
+    for label, coeff in terms.items():
+        x = z = 0
+        ys = 0
+        for pos, char in enumerate(reversed(label)):
+            if char == "I":
+                continue
+            bit = 1 << compact[pos]
+            x |= bit if char in "XY" else 0
+            z |= bit if char in "ZY" else 0
+            ys += char == "Y"
+        # <i| P |j>: P|j> = i^{#Y} (-1)^{popcount(j & z)} |j ^ x>, so (P psi)_i = i^{#Y} (-1)^{popcount((i^x) & z)} psi_{i^x}
+        sign = 1 - 2 * (_popcount((basis ^ x) & z) & 1)
+        out += complex(coeff) * (1j) ** ys * sign * psi[..., basis ^ x]
     return out
 
 
@@ -190,4 +192,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["body_images", "contract", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["body_images", "contract", "heisenberg", "observable_vectors", "pauli_apply", "statevector"]
