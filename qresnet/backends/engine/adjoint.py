@@ -6,7 +6,7 @@ images fill gigabytes. Without noise the state itself is small: 2^n amplitudes p
 forward pass applies the ansatz to every encoded state, phi = U psi; each value is
 <phi|O|phi>. The adjoint pass walks the gates backwards with lambda = O phi (one per observable
 and sample), un-applying each gate from phi and lambda; a Pauli rotation exp(-i theta P / 2) on
-the way gives d f / d theta = Im <lambda| P |phi_after> (times 2 over 2), and at the start lambda =
+the way gives d f / d theta = Im <lambda| P |phi_after>, and at the start lambda =
 U^dagger O U psi gives the input gradient d f / d psi = 2 Re lambda, projected onto the sphere
 (the normalisation) as the Heisenberg route does it.
 """
@@ -77,7 +77,7 @@ def statevector_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]
     body = {j: int(c) for j, c in enumerate(ep.body_columns)}  # program parameter -> circuit column
     for step in reversed(program.steps):
         u = _step_unitary(step, weights, program.parameters)
-        used = [] if step.angles is None else [p for p in np.flatnonzero(step.angles.coeffs[:, 0])
+        used = [] if step.angles is None else [p for p in np.flatnonzero(np.any(step.angles.coeffs != 0, axis=1))
                                                if wanted is None or body[int(p)] in wanted]
         if used:
             if step.generator is None or step.angles.nonlinear:
