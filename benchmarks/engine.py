@@ -7,6 +7,12 @@ estimators run the same PUB in the same process; the values are compared too. Wi
 ``--random`` the 2673 rows are independent random parameter sets instead (no shared
 structure: the engine's worst case).
 
+The gradient section (on by default; ``--no-gradient`` skips it) times the derivatives of the step: the 81
+design points by the 16 weights (1296 derivatives, what a response-mode layer's backward asks
+for), by the engine's exact gradient (``EngineGradient``), by parameter shift on the engine and
+by parameter shift on Aer (``BatchedParamShiftGradient``, 81 x 33 rows in one PUB), in the same
+run, with their agreement.
+
     python benchmarks/engine.py --json results/engine.json
 """
 
@@ -19,7 +25,7 @@ import numpy as np
 from _common import median, time_calls, write_json
 from qresnet.backends import BackendOptions, resolve_backend
 from qresnet.circuits import quanv_filter
-from qresnet.qnn import design_points
+from qresnet.qnn import BatchedParamShiftGradient, EngineGradient, design_points
 
 
 def step_pub_values(template, circuit, seed: int) -> np.ndarray:
@@ -33,11 +39,42 @@ def step_pub_values(template, circuit, seed: int) -> np.ndarray:
     return rows[:, [names.index(p) for p in circuit.parameters]]
 
 
+def gradient_record(template, tt, engine, aer, seed: int, repeats: int) -> dict:
+    """Derivatives per second of the step's 81 design points by the 16 weights: exact (engine), parameter
+    shift on the engine, parameter shift on Aer (timed once), and the largest differences between them."""
+    rows = step_pub_values(template, tt.circuit, seed)[:81]  # the design points at the current weights
+    weights = [p for p in tt.circuit.parameters if p in set(template.weight_params)]
+    n = len(rows)
+    args = ([tt.circuit] * n, [tt.observables[0]] * n, rows)
+
+    def run(gradient) -> np.ndarray:
+        return np.array(gradient.run(*args, parameters=[weights] * n).result().gradients)
+
+    exact, shift_engine, shift_aer = EngineGradient(engine), BatchedParamShiftGradient(engine), BatchedParamShiftGradient(aer)
+    values = {"exact": run(exact), "shift_engine": run(shift_engine)}  # warm-up: compile once
+    # the ability itself, as a training step calls it (one call per layer: values and derivatives)
+    direct = lambda: engine.value_and_gradients(tt.circuit, [tt.observables[0]], rows, weights)  # noqa: E731
+    seconds = {"exact_direct": median(time_calls(direct, repeats)),
+               "exact": median(time_calls(lambda: run(exact), repeats)),
+               "shift_engine": median(time_calls(lambda: run(shift_engine), repeats)),
+               "shift_aer": time_calls(lambda: values.__setitem__("shift_aer", run(shift_aer)), 1)[0]}
+    count = n * len(weights)
+    record = {"derivatives": count, **{f"{k}_s": v for k, v in seconds.items()},
+              **{f"{k}_derivatives_per_s": count / v for k, v in seconds.items()},
+              "exact_vs_shift_engine": seconds["shift_engine"] / seconds["exact"],
+              "exact_direct_vs_shift_engine": seconds["shift_engine"] / seconds["exact_direct"],
+              "exact_vs_shift_aer": seconds["shift_aer"] / seconds["exact"],
+              "max_abs_diff_exact_shift_engine": float(np.abs(values["exact"] - values["shift_engine"]).max()),
+              "max_abs_diff_exact_shift_aer": float(np.abs(values["exact"] - values["shift_aer"]).max())}
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="aer,aer:fake_torino")
     parser.add_argument("--repeats", type=int, default=5, help="timed engine runs (median); Aer runs once")
     parser.add_argument("--random", action="store_true", help="independent random rows instead of the step PUB")
+    parser.add_argument("--no-gradient", dest="gradient", action="store_false", help="skip the gradient section")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -62,6 +99,17 @@ def main() -> None:
               f"max |engine - Aer| {diff:.1e}")
         record["results"][spec] = {"sets": n, "engine_s": engine_s, "aer_s": aer_s, "engine_sets_per_s": n / engine_s,
                                    "aer_sets_per_s": n / aer_s, "ratio": aer_s / engine_s, "max_abs_diff": diff}
+        if args.gradient:
+            g = gradient_record(template, tt, engine, aer, args.seed, args.repeats)
+            record["results"][spec]["gradient"] = g
+            print(f"{spec:18s} {g['derivatives']} derivatives: exact (value_and_gradients) {g['exact_direct_s'] * 1e3:6.2f} ms "
+                  f"({g['exact_direct_derivatives_per_s']:11,.0f}/s, {g['exact_direct_vs_shift_engine']:4.1f}x shift on engine); "
+                  f"EngineGradient {g['exact_s'] * 1e3:7.2f} ms "
+                  f"({g['exact_derivatives_per_s']:11,.0f}/s), shift on engine {g['shift_engine_s'] * 1e3:7.2f} ms "
+                  f"({g['shift_engine_derivatives_per_s']:9,.0f}/s), shift on Aer {g['shift_aer_s'] * 1e3:8.1f} ms "
+                  f"({g['shift_aer_derivatives_per_s']:8,.0f}/s); exact/shift-engine {g['exact_vs_shift_engine']:5.1f}x, "
+                  f"exact/shift-Aer {g['exact_vs_shift_aer']:6.0f}x; max |exact - shift| engine "
+                  f"{g['max_abs_diff_exact_shift_engine']:.1e}, Aer {g['max_abs_diff_exact_shift_aer']:.1e}")
     write_json(args.json, record)
 
 

@@ -40,6 +40,8 @@ OURS = {False: "aer", True: "aer:fake_torino"}  # noisy -> our backend the peer 
 
 
 def ours(spec: str, images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> Contender:
+    """Our training step on ``spec``, with the gradient ``quanv_layers`` picks there (the engine's exact gradient
+    on ``aer`` backends without shots)."""
     model = ResQuNN(quanv_layers(resolve_backend(spec), 2, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     return Contender(f"qresnet {spec}", lambda: train_step(model, opt, images, labels), len(labels), len(labels), steps,
@@ -83,6 +85,7 @@ def main() -> None:
                         help="images default.mixed is timed on (scaled to the batch: its cost is linear in patches)")
     parser.add_argument("--no-pennylane", action="store_true", help="skip the PennyLane peers even if installed")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="ours only, even with PennyLane installed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -94,7 +97,7 @@ def main() -> None:
     print(f"peer noise: {describe_noise(torino_noise())}")
 
     mine = {noisy: ours(spec, images, labels, args.steps, args.seed) for noisy, spec in OURS.items()}
-    others = peers(args, images, labels)
+    others = peers(args, images, labels) if args.peers else {}
     run_rounds([*mine.values(), *(c for c, _ in others.values())], args.rounds)
     load_end = os.getloadavg()
 

@@ -21,6 +21,7 @@ from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import DEFAULT_SCALE, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
+from qresnet.qnn import gradient_name
 
 HEAD_QUBITS = 10
 PAPER_HEAD_CLASSES = 4
@@ -44,7 +45,7 @@ def check_layout_width(layout: tuple[int, ...] | None, templates: Sequence[tuple
 
 def quanv_layers(
     backend: Backend, num_layers: int, *, mode: str = "response", input_gradients: bool = False,
-    gradient: str = "batched", seed: int = 0,
+    gradient: str = "auto", seed: int = 0,
 ) -> list[QuanvLayer]:
     """``num_layers`` quanvolution layers on ``backend``: the filter transpiled once, each layer seeded ``seed + k``."""
     template = quanv_filter()
@@ -87,7 +88,20 @@ def head_notes(config: TrainConfig, backend: Backend, model: ResQuNN) -> list[st
     else:
         notes.append("head encoding: the transpiled state-preparation circuit, one circuit per sample")
         notes.append(NO_INPUT_GRADIENT)
+    notes.append(f"head weight gradient: {gradient_name(model.head.qnn)}")
     return notes
+
+
+def gradient_method(model: ResQuNN) -> str:
+    """How the model's quantum weights are differentiated: ``engine-exact`` (the engine's exact derivatives) or
+    ``parameter-shift``, one word when every quantum module agrees, else ``layers <name>, head <name>``."""
+    names = {"layers": {gradient_name(layer.qnn) for layer in model.layers}}
+    if isinstance(model.head, QuantumHead):
+        names["head"] = {gradient_name(model.head.qnn)}
+    distinct = set().union(*names.values())
+    if len(distinct) == 1:
+        return distinct.pop()
+    return ", ".join(f"{part} {'/'.join(sorted(found))}" for part, found in names.items())
 
 
 def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
@@ -105,9 +119,12 @@ def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, i
 
 
 def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -> list[str]:
-    """One line for a run whose training steps will be long, with the estimate, said before it starts."""
+    """One line for a run whose training steps will be long, with the estimate, said before it starts. Only noisy
+    heads: an ideal head measuring many qubits takes the engine's statevector route (a 10-class step in about
+    0.15 s), a noisy one carries density-matrix images of its whole light cone."""
     head = model.head
-    if not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES:
+    if (not isinstance(head, QuantumHead) or head.encoding != "state" or head.num_outputs <= PAPER_HEAD_CLASSES
+            or not config.backend.noisy):
         return []
     width = min(HEAD_QUBITS, head.num_outputs + 2)  # two ansatz repetitions widen each measured qubit's cone by 2
     step = HEAD_STEP_SECONDS_AT_6_QUBITS * HEAD_STEP_GROWTH_PER_QUBIT ** (width - 6)

@@ -200,7 +200,8 @@ def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: 
     several = len({s.head for s in runs.settings}) > 1
     labels = {s.label(several): s for s in runs.settings}
     wall = max((r.get("sweep_wall_time_s", 0.0) for r in rows), default=0.0)
-    notes = sorted({note for r in rows for note in r.get("head_notes") or []})
+    notes = sorted({note for r in rows for note in r.get("head_notes") or []}
+                   | {f"quantum weight gradients on {r['backend']}: {r['gradient']}" for r in rows if r.get("gradient")})
     seeds = runs.seeds
     seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else
                  f"one seed ({seeds[0]}): no interval can be given, and every verdict that needs one is inconclusive")

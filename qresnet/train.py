@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import resolve_backend
-from qresnet.build import build_model, estimated_cost_notes, head_notes, step_cost
+from qresnet.build import build_model, estimated_cost_notes, gradient_method, head_notes, step_cost
 from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
@@ -111,6 +111,7 @@ def train(
     if on_device and progress:
         print(step_cost(model, backend, config.batch_size).describe(config.max_steps or 1))
     notes = head_notes(config, backend, model)
+    gradient = gradient_method(model)
     if progress:
         for note in notes:
             print(note)
@@ -120,7 +121,8 @@ def train(
     run.remove_tmp_files()
     if not resume:  # the initial weights: a trainable run and its frozen pair (same seed) start from these
         run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint)
-    run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "head_notes": notes,
+    run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "gradient": gradient,
+                      "head_notes": notes,
                       "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
                                "classes": list(data.classes), "image_shape": list(data.image_shape)},
                       "environment": environment()})
@@ -232,6 +234,7 @@ def train(
         "test_images": len(data.y_test),
         "head": config.head,
         "head_notes": notes,
+        "gradient": gradient,
         "steps_this_session": steps_taken,
         "stopped_at_max_steps": budget_hit,
     }

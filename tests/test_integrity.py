@@ -333,10 +333,12 @@ def test_a_long_quantum_head_run_says_so_before_it_starts(tmp_path, capsys):
     from qresnet.backends import resolve_backend
     from qresnet.build import build_model, estimated_cost_notes
 
-    config = TrainConfig(head="quantum", layers=1, residual="none", epochs=30)
-    model = build_model(config, resolve_backend("aer"), (8, 8), 10)
+    config = TrainConfig(head="quantum", layers=1, residual="none", epochs=30, backend="aer:fake_torino")
+    model = build_model(config, resolve_backend("aer:fake_torino"), (8, 8), 10)
     notes = estimated_cost_notes(model, config, 1437)
     assert len(notes) == 1 and "10 qubits" in notes[0] and "per training step" in notes[0] and " h for 2700 steps" in notes[0]
+    ideal = TrainConfig(head="quantum", layers=1, residual="none", epochs=30)  # the statevector route: fast
+    assert estimated_cost_notes(build_model(ideal, resolve_backend("aer"), (8, 8), 10), ideal, 1437) == []
     paper = TrainConfig(head="quantum", layers=1, residual="none", classes=(0, 1, 2, 3))
     assert estimated_cost_notes(build_model(paper, resolve_backend("aer"), (8, 8), 4), paper, 640) == []
 

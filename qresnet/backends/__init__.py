@@ -10,7 +10,7 @@ _HOMES = {
     "qresnet.backends.backend": ("Backend", "resolve_backend"),
     "qresnet.backends.devices": ("describe_fake_devices", "fake_device", "fake_device_names"),
     "qresnet.backends.options": ("BackendOptions",),
-    "qresnet.backends.primitives": ("CompletedJob", "CountsRows", "ExactStatePreparation", "group_rows"),
+    "qresnet.backends.primitives": ("CompletedJob", "CountsRows", "ExactGradients", "ExactStatePreparation", "group_rows"),
     "qresnet.backends.readout": ("ReadoutFoldingEstimator", "fold_readout", "readout_errors"),
     "qresnet.backends.runtime": ("IBMCredentials", "Secret", "connect_service"),
     "qresnet.backends.spec": ("KINDS", "BackendSpec"),

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp
@@ -24,6 +25,22 @@ class ExactStatePreparation(Protocol):
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
         """(R, K, F): d value / d feature for each parameter row, observable and encoded feature."""
+        ...
+
+
+@runtime_checkable
+class ExactGradients(Protocol):
+    """Exact values and exact derivatives by every circuit parameter, in one sweep (no parameter shift).
+
+    ``gives_exact_values``: whether the estimator's values are exact (no shots), so that these
+    derivatives are the ones parameter shift would give and may stand in for it.
+    """
+
+    gives_exact_values: bool
+
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                            parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """((R, K) values, (R, K, P) derivatives by ``parameters``, default all of ``circuit.parameters``)."""
         ...
 
 

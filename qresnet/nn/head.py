@@ -9,7 +9,8 @@ Two encodings of the same state (``template.settings["encoding"]``):
 
 - ``"state"``: the features enter one exact state preparation. The engine evaluates it batched
   over samples and gives exact input gradients, so the quanvolution layers behind the head
-  learn through it. Weights train by parameter shift through ``EstimatorQNN`` + ``TorchConnector``.
+  learn through it. Weights train through ``EstimatorQNN`` + ``TorchConnector``: exact derivatives
+  from the engine in exact mode, parameter shift with shots.
 - ``"angles"``: the 2^n - 1 Mottonen angles of each sample bind the transpiled state-preparation
   circuit, one circuit per sample, as on hardware. No parameter-shift rule reaches the features
   through them, so this head has no input gradient: it says so (``input_gradients`` is False,

@@ -24,10 +24,11 @@ class QuanvLayer(QuantumModule):
 
     ``mode="response"`` runs the QNN on the filter's 3^q design points and evaluates every
     patch as a contraction of the response tensor (design section 3); ``"per-patch"`` runs
-    the QNN on every patch. Both differentiate the weights by parameter shift through
-    ``TorchConnector``. ``input_gradients=False`` (the paper's measurement boundary) gives
+    the QNN on every patch. Both differentiate the weights through ``TorchConnector``: exactly on
+    the engine in exact mode, by parameter shift elsewhere (``gradient``, see
+    :func:`qresnet.qnn.make_gradient`). ``input_gradients=False`` (the paper's measurement boundary) gives
     the layer's input no gradient; ``True`` lets it cross (analytic in response mode,
-    parameter shift in per-patch mode). Maps whose size is not a multiple of k are zero-padded
+    through the QNN's gradient in per-patch mode). Maps whose size is not a multiple of k are zero-padded
     at the bottom and right.
 
     ``circuit`` and ``observables`` default to the template's logical ones; pass a backend's
@@ -49,7 +50,7 @@ class QuanvLayer(QuantumModule):
         observables: Sequence[SparsePauliOp] | None = None,
         mode: str = "response",
         input_gradients: bool = False,
-        gradient: str = "batched",
+        gradient: str = "auto",
         initial_weights: np.ndarray | None = None,
         seed: int | None = None,
     ):

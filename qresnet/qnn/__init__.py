@@ -1,4 +1,4 @@
-"""EstimatorQNN + TorchConnector wiring: the filter response and the batched parameter-shift gradient."""
+"""EstimatorQNN + TorchConnector wiring: the filter response, the engine's exact gradient and batched parameter shift."""
 
 from __future__ import annotations
 
@@ -9,11 +9,46 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
+from qiskit_machine_learning.gradients import BaseEstimatorGradient
+
+from qresnet.backends.primitives import ExactGradients
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import ConfigError
 from qresnet.qnn.connector import Float64TorchConnector
-from qresnet.qnn.gradient import BatchedParamShiftGradient
+from qresnet.qnn.gradient import BatchedParamShiftGradient, EngineGradient
 from qresnet.qnn.response import design_points, evaluate_response, response_tensor
+
+
+GRADIENTS = ("auto", "engine", "batched", "stock")
+# what a run records about how its quantum weights were differentiated
+GRADIENT_NAMES = {EngineGradient: "engine-exact", BatchedParamShiftGradient: "parameter-shift"}
+
+
+def exact_gradients_available(estimator: BaseEstimatorV2) -> bool:
+    """Whether ``estimator`` gives exact values and their exact derivatives (the engine without shots)."""
+    return isinstance(estimator, ExactGradients) and estimator.gives_exact_values
+
+
+def make_gradient(estimator: BaseEstimatorV2, gradient: str = "auto") -> BaseEstimatorGradient:
+    """The gradient object ``gradient`` names: ``auto`` is ``engine`` where exact gradients are available
+    (:func:`exact_gradients_available`), else ``batched``; ``stock`` is qiskit-machine-learning's own
+    ``ParamShiftEstimatorGradient`` (one PUB per row and shift)."""
+    from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
+
+    if gradient not in GRADIENTS:
+        raise ConfigError(f"gradient={gradient!r} must be one of {', '.join(GRADIENTS)}")
+    if gradient == "auto":
+        gradient = "engine" if exact_gradients_available(estimator) else "batched"
+    if gradient == "engine":
+        return EngineGradient(estimator)
+    if gradient == "batched":
+        return BatchedParamShiftGradient(estimator)
+    return ParamShiftEstimatorGradient(estimator)
+
+
+def gradient_name(qnn: EstimatorQNN) -> str:
+    """``engine-exact``, ``parameter-shift`` or ``parameter-shift-stock``: how ``qnn`` differentiates."""
+    return GRADIENT_NAMES.get(type(qnn.gradient), "parameter-shift-stock")
 
 
 def make_qnn(
@@ -22,29 +57,22 @@ def make_qnn(
     circuit: QuantumCircuit | None = None,
     observables: Sequence[SparsePauliOp] | None = None,
     input_gradients: bool = False,
-    gradient: str = "batched",
+    gradient: str = "auto",
 ) -> EstimatorQNN:
     """An ``EstimatorQNN`` on a template's (transpiled) circuit with ``pass_manager=None``.
 
-    ``gradient`` is ``batched`` (:class:`BatchedParamShiftGradient`) or ``stock``
-    (qiskit-machine-learning's ``ParamShiftEstimatorGradient``, one PUB per row and shift).
+    ``gradient`` (:func:`make_gradient`): ``auto`` takes the engine's exact gradient
+    (:class:`EngineGradient`) when the estimator is the engine in exact mode, and batched parameter
+    shift (:class:`BatchedParamShiftGradient`) otherwise (shots, ``local:``, ``ibm:``, Aer).
     Precision is left to the estimator (``None``): exact on Aer unless shots were asked for.
     """
-    from qiskit_machine_learning.gradients import ParamShiftEstimatorGradient
-
-    if gradient == "batched":
-        grad = BatchedParamShiftGradient(estimator)
-    elif gradient == "stock":
-        grad = ParamShiftEstimatorGradient(estimator)
-    else:
-        raise ConfigError(f"gradient={gradient!r} must be 'batched' or 'stock'")
     return EstimatorQNN(
         circuit=template.circuit if circuit is None else circuit,
         estimator=estimator,
         observables=list(template.observables if observables is None else observables),
         input_params=list(template.input_params),
         weight_params=list(template.weight_params),
-        gradient=grad,
+        gradient=make_gradient(estimator, gradient),
         input_gradients=input_gradients,
         default_precision=None,
         pass_manager=None,
@@ -52,7 +80,12 @@ def make_qnn(
 
 
 __all__ = [
+    "GRADIENTS",
     "BatchedParamShiftGradient",
+    "EngineGradient",
+    "exact_gradients_available",
+    "gradient_name",
+    "make_gradient",
     "Float64TorchConnector",
     "design_points",
     "evaluate_response",

@@ -4,8 +4,11 @@ The stock connector casts every result to float32 and evaluates the QNN's full b
 (parameter shift for weights, and inputs when enabled) on every call, even when autograd
 needs neither. Here results stay float64 (so exact simulation is checkable to 1e-10), the
 backward asks the QNN only for the gradients autograd needs, and the last forward and
-backward are memoised per (inputs, weights): the design points of a filter are the same
-every call, so repeated evaluations at unchanged weights (evaluation, audits) cost nothing.
+backward are memoised per (inputs, weights): the design points of a filter are the same every
+call, so repeated evaluations at unchanged weights (evaluation, audits) cost nothing. With the
+engine's exact gradient (:class:`~qresnet.qnn.gradient.EngineGradient`), a forward that autograd
+will differentiate gets the values and the derivatives from one engine call, so its backward
+costs nothing more.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import torch
 from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import NeuralNetwork
 
+from qresnet.qnn.gradient import EngineGradient
+
 
 class _Memo:
     """The last forward and backward results of a QNN, keyed on the exact input and weight bytes."""
@@ -25,22 +30,39 @@ class _Memo:
         self.key: bytes | None = None
         self.forward: np.ndarray | None = None
         self.backward: tuple[np.ndarray | None, np.ndarray | None] | None = None
+        self.joint = False  # whether forward came with the derivatives (EngineGradient.qnn_jacobians)
 
     def lookup(self, inputs: np.ndarray, weights: np.ndarray) -> bytes:
         key = inputs.tobytes() + b"|" + weights.tobytes() + str(inputs.shape).encode()
         if key != self.key:
-            self.key, self.forward, self.backward = key, None, None
+            self.key, self.forward, self.backward, self.joint = key, None, None, False
         return key
+
+    def has_backward(self, need_input: bool) -> bool:
+        """Whether the backward held answers a request that may need the input gradient."""
+        return self.backward is not None and not (need_input and self.backward[0] is None)
 
 
 class _QNNFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, inputs: torch.Tensor, weights: torch.Tensor, qnn: NeuralNetwork, memo: _Memo) -> torch.Tensor:
+    def forward(ctx: Any, inputs: torch.Tensor, weights: torch.Tensor, qnn: NeuralNetwork, memo: _Memo,
+                grad_enabled: bool) -> torch.Tensor:
         x = inputs.detach().cpu().numpy().astype(float)
         w = weights.detach().cpu().numpy().astype(float)
         memo.lookup(x, w)
+        need_input = grad_enabled and ctx.needs_input_grad[0] and qnn.input_gradients
+        need_weights = grad_enabled and ctx.needs_input_grad[1]
+        joint = (need_input or need_weights) and isinstance(getattr(qnn, "gradient", None), EngineGradient)
+        # each kind of call keeps to one computation of the values (they agree to rounding, not bit for bit),
+        # so that a run's numbers do not depend on what was memoised before (a resumed run equals a whole one)
+        if memo.forward is not None and memo.joint != joint:
+            memo.forward = memo.backward = None
+        if memo.forward is None and joint:
+            # exact gradients come with the values in one engine call: a training step needs both
+            memo.forward, input_grad, weight_grad = qnn.gradient.qnn_jacobians(qnn, x, w, need_input)
+            memo.backward, memo.joint = (input_grad, weight_grad), True
         if memo.forward is None:
-            memo.forward = np.asarray(qnn.forward(x, w), dtype=float)
+            memo.forward, memo.joint = np.asarray(qnn.forward(x, w), dtype=float), False
         ctx.qnn, ctx.memo, ctx.x, ctx.w = qnn, memo, x, w
         return torch.as_tensor(memo.forward, dtype=torch.float64, device=inputs.device)
 
@@ -49,9 +71,9 @@ class _QNNFunction(torch.autograd.Function):
         qnn, memo = ctx.qnn, ctx.memo
         need_input, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_input or need_weights):
-            return None, None, None, None
+            return None, None, None, None, None
         memo.lookup(ctx.x, ctx.w)
-        if memo.backward is None:
+        if not memo.has_backward(need_input and qnn.input_gradients):
             saved = qnn.input_gradients
             qnn.input_gradients = saved and need_input  # the input gradient only when autograd wants it
             try:
@@ -65,7 +87,7 @@ class _QNNFunction(torch.autograd.Function):
             gi = torch.einsum("bk,bki->bi", g, torch.as_tensor(input_grad, dtype=torch.float64)).to(grad_output.device)
         if need_weights and weight_grad is not None:
             gw = torch.einsum("bk,bkw->w", g, torch.as_tensor(weight_grad, dtype=torch.float64)).to(grad_output.device)
-        return gi, gw, None, None
+        return gi, gw, None, None, None
 
 
 class Float64TorchConnector(TorchConnector):
@@ -93,5 +115,5 @@ class Float64TorchConnector(TorchConnector):
                 f"input_data has {inputs.shape[-1]} features per row; the QNN takes {self.neural_network.num_inputs}"
             )
         flat = inputs.reshape(int(np.prod(inputs.shape[:-1], dtype=int)), inputs.shape[-1])
-        out = _QNNFunction.apply(flat, self._weights, self.neural_network, self._memo)
+        out = _QNNFunction.apply(flat, self._weights, self.neural_network, self._memo, torch.is_grad_enabled())
         return out.reshape(*inputs.shape[:-1], out.shape[-1])

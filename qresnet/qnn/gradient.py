@@ -1,4 +1,9 @@
-"""A parameter-shift gradient that sends every shifted parameter set of a call in one PUB per circuit.
+"""Gradients for ``EstimatorQNN``: exact from the engine, or parameter shift in one PUB per circuit.
+
+:class:`EngineGradient` asks an estimator with
+:class:`~qresnet.backends.primitives.ExactGradients` (the engine in exact mode) for the exact
+derivatives, one call per distinct circuit. :class:`BatchedParamShiftGradient` is parameter
+shift for any ``EstimatorV2`` (shots, ``local:``, ``ibm:``, Aer):
 
 qiskit-machine-learning's ``ParamShiftEstimatorGradient`` sends one single-binding PUB per
 row, observable and shift (design section 4: about 130x slower than one broadcast PUB), and
@@ -20,6 +25,7 @@ evaluation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +37,9 @@ from qiskit.providers import Options
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
+from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qresnet.backends.primitives import ExactStatePreparation, group_rows
+from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactStatePreparation, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
 from qresnet.errors import CapabilityError
 
@@ -101,7 +108,48 @@ def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
     return ShiftCircuit(circuit, out, coeffs, const, carried, tuple(index[f] for f in features))
 
 
-class BatchedParamShiftGradient(BaseEstimatorGradient):
+class _ValidatedOnce(BaseEstimatorGradient):
+    """A gradient evaluated when ``run`` is called, its argument checks once per distinct (circuit, observable,
+    parameters) instead of once per row."""
+
+    def run(self, circuits: Sequence[QuantumCircuit] | QuantumCircuit, observables: Sequence[BaseOperator] | BaseOperator,
+            parameter_values: Sequence[Sequence[float]] | np.ndarray,
+            parameters: Sequence[Sequence[Parameter] | None] | None = None, **options) -> CompletedJob:
+        """As ``BaseEstimatorGradient.run``, computed at once: the base class starts a thread per call for a job
+        its caller (``EstimatorQNN``) waits for at once, and starting it costs more than the engine's exact
+        gradient of a filter."""
+        if isinstance(circuits, QuantumCircuit):
+            circuits = (circuits,)
+        if isinstance(observables, BaseOperator):
+            observables = (observables,)
+        if parameters is None:
+            parameters = [circuit.parameters for circuit in circuits]
+        else:
+            parameters = [p if p is not None else circuits[i].parameters for i, p in enumerate(parameters)]
+        self._validate_arguments(circuits, observables, parameter_values, parameters)
+        opts = copy(self._default_options)
+        opts.update_options(**options)
+        return CompletedJob(self._run(circuits, observables, parameter_values, parameters, **opts.__dict__),
+                            "qresnet-gradient")
+
+    def _validate_arguments(self, circuits, observables, parameter_values, parameters) -> None:
+        """The stock checks, once per distinct (circuit, observable, parameters) instead of once per row."""
+        if not (len(circuits) == len(observables) == len(parameter_values) == len(parameters)):
+            raise ValueError(
+                f"circuits ({len(circuits)}), observables ({len(observables)}), parameter_values "
+                f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
+            )
+        keys = parameter_keys(parameters)
+        seen: dict[tuple, int] = {}
+        for i, (c, o) in enumerate(zip(circuits, observables)):
+            seen.setdefault((id(c), id(o), keys[i]), i)
+        for i in seen.values():
+            super()._validate_arguments([circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]])
+        widths = {len(row) for row in parameter_values}
+        if len({c.num_parameters for c in circuits}) == 1 and widths != {circuits[0].num_parameters}:
+            raise ValueError(f"parameter_values rows have {sorted(widths)} values; the circuit has {circuits[0].num_parameters} parameters")
+
+class BatchedParamShiftGradient(_ValidatedOnce):
     """Parameter-shift gradients for an ``EstimatorV2``, one broadcast PUB per distinct circuit.
 
     >>> from qiskit import QuantumCircuit
@@ -122,22 +170,6 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         self.precision = precision
         self.pubs_sent = 0  # PUBs sent: one per distinct circuit and call
         self._shift_circuits: dict[int, ShiftCircuit | None] = {}
-
-    def _validate_arguments(self, circuits, observables, parameter_values, parameters) -> None:
-        """The stock checks, once per distinct (circuit, observable, parameters) instead of once per row."""
-        if not (len(circuits) == len(observables) == len(parameter_values) == len(parameters)):
-            raise ValueError(
-                f"circuits ({len(circuits)}), observables ({len(observables)}), parameter_values "
-                f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
-            )
-        seen: dict[tuple, int] = {}
-        for i, (c, o, p) in enumerate(zip(circuits, observables, parameters)):
-            seen.setdefault((id(c), id(o), tuple(p)), i)  # EstimatorQNN passes a new list per row
-        for i in seen.values():
-            super()._validate_arguments([circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]])
-        widths = {len(row) for row in parameter_values}
-        if len({c.num_parameters for c in circuits}) == 1 and widths != {circuits[0].num_parameters}:
-            raise ValueError(f"parameter_values rows have {sorted(widths)} values; the circuit has {circuits[0].num_parameters} parameters")
 
     def _shift_circuit(self, circuit: QuantumCircuit) -> ShiftCircuit | None:
         cached = self._shift_circuits.get(id(circuit), False)
@@ -179,7 +211,9 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         """One PUB for all entries of one circuit, and the function that turns its values into gradients."""
         index = {p: j for j, p in enumerate(sc.source.parameters)}
         values = np.asarray([parameter_values[i] for i in members], dtype=float)
-        subset_keys = [tuple(index[p] for p in parameters[i]) for i in members]
+        keys = parameter_keys([parameters[i] for i in members])
+        columns_of = {key: tuple(index[p] for p in key) for key in set(keys)}
+        subset_keys = [columns_of[key] for key in keys]
         subsets = sorted(set(subset_keys))
         # the g to shift: those any requested parameter enters; encoded features are differentiated exactly
         requested = sorted({c for s in subsets for c in s})
@@ -191,12 +225,7 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         delta[np.arange(n), wanted] = np.pi / 2
         delta[n + np.arange(n), wanted] = -np.pi / 2
         shifted = (base[:, None, :] + delta[None]).reshape(-1, base.shape[1])
-        obs_ids: dict[int, int] = {}
-        obs_list: list[BaseOperator] = []
-        for i in members:
-            if id(observables[i]) not in obs_ids:
-                obs_ids[id(observables[i])] = len(obs_list)
-                obs_list.append(observables[i])
+        obs_ids, obs_list = distinct_observables(observables, members)
         column = np.empty((len(obs_list), 1), dtype=object)  # filled by hand: numpy would iterate a SparsePauliOp
         for k, observable in enumerate(obs_list):
             column[k, 0] = observable
@@ -232,3 +261,125 @@ class BatchedParamShiftGradient(BaseEstimatorGradient):
         unique = EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in g_parameters],
                                          options=Options(**options))
         return self._postprocess(unique, circuits, parameter_values, parameters)
+
+
+def parameter_keys(parameters: Sequence[Sequence[Parameter]]) -> list[tuple[Parameter, ...]]:
+    """Each entry's parameters as a tuple, made once per distinct list object (``EstimatorQNN`` passes one
+    list for every entry, or a new view per entry when it asks for all parameters)."""
+    made: dict[int, tuple[Parameter, ...]] = {}
+    out = []
+    for p in parameters:
+        key = made.get(id(p))
+        if key is None:
+            key = made[id(p)] = tuple(p)
+        out.append(key)
+    return out
+
+
+def distinct_observables(observables: Sequence[BaseOperator], members: Sequence[int]) -> tuple[dict[int, int], list]:
+    """(position by object id, the distinct objects in order of first appearance) of ``observables[members]``."""
+    ids: dict[int, int] = {}
+    distinct: list[BaseOperator] = []
+    for i in members:
+        if id(observables[i]) not in ids:
+            ids[id(observables[i])] = len(distinct)
+            distinct.append(observables[i])
+    return ids, distinct
+
+
+class EngineGradient(_ValidatedOnce):
+    """Exact gradients from an estimator with :class:`~qresnet.backends.primitives.ExactGradients` (the engine).
+
+    For exact simulation the exact derivative is the parameter-shift value, and the engine gets
+    every derivative of a circuit's rows in one sweep per distinct body setting (about the cost of
+    two evaluations) instead of 2P + 1 settings: one ``value_and_gradients`` call per distinct
+    circuit and ``run``. With shots, or on estimators without the ability, use
+    :class:`BatchedParamShiftGradient`.
+
+    >>> from qiskit import QuantumCircuit
+    >>> from qiskit.circuit import Parameter
+    >>> from qiskit.quantum_info import SparsePauliOp
+    >>> from qresnet.backends import resolve_backend
+    >>> theta = Parameter("theta")
+    >>> qc = QuantumCircuit(1); _ = qc.ry(2 * theta, 0)
+    >>> grad = EngineGradient(resolve_backend("aer").estimator())
+    >>> [round(float(g[0]), 6) for g in grad.run([qc, qc], [SparsePauliOp("Z")] * 2, [[0.3], [0.6]]).result().gradients]
+    [-1.129285, -1.864078]
+    """
+
+    def __init__(self, estimator: BaseEstimatorV2):
+        if not isinstance(estimator, ExactGradients):
+            raise CapabilityError(f"estimator={type(estimator).__name__} has no exact gradients (ExactGradients); "
+                                  "use BatchedParamShiftGradient")
+        if not estimator.gives_exact_values:
+            raise CapabilityError(f"estimator={type(estimator).__name__} samples shots, so its values are estimates and "
+                                  "their exact derivatives are not what it measures; use BatchedParamShiftGradient")
+        super().__init__(estimator)
+        self.calls = 0  # value_and_gradients calls: one per distinct circuit and run (or QNN evaluation)
+        self._layouts: dict[int, tuple] = {}
+
+    def qnn_jacobians(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
+                      input_gradients: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``qnn.forward`` and ``qnn.backward`` at once, from one engine call: values (N, K), input gradients
+        (N, K, I) if asked for (else None), weight gradients (N, K, W) (None without weights).
+
+        For a training step, which needs both at the same point: the values come with the derivatives at no
+        extra cost, and ``EstimatorQNN``'s per-call plumbing (rows repeated per observable, a gradient per
+        entry) is skipped. The QNN's circuit, observables and parameter split are read once per QNN."""
+        circuit, observables, inputs_at, weights_at = self._layout(qnn)
+        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(inputs_at))
+        rows = np.empty((len(inputs), circuit.num_parameters))
+        rows[:, inputs_at] = inputs
+        rows[:, weights_at] = weights
+        wanted = (list(qnn.input_params) if input_gradients else []) + list(qnn.weight_params)
+        self.calls += 1
+        values, derivatives = self._estimator.value_and_gradients(circuit, observables, rows, wanted)
+        split = len(inputs_at) if input_gradients else 0
+        return (values, derivatives[:, :, :split] if input_gradients else None,
+                derivatives[:, :, split:] if len(weights_at) else None)
+
+    def _layout(self, qnn: EstimatorQNN) -> tuple:
+        """(circuit, observables, input columns, weight columns) of ``qnn``, made once per QNN (the circuit
+        and observables are copies the QNN hands out, kept so that the engine compiles them once)."""
+        entry = self._layouts.get(id(qnn))
+        if entry is None or entry[0] is not qnn:
+            circuit = qnn.circuit
+            index = {p: j for j, p in enumerate(circuit.parameters)}
+            entry = self._layouts[id(qnn)] = (qnn, circuit, list(qnn.observables),
+                                              [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params])
+        return entry[1:]
+
+    def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
+             parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],
+             **options) -> EstimatorGradientResult:
+        groups: dict[int, list[int]] = {}
+        for i, circuit in enumerate(circuits):
+            groups.setdefault(id(circuit), []).append(i)
+        gradients: list[np.ndarray] = [np.empty(0)] * len(circuits)
+        for members in groups.values():
+            self._circuit_gradients(circuits[members[0]], members, observables, parameter_values, parameters, gradients)
+        return EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in parameters],
+                                       options=Options(**options))
+
+    def _circuit_gradients(self, circuit: QuantumCircuit, members: list[int], observables, parameter_values,
+                           parameters, gradients: list) -> None:
+        """Fill ``gradients[i]`` for the entries ``members`` of one circuit from one engine call."""
+        values = np.asarray([parameter_values[i] for i in members], dtype=float)
+        rows, inverse = group_rows(values)  # EstimatorQNN repeats every row once per observable
+        obs_ids, obs_list = distinct_observables(observables, members)
+        self.calls += 1
+        keys = parameter_keys([parameters[i] for i in members])
+        requested = set().union(*set(keys))
+        wanted = [p for p in circuit.parameters if p in requested]  # inputs are not differentiated unless asked for
+        _, derivatives = self._estimator.value_and_gradients(circuit, obs_list, rows, wanted)  # (U, K, P')
+        index = {p: j for j, p in enumerate(wanted)}
+        observable_of = np.array([obs_ids[id(observables[i])] for i in members])
+        key_of = {key: j for j, key in enumerate(set(keys))}
+        kind = np.array([key_of[key] for key in keys])
+        for key, j in key_of.items():  # one gather per observable and parameter list, not per entry
+            columns = [index[p] for p in key]
+            for k in range(len(obs_list)):
+                positions = np.flatnonzero((kind == j) & (observable_of == k))
+                block = derivatives[inverse[positions], k][:, columns]
+                for position, row in zip(positions, block):
+                    gradients[members[position]] = row

@@ -39,12 +39,14 @@ def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
 
 
 def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
-    """f at a batch of inputs (..., q) -> (..., K): contract T with v(theta_i), one input at a time."""
+    """f at a batch of inputs (..., q) -> (..., K): the 3^q products prod_i v(theta_i)[a_i] of each input
+    (first input slowest, as T is laid out) times T as one matrix, so that autograd's backward to T is one
+    matrix product too."""
     q = inputs.shape[-1]
     lead = inputs.shape[:-1]
     theta = scale * inputs.reshape(-1, q)
     v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (N, q, 3)
-    out = torch.matmul(v[:, 0], tensor.reshape(3, -1))  # (N, 3^(q-1) K)
+    monomials = v[:, 0]
     for i in range(1, q):
-        out = torch.einsum("nj,njr->nr", v[:, i], out.reshape(out.shape[0], 3, -1))
-    return out.reshape(*lead, tensor.shape[-1])
+        monomials = (monomials[:, :, None] * v[:, i, None, :]).reshape(len(monomials), -1)
+    return (monomials @ tensor.reshape(-1, tensor.shape[-1])).reshape(*lead, tensor.shape[-1])

@@ -17,6 +17,7 @@ from functools import cached_property
 import numpy as np
 from qiskit import QuantumCircuit
 
+from qresnet.backends.engine.gradient import body_tangents
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.ptm import _PAULI_1Q
 from qresnet.backends.engine.simulate import body_images, observable_vectors
@@ -113,6 +114,12 @@ def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tu
     return psi, t.reshape(len(psi), 1 << len(axes), -1)
 
 
+def _light_cone_matrices(ep: EncodedProgram, images: np.ndarray, embed: np.ndarray) -> np.ndarray:
+    """(..., 2^k, 2^k): Re of Pauli images (..., 4^n) on the encoded light-cone qubits (others |0>)."""
+    mats = pauli_to_matrix(images, ep.program.num_qubits).real
+    return mats[..., embed[:, None], embed[None, :]]
+
+
 def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray) -> np.ndarray:
     """(G, K, 2^k, 2^k): Re E^dagger(O) on the encoded light-cone qubits (others |0>), per setting."""
     n = ep.program.num_qubits
@@ -120,10 +127,22 @@ def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray
     out = np.empty((len(settings), observables.shape[0], len(embed), len(embed)))
     step = max(1, _CHUNK // per_setting)
     for start in range(0, len(settings), step):
-        images = body_images(ep.program, observables, settings[start:start + step])
-        mats = pauli_to_matrix(images, n).real
-        out[start:start + step] = mats[..., embed[:, None], embed[None, :]]
+        out[start:start + step] = _light_cone_matrices(ep, body_images(ep.program, observables, settings[start:start + step]), embed)
     return out
+
+
+def _operators_and_tangents(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray,
+                            wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(G, K, 2^k, 2^k) as :func:`_operators`, (G, C, K, 2^k, 2^k) their derivatives by the program's wanted
+    body parameters, and those C parameters (program columns)."""
+    n, k = ep.program.num_qubits, observables.shape[0]
+    columns = [p for p in ep.program.body_columns if wanted is None or p in wanted]
+    both = np.empty((len(settings), 1 + len(columns), k, len(embed), len(embed)))
+    step = max(1, _CHUNK // ((1 + len(columns)) * k * 4**n))
+    for start in range(0, len(settings), step):
+        stack, _ = body_tangents(ep.program, observables, settings[start:start + step], wanted)
+        both[start:start + step] = _light_cone_matrices(ep, stack, embed)
+    return both[:, 0], both[:, 1:], columns
 
 
 def _groups(ep: EncodedProgram, values: np.ndarray):
@@ -148,20 +167,53 @@ def encoded_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values:
     """(R, K, F) exact d value / d feature; 0 for an all-zero feature vector."""
     observables = observable_vectors(terms, ep.program)
     settings, group, samples, sample = _groups(ep, values)
+    ops = _operators(ep, observables, settings, ep.reduced_layout[1])
+    return _feature_gradients(ep, ops, group, samples, sample)
+
+
+def encoded_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
+                            wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (K, R), derivatives (K, R, P)) by the circuit's parameters (``wanted`` columns; the others stay 0):
+    the encoded features (adjoint through the state preparation) and the weights behind them (tangents of
+    E^dagger(O), one sweep per setting)."""
+    observables = observable_vectors(terms, ep.program)
+    settings, group, samples, sample = _groups(ep, values)
     axes, embed = ep.reduced_layout
+    _, a = _amplitudes(ep, samples, axes)
+    rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
+    inner = None if wanted is None else frozenset(j for j, c in enumerate(ep.body_columns) if c in wanted)
+    ops, tangents, columns = _operators_and_tangents(ep, observables, settings, embed, inner)
+    table = np.einsum("gkij,sij->kgs", ops, rho)
+    d_table = np.einsum("gckij,sij->kcgs", tangents, rho)  # (K, C, G, S)
+    grads = np.zeros((len(terms), len(values), values.shape[1]))
+    grads[:, :, ep.body_columns[columns]] = d_table[:, :, group, sample].transpose(0, 2, 1)
+    if wanted is None or wanted & set(ep.feature_columns.tolist()):
+        grads[:, :, ep.feature_columns] = _feature_gradients(ep, ops, group, samples, sample).transpose(1, 0, 2)
+    return table[:, group, sample], grads
+
+
+def _feature_gradients(ep: EncodedProgram, ops: np.ndarray, group: np.ndarray, samples: np.ndarray,
+                       sample: np.ndarray) -> np.ndarray:
+    """(R, K, F): df/dpsi = 2 Re(O') psi per row, projected onto the sphere and cut to the features."""
+    axes, _ = ep.reduced_layout
     psi, a = _amplitudes(ep, samples, axes)
-    ops = _operators(ep, observables, settings, embed)
-    ne, k = len(ep.encoding_qubits), len(terms)
-    out = np.zeros((len(values), k, ep.num_features))
-    norms = np.linalg.norm(samples, axis=1)
-    for g in range(len(settings)):
+    ne, k = len(ep.encoding_qubits), ops.shape[1]
+    out = np.zeros((len(group), k, ep.num_features))
+    for g in range(len(ops)):
         rows = np.flatnonzero(group == g)
         s = sample[rows]
         v = 2.0 * np.einsum("kij,rjx->rkix", ops[g], a[s])  # d f / d psi, light-cone bits in front
         v = v.reshape((len(rows), k) + (2,) * len(axes) + (2,) * (ne - len(axes)))
         v = np.moveaxis(v, range(2, 2 + len(axes)), [2 + x for x in axes]).reshape(len(rows), k, 1 << ne)
-        p = psi[s][:, None, :]
-        tangent = v - (v * p).sum(-1, keepdims=True) * p  # the normalisation's Jacobian: (I - psi psi^T) / |x|
-        scale = np.where(norms[s] > 0, 1.0 / np.where(norms[s] > 0, norms[s], 1.0), 0.0)
-        out[rows] = tangent[..., : ep.num_features] * scale[:, None, None]
+        out[rows] = project_to_features(ep, v, psi[s], samples[s])
     return out
+
+
+def project_to_features(ep: EncodedProgram, v: np.ndarray, psi: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """(R, K, F) d f / d features from v = d f / d psi (R, K, 2^ne): the normalisation's Jacobian
+    (I - psi psi^T) / |x|, cut to the features; 0 for an all-zero feature vector."""
+    p = psi[:, None, :]
+    tangent = v - (v * p).sum(-1, keepdims=True) * p
+    norms = np.linalg.norm(features, axis=1)
+    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    return tangent[..., : ep.num_features] * scale[:, None, None]

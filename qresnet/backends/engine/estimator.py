@@ -14,6 +14,7 @@ qiskit-machine-learning's ``EstimatorQNN`` (1/64), needs for exact values.
 
 >>> import math
 >>> from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 >>> from qiskit.circuit.library import real_amplitudes
 >>> from qiskit.quantum_info import SparsePauliOp
 >>> qc = QuantumCircuit(2); _ = qc.append(real_amplitudes(2, reps=1), [0, 1])  # a parameterised sub-circuit
@@ -41,13 +42,16 @@ from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.backends.engine.adjoint import statevector_value_gradients, statevector_values
 from qresnet.backends.engine.encoded import (
     EncodedProgram,
     compile_encoded,
     encoded_gradients,
+    encoded_value_gradients,
     encoded_values,
     opens_with_encoding,
 )
+from qresnet.backends.engine.gradient import heisenberg_gradients
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, heisenberg, observable_vectors, statevector
@@ -127,6 +131,7 @@ class EngineEstimator(BaseEstimatorV2):
         self.fallback = fallback
         self._cache = _CircuitCache(CACHED_CIRCUITS)
         self._folded: dict[tuple, dict[str, float]] = {}
+        self._observable_terms: dict[int, tuple[Any, dict[str, float]]] = {}
         self._warned_precision = False
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
@@ -175,6 +180,13 @@ class EngineEstimator(BaseEstimatorV2):
         values = layout.values
         support = _support(layout.terms)
         if self._encoded_circuit(circuit):
+            wide = self._encoded_statevector(circuit, support)
+            if wide is not None:
+                def exact(term_list: list[dict[str, float]]) -> np.ndarray:
+                    return statevector_values(wide, term_list, values)
+
+                return self._finish(pub, layout, exact, shots, position, "state-preparation-statevector",
+                                    wide.program.num_qubits)
             encoded = self._encoded(circuit, support)
 
             def exact(term_list: list[dict[str, float]]) -> np.ndarray:
@@ -239,7 +251,7 @@ class EngineEstimator(BaseEstimatorV2):
         return self._cache.get(circuit, ("opens",), lambda: opens_with_encoding(circuit))
 
     def _encoded(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram:
-        """The compiled light cone of ``support`` behind the circuit's encoding."""
+        """The compiled light cone of ``support`` behind the circuit's encoding (the Heisenberg route)."""
         key = ("encoded", tuple(sorted(support)))
         program = self._cache.get(circuit, key, lambda: compile_encoded(circuit, self.noise_model, support))
         width = program.program.num_qubits
@@ -248,6 +260,90 @@ class EngineEstimator(BaseEstimatorV2):
                              f"handles at most {MAX_NOISY_QUBITS} (use fewer ansatz repetitions or measured qubits)")
         return program
 
+    def _encoded_statevector(self, circuit: QuantumCircuit, support: set[int]) -> EncodedProgram | None:
+        """For ideal circuits whose light cone is wider than ``HEISENBERG_IDEAL_QUBITS`` (a head measuring many
+        qubits), the whole register behind the encoding, for the statevector route; else None."""
+        if self.noise_model is not None:
+            return None
+        key = ("encoded-cone-width", tuple(sorted(support)))
+        width = self._cache.get(circuit, key, lambda: compile_encoded(circuit, None, support).program.num_qubits)
+        if width <= HEISENBERG_IDEAL_QUBITS:
+            return None
+        touched = self._touched(circuit) | support
+        if len(touched) > MAX_IDEAL_QUBITS:
+            raise EngineUnsupportedError(f"the amplitude-encoded circuit touches {len(touched)} qubits; the engine's "
+                                         f"statevector route takes at most {MAX_IDEAL_QUBITS}")
+        return self._cache.get(circuit, ("encoded-statevector",), lambda: compile_encoded(circuit, None, touched))
+
+    @property
+    def gives_exact_values(self) -> bool:
+        """Whether a PUB without a precision gets exact values (no shots): then exact derivatives are what
+        parameter shift would give, and :meth:`value_and_gradients` may stand in for it."""
+        return self.exact or self.shots is None
+
+    def _terms(self, observables: Sequence[SparsePauliOp]) -> list[dict[str, float]]:
+        """{Pauli label: coeff} per observable, readout folded in as :meth:`run` folds it for exact values.
+
+        Kept per observable object (a training step sends the same ones every call), the object held
+        so that its id is not reused while the entry lives."""
+        out = []
+        for o in observables:
+            entry = self._observable_terms.get(id(o))
+            if entry is None or entry[0] is not o:
+                s = o.simplify()
+                plain = dict(zip(s.paulis.to_labels(), s.coeffs.real))
+                if len(self._observable_terms) >= CACHED_CIRCUITS:
+                    self._observable_terms.clear()
+                entry = self._observable_terms[id(o)] = (o, self._fold(plain) if self.readout else plain)
+            out.append(entry[1])
+        return out
+
+    def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                            parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(R, K) exact values and (R, K, P) exact derivatives by ``parameters`` (default: all of
+        ``circuit.parameters``, in that order; ``values`` columns are always in that order).
+
+        As :meth:`run` computes values at precision 0 (noise model and readout included), with one
+        backward sweep per distinct setting of the circuit's body that carries the observables and
+        their derivatives by the body's parameters; prefix parameters (the inputs) are differentiated
+        analytically from each qubit's Bloch vector, and an amplitude encoding's features by the
+        adjoint of the state preparation (:mod:`qresnet.backends.engine.gradient`).
+        """
+        terms = self._terms(observables)
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if values.shape[1] != circuit.num_parameters:
+            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        columns = self._columns(circuit, parameters)
+        wanted = frozenset(columns)
+        support = _support(terms)
+        self.rows_evaluated += len(values) * len(terms)
+        if self._encoded_circuit(circuit):
+            wide = self._encoded_statevector(circuit, support)
+            if wide is not None:
+                out, grads = statevector_value_gradients(wide, terms, values, wanted)
+            else:
+                out, grads = encoded_value_gradients(self._encoded(circuit, support), terms, values, wanted)
+        else:
+            touched = self._touched(circuit)
+            width = len(touched | support)
+            if width > MAX_NOISY_QUBITS:
+                raise EngineUnsupportedError(
+                    f"circuit {circuit.name!r} touches {width} qubits; the engine's exact gradients take at most "
+                    f"{MAX_NOISY_QUBITS} (its Heisenberg images hold 4^n numbers): use parameter shift")
+            program = self._program(circuit, tuple(sorted(support - touched)))
+            out, grads = heisenberg_gradients(program, observable_vectors(terms, program), values, wanted)
+        return out.T, grads[:, :, columns].transpose(1, 0, 2)
+
+    def _columns(self, circuit: QuantumCircuit, parameters: Sequence[Parameter] | None) -> list[int]:
+        """The columns of ``parameters`` in ``circuit.parameters`` (all of them for None)."""
+        if parameters is None:
+            return list(range(circuit.num_parameters))
+        index = self._cache.get(circuit, ("index",), lambda: {p: j for j, p in enumerate(circuit.parameters)})
+        missing = [p.name for p in parameters if p not in index]
+        if missing:
+            raise ConfigError(f"parameters {missing} are not parameters of circuit {circuit.name!r}")
+        return [index[p] for p in parameters]
+
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
         """(R, K, F): exact derivatives of each observable's value by the features of the circuit's encoding.
@@ -255,15 +351,17 @@ class EngineEstimator(BaseEstimatorV2):
         The noise model and the readout errors are included as in :meth:`run`; with shots, the
         values are sampled but these derivatives stay exact (an adjoint pass has no shot noise).
         """
-        plain = [dict(zip(s.paulis.to_labels(), s.coeffs.real)) for s in (o.simplify() for o in observables)]
-        terms = [self._fold(t) for t in plain] if self.readout else plain
+        terms = self._terms(observables)
         support = _support(terms)
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if not self._encoded_circuit(circuit):
             raise EngineUnsupportedError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
-        encoded = self._encoded(circuit, support)
         self.rows_evaluated += len(values) * len(terms)
-        return encoded_gradients(encoded, terms, values)
+        wide = self._encoded_statevector(circuit, support)
+        if wide is not None:
+            features = frozenset(wide.feature_columns.tolist())
+            return statevector_value_gradients(wide, terms, values, features)[1][:, :, wide.feature_columns].transpose(1, 0, 2)
+        return encoded_gradients(self._encoded(circuit, support), terms, values)
 
     def _fall_back(self, pub: EstimatorPub, width: int, noisy: bool) -> PubResult:
         bound = MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS

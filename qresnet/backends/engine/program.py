@@ -18,6 +18,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterExpression
 from qiskit.quantum_info import Operator, SuperOp
 
+from qresnet.backends.primitives import group_rows
 from qresnet.backends.engine.ptm import compose_1q, kraus_ptm, rotation_ptm_terms, superop_ptm, unitary_ptm
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS
 from qresnet.errors import EngineUnsupportedError
@@ -162,6 +163,20 @@ class Program:
     @cached_property
     def body_columns(self) -> list[int]:
         return sorted(set().union(*(op.columns for op in self.body))) if self.body else []
+
+    @cached_property
+    def prefix_columns(self) -> list[list[int]]:
+        """Per compact qubit, the parameter columns its prefix reads."""
+        return [sorted(set().union(*(s.columns for s in steps))) if steps else [] for steps in self.prefix]
+
+    def prefix_rows(self, values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """(representative rows, inverse): the distinct settings of qubit q's prefix columns as full rows
+        (other columns 0), and the representative of each row. The filter's 81 design points give 3 per qubit."""
+        columns = self.prefix_columns[q]
+        distinct, inverse = group_rows(values[:, columns])
+        representatives = np.zeros((len(distinct), values.shape[1]))
+        representatives[:, columns] = distinct
+        return representatives, inverse
 
 
 def _fuse_fixed(steps: list[Step]) -> list[Step]:

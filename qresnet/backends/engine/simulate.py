@@ -30,6 +30,11 @@ def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> 
 def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
     """o (G, K, 4^n) -> o R on ``qubits``; R is (4^k, 4^k) or (G, 4^k, 4^k)."""
     g, k = o.shape[0], o.shape[1]
+    if len(qubits) == 1:  # the qubit's digit in place, at stride 4^q: R^T from the left, no transposes
+        q = qubits[0]
+        t = o.reshape(g, -1, 4, 4**q)
+        r_t = ptm.T if ptm.ndim == 2 else np.swapaxes(ptm, -1, -2)[:, None]
+        return np.matmul(r_t, t).reshape(g, k, 4**n)
     axes = [2 + (n - 1 - q) for q in reversed(qubits)]  # op index: argument 0 least significant
     t = o.reshape((g, k) + (4,) * n)
     t = np.moveaxis(t, axes, range(-len(qubits), 0))
@@ -44,7 +49,14 @@ PER_GROUP_LOOP = 64  # up to this many body settings, contract group by group wi
 
 
 def prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
-    """Bloch vectors (1, x, y, z) of qubit q after its prefix, one per row: r -> R r, step by step."""
+    """Bloch vectors (1, x, y, z) of qubit q after its prefix, one per row: computed once per distinct
+    setting of the prefix's parameters."""
+    representatives, inverse = program.prefix_rows(values, q)
+    return _prefix_bloch(program, representatives, q)[inverse]
+
+
+def _prefix_bloch(program: Program, values: np.ndarray, q: int) -> np.ndarray:
+    """Bloch vectors of qubit q after its prefix, one per row: r -> R r, step by step."""
     r = np.zeros((len(values), 4))
     r[:, 0] = r[:, 3] = 1.0
     for step in program.prefix[q]:
@@ -94,19 +106,26 @@ def heisenberg(
     settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
     o = body_images(program, observables, settings)
     bloch = [prefix_bloch(program, values, q) for q in range(n)]
-    # Tr[O rho] = sum_j o_j prod_q r_q[j_q]: contract the most significant qubit by a matmul
-    # per body setting, then the others row by row
-    k = observables.shape[0]
-    if len(settings) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
+    return contract(o, group, bloch)
+
+
+def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray]) -> np.ndarray:
+    """(K, R): Tr[O_g(row) rho_row] for images ``o`` (G, K, 4^n) and product states given by ``bloch`` (n of (R, 4)).
+
+    Tr[O rho] = sum_j o_j prod_q r_q[j_q]: with few body settings, contract the most significant
+    qubit by a matmul per setting, then the others row by row; with many, gather each row's image.
+    """
+    n, rows_total, k = len(bloch), len(group), o.shape[1]
+    if len(o) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
         t = o[group]  # (R, K, 4^n)
         for q in range(n):
-            t = (t.reshape(len(values), k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
-        return t.reshape(len(values), k).T
-    out = np.empty((len(values), k))
+            t = (t.reshape(rows_total, k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
+        return t.reshape(rows_total, k).T
+    out = np.empty((rows_total, k))
     order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(settings) + 1))
+    bounds = np.searchsorted(group[order], np.arange(len(o) + 1))
     top = bloch[n - 1]
-    for g in range(len(settings)):
+    for g in range(len(o)):
         rows = order[bounds[g]:bounds[g + 1]]
         t = top[rows] @ o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)  # (R_g, K * 4^(n-1))
         t = t.reshape(len(rows), k, -1)
@@ -124,24 +143,26 @@ def statevector(program: Program, observables: list[dict[str, float]], values: n
     psi[:, 0] = 1.0
     for step in program.steps:
         psi = _apply_unitary(psi, _step_unitary(step, values, params), step.qubits, n)
-    out = np.zeros((len(observables), len(values)))
-    basis = np.arange(2**n)
-    for k, terms in enumerate(observables):
-        for label, coeff in terms.items():
-            x = z = 0
-            ys = 0
-            for pos, char in enumerate(reversed(label)):
-                if char == "I":
-                    continue
-                bit = 1 << compact[pos]
-                x |= bit if char in "XY" else 0
-                z |= bit if char in "ZY" else 0
-                ys += char == "Y"
-            # P|i> = (-i)^{#Y} ... phase (-1)^{popcount(i & z)} i^{#Y} |i ^ x>
-            sign = 1 - 2 * (_popcount(basis & z) & 1)
-            phase = (1j) ** ys * sign
-            value = np.einsum("ri,ri->r", psi[:, basis ^ x].conj(), phase * psi)
-            out[k] += (complex(coeff) * value).real
+    return np.array([np.einsum("ri,ri->r", psi.conj(), pauli_apply(psi, terms, compact)).real for terms in observables])
+
+
+def pauli_apply(psi: np.ndarray, terms: dict[str, float], compact: dict[int, int]) -> np.ndarray:
+    """O psi for rows psi (R, 2^n) on compact qubits and O = sum coeff * Pauli label (Qiskit order)."""
+    basis = np.arange(psi.shape[-1])
+    out = np.zeros_like(psi)
+    for label, coeff in terms.items():
+        x = z = 0
+        ys = 0
+        for pos, char in enumerate(reversed(label)):
+            if char == "I":
+                continue
+            bit = 1 << compact[pos]
+            x |= bit if char in "XY" else 0
+            z |= bit if char in "ZY" else 0
+            ys += char == "Y"
+        # <i| P |j>: P|j> = i^{#Y} (-1)^{popcount(j & z)} |j ^ x>, so (P psi)_i = i^{#Y} (-1)^{popcount((i^x) & z)} psi_{i^x}
+        sign = 1 - 2 * (_popcount((basis ^ x) & z) & 1)
+        out += complex(coeff) * (1j) ** ys * sign * psi[..., basis ^ x]
     return out
 
 
@@ -171,4 +192,4 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["body_images", "heisenberg", "observable_vectors", "statevector"]
+__all__ = ["body_images", "contract", "heisenberg", "observable_vectors", "pauli_apply", "statevector"]
