@@ -10,7 +10,6 @@ circuit shots x (repetition delay + duration on the device target)).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence

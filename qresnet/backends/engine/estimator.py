@@ -14,7 +14,6 @@ qiskit-machine-learning's ``EstimatorQNN`` (1/64), needs for exact values.
 
 >>> import math
 >>> from qiskit import QuantumCircuit
-from qiskit.circuit import Parameter
 >>> from qiskit.circuit.library import real_amplitudes
 >>> from qiskit.quantum_info import SparsePauliOp
 >>> qc = QuantumCircuit(2); _ = qc.append(real_amplitudes(2, reps=1), [0, 1])  # a parameterised sub-circuit
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
 from qiskit.primitives import BaseEstimatorV2, DataBin, PrimitiveResult, PubResult
 from qiskit.primitives.containers import EstimatorPubLike, ObservablesArray
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
