@@ -167,6 +167,12 @@ def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
 
 
 @cache
+def _device_filter():
+    """The filter template whose costs :func:`run_cost` counts, one object, so a backend transpiles it once."""
+    return quanv_filter()
+
+
+@cache
 def _angle_head(num_classes: int):
     """The hardware form of the head (the transpiled Mottonen encoding), one template object per class count,
     so that a backend transpiles it once."""
@@ -196,7 +202,7 @@ def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size
     """The cost of a run of ``config`` with the templates ``backend`` runs; device figures need a device (noisy
     ``aer:<device>``, ``local:``, ``ibm:``) and follow :func:`qresnet.backends.limits.qpu_seconds`, with one job per
     forward and one per gradient of a step. On a device the head runs its transpiled angle encoding."""
-    quanv = quanv_filter()
+    quanv = _device_filter()
     design = 3 ** quanv.num_inputs  # the filter-response method: 81 circuits per layer and weight setting
     per_layer = design * (1 + (0 if config.frozen else 2 * quanv.num_weights))
     per_step = [(quanv, config.layers * per_layer)]
