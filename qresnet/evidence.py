@@ -114,6 +114,16 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
     return Paired(base.mean, float(low), float(high), base.n, base.std, float(test.pvalue), **signs)
 
 
+def slope(x: Sequence[float], y: Sequence[float]) -> Interval:
+    """The least-squares slope of y on x with its Student-t interval (n - 2 degrees of freedom)."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) != len(ys) or len(xs) < 3 or np.ptp(xs) == 0:
+        raise ValueError(f"a slope needs at least 3 points with distinct x, got {len(xs)}")
+    fit = stats.linregress(xs, ys)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(xs) - 2) * fit.stderr
+    return Interval(float(fit.slope), float(fit.slope - half), float(fit.slope + half), len(xs), float(fit.stderr))
+
+
 def binomial_error(accuracy: float, test_images: int) -> float:
     """The binomial standard error of one run's test accuracy."""
     return math.sqrt(accuracy * (1 - accuracy) / test_images)

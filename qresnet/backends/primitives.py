@@ -8,7 +8,7 @@ An ability is something an estimator may do beyond ``EstimatorV2``. Callers ask 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -41,6 +41,22 @@ class ExactGradients(Protocol):
     def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
                             parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """((R, K) values, (R, K, P) derivatives by ``parameters``, default all of ``circuit.parameters``)."""
+        ...
+
+
+@runtime_checkable
+class ExactPullbacks(Protocol):
+    """Reverse-mode derivatives: the values now, and a pullback of the cotangent (R, K) later.
+
+    For circuits where ``pulls_back(circuit)`` is True (the engine: those opening with an amplitude
+    encoding), ``value_and_pullback`` returns (R, K) values and g -> (d/d inputs per row (R, I) or None,
+    d/d weights summed over rows (W,)): one extra sweep whatever the number of weights."""
+
+    def pulls_back(self, circuit: QuantumCircuit) -> bool:
+        ...
+
+    def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Any]:
         ...
 
 

@@ -8,7 +8,9 @@ backward are memoised per (inputs, weights): the design points of a filter are t
 call, so repeated evaluations at unchanged weights (evaluation, audits) cost nothing. With the
 engine's exact gradient (:class:`~qresnet.qnn.gradient.EngineGradient`), a forward that autograd
 will differentiate gets the values and the derivatives from one engine call, so its backward
-costs nothing more.
+costs nothing more; for a quantum head (dozens of weights behind an amplitude encoding) it gets
+the values and a pullback instead, and the backward is one reverse sweep with autograd's
+cotangent, not a Jacobian per weight.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class _Memo:
         self.key: bytes | None = None
         self.forward: np.ndarray | None = None
         self.backward: tuple[np.ndarray | None, np.ndarray | None] | None = None
-        self.joint = False  # whether forward came with the derivatives (EngineGradient.qnn_jacobians)
+        # how forward was computed: "values" (qnn.forward), "jacobians" (EngineGradient.qnn_jacobians) or
+        # "pullback" (EngineGradient.qnn_pullback, whose pullback the autograd context keeps)
+        self.kind = "values"
 
     def lookup(self, inputs: np.ndarray, weights: np.ndarray) -> bytes:
         key = inputs.tobytes() + b"|" + weights.tobytes() + str(inputs.shape).encode()
         if key != self.key:
-            self.key, self.forward, self.backward, self.joint = key, None, None, False
+            self.key, self.forward, self.backward, self.kind = key, None, None, "values"
         return key
 
     def has_backward(self, need_input: bool) -> bool:
@@ -52,17 +56,26 @@ class _QNNFunction(torch.autograd.Function):
         memo.lookup(x, w)
         need_input = grad_enabled and ctx.needs_input_grad[0] and qnn.input_gradients
         need_weights = grad_enabled and ctx.needs_input_grad[1]
-        joint = (need_input or need_weights) and isinstance(getattr(qnn, "gradient", None), EngineGradient)
+        gradient = getattr(qnn, "gradient", None)
+        kind = "values"
+        if (need_input or need_weights) and isinstance(gradient, EngineGradient):
+            kind = "pullback" if gradient.pulls_back(qnn) else "jacobians"
         # each kind of call keeps to one computation of the values (they agree to rounding, not bit for bit),
         # so that a run's numbers do not depend on what was memoised before (a resumed run equals a whole one)
-        if memo.forward is not None and memo.joint != joint:
+        ctx.pullback = None
+        if memo.forward is not None and (memo.kind != kind or kind == "pullback"):
             memo.forward = memo.backward = None
-        if memo.forward is None and joint:
+        if memo.forward is None and kind == "pullback":
+            # the values now, the derivatives from autograd's cotangent in backward: a training step needs both
+            memo.forward, ctx.pullback = gradient.qnn_pullback(qnn, x, w, need_input)
+            ctx.pullback_inputs = need_input
+        elif memo.forward is None and kind == "jacobians":
             # exact gradients come with the values in one engine call: a training step needs both
-            memo.forward, input_grad, weight_grad = qnn.gradient.qnn_jacobians(qnn, x, w, need_input)
-            memo.backward, memo.joint = (input_grad, weight_grad), True
-        if memo.forward is None:
-            memo.forward, memo.joint = np.asarray(qnn.forward(x, w), dtype=float), False
+            memo.forward, input_grad, weight_grad = gradient.qnn_jacobians(qnn, x, w, need_input)
+            memo.backward = (input_grad, weight_grad)
+        elif memo.forward is None:
+            memo.forward = np.asarray(qnn.forward(x, w), dtype=float)
+        memo.kind = kind
         ctx.qnn, ctx.memo, ctx.x, ctx.w = qnn, memo, x, w
         return torch.as_tensor(memo.forward, dtype=torch.float64, device=inputs.device)
 
@@ -72,6 +85,12 @@ class _QNNFunction(torch.autograd.Function):
         need_input, need_weights = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_input or need_weights):
             return None, None, None, None, None
+        g = grad_output.detach().to(torch.float64).cpu()
+        if ctx.pullback is not None and (ctx.pullback_inputs or not need_input):
+            d_inputs, d_weights = ctx.pullback(g.numpy())
+            gi = None if not need_input or d_inputs is None else torch.as_tensor(d_inputs).to(grad_output.device)
+            gw = torch.as_tensor(d_weights).to(grad_output.device) if need_weights else None
+            return gi, gw, None, None, None
         memo.lookup(ctx.x, ctx.w)
         if not memo.has_backward(need_input and qnn.input_gradients):
             saved = qnn.input_gradients
@@ -81,7 +100,6 @@ class _QNNFunction(torch.autograd.Function):
             finally:
                 qnn.input_gradients = saved
         input_grad, weight_grad = memo.backward
-        g = grad_output.detach().to(torch.float64).cpu()
         gi = gw = None
         if need_input and input_grad is not None:
             gi = torch.einsum("bk,bki->bi", g, torch.as_tensor(input_grad, dtype=torch.float64)).to(grad_output.device)

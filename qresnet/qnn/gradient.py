@@ -24,7 +24,7 @@ evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass
 
@@ -39,7 +39,7 @@ from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftE
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactStatePreparation, group_rows
+from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactPullbacks, ExactStatePreparation, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
 from qresnet.errors import CapabilityError
 
@@ -327,16 +327,42 @@ class EngineGradient(_ValidatedOnce):
         extra cost, and ``EstimatorQNN``'s per-call plumbing (rows repeated per observable, a gradient per
         entry) is skipped. The QNN's circuit, observables and parameter split are read once per QNN."""
         circuit, observables, inputs_at, weights_at = self._layout(qnn)
-        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(inputs_at))
-        rows = np.empty((len(inputs), circuit.num_parameters))
-        rows[:, inputs_at] = inputs
-        rows[:, weights_at] = weights
+        rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
         wanted = (list(qnn.input_params) if input_gradients else []) + list(qnn.weight_params)
         self.calls += 1
         values, derivatives = self._estimator.value_and_gradients(circuit, observables, rows, wanted)
         split = len(inputs_at) if input_gradients else 0
         return (values, derivatives[:, :, :split] if input_gradients else None,
                 derivatives[:, :, split:] if len(weights_at) else None)
+
+    def pulls_back(self, qnn: EstimatorQNN) -> bool:
+        """Whether :meth:`qnn_pullback` serves ``qnn``: its estimator has reverse-mode derivatives
+        (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit (a quantum head's)."""
+        return isinstance(self._estimator, ExactPullbacks) and self._estimator.pulls_back(self._layout(qnn)[0])
+
+    def qnn_pullback(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
+                     input_gradients: bool) -> tuple[np.ndarray, Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]]:
+        """``qnn.forward`` (N, K), and the pullback g (N, K) -> (input gradients (N, I) if asked for, else
+        None; weight gradients (W,) summed over the rows) that autograd's backward needs.
+
+        Reverse mode: where :meth:`qnn_jacobians` carries one derivative per weight (a head has dozens),
+        this carries the cotangent once; the values are those of the same engine call."""
+        circuit, observables, inputs_at, weights_at = self._layout(qnn)
+        rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
+        self.calls += 1
+        return self._estimator.value_and_pullback(circuit, observables, rows,
+                                                  list(qnn.input_params) if input_gradients else [],
+                                                  list(qnn.weight_params))
+
+    @staticmethod
+    def _rows(circuit: QuantumCircuit, inputs_at: list[int], weights_at: list[int], inputs: np.ndarray,
+              weights: np.ndarray) -> np.ndarray:
+        """The circuit's parameter rows for QNN inputs (N, I) and weights (W,)."""
+        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(inputs_at))
+        rows = np.empty((len(inputs), circuit.num_parameters))
+        rows[:, inputs_at] = inputs
+        rows[:, weights_at] = weights
+        return rows
 
     def _layout(self, qnn: EstimatorQNN) -> tuple:
         """(circuit, observables, input columns, weight columns) of ``qnn``, made once per QNN (the circuit
