@@ -48,11 +48,11 @@ class ExactGradients(Protocol):
 class ExactPullbacks(Protocol):
     """Reverse-mode derivatives: the values now, and a pullback of the cotangent (R, K) later.
 
-    For circuits where ``pulls_back(circuit)`` is True (the engine: those opening with an amplitude
-    encoding), ``value_and_pullback`` returns (R, K) values and g -> (d/d inputs per row (R, I) or None,
-    d/d weights summed over rows (W,)): one extra sweep whatever the number of weights."""
+    Where ``pulls_back(circuit, inputs)`` is True, ``value_and_pullback`` returns (R, K) values and
+    g -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,)): one extra sweep whatever
+    the number of weights."""
 
-    def pulls_back(self, circuit: QuantumCircuit) -> bool:
+    def pulls_back(self, circuit: QuantumCircuit, inputs: Sequence[Parameter] = ()) -> bool:
         ...
 
     def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,

@@ -337,8 +337,9 @@ class EngineGradient(_ValidatedOnce):
 
     def pulls_back(self, qnn: EstimatorQNN) -> bool:
         """Whether :meth:`qnn_pullback` serves ``qnn``: its estimator has reverse-mode derivatives
-        (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit (a quantum head's)."""
-        return isinstance(self._estimator, ExactPullbacks) and self._estimator.pulls_back(self._layout(qnn)[0])
+        (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit and inputs."""
+        return (isinstance(self._estimator, ExactPullbacks)
+                and self._estimator.pulls_back(self._layout(qnn)[0], list(qnn.input_params)))
 
     def qnn_pullback(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
                      input_gradients: bool) -> tuple[np.ndarray, Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]]:

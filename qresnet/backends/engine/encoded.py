@@ -12,14 +12,13 @@ df/dpsi = 2 Re(O') psi, projected onto the sphere (the normalisation) and cut to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 from qiskit import QuantumCircuit
 
 from qresnet.backends.engine.gradient import body_tangents
 from qresnet.backends.engine.program import Program, compile_circuit
-from qresnet.backends.engine.ptm import _PAULI_1Q
 from qresnet.backends.engine.simulate import body_images, observable_vectors
 from qresnet.backends.primitives import group_rows
 from qresnet.errors import EngineUnsupportedError
@@ -93,16 +92,44 @@ def compile_encoded(circuit: QuantumCircuit, noise_model, support: set[int]) -> 
     )
 
 
+# I, X, iY, Z: real. A Pauli string with m factors Y is (-i)^m times its iY string, so its real part is
+# (-1)^(m/2) times that string for even m and 0 for odd m (then it is imaginary).
+_REAL_PAULI = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, 1], [-1, 0]], [[1, 0], [0, -1]]], dtype=float)
+
+
+@cache
+def _real_signs(n: int) -> np.ndarray:
+    """(4^n,) the factor of each iY string in Re(P_d): 0 for an odd number of Y, else (-1)^(m/2)."""
+    ys = np.zeros(4**n, dtype=int)
+    for q in range(n):
+        ys += (np.arange(4**n) // 4**q) % 4 == 2
+    return np.where(ys % 2, 0.0, 1.0 - 2.0 * ((ys // 2) % 2))
+
+
+def _each_qubit(t: np.ndarray, matrix: np.ndarray, n: int) -> np.ndarray:
+    """(B, 4^n) -> the (4, 4) ``matrix`` applied to every base-4 digit."""
+    b = len(t)
+    for a in range(n):
+        t = np.matmul(matrix, t.reshape(b * 4**a, 4, 4 ** (n - 1 - a)))
+    return t.reshape(b, 4**n)
+
+
 def pauli_to_matrix(coeffs: np.ndarray, n: int) -> np.ndarray:
-    """(..., 4^n) Pauli coefficients (qubit q the base-4 digit q) -> (..., 2^n, 2^n) matrices."""
+    """(..., 4^n) real Pauli coefficients (qubit q the base-4 digit q) -> (..., 2^n, 2^n) the real part of
+    their matrices, in real arithmetic (the imaginary part is never needed: states here are real)."""
     batch = coeffs.shape[:-1]
-    out = coeffs.reshape(-1, 1, 1, 4**n).astype(complex)  # (B, row, col, remaining digits)
-    for _ in range(n):  # peel the most significant digit; it becomes the least significant matrix bit so far
-        b, r, _c, rest = out.shape
-        t = out.reshape(b, r, r, 4, rest // 4)
-        # new[b, (R, i), (C, j)] = sum_d P_d[i, j] t[b, R, C, d]: kron(rest so far, P_d)
-        out = np.einsum("dij,brcdx->bricjx", _PAULI_1Q, t).reshape(b, 2 * r, 2 * r, rest // 4)
-    return out.reshape(*batch, 2**n, 2**n)
+    t = _each_qubit(coeffs.reshape(-1, 4**n) * _real_signs(n), _REAL_PAULI.reshape(4, 4).T, n)
+    t = t.reshape((-1,) + (2,) * (2 * n))  # (row bit, column bit) per qubit, qubit n - 1 first
+    t = t.transpose([0] + [1 + 2 * q for q in range(n)] + [2 + 2 * q for q in range(n)])
+    return t.reshape(*batch, 2**n, 2**n)
+
+
+def pauli_to_matrix_adjoint(mats: np.ndarray, n: int) -> np.ndarray:
+    """The adjoint of :func:`pauli_to_matrix`: (..., 2^n, 2^n) M -> (..., 4^n), entry d = sum_ij Re(P_d)[i, j] M[i, j]."""
+    batch = mats.shape[:-2]
+    t = mats.reshape((-1,) + (2,) * (2 * n))
+    t = t.transpose([0] + [a for q in range(n) for a in (1 + q, 1 + n + q)]).reshape(-1, 4**n)
+    return (_each_qubit(t, _REAL_PAULI.reshape(4, 4), n) * _real_signs(n)).reshape(*batch, 4**n)
 
 
 def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +143,7 @@ def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tu
 
 def _light_cone_matrices(ep: EncodedProgram, images: np.ndarray, embed: np.ndarray) -> np.ndarray:
     """(..., 2^k, 2^k): Re of Pauli images (..., 4^n) on the encoded light-cone qubits (others |0>)."""
-    mats = pauli_to_matrix(images, ep.program.num_qubits).real
+    mats = pauli_to_matrix(images, ep.program.num_qubits)
     return mats[..., embed[:, None], embed[None, :]]
 
 

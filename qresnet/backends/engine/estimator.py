@@ -53,7 +53,7 @@ from qresnet.backends.engine.encoded import (
 )
 from qresnet.backends.engine.gradient import heisenberg_gradients
 from qresnet.backends.engine.program import Program, compile_circuit
-from qresnet.backends.engine.pullback import Pullback, heisenberg_pullback, statevector_pullback
+from qresnet.backends.engine.pullback import Pullback, heisenberg_pullback, program_pullback, statevector_pullback
 from qresnet.backends.engine.sampling import sample_expectations
 from qresnet.backends.engine.simulate import PER_GROUP_LOOP, heisenberg, observable_vectors, statevector
 from qresnet.backends.primitives import CompletedJob, group_rows
@@ -335,40 +335,53 @@ class EngineEstimator(BaseEstimatorV2):
             out, grads = heisenberg_gradients(program, observable_vectors(terms, program), values, wanted)
         return out.T, grads[:, :, columns].transpose(1, 0, 2)
 
-    def pulls_back(self, circuit: QuantumCircuit) -> bool:
-        """Whether :meth:`value_and_pullback` takes ``circuit``: it opens with an amplitude encoding."""
-        return self._encoded_circuit(circuit)
+    def pulls_back(self, circuit: QuantumCircuit, inputs: Sequence[Parameter] = ()) -> bool:
+        """Whether :meth:`value_and_pullback` takes ``circuit`` with these per-row ``inputs``: an amplitude
+        encoding's features, or parameters of the qubits' product-state prefixes (a filter's encoding)."""
+        if self._encoded_circuit(circuit):
+            return True
+        columns = self._columns(circuit, list(inputs))
+        if len(self._touched(circuit)) > MAX_NOISY_QUBITS:
+            return False
+        program = self._program(circuit, ())
+        return not set(columns) & set(program.body_columns)
 
     def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
-                           inputs: Sequence[Parameter], weights: Sequence[Parameter]
-                           ) -> tuple[np.ndarray, Pullback]:
+                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Pullback]:
         """(R, K) exact values, and the pullback g (R, K) -> (sum_k g_rk df_rk / d inputs per row (R, I), or None
-        without inputs; sum_rk g_rk df_rk / d weights (W,)) of a circuit that opens with an amplitude encoding.
+        without inputs; sum_rk g_rk df_rk / d weights (W,)).
 
-        ``inputs`` must be the encoding's features (or none), ``weights`` parameters after it. Reverse mode
-        (:mod:`qresnet.backends.engine.pullback`): one extra sweep whatever the number of weights, where
-        :meth:`value_and_gradients` carries one tangent per weight. The route is :meth:`run`'s: the Heisenberg
-        route on the observables' light cone (noise model and readout included), the statevector route for
-        ideal circuits whose cone is wider than ``HEISENBERG_IDEAL_QUBITS``.
+        ``inputs`` must be per-row parameters the engine can differentiate row by row (see :meth:`pulls_back`).
+        Reverse mode (:mod:`qresnet.backends.engine.pullback`): one extra sweep whatever the number of
+        weights, where :meth:`value_and_gradients` carries one tangent per weight. The route is
+        :meth:`run`'s (noise model and readout included): a product-state program, the Heisenberg route on an
+        encoding's light cone, or the statevector route for ideal encoded circuits whose cone is wider than
+        ``HEISENBERG_IDEAL_QUBITS``.
         """
-        if not self._encoded_circuit(circuit):
-            raise EngineUnsupportedError("value_and_pullback needs a circuit that opens with an amplitude_encoding")
         terms = self._terms(observables)
         values = np.atleast_2d(np.asarray(values, dtype=float))
         if values.shape[1] != circuit.num_parameters:
             raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
         input_columns, weight_columns = self._columns(circuit, inputs), self._columns(circuit, weights)
+        if set(input_columns) & set(weight_columns):
+            raise ConfigError("value_and_pullback: a parameter cannot be both an input (per row) and a weight (summed)")
+        if not self.pulls_back(circuit, inputs):
+            raise EngineUnsupportedError("value_and_pullback differentiates inputs row by row only where they enter "
+                                         "before any multi-qubit gate (or are an amplitude encoding's features)")
         support = _support(terms)
         self.rows_evaluated += len(values) * len(terms)
+        if not self._encoded_circuit(circuit):
+            program = self._program(circuit, tuple(sorted(support - self._touched(circuit))))
+            out, pullback = program_pullback(program, observable_vectors(terms, program), values, input_columns,
+                                             weight_columns)
+            return out.T, pullback
         wide = self._encoded_statevector(circuit, support)
         ep, route = (wide, statevector_pullback) if wide is not None else (self._encoded(circuit, support), heisenberg_pullback)
         feature_at = {int(c): f for f, c in enumerate(ep.feature_columns)}
-        if any(c not in feature_at for c in input_columns):
-            raise EngineUnsupportedError("value_and_pullback differentiates by the encoding's features and the "
-                                         "parameters after it; an input parameter is neither")
+        if any(c not in feature_at for c in input_columns) or any(c in feature_at for c in weight_columns):
+            raise EngineUnsupportedError("value_and_pullback of an encoded circuit takes its features as the inputs "
+                                         "and parameters after the encoding as the weights")
         program_at = {int(c): j for j, c in enumerate(ep.body_columns)}
-        if any(c in feature_at for c in weight_columns):
-            raise EngineUnsupportedError("value_and_pullback sums weight derivatives over rows; a feature cannot be a weight")
         out, pull = route(ep, terms, values, bool(input_columns))
         features = [feature_at[c] for c in input_columns]
 

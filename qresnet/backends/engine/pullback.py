@@ -1,4 +1,4 @@
-"""Reverse-mode derivatives of amplitude-encoded circuits: the values now, one vector-Jacobian product later.
+"""Reverse-mode derivatives: the values now, one vector-Jacobian product later.
 
 A training step needs d loss / d weights = sum over rows r and observables k of g_rk df_rk/dw,
 not the whole Jacobian. Forward-mode (:mod:`qresnet.backends.engine.gradient`) carries one
@@ -6,8 +6,13 @@ tangent per weight through the circuit; a quantum head has hundreds of weights, 
 hundreds of images per observable. Reverse mode carries the cotangent g instead: one extra
 sweep whatever the number of weights.
 
-- Heisenberg (any noise): f_rk = o_k R_L ... R_1 w_r, with o_k the observable's Pauli vector,
-  R_j the operations' PTMs and w_r the encoded state's Pauli vector on the light cone. The
+- Product-state programs (a filter: the inputs in each qubit's prefix, the body after them):
+  f_rk = o_k R_L ... R_1 b_r with b_r the tensor product of the row's Bloch vectors. The
+  cotangent state is s_k = sum_r g_rk b_r, walked forward as below; a prefix parameter
+  (an input, or a weight before the first CNOT) is differentiated per row, as in forward mode.
+- Amplitude-encoded circuits, Heisenberg (any noise): f_rk = o_k R_L ... R_1 w_r, with w_r
+  the encoded state's Pauli vector on the light cone, o_k the observable's and R_j the
+  operations' PTMs. The
   forward sweep keeps each image h_j = o R_L ... R_(j+1). The pullback forms the one state
   s = sum_r g_rk w_r per observable (the adjoint of the Pauli-to-matrix map applied to
   sum_r g_rk rho_r) and walks it forward, s -> R_j s, adding h_j (dR_j / dp) s at each
@@ -31,29 +36,92 @@ from qresnet.backends.engine.encoded import (
     EncodedProgram,
     _amplitudes,
     _light_cone_matrices,
+    pauli_to_matrix_adjoint,
     project_to_features,
 )
-from qresnet.backends.engine.gradient import op_derivatives
-from qresnet.backends.engine.ptm import _PAULI_1Q
-from qresnet.backends.engine.simulate import _apply, _apply_unitary, _step_unitary, observable_vectors, pauli_apply
+from qresnet.backends.engine.gradient import op_derivatives, prefix_tangents
+from qresnet.backends.engine.program import Program
+from qresnet.backends.engine.simulate import (
+    _apply,
+    _apply_unitary,
+    _step_unitary,
+    contract,
+    observable_vectors,
+    pauli_apply,
+)
 from qresnet.backends.primitives import group_rows
 from qresnet.errors import EngineUnsupportedError
 
-# g (R, K) -> (d/d feature per row (R, F) or None, d/d body parameter summed over rows (P,) in program order)
+# g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows)
 Pullback = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
 
 
-def matrix_to_pauli_adjoint(mats: np.ndarray, n: int) -> np.ndarray:
-    """(..., 2^n, 2^n) real M -> (..., 4^n) with entry d = sum_ij Re(P_d)[i, j] M[i, j]: the adjoint of
-    ``Re(pauli_to_matrix)`` (qubit q the base-4 digit q, the most significant matrix bit qubit n - 1)."""
-    batch = mats.shape[:-2]
-    t = mats.reshape((-1,) + (2,) * (2 * n))
-    order = [0] + [a for q in range(n) for a in (1 + q, 1 + n + q)]  # (row bit, column bit) pairs, qubit n-1 first
-    t = t.transpose(order).reshape((-1,) + (4,) * n)
-    q_matrix = _PAULI_1Q.reshape(4, 4)  # [d, (i, j)]; complex: Y x Y is real though Y is not
-    for axis in range(1, n + 1):
-        t = np.moveaxis(np.tensordot(t, q_matrix, axes=([axis], [1])), -1, axis)
-    return t.reshape(*batch, 4**n).real
+def _images(program: Program, observables: np.ndarray, representatives: np.ndarray) -> tuple[np.ndarray, list, list]:
+    """The backward sweep that keeps what the pullback needs: (the folded observables (G, K, 4^n), the image
+    before each body operation, and (operation, R, {p: dR/dp}) per body operation), both in forward order."""
+    n = program.num_qubits
+    images, ops = [], []
+    h = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
+    for op in reversed(program.body):
+        r, derivatives = op_derivatives(op, representatives, program.parameters)
+        images.append(h)
+        ops.append((op, r, derivatives))
+        h = _apply(h, r, op.qubits, n)
+    return h, images[::-1], ops[::-1]
+
+
+def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int) -> np.ndarray:
+    """Sum over body operations j and their parameters p of h_j (dR_j/dp) s_(j-1): the cotangent state s
+    (G, K, 4^n) carried forward through the body, s -> R_j s. Returns (size,) by program parameter."""
+    out = np.zeros(size)
+    for h_j, (op, r, derivatives) in zip(images, ops):
+        for p, dr in derivatives.items():
+            out[p] += float(np.sum(_apply(h_j, dr, op.qubits, n) * s))
+        s = _apply(s, r.T if r.ndim == 2 else np.swapaxes(r, -1, -2), op.qubits, n)
+    return out
+
+
+def _product_states(bloch: list[np.ndarray]) -> np.ndarray:
+    """(R, 4^n): each row's product of Bloch vectors, qubit q the base-4 digit q."""
+    out = bloch[-1]
+    for b in reversed(bloch[:-1]):
+        out = (out[:, :, None] * b[:, None, :]).reshape(len(out), -1)
+    return out
+
+
+def program_pullback(program: Program, observables: np.ndarray, values: np.ndarray, inputs: list[int],
+                     weights: list[int]) -> tuple[np.ndarray, Pullback]:
+    """(values (K, R), pullback) of a product-state program: ``inputs`` (prefix columns, per row) and
+    ``weights`` (any columns, summed over rows), both in ``program.parameters`` order."""
+    n, rows, k = program.num_qubits, len(values), observables.shape[0]
+    if n == 0:  # nothing simulated: the identity coefficient, no derivative
+        return np.repeat(observables[:, :1], rows, axis=1), lambda g: (np.zeros((rows, len(inputs))) if inputs else None,
+                                                                       np.zeros(len(weights)))
+    settings, group = group_rows(values[:, program.body_columns])
+    representatives = np.zeros((len(settings), len(program.parameters)))
+    representatives[:, program.body_columns] = settings
+    folded, images, ops = _images(program, observables, representatives)
+    wanted = frozenset(inputs) | frozenset(weights)
+    prefix = [prefix_tangents(program, values, q, wanted) for q in range(n)]
+    bloch = [b for b, _ in prefix]
+    out = contract(folded, group, bloch)
+    pairs = [(q, p, db) for q, (_, derivatives) in enumerate(prefix) for p, db in derivatives.items()]
+
+    def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        g = np.asarray(g, dtype=float).reshape(rows, k)
+        states = _product_states(bloch)
+        s = np.stack([g[group == gi].T @ states[group == gi] for gi in range(len(settings))])  # (G, K, 4^n)
+        d = _walk(s, images, ops, n, len(program.parameters))
+        per_row = np.zeros((rows, len(program.parameters)))
+        if pairs:  # the value with one qubit's Bloch vector replaced by its derivative, all pairs at once
+            replaced = [np.concatenate([db if q == other else bloch[other] for q, _, db in pairs]) for other in range(n)]
+            d_prefix = contract(folded, np.tile(group, len(pairs)), replaced).reshape(k, len(pairs), rows)
+            for i, (_, p, _) in enumerate(pairs):
+                per_row[:, p] += np.einsum("rk,kr->r", g, d_prefix[:, i])
+        d += per_row.sum(axis=0)
+        return (per_row[:, inputs] if inputs else None), d[weights]
+
+    return out, pull
 
 
 def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
@@ -69,15 +137,7 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     k, g_count = observables.shape[0], len(settings)
-    images, ops = [], []  # h_j (the image before operation j is applied) and (R_j, {p: dR_j/dp}), forward order
-    h = np.broadcast_to(observables, (g_count,) + observables.shape).copy()
-    for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters)
-        images.append(h)
-        ops.append((op, r, derivatives))
-        h = _apply(h, r, op.qubits, n)
-    images.reverse()
-    ops.reverse()
+    h, images, ops = _images(program, observables, representatives)
     matrices = _light_cone_matrices(ep, h, embed)  # (G, K, 2^k, 2^k): Re E^dagger(O) on the encoded qubits
     table = (matrices.reshape(g_count * k, -1) @ rho.reshape(len(rho), -1).T).reshape(g_count, k, len(rho))
     out = table[group, :, sample].T
@@ -89,13 +149,8 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
             rows = np.flatnonzero(group == gi)
             weighted = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
             full[gi][:, embed[:, None], embed[None, :]] = weighted.reshape(k, len(embed), len(embed))
-        s = matrix_to_pauli_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
-        d_weights = np.zeros(len(program.parameters))
-        for h_j, (op, r, derivatives) in zip(images, ops):
-            for p, dr in derivatives.items():
-                d_weights[p] += float(np.sum(_apply(h_j, dr, op.qubits, n) * s))
-            r_t = r.T if r.ndim == 2 else np.swapaxes(r, -1, -2)
-            s = _apply(s, r_t, op.qubits, n)  # R_j s: the state moves forward
+        s = pauli_to_matrix_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
+        d_weights = _walk(s, images, ops, n, len(program.parameters))
         d_features = None
         if want_features:
             d_features = _feature_pullback(ep, matrices, g, group, samples, sample)
@@ -158,4 +213,4 @@ def statevector_pullback(ep: EncodedProgram, terms: list[dict[str, float]], valu
     return out, pull
 
 
-__all__ = ["Pullback", "heisenberg_pullback", "matrix_to_pauli_adjoint", "statevector_pullback"]
+__all__ = ["Pullback", "heisenberg_pullback", "program_pullback", "statevector_pullback"]
