@@ -18,7 +18,12 @@ said so). A case whose first step has not finished when the budget runs out (plu
 ``IMPORT_GRACE`` seconds for the process's imports) is stopped: the record says so, with the
 peak memory it had reached (``VmHWM`` from /proc).
 
+``--baseline DIR``: a checkout of an earlier qresnet (e.g. ``git worktree add /tmp/base 44087ed``,
+the main this issue was filed against) runs every case too, right after ours, in its own
+process with ``PYTHONPATH=DIR``; the record gets its figures and the ratio baseline / ours.
+
     python benchmarks/head_step.py --json results/head_step.json
+    python benchmarks/head_step.py --classes 4 --baseline /tmp/base --json results/head_step_vs_base.json
 """
 
 from __future__ import annotations
@@ -66,8 +71,12 @@ def run_case(classes: int, spec: str, steps: int, max_seconds: float, seed: int)
 
     from _common import mnist_batch, train_step
     from qresnet.backends import resolve_backend
-    from qresnet.build import build_model, estimated_cost_notes
-    from qresnet.config import TrainConfig
+    try:
+        from qresnet.build import build_model, estimated_cost_notes
+        from qresnet.config import TrainConfig
+    except ImportError:  # a baseline from before the build/config modules (44087ed): the same objects in train
+        from qresnet.train import TrainConfig, build_model
+        estimated_cost_notes = None
 
     config = TrainConfig(dataset="mnist", classes=tuple(range(classes)), per_class=200, layers=2,
                          residual="(X+O1)+O2", head="quantum", backend=spec, epochs=30, batch_size=16, lr=0.01,
@@ -76,12 +85,13 @@ def run_case(classes: int, spec: str, steps: int, max_seconds: float, seed: int)
     images, labels, source = mnist_batch(config.batch_size, seed, classes=classes)
     emit(event="start", data=source, torch_threads=torch.get_num_threads(), rss_before_build_mb=rss_mb())
     start = time.perf_counter()
-    backend = resolve_backend(config.backend, config.backend_options)
+    options = config.backend_options() if callable(config.backend_options) else config.backend_options  # 44087ed: a method
+    backend = resolve_backend(config.backend, options)
     model = build_model(config, backend, (28, 28), classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     train_size = round(config.per_class * classes * (1 - config.test_fraction))
     emit(event="built", seconds=time.perf_counter() - start, at=time.time(),
-         qresnet_estimate=estimated_cost_notes(model, config, train_size))  # what `qresnet train` would warn
+         qresnet_estimate=estimated_cost_notes(model, config, train_size) if estimated_cost_notes else None)
     times: list[float] = []
     while len(times) < 1 + steps:
         expected = median(times[1:]) if len(times) > 1 else (times[0] if times else 0.0)
@@ -99,11 +109,15 @@ def run_case(classes: int, spec: str, steps: int, max_seconds: float, seed: int)
 # the driver: one process per case, its events folded into one record
 # --------------------------------------------------------------------------------------------
 
-def case_record(classes: int, spec: str, args: argparse.Namespace) -> dict:
+def case_record(classes: int, spec: str, args: argparse.Namespace, checkout: str | None = None) -> dict:
+    """One case in a fresh process: this checkout's qresnet, or ``checkout``'s (the baseline) when given."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--case", f"{classes}:{spec}", "--steps", str(args.steps),
            "--max-seconds", str(args.max_seconds), "--seed", str(args.seed)]
+    env = dict(os.environ)
+    root = str(Path(checkout).resolve()) if checkout else str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parent)
+                            cwd=Path(__file__).resolve().parent, env=env)
     stopped_at, peak_at_stop = None, None
     try:
         out, err = proc.communicate(timeout=args.max_seconds + IMPORT_GRACE)
@@ -158,7 +172,7 @@ def describe(r: dict) -> str:
     if "seconds_per_step" in r:
         how = ("one step, the first (includes compilation)" if r["seconds_per_step_is_first_step"] else
                f"median of {len(r['step_seconds']) - 1} after the first, {r['first_step_s']:.2f} s")
-        line = f"{head} {r['seconds_per_step']:8.2f} s/step ({how}); build {r['build_s']:.1f} s;"
+        line = f"{head} {r["seconds_per_step"]:8.3f} s/step ({how}); build {r['build_s']:.1f} s;"
     else:
         line = f"{head} no step finished;"
     line += f" {memory} (after imports {r.get('rss_before_build_mb', 0):.0f} MB)"
@@ -176,6 +190,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="budget per case, from the model build on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--baseline", default=None, help="a checkout of an earlier qresnet to run every case against")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # CLASSES:SPEC, run by the driver
     args = parser.parse_args()
     if args.case:
@@ -186,15 +201,25 @@ def main() -> None:
     load_start = os.getloadavg()
     print(f"quantum-head step, (X+O1)+O2, 2 layers, batch 16 MNIST; budget {args.max_seconds:g} s per case; "
           f"load average {load_start[0]:.2f}")
+    if args.baseline and not (Path(args.baseline) / "qresnet" / "__init__.py").is_file():
+        sys.exit(f"--baseline {args.baseline}: not a qresnet checkout (no qresnet/__init__.py there)")
     cases = []
     for classes in (int(k) for k in args.classes.split(",")):
         for spec in args.backends.split(","):
             cases.append(case_record(classes, spec, args))
             print(describe(cases[-1]), flush=True)
+            if args.baseline:
+                base = case_record(classes, spec, args, args.baseline)
+                cases[-1]["baseline"] = {"checkout": str(Path(args.baseline).resolve()), **base}
+                ours, theirs = cases[-1].get("seconds_per_step"), base.get("seconds_per_step")
+                if ours and theirs:
+                    cases[-1]["baseline_over_ours"] = theirs / ours
+                print("  baseline " + describe(base)
+                      + (f"\n  ratio baseline / ours: {theirs / ours:.1f}x" if ours and theirs else ""), flush=True)
     load_end = os.getloadavg()
     print(f"load average at end {load_end[0]:.2f} (1 min), {load_end[1]:.2f} (5 min)")
     write_json(args.json, {"benchmark": "head_step", "model": "paper-quantum: (X+O1)+O2, 2 layers, quantum head",
-                           "batch": 16, "cases": cases, "load_average_start": list(load_start),
+                           "batch": 16, "baseline": args.baseline, "cases": cases, "load_average_start": list(load_start),
                            "load_average_end": list(load_end)})
 
 

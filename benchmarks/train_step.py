@@ -13,6 +13,11 @@ optimizer step.
 * PennyLane (benchmarks/pennylane_peer.py, when installed: ``pip install .[peers]``):
   ``default.qubit`` with broadcasting and backprop, ``default.mixed`` with the same noise.
 
+* our floor: the same model with each layer's response tensor fixed (``QuanvLayer.fix_response``),
+  so no circuit is evaluated and no quantum gradient computed: what the torch side of our step
+  (patches, response contraction, residuals, head, loss, Adam) costs alone. It bounds what any
+  engine speed-up can give.
+
 Ideal peers are compared with ``aer``, noisy ones with ``aer:fake_torino``: ratio = ours / peer.
 Every contender takes one warm-up step, then ``--rounds`` rounds in which each takes its timed
 steps in turn; figures are medians over all its timed steps. Interleaving spreads the machine's
@@ -46,6 +51,16 @@ def ours(spec: str, images: torch.Tensor, labels: torch.Tensor, steps: int, seed
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     return Contender(f"qresnet {spec}", lambda: train_step(model, opt, images, labels), len(labels), len(labels), steps,
                      info={"backend": spec, "mode": "response"})
+
+
+def floor(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> Contender:
+    """Our model with every layer's response fixed at its initial value: the step's torch work alone."""
+    model = ResQuNN(quanv_layers(resolve_backend("aer"), 2, seed=seed), "O1+O2", (28, 28), 10, seed=seed)
+    for layer in model.layers:
+        layer.fix_response(layer.response().detach())
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    return Contender("qresnet floor (no circuits)", lambda: train_step(model, opt, images, labels), len(labels),
+                     len(labels), steps, info={"backend": "none: fixed response tensors", "mode": "response"})
 
 
 def peers(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[Contender, bool]]:
@@ -97,8 +112,9 @@ def main() -> None:
     print(f"peer noise: {describe_noise(torino_noise())}")
 
     mine = {noisy: ours(spec, images, labels, args.steps, args.seed) for noisy, spec in OURS.items()}
+    bound = floor(images, labels, args.steps, args.seed)
     others = peers(args, images, labels) if args.peers else {}
-    run_rounds([*mine.values(), *(c for c, _ in others.values())], args.rounds)
+    run_rounds([*mine.values(), bound, *(c for c, _ in others.values())], args.rounds)
     load_end = os.getloadavg()
 
     record: dict = {"benchmark": "train_step", "batch": args.batch, "data": source, "torch_threads": args.torch_threads,
@@ -109,6 +125,9 @@ def main() -> None:
     print(f"\n{'contender':26s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
     for c in mine.values():
         print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
+    record["floor"] = {**bound.record(), "images_per_s": bound.images_per_s}
+    print(f"{bound.name:26s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
+          f"(the torch side of our step; ours reach {mine[False].images_per_s / bound.images_per_s:.0%} of it on aer)")
     for key, (c, noisy) in others.items():
         ratio = mine[noisy].images_per_s / c.images_per_s
         record["peers"][key] = {**c.record(), "versus": OURS[noisy], "ratio_ours_over_peer": ratio}

@@ -317,6 +317,7 @@ class EngineGradient(_ValidatedOnce):
         super().__init__(estimator)
         self.calls = 0  # value_and_gradients calls: one per distinct circuit and run (or QNN evaluation)
         self._layouts: dict[int, tuple] = {}
+        self._answers: dict[tuple, tuple] = {}
 
     def qnn_jacobians(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
                       input_gradients: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -328,7 +329,8 @@ class EngineGradient(_ValidatedOnce):
         entry) is skipped. The QNN's circuit, observables and parameter split are read once per QNN."""
         circuit, observables, inputs_at, weights_at = self._layout(qnn)
         rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
-        wanted = (list(qnn.input_params) if input_gradients else []) + list(qnn.weight_params)
+        _, weight_params, both = self._layout(qnn, parameters=True)[4:]
+        wanted = both if input_gradients else weight_params
         self.calls += 1
         values, derivatives = self._estimator.value_and_gradients(circuit, observables, rows, wanted)
         split = len(inputs_at) if input_gradients else 0
@@ -338,8 +340,12 @@ class EngineGradient(_ValidatedOnce):
     def pulls_back(self, qnn: EstimatorQNN) -> bool:
         """Whether :meth:`qnn_pullback` serves ``qnn``: its estimator has reverse-mode derivatives
         (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit and inputs."""
-        return (isinstance(self._estimator, ExactPullbacks)
-                and self._estimator.pulls_back(self._layout(qnn)[0], list(qnn.input_params)))
+        circuit, _, _, _, inputs, _, _ = self._layout(qnn, parameters=True)
+        key = (id(qnn), "pulls back")
+        if key not in self._answers or self._answers[key][0] is not qnn:
+            self._answers[key] = (qnn, isinstance(self._estimator, ExactPullbacks)
+                                  and self._estimator.pulls_back(circuit, inputs))
+        return self._answers[key][1]
 
     def qnn_pullback(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
                      input_gradients: bool) -> tuple[np.ndarray, Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]]:
@@ -348,12 +354,11 @@ class EngineGradient(_ValidatedOnce):
 
         Reverse mode: where :meth:`qnn_jacobians` carries one derivative per weight (a head has dozens),
         this carries the cotangent once; the values are those of the same engine call."""
-        circuit, observables, inputs_at, weights_at = self._layout(qnn)
+        circuit, observables, inputs_at, weights_at, input_params, weight_params, _ = self._layout(qnn, parameters=True)
         rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
         self.calls += 1
-        return self._estimator.value_and_pullback(circuit, observables, rows,
-                                                  list(qnn.input_params) if input_gradients else [],
-                                                  list(qnn.weight_params))
+        return self._estimator.value_and_pullback(circuit, observables, rows, input_params if input_gradients else (),
+                                                  weight_params)
 
     @staticmethod
     def _rows(circuit: QuantumCircuit, inputs_at: list[int], weights_at: list[int], inputs: np.ndarray,
@@ -365,16 +370,19 @@ class EngineGradient(_ValidatedOnce):
         rows[:, weights_at] = weights
         return rows
 
-    def _layout(self, qnn: EstimatorQNN) -> tuple:
-        """(circuit, observables, input columns, weight columns) of ``qnn``, made once per QNN (the circuit
-        and observables are copies the QNN hands out, kept so that the engine compiles them once)."""
+    def _layout(self, qnn: EstimatorQNN, parameters: bool = False) -> tuple:
+        """(circuit, observables, input columns, weight columns[, input, weight, input then weight parameters])
+        of ``qnn``, made once per QNN (the circuit and observables are copies the QNN hands out, kept so that the
+        engine compiles them once; the parameter lists are kept so that the engine looks their columns up once)."""
         entry = self._layouts.get(id(qnn))
         if entry is None or entry[0] is not qnn:
             circuit = qnn.circuit
             index = {p: j for j, p in enumerate(circuit.parameters)}
             entry = self._layouts[id(qnn)] = (qnn, circuit, list(qnn.observables),
-                                              [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params])
-        return entry[1:]
+                                              [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params],
+                                              list(qnn.input_params), list(qnn.weight_params),
+                                              list(qnn.input_params) + list(qnn.weight_params))
+        return entry[1:] if parameters else entry[1:5]
 
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],

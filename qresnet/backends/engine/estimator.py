@@ -133,6 +133,7 @@ class EngineEstimator(BaseEstimatorV2):
         self._cache = _CircuitCache(CACHED_CIRCUITS)
         self._folded: dict[tuple, dict[str, float]] = {}
         self._observable_terms: dict[int, tuple[Any, dict[str, float]]] = {}
+        self._column_lists: dict[int, tuple] = {}  # id(parameter list) -> (list, circuit, its contents, columns)
         self._warned_precision = False
         self.rows_evaluated = 0  # parameter sets x observables, for cost reports
 
@@ -340,11 +341,9 @@ class EngineEstimator(BaseEstimatorV2):
         encoding's features, or parameters of the qubits' product-state prefixes (a filter's encoding)."""
         if self._encoded_circuit(circuit):
             return True
-        columns = self._columns(circuit, list(inputs))
         if len(self._touched(circuit)) > MAX_NOISY_QUBITS:
             return False
-        program = self._program(circuit, ())
-        return not set(columns) & set(program.body_columns)
+        return not set(self._columns(circuit, inputs)) & set(self._program(circuit, ()).body_columns)
 
     def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
                            inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Pullback]:
@@ -393,9 +392,23 @@ class EngineEstimator(BaseEstimatorV2):
         return out.T, pullback
 
     def _columns(self, circuit: QuantumCircuit, parameters: Sequence[Parameter] | None) -> list[int]:
-        """The columns of ``parameters`` in ``circuit.parameters`` (all of them for None)."""
+        """The columns of ``parameters`` in ``circuit.parameters`` (all of them for None).
+
+        Kept per sequence object (a QNN sends the same lists every step; a head has hundreds of features,
+        and hashing Parameters costs more than the step's arithmetic), the object held so that its id is not
+        reused while the entry lives."""
         if parameters is None:
             return list(range(circuit.num_parameters))
+        entry = self._column_lists.get(id(parameters))
+        if (entry is None or entry[0] is not parameters or entry[1] is not circuit or len(entry[2]) != len(parameters)
+                or any(a is not b for a, b in zip(entry[2], parameters))):  # the same list, edited since
+            if len(self._column_lists) >= CACHED_CIRCUITS:
+                self._column_lists.clear()
+            entry = self._column_lists[id(parameters)] = (parameters, circuit, tuple(parameters),
+                                                          self._lookup(circuit, parameters))
+        return entry[3]
+
+    def _lookup(self, circuit: QuantumCircuit, parameters: Sequence[Parameter]) -> list[int]:
         index = self._cache.get(circuit, ("index",), lambda: {p: j for j, p in enumerate(circuit.parameters)})
         missing = [p.name for p in parameters if p not in index]
         if missing:

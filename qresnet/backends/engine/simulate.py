@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from qresnet.backends.engine.program import Program, Step
@@ -30,17 +32,26 @@ def observable_vectors(terms_list: list[dict[str, float]], program: Program) -> 
 def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
     """o (G, K, 4^n) -> o R on ``qubits``; R is (4^k, 4^k) or (G, 4^k, 4^k)."""
     g, k = o.shape[0], o.shape[1]
-    if len(qubits) == 1:  # the qubit's digit in place, at stride 4^q: R^T from the left, no transposes
-        q = qubits[0]
-        t = o.reshape(g, -1, 4, 4**q)
+    low = qubits[0]
+    if all(q == low + i for i, q in enumerate(qubits)):
+        # the op's digits are contiguous, argument 0 least significant, at stride 4^low: R^T from the left
+        t = o.reshape(g, -1, 4 ** len(qubits), 4**low)
         r_t = ptm.T if ptm.ndim == 2 else np.swapaxes(ptm, -1, -2)[:, None]
         return np.matmul(r_t, t).reshape(g, k, 4**n)
-    axes = [2 + (n - 1 - q) for q in reversed(qubits)]  # op index: argument 0 least significant
-    t = o.reshape((g, k) + (4,) * n)
-    t = np.moveaxis(t, axes, range(-len(qubits), 0))
+    forward, backward = _permutations(qubits, n)
+    t = o.reshape((g, k) + (4,) * n).transpose(forward)
     shape = t.shape
     t = t.reshape(g, -1, 4 ** len(qubits)) @ ptm
-    return np.moveaxis(t.reshape(shape), range(-len(qubits), 0), axes).reshape(g, k, 4**n)
+    return t.reshape(shape).transpose(backward).reshape(g, k, 4**n)
+
+
+@cache
+def _permutations(qubits: tuple[int, ...], n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The axis order of a (G, K, 4, ..., 4) image that puts ``qubits``' digits last (argument 0 least
+    significant), and its inverse."""
+    axes = [2 + (n - 1 - q) for q in reversed(qubits)]
+    forward = tuple([a for a in range(2 + n) if a not in axes] + axes)
+    return forward, tuple(np.argsort(forward).tolist())
 
 
 PER_GROUP_LOOP = 64  # up to this many body settings, contract group by group with matmuls
