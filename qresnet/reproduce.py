@@ -16,10 +16,14 @@ interval, and a verdict (reproduced / not reproduced / inconclusive) by the rule
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from qresnet import evidence as ev
 from qresnet.audit import AuditRow, gradient_audit
@@ -28,6 +32,7 @@ from qresnet.comparison_report import Runs, Setting, enrich, write_comparison_re
 from qresnet.data import load_digits_images
 from qresnet.errors import ConfigError
 from qresnet.experiments import SweepConfig, run_sweep
+from qresnet.provenance import environment
 from qresnet.rundir import atomic_write_json, atomic_write_text
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -45,6 +50,7 @@ class ClaimRow:
     backend: str
     result: str
     verdict: str
+    variant: str | None = None  # the variant's name for a variant row
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,11 +79,11 @@ def studies(budget: str = "full", data_dir: str | None = None) -> dict[str, Swee
                                                          "backends": BACKENDS[:1]})}
 
 
-def audits(budget: str) -> dict[str, list[AuditRow]]:
+def audits(budget: str, backends: Sequence[str] = BACKENDS) -> dict[str, list[AuditRow]]:
     """Claims 2 and 6 also read the gradient audit (one batch, every paper configuration of 2 and 3 layers)."""
     images, labels = load_digits_images(4 if budget == "tiny" else 16, seed=0)
     out = {}
-    for backend in BACKENDS:
+    for backend in backends:
         chosen = resolve_backend(backend)
         out[backend] = (gradient_audit(chosen, images, labels, 2, "paper")
                         + gradient_audit(chosen, images, labels, 3, "paper"))
@@ -240,26 +246,163 @@ def noise_changes(rows: Sequence[ClaimRow]) -> list[str]:
             for n, _, _ in CLAIMS if (n, BACKENDS[1]) in by and by[(n, BACKENDS[0])] != by[(n, BACKENDS[1])]]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One targeted change for a claim that did not reproduce: the most likely cause, tested, beside the default."""
+
+    claim: int
+    name: str  # its study directory is variant-<name>
+    change: str  # what changes and why it is the likely cause, in one sentence
+    study: str  # the study it varies
+    overrides: dict[str, Any]  # SweepConfig fields that differ from that study's
+
+    def sweep(self, plan: dict[str, SweepConfig]) -> SweepConfig:
+        return dataclasses.replace(plan[self.study], **self.overrides)
+
+
+VARIANTS: tuple[Variant, ...] = ()
+
+
+def variants_needed(claims: Sequence[ClaimRow], variants: Sequence[Variant] = ()) -> list[Variant]:
+    """The variants whose claim is not reproduced on some backend, in order."""
+    failed = {r.number for r in claims if r.verdict == NOT_REPRODUCED and r.variant is None}
+    return [v for v in variants if v.claim in failed]
+
+
+def noisy_minus_ideal(results: dict[str, Runs]) -> list[str]:
+    """Claim 8, configuration by configuration: aer:fake_torino - aer, paired by seed, for every study that has both."""
+    lines = []
+    for name, runs in results.items():
+        for head in dict.fromkeys(s.head for s in runs.settings):
+            ideal, noisy = Setting(BACKENDS[0], head), Setting(BACKENDS[1], head)
+            for config in runs.configs:
+                for frozen in (False, True):
+                    d = runs.difference((noisy, config, frozen), (ideal, config, frozen))
+                    if d is not None:
+                        lines.append(f"| {name} | {head} | {config} | {'frozen' if frozen else 'trainable'} | "
+                                     f"{d.describe()} |")
+    return lines
+
+
+def _figures(results: dict[str, Runs], out: Path) -> list[str]:
+    """reproduction_claims.png: the paired differences behind claims 1, 3, 4 and 5 per backend;
+    reproduction_reach.png: claim 7, each three-layer configuration's mean gain over its frozen benchmark
+    against the layers the gradient reaches. Returns the names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qresnet.figures import save_figure
+
+    pairs = [("1", "single", "linear", ("none", False), ("none", True)),
+             ("3", "paper", "linear", ("O1+O2", False), ("X+O1", False)),
+             ("3", "paper", "linear", ("O1+O2", False), ("O1+O2", True)),
+             ("4", "paper", "linear", ("X+O2", False), ("X+O2", True)),
+             ("4", "paper", "linear", ("(X+O1)+O2", False), ("(X+O1)+O2", True)),
+             *[("5", "paper-quantum", "quantum", (c, False), (c, True)) for c in ("none", "X+O1", "X+O2", "O1+O2", "(X+O1)+O2")]]
+    written = []
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(pairs) + 1.5))
+    labels = []
+    for i, (claim, study, head, a, b) in enumerate(pairs):
+        labels.append(f"claim {claim}: {a[0]}{' frozen' if a[1] else ''} - {b[0]}{' frozen' if b[1] else ''}"
+                      + (" (quantum head)" if head == "quantum" else ""))
+        for j, backend in enumerate(BACKENDS):
+            runs = results.get(study)
+            d = runs.difference((Setting(backend, head), *a), (Setting(backend, head), *b)) if runs else None
+            if d is None:
+                continue
+            y = i + (j - 0.5) * 0.3
+            err = None if d.low is None else [[d.mean - d.low], [d.high - d.mean]]
+            ax.errorbar(d.mean, y, xerr=err, fmt="o", color=f"C{j}", label=backend if i == 0 else None, capsize=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.axvspan(-ev.MARGIN, ev.MARGIN, color="grey", alpha=0.12, label=f"+-{ev.MARGIN:g}")
+    ax.set_yticks(range(len(pairs)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference in final test accuracy (mean over seeds, 95% interval)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, out / "reproduction_claims.png")
+    written.append("reproduction_claims.png")
+    three = results.get("three")
+    if three is not None and three.rows:
+        s = Setting(BACKENDS[0], "linear")
+        points = [(sum(three.get(s, c, False)[0]["predicted_reach"]), three.difference((s, c, False), (s, c, True)))
+                  for c in three.configs if three.get(s, c, False)]
+        points = [(x, d) for x, d in points if d is not None]
+        if points:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            rng = np.random.default_rng(0)
+            xs = np.array([x for x, _ in points], dtype=float)
+            ax.scatter(xs + rng.uniform(-0.12, 0.12, len(xs)), [d.mean for _, d in points], s=14, alpha=0.7)
+            if len(set(xs)) > 1 and len(points) >= 3:
+                trend = ev.slope(xs, [d.mean for _, d in points])
+                grid = np.array([xs.min(), xs.max()])
+                intercept = np.mean([d.mean for _, d in points]) - trend.mean * xs.mean()
+                ax.plot(grid, intercept + trend.mean * grid, color="C1", label=f"slope {trend.describe()}")
+                ax.legend(fontsize=8)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_xticks(sorted(set(int(x) for x in xs)))
+            ax.set_xlabel("layers the gradient reaches (the reach rule)")
+            ax.set_ylabel("trainable - frozen (mean over seeds)")
+            ax.set_title("claim 7: every three-layer configuration, linear head, aer", fontsize=9)
+            fig.tight_layout()
+            save_figure(fig, out / "reproduction_reach.png")
+            written.append("reproduction_reach.png")
+    return written
+
+
 def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None = None, jobs: int = 1,
-                     executor: str = "processes", ray_address: str | None = None, progress: bool = True) -> Path:
-    """Every study (resumable), the audits, the claims; writes ``reproduction.md`` and ``claims.json``."""
+                     executor: str = "processes", ray_address: str | None = None, progress: bool = True,
+                     plan: dict[str, SweepConfig] | None = None, variants: Sequence[Variant] | None = None) -> Path:
+    """Every study (resumable), the audits, the claims, the variants of claims that did not reproduce; writes
+    ``reproduction.md``, its figures and ``claims.json``. ``plan`` replaces :func:`studies` (tests: a tiny plan)."""
     out = Path(out)
+    plan = studies(budget, data_dir) if plan is None else plan
+    variants = VARIANTS if variants is None else variants
+    began = time.perf_counter()
     results: dict[str, Runs] = {}
-    for name, sweep in studies(budget, data_dir).items():
+
+    def study(name: str, sweep: SweepConfig) -> Runs:
         rows = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
         write_comparison_report([dict(r) for r in rows], out / name, sweep.to_dict())
-        results[name] = Runs(enrich(rows, out / name))
-    audit = audits(budget)
+        return Runs(enrich(rows, out / name))
+
+    for name, sweep in plan.items():
+        results[name] = study(name, sweep)
+    audit = audits(budget, tuple(dict.fromkeys(str(b) for sweep in plan.values() for b in sweep.backends)))
     claims = decide(results, audit)
+    variant_rows = []
+    for variant in variants_needed(claims, variants):
+        varied = {**results, variant.study: study(f"variant-{variant.name}", variant.sweep(plan))}
+        variant_rows += [dataclasses.replace(r, variant=variant.name, test=f"{r.test}; variant: {variant.change}")
+                         for r in decide(varied, audit) if r.number == variant.claim]
     changes = noise_changes(claims)
-    atomic_write_json(out / "claims.json", {"budget": budget, "rules": ev.RULES, "claims": [r.to_dict() for r in claims],
-                                            "noise_changes_verdicts": changes})
+    figures = _figures(results, out)
+    seconds = time.perf_counter() - began
+    atomic_write_json(out / "claims.json", {
+        "budget": budget, "rules": ev.RULES, "claims": [r.to_dict() for r in claims],
+        "variants": [r.to_dict() for r in variant_rows], "noise_changes_verdicts": changes,
+        "studies": {name: sweep.to_dict() for name, sweep in plan.items()},
+        "seconds_this_invocation": seconds, "environment": environment()})
     lines = [f"# Reproduction of the ResQuNN claims (budget `{budget}`)", "", ev.RULES, "",
              "| claim | test | backend | result | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {r.number}. {r.claim} | {r.test} | {r.backend} | {r.result} | **{r.verdict}** |" for r in claims]
+    if variant_rows:
+        lines += ["", "## Variants of the claims that did not reproduce", "",
+                  "Each is one targeted change, beside the default (which stays the claim's verdict).", "",
+                  "| claim | variant | backend | result | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {r.number} | {r.variant}: {next(v.change for v in variants if v.name == r.variant)} | "
+                  f"{r.backend} | {r.result} | **{r.verdict}** |" for r in variant_rows]
     lines += ["", "## Does device noise change a verdict? (claim 8)", "",
               *(f"- {c}" for c in changes or ["no: every claim has the same verdict on both backends"]), "",
-              "## Studies", "", *(f"- [{name}]({name}/report.md)" for name in results), ""]
+              "Noisy minus ideal, configuration by configuration (aer:fake_torino - aer, paired by seed):", "",
+              "| study | head | configuration | runs | noisy - ideal |", "|---|---|---|---|---|",
+              *noisy_minus_ideal(results), "",
+              "## Figures", "", *(f"![{f}]({f})" for f in figures), "",
+              "## Studies", "", *(f"- [{name}]({name}/report.md): {len(results[name].rows)} runs" for name in results),
+              *(f"- [variant-{v.name}](variant-{v.name}/report.md)" for v in variants_needed(claims, variants)), "",
+              f"This invocation took {seconds:.0f} s (runs a study already held are reused, not repeated).", ""]
     report = out / "reproduction.md"
     atomic_write_text(report, "\n".join(lines))
     return report

@@ -493,3 +493,23 @@ def test_the_head_trains_by_pullback_not_by_jacobians(monkeypatch, rng):
     np.testing.assert_allclose(x.grad.numpy(), np.einsum("rk,rki->ri", g.numpy(), jacobian[:, :, :49]), atol=1e-12)
     np.testing.assert_allclose(head.connector.weight.grad.numpy(), np.einsum("rk,rkw->w", g.numpy(), jacobian[:, :, 49:]),
                                atol=1e-12)
+
+
+def test_a_cone_too_wide_to_keep_its_images_pulls_back_by_forward_mode(monkeypatch, rng):
+    """Past MAX_PULLBACK_BYTES (a 10-class noisy head) the pullback contracts forward-mode Jacobians: the same numbers."""
+    import qresnet.backends.engine.estimator as engine_estimator
+
+    backend = resolve_backend("aer:fake_manila")
+    template = quantum_head(5, 3, encoding="state", num_features=25)
+    transpiled = backend.transpile(template)
+    qnn = make_qnn(template, backend.estimator(), transpiled.circuit, transpiled.observables, input_gradients=True)
+    x, w = rng.normal(size=(4, 25)), rng.uniform(-3, 3, qnn.num_weights)
+    values, pullback = qnn.gradient.qnn_pullback(qnn, x, w, True)
+    g = rng.normal(size=values.shape)
+    reverse = pullback(g)
+    monkeypatch.setattr(engine_estimator, "MAX_PULLBACK_BYTES", 0)
+    values_forward, pullback_forward = qnn.gradient.qnn_pullback(qnn, x, w, True)
+    forward = pullback_forward(g)
+    np.testing.assert_allclose(values_forward, values, atol=1e-12, rtol=0)
+    for a, b in zip(forward, reverse):
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)

@@ -96,3 +96,62 @@ def test_three_layers_from_the_audit_and_noise_changes():
     one = {r.backend: r.verdict for r in claims if r.number == 1}
     assert one == {"aer": REPRODUCED, "aer:fake_torino": NOT_REPRODUCED}
     assert noise_changes(claims) == ["claim 1: reproduced on aer, not reproduced on aer:fake_torino"]
+
+
+def _tiny_plan() -> dict:
+    from qresnet.experiments import SweepConfig
+
+    common = dict(dataset="digits", classes=(0, 1), per_class=6, epochs=2, batch_size=4, seeds=(0, 1), backends=("aer",),
+                  lr=0.05)
+    return {"single": SweepConfig.from_preset("single", **common),
+            "paper": SweepConfig.from_preset("paper", **{**common, "configs": ("none", "O1+O2")})}
+
+
+def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Interrupted in its second study (after one run), then run again: the claims and every study's results
+    are those of an uninterrupted reproduction, timings and reuse marks aside."""
+    import json
+
+    import qresnet.experiments as experiments
+    from qresnet.reproduce import run_reproduction
+
+    variants = ()
+    whole = run_reproduction(tmp_path / "whole", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+    real, calls = experiments._run_one, []
+
+    def dies_in_the_second_study(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 5:  # the single study's 4 runs, then one run of the paper study
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "_run_one", dies_in_the_second_study)
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+    monkeypatch.setattr(experiments, "_run_one", real)
+    assert not (tmp_path / "parts" / "claims.json").exists()
+    again = run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+    mine, theirs = (json.loads((p.parent / "claims.json").read_text()) for p in (again, whole))
+    assert mine["claims"] == theirs["claims"] and mine["claims"][0]["result"].startswith("trainable - frozen +")
+    skip = {"wall_time_s", "sweep_wall_time_s", "reused", "parameter_sets_evaluated_this_session", "steps_this_session",
+            "metrics"}
+    for study in ("single", "paper"):
+        a, b = (json.loads((tmp_path / d / study / "results.json").read_text())["results"] for d in ("parts", "whole"))
+        assert [{k: v for k, v in r.items() if k not in skip} for r in a] == \
+               [{k: v for k, v in r.items() if k not in skip} for r in b]
+        assert [[{k: v for k, v in m.items() if k != "seconds"} for m in r["metrics"]] for r in a] == \
+               [[{k: v for k, v in m.items() if k != "seconds"} for m in r["metrics"]] for r in b]
+
+
+def test_variants_run_only_for_claims_that_did_not_reproduce():
+    from qresnet.experiments import SweepConfig
+    from qresnet.reproduce import ClaimRow, Variant, variants_needed
+
+    lr = Variant(3, "lr", "a larger learning rate", "paper", {"lr": 0.05})
+    scale = Variant(5, "scale", "a larger head scale", "paper-quantum", {"epochs": 2})
+    claims = [ClaimRow(3, "c", "t", "aer", "r", NOT_REPRODUCED), ClaimRow(3, "c", "t", "aer:fake_torino", "r", REPRODUCED),
+              ClaimRow(5, "c", "t", "aer", "r", INCONCLUSIVE)]
+    assert variants_needed(claims, (lr, scale)) == [lr]
+    assert variants_needed([ClaimRow(3, "c", "t", "aer", "r", NOT_REPRODUCED, variant="lr")], (lr,)) == []
+    sweep = lr.sweep({"paper": SweepConfig.from_preset("paper", seeds=(0, 1, 2))})
+    assert sweep.lr == 0.05 and sweep.seeds == (0, 1, 2) and sweep.preset == "paper"

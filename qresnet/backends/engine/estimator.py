@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 MAX_NOISY_QUBITS = 10
 MAX_IDEAL_QUBITS = 20
 HEISENBERG_IDEAL_QUBITS = 6  # ideal circuits up to this width take the Heisenberg route too
+MAX_PULLBACK_BYTES = 1 << 30  # reverse mode keeps one image per operation; past this, forward mode (chunked)
 
 
 T = TypeVar("T")
@@ -381,6 +382,17 @@ class EngineEstimator(BaseEstimatorV2):
             raise EngineUnsupportedError("value_and_pullback of an encoded circuit takes its features as the inputs "
                                          "and parameters after the encoding as the weights")
         program_at = {int(c): j for j, c in enumerate(ep.body_columns)}
+        kept = len(ep.program.body) * len(terms) * 4**ep.program.num_qubits * 8  # the images reverse mode keeps
+        if route is heisenberg_pullback and kept > MAX_PULLBACK_BYTES:
+            # a wide noisy cone (a 10-class noisy head): forward-mode tangents, chunked, instead of every image
+            out, grads = encoded_value_gradients(ep, terms, values, frozenset(input_columns) | frozenset(weight_columns))
+
+            def contracted(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+                g = np.asarray(g, dtype=float).reshape(len(values), len(terms))
+                d_inputs = np.einsum("rk,krp->rp", g, grads[:, :, input_columns]) if input_columns else None
+                return d_inputs, np.einsum("rk,krp->p", g, grads[:, :, weight_columns])
+
+            return out.T, contracted
         out, pull = route(ep, terms, values, bool(input_columns))
         features = [feature_at[c] for c in input_columns]
 
