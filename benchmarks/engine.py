@@ -11,7 +11,9 @@ The gradient section (on by default; ``--no-gradient`` skips it) times the deriv
 design points by the 16 weights (1296 derivatives, what a response-mode layer's backward asks
 for), by the engine's exact gradient (``EngineGradient``), by parameter shift on the engine and
 by parameter shift on Aer (``BatchedParamShiftGradient``, 81 x 33 rows in one PUB), in the same
-run, with their agreement.
+run, with their agreement; and reverse mode (``value_and_pullback``, then the pullback of one
+cotangent: the 16 weight derivatives of a loss, what the training step now asks for), checked
+against the cotangent times the exact Jacobian.
 
     python benchmarks/engine.py --json results/engine.json
 """
@@ -54,7 +56,15 @@ def gradient_record(template, tt, engine, aer, seed: int, repeats: int) -> dict:
     values = {"exact": run(exact), "shift_engine": run(shift_engine)}  # warm-up: compile once
     # the ability itself, as a training step calls it (one call per layer: values and derivatives)
     direct = lambda: engine.value_and_gradients(tt.circuit, [tt.observables[0]], rows, weights)  # noqa: E731
-    seconds = {"exact_direct": median(time_calls(direct, repeats)),
+    g = np.random.default_rng(seed).normal(size=(n, 1))
+
+    def reverse() -> np.ndarray:
+        _, pullback = engine.value_and_pullback(tt.circuit, [tt.observables[0]], rows, (), weights)
+        return pullback(g)[1]
+
+    vjp = np.einsum("rk,rkw->w", g, direct()[1])
+    seconds = {"pullback": median(time_calls(reverse, repeats)),
+               "exact_direct": median(time_calls(direct, repeats)),
                "exact": median(time_calls(lambda: run(exact), repeats)),
                "shift_engine": median(time_calls(lambda: run(shift_engine), repeats)),
                "shift_aer": time_calls(lambda: values.__setitem__("shift_aer", run(shift_aer)), 1)[0]}
@@ -64,6 +74,8 @@ def gradient_record(template, tt, engine, aer, seed: int, repeats: int) -> dict:
               "exact_vs_shift_engine": seconds["shift_engine"] / seconds["exact"],
               "exact_direct_vs_shift_engine": seconds["shift_engine"] / seconds["exact_direct"],
               "exact_vs_shift_aer": seconds["shift_aer"] / seconds["exact"],
+              "jacobian_over_pullback_seconds": seconds["exact_direct"] / seconds["pullback"],
+              "max_abs_diff_pullback_vs_jacobian": float(np.abs(reverse() - vjp).max()),
               "max_abs_diff_exact_shift_engine": float(np.abs(values["exact"] - values["shift_engine"]).max()),
               "max_abs_diff_exact_shift_aer": float(np.abs(values["exact"] - values["shift_aer"]).max())}
     return record
@@ -110,6 +122,9 @@ def main() -> None:
                   f"({g['shift_aer_derivatives_per_s']:8,.0f}/s); exact/shift-engine {g['exact_vs_shift_engine']:5.1f}x, "
                   f"exact/shift-Aer {g['exact_vs_shift_aer']:6.0f}x; max |exact - shift| engine "
                   f"{g['max_abs_diff_exact_shift_engine']:.1e}, Aer {g['max_abs_diff_exact_shift_aer']:.1e}")
+            print(f"{spec:18s} reverse mode (values + one pullback, 16 weight derivatives of a loss) "
+                  f"{g['pullback_s'] * 1e3:6.2f} ms; Jacobian / pullback time {g['jacobian_over_pullback_seconds']:4.1f}x; "
+                  f"max |pullback - g . Jacobian| {g['max_abs_diff_pullback_vs_jacobian']:.1e}")
     write_json(args.json, record)
 
 
