@@ -6,11 +6,13 @@ needs neither. Here results stay float64 (so exact simulation is checkable to 1e
 backward asks the QNN only for the gradients autograd needs, and the last forward and
 backward are memoised per (inputs, weights): the design points of a filter are the same every
 call, so repeated evaluations at unchanged weights (evaluation, audits) cost nothing. With the
-engine's exact gradient (:class:`~qresnet.qnn.gradient.EngineGradient`), a forward that autograd
-will differentiate gets the values and the derivatives from one engine call, so its backward
-costs nothing more; for a quantum head (dozens of weights behind an amplitude encoding) it gets
-the values and a pullback instead, and the backward is one reverse sweep with autograd's
-cotangent, not a Jacobian per weight.
+engine's exact gradient (:class:`~qresnet.qnn.gradient.EngineGradient`), every call the engine's
+reverse mode takes (filters, quantum heads) goes to it directly: the values, and, when autograd
+will differentiate, a pullback that the backward calls once with autograd's cotangent (not a
+Jacobian per weight: a head has 40 weights), and without gradients the exact values alone;
+EstimatorQNN's per-call plumbing (binding every parameter by name) is skipped, training and
+evaluation alike. Other exact cases get the values and the Jacobians from one engine call, so
+their backward costs nothing more.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class _Memo:
         self.key: bytes | None = None
         self.forward: np.ndarray | None = None
         self.backward: tuple[np.ndarray | None, np.ndarray | None] | None = None
-        # how forward was computed: "values" (qnn.forward), "jacobians" (EngineGradient.qnn_jacobians) or
-        # "pullback" (EngineGradient.qnn_pullback, whose pullback the autograd context keeps)
+        # how forward was computed: "values" (qnn.forward), "engine values" (EngineGradient.qnn_values),
+        # "jacobians" (EngineGradient.qnn_jacobians) or "pullback" (EngineGradient.qnn_pullback, whose pullback
+        # the autograd context keeps)
         self.kind = "values"
 
     def lookup(self, inputs: np.ndarray, weights: np.ndarray) -> bytes:
@@ -57,18 +60,23 @@ class _QNNFunction(torch.autograd.Function):
         need_input = grad_enabled and ctx.needs_input_grad[0] and qnn.input_gradients
         need_weights = grad_enabled and ctx.needs_input_grad[1]
         gradient = getattr(qnn, "gradient", None)
-        kind = "values"
-        if (need_input or need_weights) and isinstance(gradient, EngineGradient):
-            kind = "pullback" if gradient.pulls_back(qnn) else "jacobians"
+        engine = isinstance(gradient, EngineGradient)
+        need = need_input or need_weights
+        # the engine serves every call directly (EstimatorQNN's per-call binding of every parameter by name is
+        # skipped): reverse mode where autograd will differentiate and it can, exact values without gradients
+        kind = ("values" if not engine else "engine values" if not need
+                else "pullback" if gradient.pulls_back(qnn) else "jacobians")
         # each kind of call keeps to one computation of the values (they agree to rounding, not bit for bit),
         # so that a run's numbers do not depend on what was memoised before (a resumed run equals a whole one)
         ctx.pullback = None
         if memo.forward is not None and (memo.kind != kind or kind == "pullback"):
             memo.forward = memo.backward = None
-        if memo.forward is None and kind == "pullback":
-            # the values now, the derivatives from autograd's cotangent in backward: a training step needs both
+        if kind == "pullback":
+            # the values now, the derivatives from autograd's cotangent in backward
             memo.forward, ctx.pullback = gradient.qnn_pullback(qnn, x, w, need_input)
             ctx.pullback_inputs = need_input
+        elif memo.forward is None and kind == "engine values":
+            memo.forward = gradient.qnn_values(qnn, x, w)
         elif memo.forward is None and kind == "jacobians":
             # exact gradients come with the values in one engine call: a training step needs both
             memo.forward, input_grad, weight_grad = gradient.qnn_jacobians(qnn, x, w, need_input)

@@ -41,7 +41,7 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactPullbacks, ExactStatePreparation, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
-from qresnet.errors import CapabilityError
+from qresnet.errors import CapabilityError, EngineUnsupportedError
 
 ENCODING = "amplitude_encoding"  # the head's exact state preparation: its features are not shifted
 
@@ -346,6 +346,17 @@ class EngineGradient(_ValidatedOnce):
             self._answers[key] = (qnn, isinstance(self._estimator, ExactPullbacks)
                                   and self._estimator.pulls_back(circuit, inputs))
         return self._answers[key][1]
+
+    def qnn_values(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``qnn.forward`` (N, K) straight from the engine's exact values (no PUB: EstimatorQNN binds every
+        parameter by name on each call, which costs more than a quantum head's arithmetic); a circuit too wide
+        for the engine goes through ``qnn.forward``, so the estimator's fallback takes it."""
+        circuit, observables, inputs_at, weights_at = self._layout(qnn)
+        try:
+            return self._estimator.exact_values(circuit, observables,
+                                                self._rows(circuit, inputs_at, weights_at, inputs, weights))
+        except EngineUnsupportedError:
+            return np.asarray(qnn.forward(inputs, weights), dtype=float)
 
     def qnn_pullback(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
                      input_gradients: bool) -> tuple[np.ndarray, Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]]:

@@ -177,43 +177,50 @@ class EngineEstimator(BaseEstimatorV2):
         return self._folded[key]
 
     def _run_pub(self, pub: EstimatorPub, position: int) -> PubResult:
-        circuit = pub.circuit
-        shots = self._shots_for(pub.precision)
         layout = _layout(pub)
-        values = layout.values
-        support = _support(layout.terms)
+        found = self._route(pub.circuit, layout.values, _support(layout.terms))
+        if found is None:
+            touched = self._touched(pub.circuit) | _support(layout.terms)
+            return self._fall_back(pub, len(touched), self.noise_model is not None)
+        exact, route, width = found
+        return self._finish(pub, layout, exact, self._shots_for(pub.precision), position, route, width)
+
+    def _route(self, circuit: QuantumCircuit, values: np.ndarray, support: set[int]
+               ) -> tuple[Callable[[list[dict[str, float]]], np.ndarray], str, int] | None:
+        """(exact values (K, R) of {label: coeff} observables at ``values``, the route's name, its width), or
+        None when the circuit is too wide for the engine (a fallback's job)."""
         if self._encoded_circuit(circuit):
             wide = self._encoded_statevector(circuit, support)
             if wide is not None:
-                def exact(term_list: list[dict[str, float]]) -> np.ndarray:
-                    return statevector_values(wide, term_list, values)
-
-                return self._finish(pub, layout, exact, shots, position, "state-preparation-statevector",
-                                    wide.program.num_qubits)
+                return (lambda terms: statevector_values(wide, terms, values)), "state-preparation-statevector", \
+                    wide.program.num_qubits
             encoded = self._encoded(circuit, support)
-
-            def exact(term_list: list[dict[str, float]]) -> np.ndarray:
-                return encoded_values(encoded, term_list, values)
-
-            return self._finish(pub, layout, exact, shots, position, "state-preparation", encoded.program.num_qubits)
+            return (lambda terms: encoded_values(encoded, terms, values)), "state-preparation", encoded.program.num_qubits
         touched = self._touched(circuit)
-        extra = tuple(sorted(support - touched))
-        width = len(touched | support)
         noisy = self.noise_model is not None
-        if width > (MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS):
-            return self._fall_back(pub, width, noisy)
-        program = self._program(circuit, extra)
+        if len(touched | support) > (MAX_NOISY_QUBITS if noisy else MAX_IDEAL_QUBITS):
+            return None
+        program = self._program(circuit, tuple(sorted(support - touched)))
         grouping = group_rows(values[:, program.body_columns])
-        route = "heisenberg"
         if not noisy and (program.num_qubits > HEISENBERG_IDEAL_QUBITS or len(grouping[0]) > PER_GROUP_LOOP):
-            route = "statevector"  # ideal with many body settings: a statevector per row is cheaper
+            # ideal with many body settings: a statevector per row is cheaper
+            return (lambda terms: statevector(program, terms, values)), "statevector", program.num_qubits
+        return ((lambda terms: heisenberg(program, observable_vectors(terms, program), values, grouping)), "heisenberg",
+                program.num_qubits)
 
-        def exact(term_list: list[dict[str, float]]) -> np.ndarray:
-            if route == "heisenberg":
-                return heisenberg(program, observable_vectors(term_list, program), values, grouping)
-            return statevector(program, term_list, values)
-
-        return self._finish(pub, layout, exact, shots, position, route, program.num_qubits)
+    def exact_values(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray) -> np.ndarray:
+        """(R, K) exact values, as :meth:`run` computes them at precision 0 (noise model and readout included),
+        without a PUB: for callers that evaluate the same circuit every step (a QNN's forward pass)."""
+        terms = self._terms(observables)
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if values.shape[1] != circuit.num_parameters:
+            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        found = self._route(circuit, values, _support(terms))
+        if found is None:
+            raise EngineUnsupportedError(f"circuit {circuit.name!r} is too wide for the engine; run it as a PUB "
+                                         "(the fallback estimator takes it)")
+        self.rows_evaluated += len(values) * len(terms)
+        return found[0](terms).T
 
     def _finish(self, pub: EstimatorPub, layout: _PubLayout, exact: Callable[[list[dict[str, float]]], np.ndarray],
                 shots: int | None, position: int, route: str, width: int) -> PubResult:
