@@ -311,14 +311,23 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
                     fail(i, str(exc))
         else:
             context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
-                                     initargs=(os.getpid(),)) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                                       initargs=(os.getpid(),))
+            try:
                 futures = {pool.submit(_run_one, plan[i].config, str(plan[i].directory(out))): i for i in todo}
                 for future in as_completed(futures):
                     try:
                         record(futures[future], future.result())
                     except QresnetError as exc:
                         fail(futures[future], str(exc))
+            except KeyboardInterrupt:
+                # stop now: the queued runs are dropped (leaving the pool would wait for every one of them);
+                # finished runs and the finished epochs of running ones are kept, and the same sweep resumes
+                pool.shutdown(wait=False, cancel_futures=True)
+                print(f"\ninterrupted: {sum(r is not None for r in rows)} of {len(plan)} runs are finished in {out}; "
+                      "run the same command again to resume", file=sys.stderr)
+                raise
+            pool.shutdown()
     finally:
         bar.close()
     wall = time.perf_counter() - began

@@ -210,6 +210,31 @@ def test_sigkilled_sweep_leaves_no_worker_behind(tmp_path):
             sweep.kill()
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_an_interrupted_sweep_stops_without_running_its_queue_and_resumes(tmp_path):
+    """SIGINT to `compare --jobs 2` (Ctrl-C, or kill -INT to the sweep alone): it stops after the runs in
+    progress, says how many are finished, and the same command finishes the rest."""
+    out = tmp_path / "C"
+    argv = [sys.executable, "-m", "qresnet.cli", "compare", "--seeds", "0-2", "--configs", "none;O1+O2", "--backends",
+            "aer", "--classes", "0,1", "--per-class", "8", "--epochs", "2", "--jobs", "2", "--out", str(out)]
+    sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("runs/aer/*/summary.json")):  # a first run has finished
+            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended or never finished a run"
+            time.sleep(0.1)
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 130 and "runs are finished in" in err and "run the same command again" in err
+    finished = len(list(out.glob("runs/aer/*/summary.json")))
+    assert 1 <= finished < 12  # the queue was not run
+    assert subprocess.run(argv, cwd=tmp_path, capture_output=True).returncode == 0
+    assert len(list(out.glob("runs/aer/*/summary.json"))) == 12
+
+
 # --- 5. storage: a damaged newest checkpoint, a full disk -------------------------------------------------------
 
 def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
