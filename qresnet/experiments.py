@@ -313,6 +313,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
             context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
                                        initargs=(os.getpid(),))
+            futures: dict = {}
             try:
                 futures = {pool.submit(_run_one, plan[i].config, str(plan[i].directory(out))): i for i in todo}
                 for future in as_completed(futures):
@@ -322,7 +323,11 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
                         fail(futures[future], str(exc))
             except KeyboardInterrupt:
                 # stop now: the queued runs are dropped (leaving the pool would wait for every one of them);
-                # finished runs and the finished epochs of running ones are kept, and the same sweep resumes
+                # finished runs and the finished epochs of running ones are kept, and the same sweep resumes.
+                # Each future is cancelled here: the pool's own cancel_futures is lost if the executor is
+                # collected before its manager thread wakes
+                for future in futures:
+                    future.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
                 print(f"\ninterrupted: {sum(r is not None for r in rows)} of {len(plan)} runs are finished in {out}; "
                       "run the same command again to resume", file=sys.stderr)
