@@ -19,6 +19,7 @@ change each, in ``OUT/variant-<name>/``) and reported as variant rows beside the
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -299,6 +300,12 @@ def noisy_minus_ideal(results: dict[str, Runs]) -> list[str]:
     return lines
 
 
+def _excludes_zero(row: str) -> bool:
+    """Whether a noisy-minus-ideal table row's interval [low, high] lies on one side of 0."""
+    found = re.search(r"\[([+-][0-9.]+), ([+-][0-9.]+)\]", row)
+    return found is not None and (float(found.group(1)) > 0 or float(found.group(2)) < 0)
+
+
 def _figures(results: dict[str, Runs], out: Path) -> list[str]:
     """reproduction_claims.png: the paired differences behind claims 1, 3, 4 and 5 per backend;
     reproduction_reach.png: claim 7, each three-layer configuration's mean gain over its frozen benchmark
@@ -401,19 +408,26 @@ def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None
         "studies": {name: sweep.to_dict() for name, sweep in plan.items()},
         "seconds_this_invocation": seconds, "environment": environment()})
     lines = [f"# Reproduction of the ResQuNN claims (budget `{budget}`)", "", ev.RULES, "",
-             "| claim | test | backend | result | verdict |", "|---|---|---|---|---|"]
-    lines += [f"| {r.number}. {r.claim} | {r.test} | {r.backend} | {r.result} | **{r.verdict}** |" for r in claims]
-    if variant_rows:
-        lines += ["", "## Variants of the claims that did not reproduce", "",
-                  "Each is one targeted change, beside the default (which stays the claim's verdict).", "",
-                  "| claim | variant | backend | result | verdict |", "|---|---|---|---|---|"]
-        lines += [f"| {r.number} | {r.variant}: {next(v.change for v in variants if v.name == r.variant)} | "
-                  f"{r.backend} | {r.result} | **{r.verdict}** |" for r in variant_rows]
-    lines += ["", "## Does device noise change a verdict? (claim 8)", "",
-              *(f"- {c}" for c in changes or ["no: every claim has the same verdict on both backends"]), "",
-              "Noisy minus ideal, configuration by configuration (aer:fake_torino - aer, paired by seed):", "",
-              "| study | head | configuration | runs | noisy - ideal |", "|---|---|---|---|---|",
-              *noisy_minus_ideal(results), "",
+             "| claim | " + " | ".join(BACKENDS) + " |", "|---|" + "---|" * len(BACKENDS)]
+    by = {(r.number, r.backend): r for r in claims}
+    lines += [f"| {n}. {claim} | " + " | ".join(f"**{by[(n, b)].verdict}**" if (n, b) in by else "not tested"
+                                                 for b in BACKENDS) + " |" for n, claim, _ in CLAIMS]
+    lines += [f"| 8. Device noise changes a verdict. | {'yes: ' + '; '.join(changes) if changes else 'no'} |"
+              + " |" * (len(BACKENDS) - 1), ""]
+    for n, claim, test in CLAIMS:
+        lines += [f"### Claim {n}", "", claim, "", f"Test: {test}.", "", "| backend | result | verdict |", "|---|---|---|"]
+        lines += [f"| {r.backend} | {r.result} | **{r.verdict}** |" for r in claims if r.number == n]
+        for v in [v for v in variants if any(r.variant == v.name and r.number == n for r in variant_rows)]:
+            lines += ["", f"Variant `{v.name}`: {v.change}.", "", "| backend | result | verdict |", "|---|---|---|"]
+            lines += [f"| {r.backend} | {r.result} | **{r.verdict}** |" for r in variant_rows if r.variant == v.name]
+        lines.append("")
+    differences = noisy_minus_ideal(results)
+    outside = [d for d in differences if _excludes_zero(d)]
+    lines += ["### Claim 8: noisy minus ideal", "",
+              *(f"- verdict changed: {c}" for c in changes or ["no claim has a different verdict on the two backends"]),
+              f"- configuration by configuration (aer:fake_torino - aer, paired by seed): {len(outside)} of "
+              f"{len(differences)} intervals exclude 0", "",
+              "| study | head | configuration | runs | noisy - ideal |", "|---|---|---|---|---|", *differences, "",
               "## Figures", "", *(f"![{f}]({f})" for f in figures), "",
               "## Studies", "", *(f"- [{name}]({name}/report.md): {len(results[name].rows)} runs" for name in results),
               *(f"- [variant-{v.name}](variant-{v.name}/report.md)" for v in variants_needed(claims, variants)), "",
