@@ -32,6 +32,8 @@ from qresnet.figures import plot_curves
 from qresnet.provenance import environment
 from qresnet.rundir import RunDir, atomic_write_json, identity_differences
 
+EVAL_BATCH = 256  # images per evaluation call on simulators
+
 
 def check_identity(run: RunDir, identity: dict[str, Any], resume: bool, overwrite: bool) -> bool:
     """Refuse to train into ``run`` unless it is new, resumed with the same identity, or to be overwritten.
@@ -78,6 +80,9 @@ def train(
     run = RunDir(out_dir) if out_dir is not None else RunDir.new()
     out = run.path
     on_device = config.backend.on_device
+    # evaluation has no gradient, so simulators take the sets in large batches (the per-call cost dominates);
+    # a device keeps the training batch, whose job sizes the run's limits were checked for
+    eval_batch = config.batch_size if on_device else max(config.batch_size, EVAL_BATCH)
     data = data or load_dataset(config.data_config())
     identity = config.identity(data.digest())
     replace = check_identity(run, identity, resume, overwrite)
@@ -177,8 +182,8 @@ def train(
                                         run.step_checkpoint)
             if budget_hit:
                 break
-            train_loss, train_acc = loss_and_accuracy(model, data.x_train, data.y_train, config.batch_size)
-            test_loss, test_acc = loss_and_accuracy(model, data.x_test, data.y_test, config.batch_size)
+            train_loss, train_acc = loss_and_accuracy(model, data.x_train, data.y_train, eval_batch)
+            test_loss, test_acc = loss_and_accuracy(model, data.x_test, data.y_test, eval_batch)
             seconds = time.perf_counter() - began
             elapsed += seconds
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
