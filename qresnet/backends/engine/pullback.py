@@ -47,6 +47,7 @@ from qresnet.backends.engine.simulate import (
     _step_unitary,
     contract,
     observable_vectors,
+    op_environment,
     pauli_apply,
 )
 from qresnet.backends.primitives import group_rows
@@ -75,8 +76,10 @@ def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int) -> np.ndarr
     (G, K, 4^n) carried forward through the body, s -> R_j s. Returns (size,) by program parameter."""
     out = np.zeros(size)
     for h_j, (op, r, derivatives) in zip(images, ops):
-        for p, dr in derivatives.items():
-            out[p] += float(np.sum(_apply(h_j, dr, op.qubits, n) * s))
+        if derivatives:
+            m = op_environment(h_j, s, op.qubits, n)  # (G, d, d): one product for all of the op's parameters
+            for p, dr in derivatives.items():
+                out[p] += float(np.sum((dr if dr.ndim == 3 else dr[None]) * m))
         s = _apply(s, r.T if r.ndim == 2 else np.swapaxes(r, -1, -2), op.qubits, n)
     return out
 

@@ -45,6 +45,23 @@ def _apply(o: np.ndarray, ptm: np.ndarray, qubits: tuple[int, ...], n: int) -> n
     return t.reshape(shape).transpose(backward).reshape(g, k, 4**n)
 
 
+def op_environment(h: np.ndarray, s: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
+    """(G, d, d): M[g, a, b] = sum over observables and the other digits of h[..., a] s[..., b], with a and b the
+    digits of ``qubits`` (argument 0 least significant), for h and s (G, K, 4^n). Then
+    sum(_apply(h, R, qubits, n) * s) = sum(R * M) for any R on those qubits: one product per operation
+    serves the derivative by each of its parameters."""
+    g, d = h.shape[0], 4 ** len(qubits)
+    low = qubits[0]
+    if all(q == low + i for i, q in enumerate(qubits)):
+        a = h.reshape(g, -1, d, 4**low).transpose(0, 2, 1, 3).reshape(g, d, -1)
+        b = s.reshape(g, -1, d, 4**low).transpose(0, 2, 1, 3).reshape(g, d, -1)
+    else:
+        forward, _ = _permutations(qubits, n)
+        a = np.swapaxes(h.reshape((g, h.shape[1]) + (4,) * n).transpose(forward).reshape(g, -1, d), 1, 2)
+        b = np.swapaxes(s.reshape((g, s.shape[1]) + (4,) * n).transpose(forward).reshape(g, -1, d), 1, 2)
+    return a @ np.swapaxes(b, 1, 2)
+
+
 @cache
 def _permutations(qubits: tuple[int, ...], n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The axis order of a (G, K, 4, ..., 4) image that puts ``qubits``' digits last (argument 0 least
