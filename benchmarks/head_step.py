@@ -172,7 +172,7 @@ def describe(r: dict) -> str:
     if "seconds_per_step" in r:
         how = ("one step, the first (includes compilation)" if r["seconds_per_step_is_first_step"] else
                f"median of {len(r['step_seconds']) - 1} after the first, {r['first_step_s']:.2f} s")
-        line = f"{head} {r["seconds_per_step"]:8.3f} s/step ({how}); build {r['build_s']:.1f} s;"
+        line = f"{head} {r['seconds_per_step']:8.3f} s/step ({how}); build {r['build_s']:.1f} s;"
     else:
         line = f"{head} no step finished;"
     line += f" {memory} (after imports {r.get('rss_before_build_mb', 0):.0f} MB)"
