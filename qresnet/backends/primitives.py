@@ -43,6 +43,10 @@ class ExactGradients(Protocol):
         """((R, K) values, (R, K, P) derivatives by ``parameters``, default all of ``circuit.parameters``)."""
         ...
 
+    def exact_values(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray) -> np.ndarray:
+        """(R, K) exact values without a PUB (a QNN's forward pass without gradients)."""
+        ...
+
 
 @runtime_checkable
 class ExactPullbacks(Protocol):
