@@ -317,7 +317,6 @@ class EngineGradient(_ValidatedOnce):
         super().__init__(estimator)
         self.calls = 0  # value_and_gradients calls: one per distinct circuit and run (or QNN evaluation)
         self._layouts: dict[int, tuple] = {}
-        self._answers: dict[tuple, tuple] = {}
 
     def qnn_jacobians(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
                       input_gradients: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -340,12 +339,15 @@ class EngineGradient(_ValidatedOnce):
     def pulls_back(self, qnn: EstimatorQNN) -> bool:
         """Whether :meth:`qnn_pullback` serves ``qnn``: its estimator has reverse-mode derivatives
         (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit and inputs."""
-        circuit, _, _, _, inputs, _, _ = self._layout(qnn, parameters=True)
-        key = (id(qnn), "pulls back")
-        if key not in self._answers or self._answers[key][0] is not qnn:
-            self._answers[key] = (qnn, isinstance(self._estimator, ExactPullbacks)
-                                  and self._estimator.pulls_back(circuit, inputs))
-        return self._answers[key][1]
+        entry = self._layouts.get(id(qnn))
+        if entry is None or entry[0] is not qnn:
+            self._layout(qnn)
+            entry = self._layouts[id(qnn)]
+        if len(entry) == 8:  # asked once per QNN: its circuit and inputs do not change
+            circuit, inputs = entry[1], entry[5]
+            entry = self._layouts[id(qnn)] = entry + (isinstance(self._estimator, ExactPullbacks)
+                                                      and self._estimator.pulls_back(circuit, inputs),)
+        return entry[8]
 
     def qnn_values(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``qnn.forward`` (N, K) straight from the engine's exact values (no PUB: EstimatorQNN binds every
@@ -393,7 +395,7 @@ class EngineGradient(_ValidatedOnce):
                                               [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params],
                                               list(qnn.input_params), list(qnn.weight_params),
                                               list(qnn.input_params) + list(qnn.weight_params))
-        return entry[1:] if parameters else entry[1:5]
+        return entry[1:8] if parameters else entry[1:5]
 
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],

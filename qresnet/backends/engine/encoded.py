@@ -222,18 +222,23 @@ def encoded_value_gradients(ep: EncodedProgram, terms: list[dict[str, float]], v
 def _feature_gradients(ep: EncodedProgram, ops: np.ndarray, group: np.ndarray, samples: np.ndarray,
                        sample: np.ndarray) -> np.ndarray:
     """(R, K, F): df/dpsi = 2 Re(O') psi per row, projected onto the sphere and cut to the features."""
-    axes, _ = ep.reduced_layout
-    psi, a = _amplitudes(ep, samples, axes)
-    ne, k = len(ep.encoding_qubits), ops.shape[1]
-    out = np.zeros((len(group), k, ep.num_features))
+    psi, a = _amplitudes(ep, samples, ep.reduced_layout[0])
+    out = np.zeros((len(group), ops.shape[1], ep.num_features))
     for g in range(len(ops)):
         rows = np.flatnonzero(group == g)
         s = sample[rows]
         v = 2.0 * np.einsum("kij,rjx->rkix", ops[g], a[s])  # d f / d psi, light-cone bits in front
-        v = v.reshape((len(rows), k) + (2,) * len(axes) + (2,) * (ne - len(axes)))
-        v = np.moveaxis(v, range(2, 2 + len(axes)), [2 + x for x in axes]).reshape(len(rows), k, 1 << ne)
-        out[rows] = project_to_features(ep, v, psi[s], samples[s])
+        out[rows] = project_to_features(ep, amplitude_order(ep, v), psi[s], samples[s])
     return out
+
+
+def amplitude_order(ep: EncodedProgram, v: np.ndarray) -> np.ndarray:
+    """(..., 2^k, 2^rest) with the light-cone bits in front (as :func:`_amplitudes` lays states out) ->
+    (..., 2^ne) in amplitude order."""
+    axes, _ = ep.reduced_layout
+    lead, ne = v.shape[:-2], len(ep.encoding_qubits)
+    t = v.reshape(lead + (2,) * ne)
+    return np.moveaxis(t, range(len(lead), len(lead) + len(axes)), [len(lead) + x for x in axes]).reshape(*lead, 1 << ne)
 
 
 def project_to_features(ep: EncodedProgram, v: np.ndarray, psi: np.ndarray, features: np.ndarray) -> np.ndarray:

@@ -212,9 +212,7 @@ class EngineEstimator(BaseEstimatorV2):
         """(R, K) exact values, as :meth:`run` computes them at precision 0 (noise model and readout included),
         without a PUB: for callers that evaluate the same circuit every step (a QNN's forward pass)."""
         terms = self._terms(observables)
-        values = np.atleast_2d(np.asarray(values, dtype=float))
-        if values.shape[1] != circuit.num_parameters:
-            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        values = _parameter_rows(circuit, values)
         found = self._route(circuit, values, _support(terms))
         if found is None:
             raise EngineUnsupportedError(f"circuit {circuit.name!r} is too wide for the engine; run it as a PUB "
@@ -320,9 +318,7 @@ class EngineEstimator(BaseEstimatorV2):
         adjoint of the state preparation (:mod:`qresnet.backends.engine.gradient`).
         """
         terms = self._terms(observables)
-        values = np.atleast_2d(np.asarray(values, dtype=float))
-        if values.shape[1] != circuit.num_parameters:
-            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        values = _parameter_rows(circuit, values)
         columns = self._columns(circuit, parameters)
         wanted = frozenset(columns)
         support = _support(terms)
@@ -366,9 +362,7 @@ class EngineEstimator(BaseEstimatorV2):
         ``HEISENBERG_IDEAL_QUBITS``.
         """
         terms = self._terms(observables)
-        values = np.atleast_2d(np.asarray(values, dtype=float))
-        if values.shape[1] != circuit.num_parameters:
-            raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+        values = _parameter_rows(circuit, values)
         input_columns, weight_columns = self._columns(circuit, inputs), self._columns(circuit, weights)
         if set(input_columns) & set(weight_columns):
             raise ConfigError("value_and_pullback: a parameter cannot be both an input (per row) and a weight (summed)")
@@ -537,6 +531,14 @@ class _CircuitCache:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(full)
         return entry[2]
+
+
+def _parameter_rows(circuit: QuantumCircuit, values: np.ndarray) -> np.ndarray:
+    """``values`` as (R, P) float rows, checked against the circuit's parameter count."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    if values.shape[1] != circuit.num_parameters:
+        raise ConfigError(f"values has {values.shape[1]} columns; the circuit has {circuit.num_parameters} parameters")
+    return values
 
 
 def _support(terms: list[dict[str, float]]) -> set[int]:

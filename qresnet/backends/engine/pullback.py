@@ -36,6 +36,7 @@ from qresnet.backends.engine.encoded import (
     EncodedProgram,
     _amplitudes,
     _light_cone_matrices,
+    amplitude_order,
     pauli_to_matrix_adjoint,
     project_to_features,
 )
@@ -165,15 +166,12 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
 def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, group: np.ndarray, samples: np.ndarray,
                       sample: np.ndarray) -> np.ndarray:
     """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere."""
-    axes, _ = ep.reduced_layout
-    psi, a = _amplitudes(ep, samples, axes)
-    ne, rows = len(ep.encoding_qubits), len(group)
+    psi, a = _amplitudes(ep, samples, ep.reduced_layout[0])
+    rows = len(group)
     m = matrices.reshape(matrices.shape[0], matrices.shape[1], -1)[group]  # (R, K, 4^k)
     combined = np.matmul(g[:, None, :], m).reshape(rows, a.shape[1], a.shape[1])  # sum_k g_rk O'_k
-    v = 2.0 * combined @ a[sample]  # light-cone bits in front
-    v = v.reshape((rows,) + (2,) * ne)
-    v = np.moveaxis(v, range(1, 1 + len(axes)), [1 + x for x in axes]).reshape(rows, 1, 1 << ne)
-    return project_to_features(ep, v, psi[sample], samples[sample])[:, 0]
+    v = amplitude_order(ep, 2.0 * combined @ a[sample])  # d/dpsi, back from light-cone bits in front
+    return project_to_features(ep, v[:, None], psi[sample], samples[sample])[:, 0]
 
 
 def statevector_pullback(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
