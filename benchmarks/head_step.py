@@ -1,6 +1,6 @@
 """Seconds per training step and peak memory of the quantum-head model ``qresnet compare --preset paper-quantum`` trains.
 
-Model: ``qresnet.build.build_model`` from ``TrainConfig(dataset="mnist", head="quantum",
+Model: ``qresnet.run.build.build_model`` from ``TrainConfig(dataset="mnist", head="quantum",
 residual="(X+O1)+O2", layers=2, classes=0..k-1, ...)``: two trainable quanvolution layers, the
 (X+O1)+O2 skips (a 28x28 final map), the 10-qubit amplitude-encoded quantum head measuring one
 qubit per class; cross-entropy, Adam (lr 0.01) on the trainable parameters, one batch of 16 28x28
@@ -72,10 +72,10 @@ def run_case(classes: int, spec: str, steps: int, max_seconds: float, seed: int)
     from _common import mnist_batch, train_step
     from qresnet.backends import resolve_backend
     try:
-        from qresnet.build import build_model, estimated_cost_notes
+        from qresnet.run.build import build_model, estimated_cost_notes
         from qresnet.config import TrainConfig
     except ImportError:  # a baseline from before the build/config modules (44087ed): the same objects in train
-        from qresnet.train import TrainConfig, build_model
+        from qresnet.run.train import TrainConfig, build_model
         estimated_cost_notes = None
 
     config = TrainConfig(dataset="mnist", classes=tuple(range(classes)), per_class=200, layers=2,

@@ -18,7 +18,7 @@ import torch
 from _common import median, mnist_batch, time_calls, train_step, write_json
 from qresnet.backends import BackendOptions, resolve_backend
 from qresnet.nn import ResQuNN
-from qresnet.build import quanv_layers
+from qresnet.run.build import quanv_layers
 
 
 def build(backend, mode: str, gradient: str, seed: int) -> tuple[ResQuNN, torch.optim.Optimizer]:

@@ -38,7 +38,7 @@ import torch
 import torch_peer
 from _common import Contender, describe_noise, mnist_batch, run_rounds, torino_noise, train_step, write_json
 from qresnet.backends import resolve_backend
-from qresnet.build import quanv_layers
+from qresnet.run.build import quanv_layers
 from qresnet.nn import ResQuNN
 
 OURS = {False: "aer", True: "aer:fake_torino"}  # noisy -> our backend the peer is compared with

@@ -5,8 +5,8 @@ import pytest
 
 from qresnet import cli
 from qresnet.errors import QresnetError
-from qresnet.experiments import SweepConfig, run_dir, run_sweep, slug
-from qresnet.comparison_report import write_comparison_report
+from qresnet.study.sweep import SweepConfig, run_dir, run_sweep, slug
+from qresnet.study.report import write_comparison_report
 
 TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0,))
 

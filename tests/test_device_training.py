@@ -6,7 +6,7 @@ from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
 from qresnet.errors import QresnetError
 from qresnet.config import TrainConfig
-from qresnet.train import train
+from qresnet.run.train import train
 
 SMALL = dict(dataset="digits", classes=(0, 1), per_class=5, test_fraction=0.2, layers=1, residual="none",
              frozen=True, epochs=1, batch_size=2, backend_options={"shots": 64}, seed=3)

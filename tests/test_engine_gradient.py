@@ -17,13 +17,13 @@ import qresnet.qnn
 from qresnet.backends import BackendOptions, ExactGradients, resolve_backend
 from qresnet.backends.backend import noise_model_for
 from qresnet.backends.engine import EngineEstimator
-from qresnet.build import gradient_method, quantum_head_layer, quanv_layers
+from qresnet.run.build import gradient_method, quantum_head_layer, quanv_layers
 from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.errors import CapabilityError, EngineUnsupportedError
 from qresnet.nn import QuanvLayer
 from qresnet.qnn import BatchedParamShiftGradient, EngineGradient, make_qnn
-from qresnet.train import train
+from qresnet.run.train import train
 from test_head import compact_noisy_reference, reference_circuits
 
 FILTER = quanv_filter()
@@ -402,7 +402,7 @@ def test_ten_class_head_values_and_input_gradients_equal_operator_references(rng
 def test_ten_class_ideal_head_trains_the_layers_behind_it(tmp_path):
     """Through the 10-class head's input gradient (statevector adjoint), layer 2 gets a gradient."""
     config = TrainConfig(dataset="digits", layers=2, residual="O1+O2", head="quantum", batch_size=16)
-    from qresnet.build import build_model
+    from qresnet.run.build import build_model
 
     model = build_model(config, resolve_backend("aer"), (8, 8), 10)
     assert isinstance(model.head.qnn.gradient, EngineGradient)

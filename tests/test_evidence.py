@@ -12,12 +12,12 @@ import torch
 from scipy import stats
 
 from qresnet import cli
-from qresnet import evidence as ev
-from qresnet.comparison_report import write_comparison_report
-from qresnet.console import parse_seeds
+from qresnet.study import evidence as ev
+from qresnet.study.report import write_comparison_report
+from qresnet.cli.arguments import parse_seeds
 from qresnet.errors import ConfigError
-from qresnet.experiments import SweepConfig, run_sweep
-from qresnet.rundir import RunDir
+from qresnet.study.sweep import SweepConfig, run_sweep
+from qresnet.run.rundir import RunDir
 
 TINY = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0, 1, 2))
 

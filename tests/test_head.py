@@ -16,9 +16,9 @@ from qresnet.errors import JobLimitError
 from qresnet.circuits import quantum_head
 from qresnet.errors import QresnetError
 from qresnet.nn import QuantumHead, ResQuNN
-from qresnet.build import build_model
+from qresnet.run.build import build_model
 from qresnet.config import TrainConfig
-from qresnet.train import train
+from qresnet.run.train import train
 
 
 def padded_unit(x: np.ndarray, n: int) -> np.ndarray:

@@ -19,9 +19,9 @@ import torch
 from qresnet import cli
 from qresnet.config import TrainConfig
 from qresnet.errors import RunDirError
-from qresnet.experiments import SweepConfig, run_dir, run_sweep
-from qresnet.rundir import RunDir
-from qresnet.train import train
+from qresnet.study.sweep import SweepConfig, run_dir, run_sweep
+from qresnet.run.rundir import RunDir
+from qresnet.run.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=8, lr=0.05, configs="none", seeds=(0,))
@@ -186,7 +186,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
 def test_sigkilled_sweep_leaves_no_worker_behind(tmp_path):
     out = tmp_path / "C"
-    argv = [sys.executable, "-m", "qresnet.cli", "compare", "--seeds", "0", "--configs", "none;O1+O2", "--backends", "aer",
+    argv = [sys.executable, "-m", "qresnet.cli.main", "compare", "--seeds", "0", "--configs", "none;O1+O2", "--backends", "aer",
             "--classes", "0,1", "--per-class", "30", "--epochs", "30", "--jobs", "2", "--out", str(out)]
     sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -215,7 +215,7 @@ def test_an_interrupted_sweep_stops_without_running_its_queue_and_resumes(tmp_pa
     """SIGINT to `compare --jobs 2` (Ctrl-C, or kill -INT to the sweep alone): it stops after the runs in
     progress, says how many are finished, and the same command finishes the rest."""
     out = tmp_path / "C"
-    argv = [sys.executable, "-m", "qresnet.cli", "compare", "--seeds", "0-3", "--configs", "none;O1+O2", "--backends",
+    argv = [sys.executable, "-m", "qresnet.cli.main", "compare", "--seeds", "0-3", "--configs", "none;O1+O2", "--backends",
             "aer", "--classes", "0,1", "--per-class", "10", "--epochs", "3", "--jobs", "2", "--out", str(out)]
     # a child of a non-interactive shell's background job inherits SIGINT ignored: give the sweep Ctrl-C back
     sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -263,7 +263,7 @@ def _full_disk(monkeypatch):
     """Every write of a run file fails as on a full disk (where mounting a tiny tmpfs is not allowed)."""
     import errno
 
-    import qresnet.rundir as rundir
+    import qresnet.run.rundir as rundir
 
     real_open = open
 
@@ -354,7 +354,7 @@ def test_lesser_bad_inputs_give_one_line(tmp_path, monkeypatch, capsys):
 
 def test_a_long_quantum_head_run_says_so_before_it_starts(tmp_path, capsys):
     from qresnet.backends import resolve_backend
-    from qresnet.build import build_model, estimated_cost_notes
+    from qresnet.run.build import build_model, estimated_cost_notes
 
     config = TrainConfig(head="quantum", layers=1, residual="none", epochs=30, backend="aer:fake_torino")
     model = build_model(config, resolve_backend("aer:fake_torino"), (8, 8), 10)
@@ -368,7 +368,7 @@ def test_a_long_quantum_head_run_says_so_before_it_starts(tmp_path, capsys):
 
 def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
     out = tmp_path / "R"
-    argv = [sys.executable, "-m", "qresnet.cli", "train", *TRAIN_FLAGS, "--per-class", "60", "--epochs", "50",
+    argv = [sys.executable, "-m", "qresnet.cli.main", "train", *TRAIN_FLAGS, "--per-class", "60", "--epochs", "50",
             "--out", str(out)]
     run = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -387,7 +387,7 @@ def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
 def test_kill_9_during_training_resumes_bit_identical(after, tmp_path):
     out = tmp_path / "R"
     flags = [*TRAIN_FLAGS, "--per-class", "40", "--epochs", "6"]
-    run = subprocess.Popen([sys.executable, "-m", "qresnet.cli", "train", *flags, "--out", str(out)], cwd=tmp_path,
+    run = subprocess.Popen([sys.executable, "-m", "qresnet.cli.main", "train", *flags, "--out", str(out)], cwd=tmp_path,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / after).is_file():

@@ -35,11 +35,11 @@ from qresnet.jobs import (
     prepare,
     submit,
 )
-from qresnet.cli import main
-from qresnet.build import build_model
+from qresnet.cli.main import main
+from qresnet.run.build import build_model
 from qresnet.config import TrainConfig
-from qresnet.rundir import RunDir
-from qresnet.train import train
+from qresnet.run.rundir import RunDir
+from qresnet.run.train import train
 
 
 TESTS = Path(__file__).parent

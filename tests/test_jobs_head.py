@@ -38,10 +38,10 @@ from qresnet.backends.limits import MAX_TWO_QUBIT_GATES_PER_JOB
 from qresnet.circuits.ansatz import append_ansatz
 from qresnet.data import load_dataset
 from qresnet.jobs import DuplicateSubmissionError, Ledger, Manifest, SubmitOptions, fetch, prepare, submit
-from qresnet.cli import main
+from qresnet.cli.main import main
 from qresnet.config import TrainConfig
-from qresnet.rundir import RunDir
-from qresnet.train import train
+from qresnet.run.rundir import RunDir
+from qresnet.run.train import train
 
 RUN = dict(dataset="digits", classes=(0, 1), per_class=6, layers=1, residual="none", head="quantum", epochs=1,
            batch_size=4, lr=0.05, seed=3)

@@ -15,11 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qresnet"
 LAYERS: list[tuple[str, ...]] = [
     ("qresnet.cli",),
     ("qresnet.jobs",),
-    ("qresnet.reproduce",),
-    ("qresnet.experiments", "qresnet.ray_sweep", "qresnet.comparison_report", "qresnet.evidence", "qresnet.audit"),
-    ("qresnet.train",),
-    ("qresnet.build", "qresnet.rundir", "qresnet.config", "qresnet.data", "qresnet.evaluate", "qresnet.figures",
-     "qresnet.console"),
+    ("qresnet.study",),
+    ("qresnet.run",),
+    ("qresnet.config", "qresnet.data"),
     ("qresnet.nn",),
     ("qresnet.qnn",),
     ("qresnet.backends",),
@@ -102,8 +100,8 @@ def test_imports_run_down_the_layout_table():
 
 def test_an_upward_or_internal_import_is_caught():
     sources = package_sources()
-    upward = {**sources, "qresnet.nn.quanv": sources["qresnet.nn.quanv"] + "\nfrom qresnet.train import train\n"}
-    assert violations(upward) == ["qresnet.nn.quanv imports qresnet.train, a layer above it"]
+    upward = {**sources, "qresnet.nn.quanv": sources["qresnet.nn.quanv"] + "\nfrom qresnet.run.train import train\n"}
+    assert violations(upward) == ["qresnet.nn.quanv imports qresnet.run.train, a layer above it"]
     lazy = {**sources, "qresnet.backends.spec": sources["qresnet.backends.spec"]
             + "\ndef f():\n    import qresnet.jobs.ledger\n"}
     assert violations(lazy) == ["qresnet.backends.spec imports qresnet.jobs.ledger, a layer above it"]

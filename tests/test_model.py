@@ -7,7 +7,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
 
-from qresnet.audit import gradient_audit
+from qresnet.study.audit import gradient_audit
 from qresnet.backends import resolve_backend
 from qresnet.circuits import CircuitTemplate, quanv_filter
 from qresnet.data import load_digits_images

@@ -31,7 +31,7 @@ os.environ.pop("RAY_ADDRESS", None)
 ray = pytest.importorskip("ray", reason="Ray is the optional extra [ray]: pip install -e '.[ray]'")
 
 from qresnet import cli  # noqa: E402
-from qresnet.experiments import SweepConfig, run_sweep  # noqa: E402
+from qresnet.study.sweep import SweepConfig, run_sweep  # noqa: E402
 
 RAY = Path(sys.executable).parent / "ray"
 TINY = dict(classes=(0, 1), per_class=8, epochs=3, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0, 1))
@@ -145,7 +145,7 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, serial, tmp_path):
     address, _ = cluster
     out = tmp_path / "ray"
-    argv = [sys.executable, "-m", "qresnet.cli", *_argv(out, "--executor", "ray", "--ray-address", address)]
+    argv = [sys.executable, "-m", "qresnet.cli.main", *_argv(out, "--executor", "ray", "--ray-address", address)]
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/aer/*/summary.json")):  # one run finished, the others in flight
@@ -190,7 +190,7 @@ def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, capsys):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    from qresnet.ray_sweep import import_ray
+    from qresnet.study.ray_sweep import import_ray
     from qresnet.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[ray\]'"):

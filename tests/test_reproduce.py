@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qresnet.audit import AuditRow
-from qresnet.comparison_report import Runs
-from qresnet.reproduce import (
+from qresnet.study.audit import AuditRow
+from qresnet.study.report import Runs
+from qresnet.study.reproduce import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -99,7 +99,7 @@ def test_three_layers_from_the_audit_and_noise_changes():
 
 
 def _tiny_plan() -> dict:
-    from qresnet.experiments import SweepConfig
+    from qresnet.study.sweep import SweepConfig
 
     common = dict(dataset="digits", classes=(0, 1), per_class=6, epochs=2, batch_size=4, seeds=(0, 1), backends=("aer",),
                   lr=0.05)
@@ -112,8 +112,8 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     are those of an uninterrupted reproduction, timings and reuse marks aside."""
     import json
 
-    import qresnet.experiments as experiments
-    from qresnet.reproduce import run_reproduction
+    import qresnet.study.sweep as experiments
+    from qresnet.study.reproduce import run_reproduction
 
     variants = ()
     whole = run_reproduction(tmp_path / "whole", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
@@ -144,8 +144,8 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
 
 
 def test_variants_run_only_for_claims_that_did_not_reproduce():
-    from qresnet.experiments import SweepConfig
-    from qresnet.reproduce import ClaimRow, Variant, variants_needed
+    from qresnet.study.sweep import SweepConfig
+    from qresnet.study.reproduce import ClaimRow, Variant, variants_needed
 
     lr = Variant(3, "lr", "a larger learning rate", "paper", {"lr": 0.05})
     scale = Variant(5, "scale", "a larger head scale", "paper-quantum", {"epochs": 2})

@@ -8,10 +8,10 @@ from qresnet import cli
 from qresnet.backends import resolve_backend
 from qresnet.data import DataConfig, load_dataset
 from qresnet.errors import DataError, QresnetError
-from qresnet.build import build_model
+from qresnet.run.build import build_model
 from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, ResidualSpecError
-from qresnet.train import train
+from qresnet.run.train import train
 
 SMALL = dict(classes=(0, 1, 2), per_class=16, epochs=3, batch_size=8, lr=0.05, seed=3)
 
@@ -76,7 +76,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_metrics(tmp_path, 
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
 
     # Ctrl-C in the middle of epoch 2 keeps epoch 1 intact, and resuming ends where the whole run ended
-    import qresnet.train as train_module
+    import qresnet.run.train as train_module
 
     calls = {"n": 0}
     real = torch.nn.functional.cross_entropy

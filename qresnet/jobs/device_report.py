@@ -33,7 +33,7 @@ from qresnet.jobs.options import SubmitOptions
 from qresnet.jobs.run import TrainedRun
 from qresnet.jobs.stages import device_responses, head_inputs, part_values
 from qresnet.qnn import evaluate_response
-from qresnet.rundir import RunDir, atomic_write_json, atomic_write_text
+from qresnet.run.rundir import RunDir, atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from qresnet.backends import Backend
-from qresnet.build import build_model
+from qresnet.run.build import build_model
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import JobsError
 from qresnet.nn import ResQuNN
-from qresnet.rundir import RunDir
+from qresnet.run.rundir import RunDir
 
 
 @dataclass(frozen=True, eq=False)

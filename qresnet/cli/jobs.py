@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qresnet.console import add_backend_arguments, backend_options, print_table
+from qresnet.cli.arguments import add_backend_arguments, backend_options, print_table
 from qresnet.errors import JobsError
 
 if TYPE_CHECKING:  # the commands import Qiskit and torch when they run, so that --help stays fast

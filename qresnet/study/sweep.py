@@ -29,14 +29,14 @@ from tqdm import tqdm
 from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.build import HEAD_QUBITS, check_layout_width
+from qresnet.run.build import HEAD_QUBITS, check_layout_width
 from qresnet.circuits import quanv_filter
 from qresnet.config import HEADS, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, RunDirError, SweepError
 from qresnet.nn import ResidualSpec
-from qresnet.rundir import RunDir, atomic_write_json, identity_differences
-from qresnet.train import train
+from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
+from qresnet.run.train import train
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -299,7 +299,7 @@ def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool
             todo.append(i)
     try:
         if executor == "ray":
-            from qresnet.ray_sweep import run_on_ray
+            from qresnet.study.ray_sweep import run_on_ray
 
             run_on_ray([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in todo], data, record, fail,
                        ray_address)

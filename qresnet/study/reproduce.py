@@ -6,12 +6,12 @@ Claims 1 to 8 are decided here: 1 to 6 the paper's, 7 (all 64 three-layer config
     qresnet reproduce --data-dir ../shared/data --jobs 2 --out reports/reproduction
     qresnet reproduce --budget tiny --out /tmp/r            # the whole pipeline on the embedded digits, in minutes
 
-The studies are ordinary sweeps (:func:`qresnet.experiments.run_sweep`) in ``OUT/<study>/``, each
+The studies are ordinary sweeps (:func:`qresnet.study.sweep.run_sweep`) in ``OUT/<study>/``, each
 with its own comparison report, so the study is resumable and runs on processes or Ray like any
 sweep; the gradient-access claims also use the gradient audit. :func:`decide` turns their results
 into one row per claim and backend: the claim, the test that decides it, the result with its
 interval, and a verdict (reproduced / not reproduced / inconclusive) by the rules of
-:mod:`qresnet.evidence`. A claim that does not reproduce gets its :data:`VARIANTS` run (one targeted
+:mod:`qresnet.study.evidence`. A claim that does not reproduce gets its :data:`VARIANTS` run (one targeted
 change each, in ``OUT/variant-<name>/``) and reported as variant rows beside the default verdict.
 ``reproduction.md`` (with its figures) and ``claims.json`` hold them.
 """
@@ -28,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from qresnet import evidence as ev
-from qresnet.audit import AuditRow, gradient_audit
+from qresnet.study import evidence as ev
+from qresnet.study.audit import AuditRow, gradient_audit
 from qresnet.backends import resolve_backend
-from qresnet.comparison_report import Runs, Setting, enrich, write_comparison_report
+from qresnet.study.report import Runs, Setting, enrich, write_comparison_report
 from qresnet.data import load_digits_images
 from qresnet.errors import ConfigError
-from qresnet.experiments import SweepConfig, run_sweep
+from qresnet.study.sweep import SweepConfig, run_sweep
 from qresnet.nn import ResidualSpec
 from qresnet.provenance import environment
-from qresnet.rundir import atomic_write_json, atomic_write_text
+from qresnet.run.rundir import atomic_write_json, atomic_write_text
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 BACKENDS = ("aer", "aer:fake_torino")
@@ -315,7 +315,7 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qresnet.figures import save_figure
+    from qresnet.run.figures import save_figure
 
     pairs = [("1", "single", "linear", ("none", False), ("none", True)),
              ("3", "paper", "linear", ("O1+O2", False), ("X+O1", False)),

@@ -10,9 +10,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from qresnet.console import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
+from qresnet.cli.arguments import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
-from qresnet.jobs.cli import add_jobs_parser
+from qresnet.cli.jobs import add_jobs_parser
 
 PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
 
@@ -60,7 +60,7 @@ def cmd_transpile(args: argparse.Namespace) -> None:
 
 
 def cmd_grads(args: argparse.Namespace) -> int:
-    from qresnet.audit import gradient_audit
+    from qresnet.study.audit import gradient_audit
     from qresnet.backends import resolve_backend
     from qresnet.data import load_digits_images
 
@@ -84,7 +84,7 @@ def cmd_grads(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from qresnet.reproduce import run_reproduction
+    from qresnet.study.reproduce import run_reproduction
 
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
@@ -104,8 +104,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from qresnet.backends import BackendOptions
     from qresnet.config import TrainConfig
-    from qresnet.rundir import RunDir
-    from qresnet.train import train
+    from qresnet.run.rundir import RunDir
+    from qresnet.run.train import train
 
     values: dict = {}
     if args.resume:
@@ -137,8 +137,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from qresnet.comparison_report import write_comparison_report
-    from qresnet.experiments import SweepConfig, run_sweep
+    from qresnet.study.report import write_comparison_report
+    from qresnet.study.sweep import SweepConfig, run_sweep
 
     sweep = SweepConfig.from_preset(
         args.preset, dataset=args.dataset, data_dir=args.data_dir, per_class=args.per_class, layers=args.layers,

@@ -24,8 +24,8 @@ from typing import Any
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset
 from qresnet.errors import ConfigError
-from qresnet.rundir import RunDir, atomic_write_bytes
-from qresnet.train import train
+from qresnet.run.rundir import RunDir, atomic_write_bytes
+from qresnet.run.train import train
 
 MAX_RETRIES = 3  # a worker that dies (SIGKILL, a lost node) costs a retry; a run's own error costs none
 RESUME_FILES = ("config.json", "metrics.csv")  # besides the checkpoints: what a resume reads

@@ -3,7 +3,7 @@
     qresnet train --layers 2 --residual "O1+O2" --epochs 3 --out runs/demo
     qresnet train --resume runs/demo --epochs 5
 
-The run directory (:class:`qresnet.rundir.RunDir`) holds ``config.json`` (the config, the
+The run directory (:class:`qresnet.run.rundir.RunDir`) holds ``config.json`` (the config, the
 backend, package versions, the machine), ``metrics.csv`` (one row per epoch), ``summary.json``,
 ``checkpoints/epoch_NNN.pt`` and ``curves.png``. Batches are shuffled by a generator seeded from
 (seed, epoch), and every checkpoint holds the model and optimizer state, so a resumed run ends
@@ -23,14 +23,14 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import resolve_backend
-from qresnet.build import build_model, estimated_cost_notes, gradient_method, head_notes, step_cost
+from qresnet.run.build import build_model, estimated_cost_notes, gradient_method, head_notes, step_cost
 from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
-from qresnet.evaluate import encoding_noise_check, loss_and_accuracy
-from qresnet.figures import plot_curves
+from qresnet.run.evaluate import encoding_noise_check, loss_and_accuracy
+from qresnet.run.figures import plot_curves
 from qresnet.provenance import environment
-from qresnet.rundir import RunDir, atomic_write_json, identity_differences
+from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 
 EVAL_BATCH = 256  # images per evaluation call on simulators
 

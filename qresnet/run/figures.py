@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qresnet.rundir import atomic_write_bytes
+from qresnet.run.rundir import atomic_write_bytes
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from qresnet.backends import Backend
 from qresnet.errors import ConfigError
 from qresnet.nn import ResidualSpec, ResQuNN
-from qresnet.build import check_layout_width, quanv_layers
+from qresnet.run.build import check_layout_width, quanv_layers
 
 
 @dataclass(frozen=True)

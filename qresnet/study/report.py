@@ -1,7 +1,7 @@
 """The comparison report: the audit checklist, intervals over seeds, paired differences, CSV/JSON and figures.
 
 Every report opens with the checklist: per configuration and setting (backend and head), the five
-audit questions of the paper's lesson, each with a verdict by the rules of :mod:`qresnet.evidence`
+audit questions of the paper's lesson, each with a verdict by the rules of :mod:`qresnet.study.evidence`
 and the numbers behind it (in ``report.md`` and in ``results.json`` under ``evidence``).
 """
 
@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qresnet import evidence as ev
+from qresnet.study import evidence as ev
 from qresnet.backends import BackendSpec, resolve_backend
 from qresnet.backends.options import BackendOptions
-from qresnet.build import run_cost
+from qresnet.run.build import run_cost
 from qresnet.config import TrainConfig
-from qresnet.figures import save_figure
+from qresnet.run.figures import save_figure
 from qresnet.nn import ResidualSpec
 from qresnet.provenance import environment
-from qresnet.rundir import RunDir, atomic_write_json, atomic_write_text
+from qresnet.run.rundir import RunDir, atomic_write_json, atomic_write_text
 
 RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
                  "test_images", "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach",

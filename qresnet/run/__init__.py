@@ -1,0 +1,3 @@
+"""One training run: the model built from a config and a backend (``build``), the training loop (``train``), its
+evaluation (``evaluate``), its run directory with atomic writes and identity (``rundir``) and its curves
+(``figures``). Import the modules themselves; this package imports nothing, so that torch-free callers stay so."""
