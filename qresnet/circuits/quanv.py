@@ -19,7 +19,7 @@ READOUTS = ("mean", "per-qubit")
 def quanv_filter(
     kernel_size: int = 2, reps: int = 2, entanglement: str = "chain", readout: str = "mean"
 ) -> CircuitTemplate:
-    """The quanvolution filter template of design section 5.
+    """The quanvolution filter template of docs/design.md section 1.
 
     Patch value ``x_i`` (row-major in the patch) is encoded as RY(pi * x_i) on qubit i; then
     ``reps`` repetitions of RY and RZ on every qubit and a CNOT chain (or ring). Readout

@@ -1,4 +1,4 @@
-"""Residual configurations as skip-edge sets (design section 2).
+"""Residual configurations as skip-edge sets (docs/design.md section 2).
 
 Nodes h_0 = X, h_1 .. h_L; layer k reads h_{k-1} and produces O_k, and
 

@@ -55,7 +55,7 @@ def gradient_audit(
 
     The layers (and so their weights) are shared across configurations: only the skip edges
     and the head change, and a layer whose weights did not change re-evaluates nothing.
-    Under the measurement boundary the prediction is the reach rule of design section 2;
+    Under the measurement boundary the prediction is the reach rule of docs/design.md section 2;
     with ``input_gradients=True`` the gradient crosses every layer, so every layer is predicted.
     """
     specs = audit_configs(num_layers, configs) if isinstance(configs, str) else list(configs)
