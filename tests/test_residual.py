@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from qresnet.errors import ResidualSpecError
-from qresnet.nn import ResidualSpec, pad_map
+from qresnet.nn import combine, pad_map
+from qresnet.residual import ResidualSpec
 
 
 @pytest.mark.parametrize("text, edges", [
@@ -62,5 +63,5 @@ def test_padding():
     centred = pad_map(x, 4, 4, "center")
     assert centred[0, 1:3, 1:3].sum() == 4 and centred.sum() == 4
     spec = ResidualSpec.coerce("X+O1")
-    h1 = spec.combine(1, torch.full((1, 1, 1), 2.0), [torch.ones(1, 2, 2)])
+    h1 = combine(spec, 1, torch.full((1, 1, 1), 2.0), [torch.ones(1, 2, 2)])
     assert h1.tolist() == [[[3.0, 1.0], [1.0, 1.0]]]
