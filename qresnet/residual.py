@@ -96,6 +96,15 @@ class _Parser:
         raise _fail(self.text, where, f"expected X, O<k> or '(' but found {char!r}" if char else "expected X, O<k> or '(' but the text ends")
 
 
+def _edge(pair: Sequence[int]) -> tuple[int, int]:
+    """A skip edge (j, k) as two plain ints; anything else is an error naming the edge."""
+    nodes = tuple(pair) if isinstance(pair, Iterable) and not isinstance(pair, str) else ()
+    if len(nodes) != 2:
+        raise ResidualSpecError(f"skip edge {pair!r} must be a pair (j, k) of node numbers")
+    j, k = (checked_int(node, f"skip edge {nodes!r} node", 0, error=ResidualSpecError) for node in nodes)
+    return j, k
+
+
 @dataclass(frozen=True)
 class ResidualSpec:
     """A residual configuration of ``num_layers`` quanvolution layers: the skip-edge set ``edges``.
@@ -114,6 +123,7 @@ class ResidualSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_layers", checked_int(self.num_layers, "num_layers", error=ResidualSpecError))
+        object.__setattr__(self, "edges", frozenset(_edge(edge) for edge in self.edges))
         for edge in self.edges:
             j, k = edge
             if not 0 <= j < k <= self.num_layers:
@@ -146,10 +156,9 @@ class ResidualSpec:
                 parser.clauses()
                 edges = parser.edges
         else:
-            try:
-                edges = {(int(j), int(k)) for j, k in spec}
-            except (TypeError, ValueError):
-                raise ResidualSpecError(f"residual spec {spec!r} must be a string or pairs (j, k)") from None
+            if not isinstance(spec, Iterable):
+                raise ResidualSpecError(f"residual spec {spec!r} must be a string or pairs (j, k)")
+            edges = {_edge(pair) for pair in spec}
         highest = max((k for _, k in edges), default=1)
         if num_layers is not None and highest > num_layers:
             raise ResidualSpecError(f"residual spec {spec!r} names layer {highest}, but the model has {num_layers} layers")

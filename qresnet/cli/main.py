@@ -65,7 +65,9 @@ def cmd_grads(args: argparse.Namespace) -> int:
     from qresnet.backends import resolve_backend
     from qresnet.data import load_digits_images
 
-    checked_int(args.layers, "--layers"), checked_int(args.batch_size, "--batch-size"), checked_int(args.seed, "--seed", 0)
+    for flag, value, minimum in (("--layers", args.layers, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--seed", args.seed, 0)):
+        checked_int(value, flag, minimum)
     images, labels = load_digits_images(args.batch_size, seed=args.seed)
     backend = resolve_backend(args.backend or "aer", backend_options(args, seed=args.seed))
     rows = gradient_audit(backend, images, labels, args.layers, args.configs, args.input_gradients,
