@@ -148,10 +148,11 @@ def quantum_head(
     """
     # checked before the cache, where True would find the template of 1
     num_qubits = checked_int(num_qubits, "num_qubits", error=TemplateError)
-    measured = checked_int(measured, "measured", maximum=num_qubits, error=TemplateError)
+    measured = checked_int(measured, "measured", maximum=num_qubits, error=TemplateError, hint=" (num_qubits)")
     reps = checked_int(reps, "reps", error=TemplateError)
     if num_features is not None:
-        num_features = checked_int(num_features, "num_features", maximum=1 << num_qubits, error=TemplateError)
+        num_features = checked_int(num_features, "num_features", maximum=1 << num_qubits, error=TemplateError,
+                                   hint=f" (2^{num_qubits})")
     return _quantum_head(num_qubits, measured, reps, entanglement, encoding, num_features)
 
 
