@@ -11,12 +11,11 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.choices import MODES
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
 from qresnet.qnn import design_points, evaluate_response, make_qnn, response_tensor
-
-MODES = ("response", "per-patch")
 
 
 class QuanvLayer(QuantumModule):

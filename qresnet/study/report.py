@@ -20,7 +20,7 @@ from qresnet.backends.options import BackendOptions
 from qresnet.run.build import run_cost
 from qresnet.config import TrainConfig
 from qresnet.run.figures import save_figure
-from qresnet.nn import ResidualSpec
+from qresnet.residual import ResidualSpec
 from qresnet.provenance import environment
 from qresnet.run.rundir import RunDir, atomic_write_json, atomic_write_text
 
