@@ -125,12 +125,13 @@ def _inputs_named_x(circuit: QuantumCircuit) -> tuple[Parameter, ...]:
         names = ", ".join(p.name for p in circuit.parameters) or "none"
         raise TemplateError(f"circuit {circuit.name!r} has no inputs named x[i] (a ParameterVector 'x'); "
                             f"its parameters: {names}")
-    vector = found[0].vector
-    missing = [p.name for p in vector if p not in set(found)]
-    if missing or any(p.vector is not vector for p in found):
-        raise TemplateError(f"circuit {circuit.name!r}: inputs must be x[0] .. x[{len(vector) - 1}] of one ParameterVector "
-                            f"'x', all used; missing {missing or 'none'}")
-    return tuple(vector)
+    size = max(len(p.vector) for p in found)
+    by_index = {p.index: p for p in found}
+    missing = [f"x[{i}]" for i in range(size) if i not in by_index]
+    if missing or len(by_index) != len(found):
+        raise TemplateError(f"circuit {circuit.name!r}: inputs must be x[0] .. x[{size - 1}] of one ParameterVector "
+                            f"'x', each used; missing {', '.join(missing) or 'none'}, {len(found)} found")
+    return tuple(by_index[i] for i in range(size))
 
 
 def _observable(value: str | SparsePauliOp, num_qubits: int) -> SparsePauliOp:

@@ -9,6 +9,10 @@ term is a source: ``X`` is h_0, ``O_j`` is h_j, and a parenthesised sum is the n
 defines. So ``(X+O1)+O2`` = {(0,1), (1,2)} and ``X+O2`` = {(0,2)}. Several sums join with
 commas (``X+O1, X+O2``); ``none`` is the empty set; an edge list such as ``(0,1),(1,2)``
 or ``0-1, 1-2`` is accepted as it stands.
+
+Channels: a sum is taken channel by channel, each channel zero-padded alike; a one-channel
+term (X, or a layer with one output) is added to every channel of the others, and terms of two
+different channel counts above one are refused (:func:`sum_channels`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from qresnet.errors import ResidualSpecError
+from qresnet.nn.quanv import map_size
 
 PAPER_CONFIGS = {
     2: ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2"),
@@ -213,32 +218,58 @@ class ResidualSpec:
         """
         return 0 in self._reaching()
 
-    def node_shapes(self, input_shape: tuple[int, int], kernel_size: int = 2) -> list[tuple[int, int]]:
-        """Map shapes of h_0 .. h_L: each layer maps (H, W) to ceil(H/k) x ceil(W/k); sums take the larger."""
+    def node_shapes(self, input_shape: tuple[int, int], kernel_size: int = 2, stride: int | None = None,
+                    padding: str = "cover") -> list[tuple[int, int]]:
+        """Map shapes of h_0 .. h_L: each layer maps (H, W) as :func:`qresnet.nn.quanv.map_size` says (stride
+        ``kernel_size`` by default: ceil(H/k) x ceil(W/k)); sums take the larger."""
+        stride = kernel_size if stride is None else stride
         shapes = [tuple(input_shape)]
         for k in range(1, self.num_layers + 1):
             h, w = shapes[k - 1]
-            out = (-(-h // kernel_size), -(-w // kernel_size))
+            out = (map_size(h, kernel_size, stride, padding), map_size(w, kernel_size, stride, padding))
             for j in self.sources(k):
                 out = (max(out[0], shapes[j][0]), max(out[1], shapes[j][1]))
             shapes.append(out)
         return shapes
 
+    def node_channels(self, layer_channels: Sequence[int], input_channels: int = 1) -> list[int]:
+        """Channels of h_0 .. h_L when layer k outputs ``layer_channels[k-1]``; a sum broadcasts a one-channel
+        term to the others' count and refuses two different counts above one (:func:`sum_channels`)."""
+        if len(layer_channels) != self.num_layers:
+            raise ResidualSpecError(f"{len(layer_channels)} layer channel counts for {self.num_layers} layers")
+        channels = [input_channels]
+        for k in range(1, self.num_layers + 1):
+            channels.append(sum_channels(k, [layer_channels[k - 1]] + [channels[j] for j in self.sources(k)]))
+        return channels
+
     def combine(self, k: int, output: torch.Tensor, nodes: Sequence[torch.Tensor], padding: str = "bottom-right") -> torch.Tensor:
-        """h_k = O_k + sum of h_j over its skip edges; maps (..., H, W) zero-padded to the largest."""
+        """h_k = O_k + sum of h_j over its skip edges; maps (B, H, W) or (B, C, H, W) zero-padded to the largest,
+        channel by channel; a one-channel map is added to every channel of a multi-channel one."""
         terms = [output] + [nodes[j] for j in self.sources(k)]
         if len(terms) == 1:
             return output
         height = max(t.shape[-2] for t in terms)
         width = max(t.shape[-1] for t in terms)
+        if any(t.dim() == 4 for t in terms):
+            sum_channels(k, [t.shape[1] if t.dim() == 4 else 1 for t in terms])
+            terms = [t[:, None] if t.dim() == 3 else t for t in terms]  # broadcasting adds it to every channel
         return sum(pad_map(t, height, width, padding) for t in terms)
 
     def __str__(self) -> str:
         return self.notation
 
 
+def sum_channels(k: int, counts: Sequence[int]) -> int:
+    """The channels of node k's sum of terms with ``counts`` channels: one-channel terms broadcast to the rest."""
+    wide = set(counts) - {1}
+    if len(wide) > 1:
+        raise ResidualSpecError(f"node h{k} sums maps of {', '.join(map(str, sorted(set(counts))))} channels; a sum takes "
+                                "maps of one channel count (a one-channel map is added to every channel)")
+    return wide.pop() if wide else 1
+
+
 def pad_map(x: torch.Tensor, height: int, width: int, padding: str = "bottom-right") -> torch.Tensor:
-    """Zero-pad the last two dimensions to (height, width), at the bottom/right or centred."""
+    """Zero-pad the last two dimensions (every channel alike) to (height, width), at the bottom/right or centred."""
     if padding not in PADDINGS:
         raise ResidualSpecError(f"padding={padding!r} must be one of {', '.join(PADDINGS)}")
     dh, dw = height - x.shape[-2], width - x.shape[-1]
