@@ -281,3 +281,20 @@ def test_bad_qpy_files_are_refused_in_one_line(tmp_path):
     with pytest.raises(QresnetError, match="holds 2 programs") as excinfo:
         load_filter_circuit(two)
     one_line(excinfo)
+
+
+def test_filter_spec_round_trips_and_builds_its_layers(tmp_path):
+    spec = FilterSpec.coerce({"kernel_size": 3, "stride": 2, "ansatz": "random", "ansatz_seed": 4, "reps": 1,
+                              "encoding": "rx_pi", "readout": "per-qubit", "filters_per_layer": 2, "padding": "valid"})
+    assert FilterSpec.coerce(spec.to_dict()) == spec and FilterSpec.coerce(spec) is spec
+    template = spec.template()
+    assert template is quanv_filter(3, 1, "chain", "per-qubit", "random", 4, "rx_pi")
+    assert template.settings["ansatz_seed"] == 4 and spec.channels == 18
+    layer = QuanvLayer(template, resolve_backend("aer").estimator(), mode="per-patch", **spec.layer_options)
+    assert layer.num_channels == spec.channels and layer.output_shape(28, 28) == (13, 13)
+    path = tmp_path / "f.qpy"
+    with path.open("wb") as handle:
+        qpy.dump(_custom_circuit(), handle)
+    custom = FilterSpec(circuit_path=path, observables="ZIIII, IIIIZ")
+    assert custom.observables == ("ZIIII", "IIIIZ") and custom.to_dict()["circuit_path"] == str(path)
+    assert custom.template().name.startswith("f2x2") and FilterSpec(circuit_path=path).channels == 1

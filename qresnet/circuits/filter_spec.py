@@ -60,6 +60,8 @@ class FilterSpec:
     >>> spec = FilterSpec.coerce({"kernel_size": 3, "readout": "per-qubit"})
     >>> spec.stride, spec.outputs_per_filter, spec.channels, spec.template().num_qubits
     (3, 9, 9, 9)
+    >>> spec.layer_options
+    {'stride': 3, 'padding': 'cover', 'filters': 1}
     >>> FilterSpec.coerce(None) == FilterSpec()
     True
     """
@@ -140,6 +142,11 @@ class FilterSpec:
     def channels(self) -> int:
         """Output channels of one layer: filters x outputs per filter."""
         return self.filters_per_layer * self.outputs_per_filter
+
+    @property
+    def layer_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``QuanvLayer`` and ``ClassicalFilterLayer.like`` that this spec sets."""
+        return {"stride": self.stride, "padding": self.padding, "filters": self.filters_per_layer}
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

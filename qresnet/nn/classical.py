@@ -69,7 +69,8 @@ class ClassicalFilterLayer(nn.Module):
             if start.size != filters * parameters:
                 raise ConfigError(f"initial_weights has {start.size} values; this layer has {filters * parameters}")
         self.weight = nn.Parameter(torch.as_tensor(start.reshape(shape), dtype=torch.float64).clone())
-        self.register_buffer("_fill", torch.zeros(filters, slots - parameters, dtype=torch.float64))
+        # the untrained slots: constant zeros, rebuilt on construction, so not part of a checkpoint
+        self.register_buffer("_fill", torch.zeros(filters, slots - parameters, dtype=torch.float64), persistent=False)
 
     @classmethod
     def like(cls, template: CircuitTemplate, *, filters: int = 1, stride: int | None = None, padding: str = "cover",

@@ -79,7 +79,8 @@ class ResQuNN(nn.Module):
         return [layer.weight for layer in self.layers]
 
     def freeze_quantum(self) -> ResQuNN:
-        """The paper's frozen-quantum benchmark: quantum weights fixed, only the head trains."""
+        """The paper's frozen-quantum benchmark: the filter weights (quantum, or the classical control's) fixed,
+        only the head trains."""
         for p in self.quantum_parameters():
             p.requires_grad_(False)
         return self
