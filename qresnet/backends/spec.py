@@ -109,6 +109,9 @@ class BackendSpec:
 def _channel_spec(spec: str, rest: str) -> BackendSpec:
     channel, sep, level = rest.partition(":")
     channel = channel.strip().lower().replace("-", "_")
+    if not channel:
+        raise BackendSpecError(f"backend {spec!r} needs a channel and a strength: noise:<channel>:<p> with channel "
+                               f"one of {', '.join(CHANNELS)} and 0 <= p <= 1, for example noise:depolarizing:0.1")
     if channel not in CHANNELS:
         close = difflib.get_close_matches(channel, CHANNELS, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
