@@ -202,3 +202,17 @@ def test_scaled_errors_and_their_caps():
         np.testing.assert_allclose((1 - z) / 2, np.exp(-2e-6 * s / t1), rtol=1e-9)
     readout = resolve_backend("aer:fake_manila@1000").readout()
     assert set(readout.values()) == {(0.5, 0.5)}
+
+
+@pytest.mark.parametrize("spec", ["noise:amplitude_damping:0.3", "aer:fake_manila@5"])
+@pytest.mark.parametrize("engine", ["engine", "aer"])
+def test_shots_sample_the_noisy_values(spec, engine):
+    """--shots N: N real shots around the exact noisy value (readout included on the device), seeded."""
+    exact_backend = resolve_backend(spec)
+    transpiled = exact_backend.transpile(FILTER)
+    values = filter_rows(transpiled, np.random.default_rng(8), rows=10)
+    exact = evaluate(exact_backend.estimator(), transpiled, values)
+    sampled = [evaluate(resolve_backend(spec, BackendOptions(shots=4000, seed=11, engine=engine)).estimator(),
+                        transpiled, values) for _ in range(2)]
+    np.testing.assert_array_equal(sampled[0], sampled[1])  # seeded
+    assert 0 < np.abs(sampled[0] - exact).max() < 5 / np.sqrt(4000)

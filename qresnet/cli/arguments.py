@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from qresnet.backends.options import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS, BackendOptions
 from qresnet.errors import ConfigError, LayoutError
 
-BACKEND_HELP = "aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)"
+BACKEND_HELP = ("aer | aer:<fake device>[@<scale>] | noise:<channel>:<p> | local:<fake device> | ibm:<device> "
+                "(default: aer; `qresnet backends` lists them)")
 
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> None:
