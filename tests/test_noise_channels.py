@@ -216,3 +216,21 @@ def test_shots_sample_the_noisy_values(spec, engine):
                         transpiled, values) for _ in range(2)]
     np.testing.assert_array_equal(sampled[0], sampled[1])  # seeded
     assert 0 < np.abs(sampled[0] - exact).max() < 5 / np.sqrt(4000)
+
+
+@pytest.mark.parametrize("channel, p", [("depolarizing", 0.2), ("amplitude_damping", 0.3), ("phase_damping", 0.6)])
+def test_exact_gradients_under_a_channel_equal_finite_differences_of_aer(channel, p):
+    """Training on the engine takes its exact derivatives; under a channel they are Aer's, differentiated."""
+    backend = resolve_backend(f"noise:{channel}:{p}")
+    transpiled = backend.transpile(FILTER)
+    circuit, observables = transpiled.circuit, list(transpiled.observables)
+    rows = filter_rows(transpiled, np.random.default_rng(9), rows=3)
+    values, gradients = backend.estimator().value_and_gradients(circuit, observables, rows)  # (R, K), (R, K, P)
+    aer = aer_density_matrix(reference_model(channel, p, ("ry", "rz"), ("cx",)))
+    h, eye = 1e-5, np.eye(rows.shape[1])
+    shifted = np.concatenate([rows[:, None] + h * eye, rows[:, None] - h * eye], axis=1).reshape(-1, rows.shape[1])
+    around = evaluate(aer, transpiled, shifted).reshape(len(rows), 2, rows.shape[1], -1)
+    differences = ((around[:, 0] - around[:, 1]) / (2 * h)).transpose(0, 2, 1)
+    np.testing.assert_allclose(values, evaluate(aer, transpiled, rows), atol=1e-10)
+    np.testing.assert_allclose(gradients, differences, atol=1e-6)
+    assert np.abs(differences).max() > 0.05
