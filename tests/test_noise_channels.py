@@ -234,3 +234,19 @@ def test_exact_gradients_under_a_channel_equal_finite_differences_of_aer(channel
     np.testing.assert_allclose(values, evaluate(aer, transpiled, rows), atol=1e-10)
     np.testing.assert_allclose(gradients, differences, atol=1e-6)
     assert np.abs(differences).max() > 0.05
+
+
+def test_a_none_model_under_full_depolarizing_sees_nothing_of_its_images():
+    """Every patch 0, so the head gets the same input whatever the image: one prediction for all, chance accuracy,
+    and no gradient reaches the quantum layers."""
+    from qresnet.config import TrainConfig
+    from qresnet.run.build import build_model
+
+    config = TrainConfig(residual="none", backend="noise:depolarizing:1", classes=(0, 1, 2), seed=1)
+    model = build_model(config, resolve_backend(config.backend), (8, 8), 3)
+    logits = model(torch.rand(5, 8, 8, dtype=torch.float64))
+    np.testing.assert_allclose(logits.detach().numpy(), np.broadcast_to(logits[0].detach().numpy(), logits.shape),
+                               atol=1e-12)
+    logits.sum().backward()
+    grads = [layer.weight.grad for layer in model.layers]  # None: the layer is not on a path to the loss
+    assert grads[-1] is not None and all(g is None or float(g.abs().max()) < 1e-12 for g in grads)
