@@ -126,24 +126,25 @@ def main() -> None:
                     "ours": {c.info["backend"]: c.record() for c in mine.values()}, "peers": {}, "ratios": {}}
     record["ideal_images_per_s"] = mine[False].images_per_s
     record["noisy_images_per_s"] = mine[True].images_per_s
-    print(f"\n{'contender':26s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
+    width = max(26, *(len(c.name) + 1 for c in [*mine.values(), *([channel] if channel else [])]))
+    print(f"\n{'contender':{width}s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
     for c in mine.values():
-        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
+        print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
     if channel is not None:
         slower = mine[False].images_per_s / channel.images_per_s  # seconds per step, channel over ideal
         record["channel"] = {**channel.record(), "images_per_s": channel.images_per_s,
                              "step_over_aer_step": slower}
-        print(f"{channel.name:26s} {channel.images_per_s:10.1f}  {len(channel.times):3d} steps x {channel.images:2d}  "
+        print(f"{channel.name:{width}s} {channel.images_per_s:10.1f}  {len(channel.times):3d} steps x {channel.images:2d}  "
               f"(a step takes {slower:.2f}x the aer step; target <= 1.5x)")
     record["floor"] = {**bound.record(), "images_per_s": bound.images_per_s}
-    print(f"{bound.name:26s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
+    print(f"{bound.name:{width}s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
           f"(the torch side of our step; ours reach {mine[False].images_per_s / bound.images_per_s:.0%} of it on aer)")
     for key, (c, noisy) in others.items():
         ratio = mine[noisy].images_per_s / c.images_per_s
         record["peers"][key] = {**c.record(), "versus": OURS[noisy], "ratio_ours_over_peer": ratio}
         record["ratios"][key] = ratio
         scaled = f" (scaled to {c.batch})" if c.images < c.batch else ""
-        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
+        print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
               f"{ratio:8.2f}x vs {OURS[noisy]}{scaled}")
         if key.startswith("pennylane"):  # the keys this script wrote before the torch peers existed
             kind = "noisy" if noisy else "ideal"
