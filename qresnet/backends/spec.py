@@ -131,8 +131,8 @@ def _number(text: str, spec: str, what: str, allowed: str, upper: float) -> floa
     except ValueError:
         value = math.nan
     if not (0.0 <= value <= upper) or math.isinf(value):
-        raise BackendSpecError(f"backend {spec!r}: {what} {text.strip()!r} is out of range or not a number; "
-                               f"allowed: {allowed}")
+        problem = "is not a number" if math.isnan(value) else "is out of range"
+        raise BackendSpecError(f"backend {spec!r}: {what} {text.strip()!r} {problem}; allowed: {allowed}")
     return value + 0.0  # -0.0 -> 0.0, so that '@-0' and '@0' are one spec
 
 
