@@ -104,7 +104,7 @@ class Backend:
     @property
     def prepares_encoded_states(self) -> bool:
         """Whether the estimator prepares an ``amplitude_encoding`` exactly, with input gradients
-        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` backends."""
+        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` and ``noise:`` backends."""
         return self.spec.simulated and self.options.engine == "engine"
 
     def rows_evaluated(self) -> int | None:
