@@ -250,3 +250,21 @@ def test_a_none_model_under_full_depolarizing_sees_nothing_of_its_images():
     logits.sum().backward()
     grads = [layer.weight.grad for layer in model.layers]  # None: the layer is not on a path to the loss
     assert grads[-1] is not None and all(g is None or float(g.abs().max()) < 1e-12 for g in grads)
+
+
+def test_the_transpile_report_scales_its_success_estimate():
+    """`qresnet transpile --backend aer:<device>@<s>`: the product of (1 - s e) over gates and readouts."""
+    from qresnet.backends import fake_device
+
+    device = fake_device("fake_manila")
+    plain = resolve_backend("aer:fake_manila").transpile(FILTER)
+    circuit = plain.circuit
+    errors = [device.target[i.operation.name][tuple(circuit.find_bit(q).index for q in i.qubits)].error
+              for i in circuit.data if i.operation.name in device.target.operation_names]
+    readouts = [device.target["measure"][(plain.cost.final_layout[q],)].error for q in FILTER.measured_qubits]
+    for s in (0, 1, 3):
+        expected = np.prod([1 - s * e for e in errors + readouts if e is not None])
+        cost = resolve_backend(f"aer:fake_manila@{s}").transpile(FILTER).cost
+        np.testing.assert_allclose(cost.estimated_fidelity, expected, rtol=1e-12)
+    assert resolve_backend("aer:fake_manila@1").transpile(FILTER).cost == plain.cost.__class__(
+        **{**plain.cost.to_dict(), "backend": "aer:fake_manila@1"})

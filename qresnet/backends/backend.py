@@ -88,7 +88,8 @@ class Backend:
             layout = o.initial_layout if o.initial_layout is not None and len(o.initial_layout) == template.num_qubits else None
 
             def run(chosen: tuple[int, ...] | None) -> TranspiledTemplate:
-                return transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, chosen)
+                return transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, chosen,
+                                          1.0 if self.spec.scale is None else self.spec.scale)
 
             cached = run(layout)
             if self.spec.kind == "local":
