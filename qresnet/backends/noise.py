@@ -48,7 +48,7 @@ from qresnet.errors import BackendSpecError
 
 READOUT_CAP = 0.5  # P(wrong bit) at which the outcome is independent of the state
 
-# Every standard gate by width, as Aer's NoiseModel knows them: a channel follows each of these
+# The standard gates by width (qiskit's names): a channel follows each of these; the templates use ry, rz, cx
 _GATES = {
     1: ("id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg", "rx", "ry", "rz", "r", "p", "u",
         "u1", "u2", "u3"),
