@@ -6,7 +6,8 @@ Adam 0.01, batch 16 of 28x28 images. One figure counts a whole step: forward, ba
 optimizer step.
 
 * ours: response mode on ``aer`` and ``aer:fake_torino`` (exact values, the device's noise model
-  and readout);
+  and readout), and on a channel backend (``--channel``, default ``noise:depolarizing:0.1``: the
+  channel after every gate), whose step is reported as a multiple of the ``aer`` step (target <= 1.5x);
 * plain torch (benchmarks/torch_peer.py, always): gate by gate (batched statevector / density
   matrix through every gate) and folded (the body folded per step into a 16x16 observable,
   Heisenberg picture), each ideal and with depolarizing noise from FakeTorino's calibration;
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--no-pennylane", action="store_true", help="skip the PennyLane peers even if installed")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="ours only, even with PennyLane installed")
+    parser.add_argument("--channel", default="noise:depolarizing:0.1",
+                        help="a noise:<channel>:<p> backend timed beside aer ('' to skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -112,9 +115,10 @@ def main() -> None:
     print(f"peer noise: {describe_noise(torino_noise())}")
 
     mine = {noisy: ours(spec, images, labels, args.steps, args.seed) for noisy, spec in OURS.items()}
+    channel = ours(args.channel, images, labels, args.steps, args.seed) if args.channel else None
     bound = floor(images, labels, args.steps, args.seed)
     others = peers(args, images, labels) if args.peers else {}
-    run_rounds([*mine.values(), bound, *(c for c, _ in others.values())], args.rounds)
+    run_rounds([*mine.values(), *([channel] if channel else []), bound, *(c for c, _ in others.values())], args.rounds)
     load_end = os.getloadavg()
 
     record: dict = {"benchmark": "train_step", "batch": args.batch, "data": source, "torch_threads": args.torch_threads,
@@ -122,18 +126,25 @@ def main() -> None:
                     "ours": {c.info["backend"]: c.record() for c in mine.values()}, "peers": {}, "ratios": {}}
     record["ideal_images_per_s"] = mine[False].images_per_s
     record["noisy_images_per_s"] = mine[True].images_per_s
-    print(f"\n{'contender':26s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
+    width = max(26, *(len(c.name) + 1 for c in [*mine.values(), *([channel] if channel else [])]))
+    print(f"\n{'contender':{width}s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
     for c in mine.values():
-        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
+        print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
+    if channel is not None:
+        slower = mine[False].images_per_s / channel.images_per_s  # seconds per step, channel over ideal
+        record["channel"] = {**channel.record(), "images_per_s": channel.images_per_s,
+                             "step_over_aer_step": slower}
+        print(f"{channel.name:{width}s} {channel.images_per_s:10.1f}  {len(channel.times):3d} steps x {channel.images:2d}  "
+              f"(a step takes {slower:.2f}x the aer step; target <= 1.5x)")
     record["floor"] = {**bound.record(), "images_per_s": bound.images_per_s}
-    print(f"{bound.name:26s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
+    print(f"{bound.name:{width}s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
           f"(the torch side of our step; ours reach {mine[False].images_per_s / bound.images_per_s:.0%} of it on aer)")
     for key, (c, noisy) in others.items():
         ratio = mine[noisy].images_per_s / c.images_per_s
         record["peers"][key] = {**c.record(), "versus": OURS[noisy], "ratio_ours_over_peer": ratio}
         record["ratios"][key] = ratio
         scaled = f" (scaled to {c.batch})" if c.images < c.batch else ""
-        print(f"{c.name:26s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
+        print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
               f"{ratio:8.2f}x vs {OURS[noisy]}{scaled}")
         if key.startswith("pennylane"):  # the keys this script wrote before the torch peers existed
             kind = "noisy" if noisy else "ideal"

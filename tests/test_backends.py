@@ -49,8 +49,52 @@ def test_spec_parsing(text, kind, device):
     assert spec.noisy == (kind != "aer" or device is not None)
 
 
+@pytest.mark.parametrize("text, canonical, fields", [
+    ("noise:depolarizing:0.1", "noise:depolarizing:0.1", ("noise", None, "depolarizing", 0.1, None)),
+    (" Noise : Amplitude-Damping : 1 ", "noise:amplitude_damping:1", ("noise", None, "amplitude_damping", 1.0, None)),
+    ("noise:phase_flip:0", "noise:phase_flip:0", ("noise", None, "phase_flip", 0.0, None)),
+    ("noise:bit_flip:.25", "noise:bit_flip:0.25", ("noise", None, "bit_flip", 0.25, None)),
+    ("aer:fake_torino@10", "aer:fake_torino@10", ("aer", "fake_torino", None, None, 10.0)),
+    ("aer:FakeManilaV2@0.5", "aer:fake_manila@0.5", ("aer", "fake_manila", None, None, 0.5)),
+    ("aer:manila@0", "aer:fake_manila@0", ("aer", "fake_manila", None, None, 0.0)),
+    ("aer:fake_manila@1e-3", "aer:fake_manila@0.001", ("aer", "fake_manila", None, None, 0.001)),
+])
+def test_noise_spec_parsing(text, canonical, fields):
+    spec = BackendSpec.coerce(text)
+    assert (spec.kind, spec.device, spec.channel, spec.p, spec.scale) == fields
+    assert str(spec) == canonical and BackendSpec.coerce(canonical) == spec
+    assert spec.noisy and spec.simulated and not spec.on_device
+
+
 @pytest.mark.parametrize("text, fragments", [
-    ("qasm", ["unknown backend 'qasm'", "aer, local, ibm"]),
+    ("noise:depolarising:0.1", ["unknown noise channel 'depolarising'", "Did you mean depolarizing",
+                                "amplitude_damping, phase_damping, bit_flip, phase_flip"]),
+    ("noise:gaussian:0.1", ["unknown noise channel 'gaussian'", "depolarizing, amplitude_damping"]),
+    ("noise", ["needs a channel and a strength", "noise:<channel>:<p>", "bit_flip", "0 <= p <= 1"]),
+    ("noise:bit_flip", ["gives no strength", "0 <= p <= 1"]),
+    ("noise:bit_flip:1.5", ["'1.5' is out of range", "0 <= p <= 1"]),
+    ("noise:bit_flip:-0.1", ["'-0.1' is out of range", "0 <= p <= 1"]),
+    ("noise:bit_flip:nan", ["'nan' is not a number"]),
+    ("noise:bit_flip:lots", ["'lots' is not a number", "0 <= p <= 1"]),
+    ("aer:fake_torino@-2", ["noise scale '-2' is out of range", "s >= 0"]),
+    ("aer:fake_torino@big", ["noise scale 'big' is not a number", "s >= 0"]),
+    ("aer:fake_torino@inf", ["noise scale 'inf' is out of range", "s >= 0"]),
+    ("aer:fake_torino@", ["noise scale '' is not a number", "s >= 0"]),
+    ("aer:@2", ["names no device before '@'"]),
+    ("aer@2", ["a noise scale needs a fake device", "aer:fake_torino@10"]),
+    ("local:fake_manila@2", ["exists for aer:<fake device> only"]),
+    ("aer:fake_manilla@2", ["unknown fake device", "Did you mean fake_manila"]),
+])
+def test_bad_noise_specs_name_the_value_and_the_allowed_ones(text, fragments):
+    with pytest.raises(BackendSpecError) as info:
+        BackendSpec.coerce(text)
+    assert "\n" not in str(info.value)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("qasm", ["unknown backend 'qasm'", "aer, noise, local, ibm"]),
     ("aer:fake_manilla", ["unknown fake device", "Did you mean fake_manila", "fake_torino"]),
     ("aer:", ["names no device"]),
     ("local", ["needs a device", "local:fake_manila"]),
@@ -215,7 +259,7 @@ def test_transpile_cache_tells_equal_named_templates_apart():
 
     backend = resolve_backend("aer:fake_manila")
     first = backend.transpile(FILTER)
-    other = _quanv_filter.__wrapped__(2, 2, "chain", "mean")  # a fresh object, bypassing the factory cache
+    other = _quanv_filter.__wrapped__(2, 2, "chain", "mean", "ry_rz", 0, "ry_pi")  # a fresh object, bypassing the factory cache
     assert other.name == FILTER.name and other is not FILTER
     second = backend.transpile(other)
     assert second.template is other and set(second.circuit.parameters) == set(other.circuit.parameters)

@@ -10,7 +10,8 @@ def test_backends_json_lists_devices(capsys):
     assert devices["fake_manila"]["num_qubits"] == 5 and devices["fake_manila"]["two_qubit_gates"] == ["cx"]
     assert devices["fake_torino"]["num_qubits"] == 133 and devices["fake_torino"]["two_qubit_gates"] == ["cz"]
     assert devices["fake_brisbane"]["two_qubit_gates"] == ["ecr"]
-    assert set(data["specs"]) == {"aer", "local", "ibm"}
+    assert set(data["specs"]) == {"aer", "noise", "local", "ibm"}
+    assert "aer:<fake device>@<s>" in data["specs"]["aer"] and "bit_flip" in data["specs"]["noise"]
 
 
 def test_transpile_json_report(capsys):

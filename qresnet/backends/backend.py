@@ -13,9 +13,10 @@ from qresnet.backends.aer import aer_estimator
 from qresnet.backends.devices import fake_device, low_connected_qubits
 from qresnet.backends.engine import EngineEstimator
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, JobLimits, SplittingEstimator
+from qresnet.backends.noise import channel_noise_model, scaled_device_noise_model, scaled_readout_errors
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.primitives import CountsRows
-from qresnet.backends.readout import readout_errors
+from qresnet.backends.readout import ReadoutErrors, readout_errors
 from qresnet.backends.runtime import DeferredEstimator, IBMCredentials, RuntimeOptions, connect_service, runtime_estimator
 from qresnet.backends.spec import BackendSpec
 from qresnet.backends.transpile import TranspiledTemplate, transpile_template, trim_to_used_qubits
@@ -53,7 +54,25 @@ class Backend:
 
     @property
     def noise_model(self) -> NoiseModel | None:
-        return noise_model_for(self.spec.device) if self.spec.kind == "aer" and self.spec.device else None
+        """The Aer noise model of a simulated backend: the device's (scaled by ``@s``) or the channel's;
+        None where the circuits run noiseless (``aer``, a zero scale or strength) or on a device."""
+        spec = self.spec
+        if spec.kind == "noise":
+            model = channel_noise_model(spec.channel, spec.p)
+        elif spec.kind == "aer" and spec.device:
+            model = noise_model_for(spec.device) if spec.scale is None else scaled_device_noise_model(spec.device, spec.scale)
+        else:
+            return None
+        return None if model.is_ideal() else model
+
+    def readout(self) -> ReadoutErrors | None:
+        """Per-qubit readout assignment errors a simulated backend applies (scaled by ``@s``), or None:
+        none on ``aer`` and ``noise:``, and none with ``--no-readout``."""
+        if not (self.spec.kind == "aer" and self.device is not None and self.options.readout):
+            return None
+        errors = readout_errors(self.device)
+        errors = errors if self.spec.scale is None else scaled_readout_errors(errors, self.spec.scale)
+        return errors if any(e0 or e1 for e0, e1 in errors.values()) else None
 
     def transpile(self, template: CircuitTemplate) -> TranspiledTemplate:
         """The template's ISA circuit on this backend, transpiled on first use only.
@@ -69,7 +88,8 @@ class Backend:
             layout = o.initial_layout if o.initial_layout is not None and len(o.initial_layout) == template.num_qubits else None
 
             def run(chosen: tuple[int, ...] | None) -> TranspiledTemplate:
-                return transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, chosen)
+                return transpile_template(template, self.device, self.name, o.optimization_level, o.seed_transpiler, chosen,
+                                          1.0 if self.spec.scale is None else self.spec.scale)
 
             cached = run(layout)
             if self.spec.kind == "local":
@@ -85,8 +105,8 @@ class Backend:
     @property
     def prepares_encoded_states(self) -> bool:
         """Whether the estimator prepares an ``amplitude_encoding`` exactly, with input gradients
-        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` backends."""
-        return self.spec.kind == "aer" and self.options.engine == "engine"
+        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` and ``noise:`` backends."""
+        return self.spec.simulated and self.options.engine == "engine"
 
     def rows_evaluated(self) -> int | None:
         """Parameter sets x observables evaluated so far, where the estimator counts them (the engine), else None."""
@@ -97,8 +117,8 @@ class Backend:
         """The ``EstimatorV2`` that runs this backend's transpiled circuits."""
         if self._estimator is None:
             o = self.options
-            if self.spec.kind == "aer":
-                readout = readout_errors(self.device) if self.device is not None and o.readout else None
+            if self.spec.simulated:
+                readout = self.readout()
                 aer = aer_estimator(self.noise_model, readout, o.shots, o.seed)
                 self._estimator = aer if o.engine == "aer" else EngineEstimator(
                     self.noise_model, readout, o.shots, o.seed, fallback=aer)
@@ -111,7 +131,7 @@ class Backend:
 
     def runtime_estimator(self) -> BaseEstimatorV2:
         """``local:`` and ``ibm:``: the Runtime ``Estimator`` itself, on this backend's Batch or Session (made once)."""
-        if self.spec.kind == "aer":
+        if self.spec.simulated:
             raise CapabilityError(f"{self.name} is a simulator backend; Runtime estimators exist for local: and ibm: specs")
         if self._runtime is None:
             o = self.options
@@ -155,6 +175,8 @@ class Backend:
             "device": self.spec.device,
             "device_qubits": None if self.device is None else self.device.num_qubits,
             "noisy": self.spec.noisy,
+            **({"channel": self.spec.channel, "p": self.spec.p} if self.spec.kind == "noise" else {}),
+            **({"noise_scale": self.spec.scale} if self.spec.scale is not None else {}),
             "options": self.options.to_dict(),
         }
 
@@ -172,9 +194,9 @@ def resolve_backend(
     """Parse ``spec`` and bind it to its device (for ``ibm:``, connecting to IBM Quantum)."""
     spec = BackendSpec.coerce(spec)
     options = options or BackendOptions()
-    if spec.kind == "aer" and spec.device is None:
+    if spec.simulated and spec.device is None:
         if options.initial_layout is not None:
-            raise LayoutError("--initial-layout needs a device: use aer:<fake device>")
+            raise LayoutError(f"--initial-layout needs a device, and {spec} has none: use aer:<fake device>")
         return Backend(spec, options, None)
     if spec.kind in ("aer", "local"):
         return Backend(spec, options, _check_layout(fake_device(spec.device), options, spec))

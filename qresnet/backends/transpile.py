@@ -49,8 +49,11 @@ class TranspiledTemplate:
         return self.template.check_rotations(self.circuit).ok
 
 
-def estimated_fidelity(circuit: QuantumCircuit, target: Target | None, measured: tuple[int, ...]) -> float:
-    """Product of (1 - error) over the circuit's gates and the readout of the measured qubits."""
+def estimated_fidelity(circuit: QuantumCircuit, target: Target | None, measured: tuple[int, ...],
+                       error_scale: float = 1.0) -> float:
+    """Product of (1 - error) over the circuit's gates and the readout of the measured qubits; with
+    ``error_scale`` s (``aer:<device>@<s>``) each error is s times the device's, capped as the scaled noise
+    model caps it (a gate at d / (d + 1), a readout at 0.5 or its own value if higher)."""
     if target is None:
         return 1.0
     fidelity = 1.0
@@ -61,12 +64,13 @@ def estimated_fidelity(circuit: QuantumCircuit, target: Target | None, measured:
         qargs = tuple(circuit.find_bit(q).index for q in instruction.qubits)
         props = target[name].get(qargs)
         if props is not None and props.error is not None:
-            fidelity *= 1.0 - props.error
+            dim = 2 ** len(qargs)
+            fidelity *= 1.0 - min(error_scale * props.error, max(props.error, dim / (dim + 1)))
     if "measure" in target.operation_names:
         for q in measured:
             props = target["measure"].get((q,))
             if props is not None and props.error is not None:
-                fidelity *= 1.0 - props.error
+                fidelity *= 1.0 - min(error_scale * props.error, max(props.error, 0.5))
     return fidelity
 
 
@@ -77,6 +81,7 @@ def transpile_template(
     optimization_level: int = 2,
     seed_transpiler: int = 0,
     initial_layout: tuple[int, ...] | None = None,
+    error_scale: float = 1.0,
 ) -> TranspiledTemplate:
     """Transpile with the preset pass manager and map the observables with ``apply_layout``.
 
@@ -123,7 +128,7 @@ def transpile_template(
         two_qubit_gates=sum(1 for inst in circuit.data
                             if inst.operation.num_qubits == 2 and inst.operation.name not in _NOT_GATES),
         ops=dict(sorted(ops.items())),
-        estimated_fidelity=estimated_fidelity(circuit, target, measured),
+        estimated_fidelity=estimated_fidelity(circuit, target, measured, error_scale),
         rotation_check=("the amplitude encoding is an exact state preparation (not transpiled)" if encoding is not None
                         else template.check_rotations(circuit).describe()),
     )

@@ -15,7 +15,8 @@ from qresnet.backends.options import BackendOptions
 from qresnet.choices import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS
 from qresnet.errors import ConfigError, LayoutError
 
-BACKEND_HELP = "aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)"
+BACKEND_HELP = ("aer | aer:<fake device>[@<scale>] | noise:<channel>:<p> | local:<fake device> | ibm:<device> "
+                "(default: aer; `qresnet backends` lists them)")
 
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> None:

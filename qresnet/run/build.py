@@ -84,7 +84,8 @@ def head_notes(config: TrainConfig, backend: Backend, model: ResQuNN) -> list[st
     notes = []
     if model.head.encoding == "state":
         notes.append("head encoding: the amplitude-encoded state is prepared exactly"
-                     + ("; the device noise acts on the transpiled ansatz and the readout" if backend.spec.noisy else ""))
+                     + (f"; the {backend.name} noise acts on the transpiled ansatz"
+                        + (" and the readout" if backend.readout() else "") if backend.spec.noisy else ""))
         notes.append("head input gradient: exact (engine, adjoint through the state preparation)")
     else:
         notes.append("head encoding: the transpiled state-preparation circuit, one circuit per sample")

@@ -29,14 +29,14 @@ def loss_and_accuracy(model: ResQuNN, x: torch.Tensor, y: torch.Tensor, batch_si
 def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, samples: int, seed: int) -> dict[str, Any]:
     """The head on ``samples`` test images with its whole transpiled encoding under the device noise (Aer,
     density matrix), beside the default exact state preparation: score differences, predictions, cost."""
-    if not backend.spec.noisy or backend.spec.kind != "aer":
-        raise ConfigError(f"head_encoding_noise='transpiled' needs a noisy aer:<device> backend, not {backend.name}")
+    if not backend.spec.noisy or not backend.spec.simulated:
+        raise ConfigError(f"head_encoding_noise='transpiled' needs a noisy aer:<device> or noise: backend, "
+                          f"not {backend.name}")
     from qresnet.backends.aer import aer_estimator
-    from qresnet.backends.readout import readout_errors
 
     head = model.head
     transpiled = backend.transpile(quantum_head(HEAD_QUBITS, head.num_outputs))
-    aer = aer_estimator(backend.noise_model, readout_errors(backend.device) if backend.options.readout else None, None, seed)
+    aer = aer_estimator(backend.noise_model, backend.readout(), None, seed)
     noisy_head = QuantumHead(transpiled.template, aer, circuit=transpiled.circuit, observables=transpiled.observables,
                              scale=head.scale, initial_weights=head.weight.detach().numpy())
     x, y = data.x_test[:samples], data.y_test[:samples]

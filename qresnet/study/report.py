@@ -289,7 +289,7 @@ def _noisy_minus_ideal(runs: Runs, several: bool) -> list[str]:
     lines: list[str] = []
     for head in dict.fromkeys(s.head for s in runs.settings):
         group = [s for s in runs.settings if s.head == head]
-        ideal = next((s for s in group if BackendSpec.coerce(s.backend).device is None), group[0])
+        ideal = next((s for s in group if not BackendSpec.coerce(s.backend).noisy), group[0])
         for other in (s for s in group if s != ideal):
             lines += [f"## {other.label(several)} minus {ideal.label(several)} (paired by seed)", "",
                       "| configuration | trainable | frozen |", "|---|---|---|"]
