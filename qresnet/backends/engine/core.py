@@ -18,7 +18,7 @@ from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
 
 from qresnet.backends.engine.adjoint import statevector_values
-from qresnet.backends.engine.encoded import EncodedProgram, compile_encoded, encoded_values, opens_with_encoding
+from qresnet.backends.engine.encoded import compile_encoded, encoded_values, opens_with_encoding
 from qresnet.backends.engine.program import Program, compile_circuit
 from qresnet.backends.engine.route import (
     HEISENBERG_IDEAL_QUBITS,
