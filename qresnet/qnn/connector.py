@@ -58,7 +58,9 @@ class _Bridge:
 
     qnn: NeuralNetwork
     memo: _Memo = field(default_factory=_Memo)
-    weights_only: NeuralNetwork | None = None  # made when first needed
+    # a copy of ``qnn`` made when first needed, sharing its circuit, observables and gradient (which a QNN does not
+    # change), with input gradients off
+    weights_only: NeuralNetwork | None = None
 
     def engine_call(self, need_input: bool, need_weights: bool) -> QNNCall | None:
         """The engine call a forward makes (None: the QNN's own ``forward`` and ``backward``): reverse mode where

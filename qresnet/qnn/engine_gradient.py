@@ -25,7 +25,7 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qresnet.backends.primitives import Differentiable, Differentiator, Pullback, group_rows
 from qresnet.errors import CapabilityError, ConfigError, EngineUnsupportedError
-from qresnet.qnn.gradient import ValidatedOnce, distinct_observables, parameter_keys
+from qresnet.qnn.gradient import CACHED_CIRCUITS, ValidatedOnce, distinct_observables, parameter_keys
 
 
 class Derivatives(Enum):
@@ -129,6 +129,8 @@ class EngineGradient(ValidatedOnce):
         them after it is made: its properties hand out copies and have no setters)."""
         entry = self._layouts.get(id(qnn))
         if entry is None or entry.qnn is not qnn:
+            if len(self._layouts) >= CACHED_CIRCUITS:
+                self._layouts.clear()
             entry = self._layouts[id(qnn)] = _QNNLayout.of(qnn)
         return entry
 

@@ -42,6 +42,7 @@ from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up 
 from qresnet.errors import CapabilityError
 
 ENCODING = "amplitude_encoding"  # the head's exact state preparation: its features are not shifted
+CACHED_CIRCUITS = 256  # per-circuit (and per-QNN) entries a gradient keeps
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ class BatchedParamShiftGradient(ValidatedOnce):
     def _shift_circuit(self, circuit: QuantumCircuit) -> ShiftCircuit | None:
         entry = self._shift_circuits.get(id(circuit))
         if entry is None or not entry.holds(circuit):
+            if len(self._shift_circuits) >= CACHED_CIRCUITS:  # a client sending a new circuit per call
+                self._shift_circuits.clear()
             entry = self._shift_circuits[id(circuit)] = _ShiftEntry(circuit, _stamp(circuit), shift_circuit(circuit))
         return entry.shift
 

@@ -59,7 +59,10 @@ class EngineEstimator(BaseEstimatorV2):
     qubit set as in Aer. ``readout``: per physical qubit (P(1|0), P(0|1)), folded into the
     observables for exact values and applied to outcome probabilities for shots. Circuits
     wider than the engine's memory bound (``MAX_NOISY_QUBITS`` with noise, ``MAX_IDEAL_QUBITS``
-    without) go to ``fallback`` (an Aer estimator), with a warning.
+    without, in :mod:`qresnet.backends.engine.route`) go to ``fallback`` (an Aer estimator), with a
+    warning. This class is the primitive only: exact values and derivatives without PUBs are its
+    ``differentiator`` (an :class:`~qresnet.backends.engine.EngineDifferentiator` on the same
+    compiled programs, caches and route choice).
 
     Precision, as ``EstimatorV2`` defines it: a PUB's precision p > 0 asks for standard error
     p, met with ceil(1/p^2) shots per commuting group of the observable; precision 0 is exact.
