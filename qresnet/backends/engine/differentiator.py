@@ -151,9 +151,9 @@ class EngineDifferentiator:
         are sampled but these derivatives stay exact (an adjoint pass has no shot noise).
         """
         terms, values, support = self._prepare(circuit, observables, values)
-        if not self._core.encoded_circuit(circuit):
+        route = self._core.route(circuit, support)
+        if not route.kind.encoded:
             raise EngineUnsupportedError("encoding_gradients needs a circuit that opens with an amplitude_encoding")
-        route = self._derivative_route(circuit, support)
         if route.kind is RouteKind.ENCODED_STATEVECTOR:
             wide = route.encoded
             features = frozenset(wide.feature_columns.tolist())
