@@ -49,7 +49,7 @@ class QNNCall:
             raise ConfigError("QNNCall(derivatives=NONE, input_gradients=True): values alone have no input gradient")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QNNEvaluation:
     """What :meth:`EngineGradient.evaluate` returns: the values (N, K) and the derivatives the call asked for."""
 
