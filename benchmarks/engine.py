@@ -55,11 +55,11 @@ def gradient_record(template, tt, engine, aer, seed: int, repeats: int) -> dict:
     exact, shift_engine, shift_aer = EngineGradient(engine), BatchedParamShiftGradient(engine), BatchedParamShiftGradient(aer)
     values = {"exact": run(exact), "shift_engine": run(shift_engine)}  # warm-up: compile once
     # the ability itself, as a training step calls it (one call per layer: values and derivatives)
-    direct = lambda: engine.value_and_gradients(tt.circuit, [tt.observables[0]], rows, weights)  # noqa: E731
+    direct = lambda: engine.differentiator.value_and_gradients(tt.circuit, [tt.observables[0]], rows, weights)  # noqa: E731
     g = np.random.default_rng(seed).normal(size=(n, 1))
 
     def reverse() -> np.ndarray:
-        _, pullback = engine.value_and_pullback(tt.circuit, [tt.observables[0]], rows, (), weights)
+        _, pullback = engine.differentiator.value_and_pullback(tt.circuit, [tt.observables[0]], rows, (), weights)
         return pullback(g)[1]
 
     vjp = np.einsum("rk,rkw->w", g, direct()[1])

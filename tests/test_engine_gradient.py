@@ -14,7 +14,7 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 import qresnet.qnn
-from qresnet.backends import BackendOptions, ExactGradients, resolve_backend
+from qresnet.backends import BackendOptions, Differentiable, Differentiator, EngineDifferentiator, resolve_backend
 from qresnet.backends.backend import noise_model_for
 from qresnet.backends.engine import EngineEstimator
 from qresnet.run.build import gradient_method, quantum_head_layer, quanv_layers
@@ -64,9 +64,12 @@ def qnn_with(gradient, qnn: EstimatorQNN, input_gradients: bool) -> EstimatorQNN
 
 
 def test_the_ability_is_a_protocol_the_engine_has_only_in_exact_mode():
-    assert isinstance(EngineEstimator(), ExactGradients) and EngineEstimator().gives_exact_values
-    assert EngineEstimator(exact=True).gives_exact_values and not EngineEstimator(shots=100).gives_exact_values
-    assert not isinstance(AerEstimatorV2(), ExactGradients)
+    engine = EngineEstimator()
+    assert isinstance(engine, Differentiable) and isinstance(engine.differentiator, Differentiator)
+    assert isinstance(engine.differentiator, EngineDifferentiator) and engine.differentiator is engine.differentiator
+    assert engine.differentiator.gives_exact_values and EngineEstimator(exact=True).differentiator.gives_exact_values
+    assert not EngineEstimator(shots=100).differentiator.gives_exact_values
+    assert not isinstance(AerEstimatorV2(), Differentiable)
     with pytest.raises(CapabilityError, match="estimator=EstimatorV2"):
         EngineGradient(AerEstimatorV2())
     with pytest.raises(CapabilityError, match="samples shots"):
@@ -89,7 +92,7 @@ def test_filter_gradients_equal_parameter_shift_on_the_engine(spec, rng):
     weights = list(FILTER.weight_params)
     subset = np.array(exact.run([circuit] * 4, [obs] * 4, rows, parameters=[weights] * 4).result().gradients)
     np.testing.assert_allclose(subset, ours[:, [list(circuit.parameters).index(w) for w in weights]], atol=1e-15)
-    values, _ = estimator.value_and_gradients(circuit, [obs], rows)  # the values are run's values
+    values, _ = estimator.differentiator.value_and_gradients(circuit, [obs], rows)  # the values are run's values
     np.testing.assert_allclose(values[:, 0], estimator.run([(circuit, obs, rows)]).result()[0].data.evs, atol=1e-14)
 
 
@@ -106,7 +109,7 @@ def test_filter_gradients_equal_finite_differences_of_aer(spec, rng):
     observables = [mean_z, correlator]
     rows = rng.uniform(-1, 1, (3, circuit.num_parameters))
     engine = EngineEstimator(noise_model_for(device) if device else None)
-    values, ours = engine.value_and_gradients(circuit, observables, rows)
+    values, ours = engine.differentiator.value_and_gradients(circuit, observables, rows)
     aer = aer_exact(device)
     np.testing.assert_allclose(values, pub_values(aer, circuit, observables, rows), atol=1e-9)
     fd = central_differences(lambda r: pub_values(aer, circuit, observables, r), rows)
@@ -131,7 +134,7 @@ def test_shared_parameters_and_u_gates_equal_finite_differences_of_aer(rng):
     rows = rng.uniform(-np.pi, np.pi, (4, 3))
     for noise in (None, "fake_manila"):
         model = noise_model_for(noise) if noise else None
-        values, ours = EngineEstimator(model).value_and_gradients(qc, observables, rows)
+        values, ours = EngineEstimator(model).differentiator.value_and_gradients(qc, observables, rows)
         aer = aer_exact(noise)
         np.testing.assert_allclose(values, pub_values(aer, qc, observables, rows), atol=1e-9)
         fd = central_differences(lambda r: pub_values(aer, qc, observables, r), rows)
@@ -145,7 +148,7 @@ def test_a_nonlinear_angle_is_refused_with_the_instruction_named():
     qc.cx(0, 1)
     qc.ry(a * a, 1)
     with pytest.raises(EngineUnsupportedError, match="'ry' on qubits"):
-        EngineEstimator().value_and_gradients(qc, [SparsePauliOp("ZZ")], [[0.5]])
+        EngineEstimator().differentiator.value_and_gradients(qc, [SparsePauliOp("ZZ")], [[0.5]])
 
 
 # --- the quantum head --------------------------------------------------------------------------------------------
@@ -335,7 +338,7 @@ def test_ten_class_ideal_head_takes_the_statevector_route_against_statevector_re
     assert result.metadata["route"] == "state-preparation-statevector"
     reference = np.array([_statevector_reference(circuit, template, r, observables) for r in rows])
     np.testing.assert_allclose(result.data.evs.T, reference, atol=1e-10, rtol=0)
-    values, grads = estimator.value_and_gradients(circuit, observables, rows)
+    values, grads = estimator.differentiator.value_and_gradients(circuit, observables, rows)
     np.testing.assert_allclose(values, reference, atol=1e-10, rtol=0)
     h = 1e-6
     checked = [index[template.input_params[j]] for j in (0, 7, 48)] + [index[p] for p in template.weight_params[::7]]
@@ -346,7 +349,7 @@ def test_ten_class_ideal_head_takes_the_statevector_route_against_statevector_re
                         - _statevector_reference(circuit, template, r - e, observables)) / (2 * h) for r in rows])
         np.testing.assert_allclose(grads[:, :, j], fd, atol=1e-8, rtol=0)
     assert np.abs(grads[1][:, [index[p] for p in template.input_params]]).max() == 0.0
-    features = estimator.encoding_gradients(circuit, observables, rows)  # the same adjoint, features only
+    features = estimator.differentiator.encoding_gradients(circuit, observables, rows)  # the same adjoint, features only
     np.testing.assert_allclose(features, grads[:, :, [index[p] for p in template.input_params]], atol=1e-14)
 
 
@@ -384,7 +387,7 @@ def test_ten_class_head_values_and_input_gradients_equal_operator_references(rng
     rows = np.zeros((2, circuit.num_parameters))
     rows[:, [index[p] for p in template.input_params]] = rng.normal(size=(2, 49))
     rows[:, [index[p] for p in template.weight_params]] = rng.uniform(-np.pi, np.pi, template.num_weights)
-    values, grads = backend.estimator().value_and_gradients(circuit, observables, rows)
+    values, grads = backend.estimator().differentiator.value_and_gradients(circuit, observables, rows)
     features = [index[p] for p in template.input_params]
     for r, row in enumerate(rows):
         reference, reference_grads = _operator_reference(circuit, template, row, observables)
@@ -409,107 +412,3 @@ def test_ten_class_ideal_head_trains_the_layers_behind_it(tmp_path):
     x, y = torch.rand(16, 8, 8, dtype=torch.float64), torch.randint(0, 10, (16,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
     assert float(model.layers[1].weight.grad.norm()) > 0
-
-
-# --- reverse mode: one pullback instead of a Jacobian per weight ----------------------------------------------------
-
-
-def test_pauli_to_matrix_and_its_adjoint_against_kronecker_products(rng):
-    """Re(sum_d c_d P_d) against the Pauli strings built by Kronecker products; the adjoint by <L c, M> = <c, L* M>."""
-    from qresnet.backends.engine.encoded import pauli_to_matrix, pauli_to_matrix_adjoint
-    from qresnet.backends.engine.ptm import pauli_matrices
-
-    for n in (1, 2, 3):
-        c, m = rng.normal(size=(2, 4**n)), rng.normal(size=(2, 2**n, 2**n))
-        np.testing.assert_allclose(pauli_to_matrix(c, n), np.einsum("bd,dij->bij", c, pauli_matrices(n)).real,
-                                   atol=1e-13, rtol=0)
-        assert abs(np.sum(pauli_to_matrix(c, n) * m) - np.sum(c * pauli_to_matrix_adjoint(m, n))) < 1e-12
-
-
-@pytest.mark.parametrize("spec,qubits,classes", [("aer", 10, 4), ("aer", 10, 10), ("aer:fake_manila", 5, 3),
-                                                 ("aer:fake_torino", 10, 4)])
-def test_head_pullback_equals_parameter_shift_contracted_with_the_cotangent(spec, qubits, classes, rng):
-    """g . Jacobian with the Jacobian by parameter shift on the engine (weights) and the engine's adjoint
-    (features), to 1e-10: the Heisenberg route (ideal and noisy) and the statevector route (10 classes)."""
-    backend = resolve_backend(spec)
-    features = (1 << qubits) - 7  # zero-padded at the end
-    template = quantum_head(qubits, classes, encoding="state", num_features=features)
-    transpiled = backend.transpile(template)
-    qnn = make_qnn(template, backend.estimator(), transpiled.circuit, transpiled.observables, input_gradients=True)
-    assert isinstance(qnn.gradient, EngineGradient) and qnn.gradient.pulls_back(qnn)
-    x, w = rng.normal(size=(5, features)), rng.uniform(-np.pi, np.pi, qnn.num_weights)
-    x[2] = 0.0
-    values, pullback = qnn.gradient.qnn_pullback(qnn, x, w, True)
-    g = rng.normal(size=values.shape)
-    d_inputs, d_weights = pullback(g)
-    np.testing.assert_allclose(values, qnn_with(BatchedParamShiftGradient(qnn.estimator), qnn, True).forward(x, w),
-                               atol=1e-10, rtol=0)
-    input_jac, weight_jac = qnn_with(BatchedParamShiftGradient(qnn.estimator), qnn, True).backward(x, w)
-    np.testing.assert_allclose(d_weights, np.einsum("rk,rkw->w", g, weight_jac), atol=1e-10, rtol=0)
-    np.testing.assert_allclose(d_inputs, np.einsum("rk,rki->ri", g, input_jac), atol=1e-10, rtol=0)
-    assert np.abs(d_weights).max() > 1e-2 and np.abs(d_inputs).max() > 1e-3 and np.abs(d_inputs[2]).max() == 0.0
-
-
-@pytest.mark.parametrize("spec", SPECS)
-def test_filter_pullback_equals_parameter_shift_contracted_with_the_cotangent(spec, rng):
-    """The product-state route: weights (prefix and body) and, in per-patch mode, inputs, to 1e-10."""
-    backend = resolve_backend(spec)
-    transpiled = backend.transpile(FILTER)
-    qnn = make_qnn(FILTER, backend.estimator(), transpiled.circuit, transpiled.observables, input_gradients=True)
-    assert qnn.gradient.pulls_back(qnn)
-    x, w = rng.uniform(0, 1, (7, qnn.num_inputs)), rng.uniform(-np.pi, np.pi, qnn.num_weights)
-    values, pullback = qnn.gradient.qnn_pullback(qnn, x, w, True)
-    g = rng.normal(size=values.shape)
-    d_inputs, d_weights = pullback(g)
-    shift = qnn_with(BatchedParamShiftGradient(qnn.estimator), qnn, True)
-    input_jac, weight_jac = shift.backward(x, w)
-    np.testing.assert_allclose(values, shift.forward(x, w), atol=1e-10, rtol=0)
-    np.testing.assert_allclose(d_weights, np.einsum("rk,rkw->w", g, weight_jac), atol=1e-10, rtol=0)
-    np.testing.assert_allclose(d_inputs, np.einsum("rk,rki->ri", g, input_jac), atol=1e-10, rtol=0)
-    assert np.abs(d_weights).max() > 1e-2 and np.abs(d_inputs).max() > 1e-2
-
-
-def test_the_head_trains_by_pullback_not_by_jacobians(monkeypatch, rng):
-    """A training step of the head asks the engine for one pullback; autograd's gradients equal the
-    Jacobians (``value_and_gradients``, itself checked against parameter shift above) contracted by hand."""
-    backend = resolve_backend("aer:fake_torino")
-    head = quantum_head_layer(backend, 49, 4)
-    estimator = head.qnn.gradient._estimator
-    x = torch.tensor(rng.normal(size=(6, 49)), requires_grad=True)
-    g = torch.tensor(rng.normal(size=(6, 4)))
-    jac_values, jacobian = estimator.value_and_gradients(
-        head.qnn.circuit, head.qnn.observables,
-        qresnet.qnn.EngineGradient._rows(head.qnn.circuit, *head.qnn.gradient._layout(head.qnn)[2:],
-                                         x.detach().numpy(), head.connector.weight.detach().numpy()),
-        list(head.qnn.input_params) + list(head.qnn.weight_params))
-    calls = []
-    original = estimator.value_and_pullback
-    monkeypatch.setattr(estimator, "value_and_pullback", lambda *a, **k: calls.append(1) or original(*a, **k))
-    monkeypatch.setattr(estimator, "value_and_gradients", lambda *a, **k: pytest.fail("Jacobians asked for"))
-    scores = head.scores(x)
-    (scores * g).sum().backward()
-    assert calls == [1]
-    np.testing.assert_allclose(scores.detach().numpy(), jac_values, atol=1e-12, rtol=0)
-    np.testing.assert_allclose(x.grad.numpy(), np.einsum("rk,rki->ri", g.numpy(), jacobian[:, :, :49]), atol=1e-12)
-    np.testing.assert_allclose(head.connector.weight.grad.numpy(), np.einsum("rk,rkw->w", g.numpy(), jacobian[:, :, 49:]),
-                               atol=1e-12)
-
-
-def test_a_cone_too_wide_to_keep_its_images_pulls_back_by_forward_mode(monkeypatch, rng):
-    """Past MAX_PULLBACK_BYTES (a 10-class noisy head) the pullback contracts forward-mode Jacobians: the same numbers."""
-    import qresnet.backends.engine.estimator as engine_estimator
-
-    backend = resolve_backend("aer:fake_manila")
-    template = quantum_head(5, 3, encoding="state", num_features=25)
-    transpiled = backend.transpile(template)
-    qnn = make_qnn(template, backend.estimator(), transpiled.circuit, transpiled.observables, input_gradients=True)
-    x, w = rng.normal(size=(4, 25)), rng.uniform(-3, 3, qnn.num_weights)
-    values, pullback = qnn.gradient.qnn_pullback(qnn, x, w, True)
-    g = rng.normal(size=values.shape)
-    reverse = pullback(g)
-    monkeypatch.setattr(engine_estimator, "MAX_PULLBACK_BYTES", 0)
-    values_forward, pullback_forward = qnn.gradient.qnn_pullback(qnn, x, w, True)
-    forward = pullback_forward(g)
-    np.testing.assert_allclose(values_forward, values, atol=1e-12, rtol=0)
-    for a, b in zip(forward, reverse):
-        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)

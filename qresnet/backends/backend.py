@@ -105,7 +105,8 @@ class Backend:
     @property
     def prepares_encoded_states(self) -> bool:
         """Whether the estimator prepares an ``amplitude_encoding`` exactly, with input gradients
-        (:class:`~qresnet.backends.primitives.ExactStatePreparation`): the engine on ``aer`` and ``noise:`` backends."""
+        (``encoding_gradients`` of its :class:`~qresnet.backends.primitives.Differentiator`): the engine on ``aer``
+        and ``noise:`` backends."""
         return self.spec.simulated and self.options.engine == "engine"
 
     def rows_evaluated(self) -> int | None:

@@ -7,8 +7,8 @@ An ability is something an estimator may do beyond ``EstimatorV2``. Callers ask 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -17,51 +17,52 @@ from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp
 
-
-@runtime_checkable
-class ExactStatePreparation(Protocol):
-    """Prepares an ``amplitude_encoding`` exactly and differentiates values by its features."""
-
-    def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
-                           values: np.ndarray) -> np.ndarray:
-        """(R, K, F): d value / d feature for each parameter row, observable and encoded feature."""
-        ...
+# reverse mode's answer: the cotangent g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,))
+Pullback = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
 
 
 @runtime_checkable
-class ExactGradients(Protocol):
-    """Exact values and exact derivatives by every circuit parameter, in one sweep (no parameter shift).
+class Differentiator(Protocol):
+    """Exact values and exact derivatives of circuits without PUBs: one object per estimator that has them
+    (the engine's :class:`~qresnet.backends.engine.EngineDifferentiator`).
 
-    ``gives_exact_values``: whether the estimator's values are exact (no shots), so that these
-    derivatives are the ones parameter shift would give and may stand in for it.
+    Values include the estimator's noise model and readout errors as its exact values do. Rows ``values`` are
+    (R, P) parameter values in ``circuit.parameters`` order; results are per row and observable.
     """
 
-    gives_exact_values: bool
+    gives_exact_values: bool  # the estimator's values are exact (no shots): these derivatives are parameter shift's
+
+    def exact_values(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray) -> np.ndarray:
+        """(R, K) exact values (a QNN's forward pass without gradients)."""
+        ...
 
     def value_and_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
                             parameters: Sequence[Parameter] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """((R, K) values, (R, K, P) derivatives by ``parameters``, default all of ``circuit.parameters``)."""
         ...
 
-    def exact_values(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray) -> np.ndarray:
-        """(R, K) exact values without a PUB (a QNN's forward pass without gradients)."""
+    def pulls_back(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                   inputs: Sequence[Parameter] = ()) -> bool:
+        """Whether :meth:`value_and_pullback` takes this circuit and observables with these per-row inputs."""
+        ...
+
+    def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
+                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Pullback]:
+        """Reverse mode: (R, K) values and the pullback g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights
+        summed over rows (W,)), one extra sweep whatever the number of weights."""
+        ...
+
+    def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                           values: np.ndarray) -> np.ndarray:
+        """(R, K, F): d value / d feature of the circuit's amplitude encoding (exact even when values are sampled)."""
         ...
 
 
 @runtime_checkable
-class ExactPullbacks(Protocol):
-    """Reverse-mode derivatives: the values now, and a pullback of the cotangent (R, K) later.
+class Differentiable(Protocol):
+    """An estimator with a :class:`Differentiator` for its circuits (the engine, in exact mode or with shots)."""
 
-    Where ``pulls_back(circuit, inputs)`` is True, ``value_and_pullback`` returns (R, K) values and
-    g -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,)): one extra sweep whatever
-    the number of weights."""
-
-    def pulls_back(self, circuit: QuantumCircuit, inputs: Sequence[Parameter] = ()) -> bool:
-        ...
-
-    def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
-                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Any]:
-        ...
+    differentiator: Differentiator
 
 
 @runtime_checkable

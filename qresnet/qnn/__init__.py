@@ -11,11 +11,12 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qiskit_machine_learning.gradients import BaseEstimatorGradient
 
-from qresnet.backends.primitives import ExactGradients
+from qresnet.backends.primitives import Differentiable
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import ConfigError
 from qresnet.qnn.connector import Float64TorchConnector
-from qresnet.qnn.gradient import BatchedParamShiftGradient, EngineGradient
+from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall, QNNEvaluation
+from qresnet.qnn.gradient import BatchedParamShiftGradient
 from qresnet.qnn.response import design_points, evaluate_response, response_tensor
 
 
@@ -26,7 +27,7 @@ GRADIENT_NAMES = {EngineGradient: "engine-exact", BatchedParamShiftGradient: "pa
 
 def exact_gradients_available(estimator: BaseEstimatorV2) -> bool:
     """Whether ``estimator`` gives exact values and their exact derivatives (the engine without shots)."""
-    return isinstance(estimator, ExactGradients) and estimator.gives_exact_values
+    return isinstance(estimator, Differentiable) and estimator.differentiator.gives_exact_values
 
 
 def make_gradient(estimator: BaseEstimatorV2, gradient: str = "auto") -> BaseEstimatorGradient:
@@ -82,6 +83,7 @@ def make_qnn(
 __all__ = [
     "GRADIENTS",
     "BatchedParamShiftGradient",
+    "Derivatives",
     "EngineGradient",
     "exact_gradients_available",
     "gradient_name",
@@ -90,5 +92,7 @@ __all__ = [
     "design_points",
     "evaluate_response",
     "make_qnn",
+    "QNNCall",
+    "QNNEvaluation",
     "response_tensor",
 ]

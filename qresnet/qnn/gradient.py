@@ -1,9 +1,8 @@
-"""Gradients for ``EstimatorQNN``: exact from the engine, or parameter shift in one PUB per circuit.
+"""Gradients for ``EstimatorQNN``: parameter shift in one PUB per circuit, and what every gradient here shares.
 
-:class:`EngineGradient` asks an estimator with
-:class:`~qresnet.backends.primitives.ExactGradients` (the engine in exact mode) for the exact
-derivatives, one call per distinct circuit. :class:`BatchedParamShiftGradient` is parameter
-shift for any ``EstimatorV2`` (shots, ``local:``, ``ibm:``, Aer):
+(The engine's exact gradient, :class:`~qresnet.qnn.EngineGradient`, is in :mod:`qresnet.qnn.engine_gradient`.)
+:class:`BatchedParamShiftGradient` is parameter shift for any ``EstimatorV2`` (shots, ``local:``,
+``ibm:``, Aer):
 
 qiskit-machine-learning's ``ParamShiftEstimatorGradient`` sends one single-binding PUB per
 row, observable and shift (docs/design.md section 6: about 130x slower than one broadcast PUB), and
@@ -24,7 +23,7 @@ evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from copy import copy
 from dataclasses import dataclass
 
@@ -37,13 +36,13 @@ from qiskit.providers import Options
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, ParamShiftEstimatorGradient
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
-from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qresnet.backends.primitives import CompletedJob, ExactGradients, ExactPullbacks, ExactStatePreparation, group_rows
+from qresnet.backends.primitives import CompletedJob, Differentiable, group_rows
 from qresnet.circuits.rotation_check import PAULI_ROTATIONS  # exp(-i g/2 P) up to phase: +-pi/2 shifts hold
-from qresnet.errors import CapabilityError, EngineUnsupportedError
+from qresnet.errors import CapabilityError
 
 ENCODING = "amplitude_encoding"  # the head's exact state preparation: its features are not shifted
+CACHED_CIRCUITS = 256  # per-circuit (and per-QNN) entries a gradient keeps
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,23 @@ def shift_circuit(circuit: QuantumCircuit) -> ShiftCircuit | None:
     return ShiftCircuit(circuit, out, coeffs, const, carried, tuple(index[f] for f in features))
 
 
-class _ValidatedOnce(BaseEstimatorGradient):
+@dataclass(frozen=True)
+class _ShiftEntry:
+    """A circuit's shift circuit (None: not every angle is an affine Pauli-rotation angle), with the circuit."""
+
+    source: QuantumCircuit  # held, so that its id is not reused while the entry lives
+    stamp: tuple[int, int]  # (instructions, parameters) when the entry was made: a circuit extended since is redone
+    shift: ShiftCircuit | None
+
+    def holds(self, circuit: QuantumCircuit) -> bool:
+        return self.source is circuit and self.stamp == _stamp(circuit)
+
+
+def _stamp(circuit: QuantumCircuit) -> tuple[int, int]:
+    return len(circuit.data), circuit.num_parameters
+
+
+class ValidatedOnce(BaseEstimatorGradient):
     """A gradient evaluated when ``run`` is called, its argument checks once per distinct (circuit, observable,
     parameters) instead of once per row."""
 
@@ -140,7 +155,7 @@ class _ValidatedOnce(BaseEstimatorGradient):
                 f"({len(parameter_values)}) and parameters ({len(parameters)}) must have the same length"
             )
         keys = parameter_keys(parameters)
-        seen: dict[tuple, int] = {}
+        seen: dict[tuple, int] = {}  # by (id(circuit), id(observable), parameters), within this call
         for i, (c, o) in enumerate(zip(circuits, observables)):
             seen.setdefault((id(c), id(o), keys[i]), i)
         for i in seen.values():
@@ -149,7 +164,7 @@ class _ValidatedOnce(BaseEstimatorGradient):
         if len({c.num_parameters for c in circuits}) == 1 and widths != {circuits[0].num_parameters}:
             raise ValueError(f"parameter_values rows have {sorted(widths)} values; the circuit has {circuits[0].num_parameters} parameters")
 
-class BatchedParamShiftGradient(_ValidatedOnce):
+class BatchedParamShiftGradient(ValidatedOnce):
     """Parameter-shift gradients for an ``EstimatorV2``, one broadcast PUB per distinct circuit.
 
     >>> from qiskit import QuantumCircuit
@@ -169,14 +184,16 @@ class BatchedParamShiftGradient(_ValidatedOnce):
         super().__init__(estimator)
         self.precision = precision
         self.pubs_sent = 0  # PUBs sent: one per distinct circuit and call
-        self._shift_circuits: dict[int, ShiftCircuit | None] = {}
+        # keyed on id(circuit); the entry holds the circuit and its instruction and parameter counts, checked on a hit
+        self._shift_circuits: dict[int, _ShiftEntry] = {}
 
     def _shift_circuit(self, circuit: QuantumCircuit) -> ShiftCircuit | None:
-        cached = self._shift_circuits.get(id(circuit), False)
-        if cached is False or (cached is not None and cached.source is not circuit):
-            cached = shift_circuit(circuit)
-            self._shift_circuits[id(circuit)] = cached
-        return cached
+        entry = self._shift_circuits.get(id(circuit))
+        if entry is None or not entry.holds(circuit):
+            if len(self._shift_circuits) >= CACHED_CIRCUITS:  # a client sending a new circuit per call
+                self._shift_circuits.clear()
+            entry = self._shift_circuits[id(circuit)] = _ShiftEntry(circuit, _stamp(circuit), shift_circuit(circuit))
+        return entry.shift
 
     def _run(
         self,
@@ -186,7 +203,7 @@ class BatchedParamShiftGradient(_ValidatedOnce):
         parameters: Sequence[Sequence[Parameter]],
         **options,
     ) -> EstimatorGradientResult:
-        shifts = {id(c): self._shift_circuit(c) for c in circuits}
+        shifts = {id(c): self._shift_circuit(c) for c in circuits}  # by id(circuit), within this call
         if any(sc is None for sc in shifts.values()):
             return self._run_translated(circuits, observables, parameter_values, parameters, **options)
         gradients = self._shift_gradients(circuits, shifts, observables, parameter_values, parameters)
@@ -195,7 +212,7 @@ class BatchedParamShiftGradient(_ValidatedOnce):
 
     def _shift_gradients(self, circuits, shifts: dict[int, ShiftCircuit], observables, parameter_values, parameters):
         """One PUB per distinct circuit, sent in one job; the gradient of every entry."""
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, list[int]] = {}  # entries by id(circuit), within this call
         for i, circuit in enumerate(circuits):
             groups.setdefault(id(circuit), []).append(i)
         planned = [self._plan(shifts[key], members, observables, parameter_values, parameters)
@@ -244,13 +261,13 @@ class BatchedParamShiftGradient(_ValidatedOnce):
 
     def _encoding_gradients(self, circuit: QuantumCircuit, observables: list, rows: np.ndarray) -> np.ndarray:
         """(U, K, F) derivatives by the features of an amplitude encoding, from an estimator that has them."""
-        if not isinstance(self._estimator, ExactStatePreparation):
+        if not isinstance(self._estimator, Differentiable):
             raise CapabilityError(
                 f"{type(self._estimator).__name__} cannot differentiate an amplitude encoding by its features "
                 "(no parameter-shift rule exists for them); use the engine (aer backends, --engine engine), "
                 "or do not ask for the head's input gradient"
             )
-        return self._estimator.encoding_gradients(circuit, observables, rows)
+        return self._estimator.differentiator.encoding_gradients(circuit, observables, rows)
 
     def _run_translated(self, circuits, observables, parameter_values, parameters, **options) -> EstimatorGradientResult:
         """qiskit-machine-learning's translation and chain rule, with the one-PUB-per-circuit evaluation."""
@@ -266,7 +283,7 @@ class BatchedParamShiftGradient(_ValidatedOnce):
 def parameter_keys(parameters: Sequence[Sequence[Parameter]]) -> list[tuple[Parameter, ...]]:
     """Each entry's parameters as a tuple, made once per distinct list object (``EstimatorQNN`` passes one
     list for every entry, or a new view per entry when it asks for all parameters)."""
-    made: dict[int, tuple[Parameter, ...]] = {}
+    made: dict[int, tuple[Parameter, ...]] = {}  # by id(list), within this call (``parameters`` keeps them alive)
     out = []
     for p in parameters:
         key = made.get(id(p))
@@ -277,7 +294,8 @@ def parameter_keys(parameters: Sequence[Sequence[Parameter]]) -> list[tuple[Para
 
 
 def distinct_observables(observables: Sequence[BaseOperator], members: Sequence[int]) -> tuple[dict[int, int], list]:
-    """(position by object id, the distinct objects in order of first appearance) of ``observables[members]``."""
+    """(position by object id, the distinct objects in order of first appearance) of ``observables[members]``
+    (ids are taken within this call, while ``observables`` keeps the objects alive)."""
     ids: dict[int, int] = {}
     distinct: list[BaseOperator] = []
     for i in members:
@@ -285,149 +303,3 @@ def distinct_observables(observables: Sequence[BaseOperator], members: Sequence[
             ids[id(observables[i])] = len(distinct)
             distinct.append(observables[i])
     return ids, distinct
-
-
-class EngineGradient(_ValidatedOnce):
-    """Exact gradients from an estimator with :class:`~qresnet.backends.primitives.ExactGradients` (the engine).
-
-    For exact simulation the exact derivative is the parameter-shift value, and the engine gets
-    every derivative of a circuit's rows in one sweep per distinct body setting (about the cost of
-    two evaluations) instead of 2P + 1 settings: one ``value_and_gradients`` call per distinct
-    circuit and ``run``. With shots, or on estimators without the ability, use
-    :class:`BatchedParamShiftGradient`.
-
-    >>> from qiskit import QuantumCircuit
-    >>> from qiskit.circuit import Parameter
-    >>> from qiskit.quantum_info import SparsePauliOp
-    >>> from qresnet.backends import resolve_backend
-    >>> theta = Parameter("theta")
-    >>> qc = QuantumCircuit(1); _ = qc.ry(2 * theta, 0)
-    >>> grad = EngineGradient(resolve_backend("aer").estimator())
-    >>> [round(float(g[0]), 6) for g in grad.run([qc, qc], [SparsePauliOp("Z")] * 2, [[0.3], [0.6]]).result().gradients]
-    [-1.129285, -1.864078]
-    """
-
-    def __init__(self, estimator: BaseEstimatorV2):
-        if not isinstance(estimator, ExactGradients):
-            raise CapabilityError(f"estimator={type(estimator).__name__} has no exact gradients (ExactGradients); "
-                                  "use BatchedParamShiftGradient")
-        if not estimator.gives_exact_values:
-            raise CapabilityError(f"estimator={type(estimator).__name__} samples shots, so its values are estimates and "
-                                  "their exact derivatives are not what it measures; use BatchedParamShiftGradient")
-        super().__init__(estimator)
-        self.calls = 0  # value_and_gradients calls: one per distinct circuit and run (or QNN evaluation)
-        self._layouts: dict[int, tuple] = {}
-
-    def qnn_jacobians(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
-                      input_gradients: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """``qnn.forward`` and ``qnn.backward`` at once, from one engine call: values (N, K), input gradients
-        (N, K, I) if asked for (else None), weight gradients (N, K, W) (None without weights).
-
-        For a training step, which needs both at the same point: the values come with the derivatives at no
-        extra cost, and ``EstimatorQNN``'s per-call plumbing (rows repeated per observable, a gradient per
-        entry) is skipped. The QNN's circuit, observables and parameter split are read once per QNN."""
-        circuit, observables, inputs_at, weights_at = self._layout(qnn)
-        rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
-        _, weight_params, both = self._layout(qnn, parameters=True)[4:]
-        wanted = both if input_gradients else weight_params
-        self.calls += 1
-        values, derivatives = self._estimator.value_and_gradients(circuit, observables, rows, wanted)
-        split = len(inputs_at) if input_gradients else 0
-        return (values, derivatives[:, :, :split] if input_gradients else None,
-                derivatives[:, :, split:] if len(weights_at) else None)
-
-    def pulls_back(self, qnn: EstimatorQNN) -> bool:
-        """Whether :meth:`qnn_pullback` serves ``qnn``: its estimator has reverse-mode derivatives
-        (:class:`~qresnet.backends.primitives.ExactPullbacks`) for its circuit and inputs."""
-        entry = self._layouts.get(id(qnn))
-        if entry is None or entry[0] is not qnn:
-            self._layout(qnn)
-            entry = self._layouts[id(qnn)]
-        if len(entry) == 8:  # asked once per QNN: its circuit and inputs do not change
-            circuit, inputs = entry[1], entry[5]
-            entry = self._layouts[id(qnn)] = entry + (isinstance(self._estimator, ExactPullbacks)
-                                                      and self._estimator.pulls_back(circuit, inputs),)
-        return entry[8]
-
-    def qnn_values(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """``qnn.forward`` (N, K) straight from the engine's exact values (no PUB: EstimatorQNN binds every
-        parameter by name on each call, which costs more than a quantum head's arithmetic); a circuit too wide
-        for the engine goes through ``qnn.forward``, so the estimator's fallback takes it."""
-        circuit, observables, inputs_at, weights_at = self._layout(qnn)
-        try:
-            return self._estimator.exact_values(circuit, observables,
-                                                self._rows(circuit, inputs_at, weights_at, inputs, weights))
-        except EngineUnsupportedError:
-            return np.asarray(qnn.forward(inputs, weights), dtype=float)
-
-    def qnn_pullback(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray,
-                     input_gradients: bool) -> tuple[np.ndarray, Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]]:
-        """``qnn.forward`` (N, K), and the pullback g (N, K) -> (input gradients (N, I) if asked for, else
-        None; weight gradients (W,) summed over the rows) that autograd's backward needs.
-
-        Reverse mode: where :meth:`qnn_jacobians` carries one derivative per weight (a head has dozens),
-        this carries the cotangent once; the values are those of the same engine call."""
-        circuit, observables, inputs_at, weights_at, input_params, weight_params, _ = self._layout(qnn, parameters=True)
-        rows = self._rows(circuit, inputs_at, weights_at, inputs, weights)
-        self.calls += 1
-        return self._estimator.value_and_pullback(circuit, observables, rows, input_params if input_gradients else (),
-                                                  weight_params)
-
-    @staticmethod
-    def _rows(circuit: QuantumCircuit, inputs_at: list[int], weights_at: list[int], inputs: np.ndarray,
-              weights: np.ndarray) -> np.ndarray:
-        """The circuit's parameter rows for QNN inputs (N, I) and weights (W,)."""
-        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(inputs_at))
-        rows = np.empty((len(inputs), circuit.num_parameters))
-        rows[:, inputs_at] = inputs
-        rows[:, weights_at] = weights
-        return rows
-
-    def _layout(self, qnn: EstimatorQNN, parameters: bool = False) -> tuple:
-        """(circuit, observables, input columns, weight columns[, input, weight, input then weight parameters])
-        of ``qnn``, made once per QNN (the circuit and observables are copies the QNN hands out, kept so that the
-        engine compiles them once; the parameter lists are kept so that the engine looks their columns up once)."""
-        entry = self._layouts.get(id(qnn))
-        if entry is None or entry[0] is not qnn:
-            circuit = qnn.circuit
-            index = {p: j for j, p in enumerate(circuit.parameters)}
-            entry = self._layouts[id(qnn)] = (qnn, circuit, list(qnn.observables),
-                                              [index[p] for p in qnn.input_params], [index[p] for p in qnn.weight_params],
-                                              list(qnn.input_params), list(qnn.weight_params),
-                                              list(qnn.input_params) + list(qnn.weight_params))
-        return entry[1:8] if parameters else entry[1:5]
-
-    def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
-             parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],
-             **options) -> EstimatorGradientResult:
-        groups: dict[int, list[int]] = {}
-        for i, circuit in enumerate(circuits):
-            groups.setdefault(id(circuit), []).append(i)
-        gradients: list[np.ndarray] = [np.empty(0)] * len(circuits)
-        for members in groups.values():
-            self._circuit_gradients(circuits[members[0]], members, observables, parameter_values, parameters, gradients)
-        return EstimatorGradientResult(gradients=gradients, metadata=[{"parameters": p} for p in parameters],
-                                       options=Options(**options))
-
-    def _circuit_gradients(self, circuit: QuantumCircuit, members: list[int], observables, parameter_values,
-                           parameters, gradients: list) -> None:
-        """Fill ``gradients[i]`` for the entries ``members`` of one circuit from one engine call."""
-        values = np.asarray([parameter_values[i] for i in members], dtype=float)
-        rows, inverse = group_rows(values)  # EstimatorQNN repeats every row once per observable
-        obs_ids, obs_list = distinct_observables(observables, members)
-        self.calls += 1
-        keys = parameter_keys([parameters[i] for i in members])
-        requested = set().union(*set(keys))
-        wanted = [p for p in circuit.parameters if p in requested]  # inputs are not differentiated unless asked for
-        _, derivatives = self._estimator.value_and_gradients(circuit, obs_list, rows, wanted)  # (U, K, P')
-        index = {p: j for j, p in enumerate(wanted)}
-        observable_of = np.array([obs_ids[id(observables[i])] for i in members])
-        key_of = {key: j for j, key in enumerate(set(keys))}
-        kind = np.array([key_of[key] for key in keys])
-        for key, j in key_of.items():  # one gather per observable and parameter list, not per entry
-            columns = [index[p] for p in key]
-            for k in range(len(obs_list)):
-                positions = np.flatnonzero((kind == j) & (observable_of == k))
-                block = derivatives[inverse[positions], k][:, columns]
-                for position, row in zip(positions, block):
-                    gradients[members[position]] = row

@@ -27,8 +27,6 @@ autograd wants of a weight shared by the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from qresnet.backends.engine.adjoint import _initial_states, _input_gradients
@@ -51,11 +49,8 @@ from qresnet.backends.engine.simulate import (
     op_environment,
     pauli_apply,
 )
-from qresnet.backends.primitives import group_rows
+from qresnet.backends.primitives import Pullback, group_rows
 from qresnet.errors import EngineUnsupportedError
-
-# g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows)
-Pullback = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
 
 
 def _images(program: Program, observables: np.ndarray, representatives: np.ndarray) -> tuple[np.ndarray, list, list]:
