@@ -103,8 +103,11 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     assert run.config_path.is_file() and not run.epoch_checkpoints()  # the moment of the issue
     assert (tmp_path / "D" / LOCK_NAME).is_file()  # left by the dead sweep: taken over below
     assert cli.main(argv) == 0
-    assert cli.main(["compare", *COMPARE_FLAGS, "--out", str(tmp_path / "whole")]) == 0
-    assert _results(tmp_path / "D") == _results(tmp_path / "whole")
+    whole = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "whole", progress=False)  # uninterrupted
+    assert [{k: v for k, v in r.items() if k in whole[0] and k not in TIMING} for r in _results(tmp_path / "D")] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in whole]
+    assert [_metrics(tmp_path / "D" / r["run_dir"]) for r in whole] == [_metrics(tmp_path / "whole" / r["run_dir"])
+                                                                       for r in whole]
     assert not list((tmp_path / "D").rglob(LOCK_NAME)) and not list((tmp_path / "D").rglob("*.tmp"))
 
 
@@ -177,3 +180,202 @@ def test_two_reproductions_on_one_out_take_turns(tmp_path, capsys):
     reused = json.loads((out / "single" / "results.json").read_text())["results"]
     assert all(r["reused"] for r in reused)  # the waiter trained nothing again
     assert not list(out.rglob(LOCK_NAME))
+
+
+def test_a_lock_names_its_holder_is_taken_over_from_the_dead_and_can_be_waited_for(tmp_path, capsys):
+    out = tmp_path / "O"
+    holder = [sys.executable, "-c", "import sys, time\nfrom qresnet.run.lock import OutputLock\n"
+              "with OutputLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(float(sys.argv[2]))\n"]
+    alive = subprocess.Popen([*holder, str(out), "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert alive.stdout.readline() == "held\n"
+        with pytest.raises(LockedError) as info:
+            with OutputLock(out):
+                pass
+        assert f"{out} is in use by process {alive.pid} (" in str(info.value) and "started 20" in str(info.value)
+        alive.kill()  # kill -9: the kernel drops its lock; the file it wrote stays behind
+        alive.wait()
+    finally:
+        alive.kill()
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == alive.pid
+    with OutputLock(out):  # taken over
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+        with OutputLock(out):  # this process again (a study inside a reproduction): reentrant
+            pass
+        assert (out / LOCK_NAME).is_file()
+    assert not (out / LOCK_NAME).exists()
+    brief = subprocess.Popen([*holder, str(out), "1.5"], stdout=subprocess.PIPE, text=True)
+    assert brief.stdout.readline() == "held\n"
+    began = time.monotonic()
+    with OutputLock(out, wait=True):
+        assert time.monotonic() - began > 1.0  # the holder kept it 1.5 s after saying so
+    brief.wait()
+    assert f"waiting for process {brief.pid}" in capsys.readouterr().err
+    # a block that fails leaves no directory the lock made
+    with pytest.raises(ValueError):
+        with OutputLock(tmp_path / "new" / "deeper"):
+            raise ValueError
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_lock_on_a_network_filesystem_says_what_it_cannot_do(tmp_path, monkeypatch, capsys):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nserver:/export /mnt/shared nfs4 rw,relatime 0 0\n")
+    assert filesystem_type(Path("/mnt/shared/sweeps/out"), str(mounts)) == "nfs4"
+    assert filesystem_type(Path("/mnt/sharedother"), str(mounts)) == "ext4"
+    import qresnet.run.lock as lock
+
+    monkeypatch.setattr(lock, "filesystem_type", lambda path: "nfs4")
+    with OutputLock(tmp_path / "out"):
+        pass
+    err = capsys.readouterr().err
+    assert "network filesystem (nfs4)" in err and "not processes on other machines" in err
+
+
+# --- 3. an edited run is refused or reported, naming the field --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A finished two-run sweep (trainable and frozen), never touched: each test edits its own copy."""
+    out = tmp_path_factory.mktemp("sweep") / "C"
+    run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False)
+    return out
+
+
+def _edit_config(run: Path, lr: float, blocks: tuple[str, ...]) -> None:
+    record = json.loads((run / "config.json").read_text())
+    for block in blocks:
+        (record["config"] if block == "config" else record["identity"]["config"])["lr"] = lr
+    (run / "config.json").write_text(json.dumps(record, indent=2))
+
+
+def test_an_edited_config_is_refused_naming_the_field(sweep, tmp_path, capsys):
+    trainable = Path("runs") / "aer" / "none-trainable-seed0"
+    # the lr edited in the config block only: the identity derived from it disagrees with the stored one
+    one = tmp_path / "one"
+    shutil.copytree(sweep, one)
+    _edit_config(one / trainable, 0.5, ("config",))
+    with pytest.raises(RunDirError) as info:
+        run_sweep(SweepConfig.from_preset("quick", **TINY), one, progress=False)
+    assert "config.lr is 0.05 in its identity block, 0.5 in its config" in str(info.value)
+    # both blocks forged, and a sweep asking for the forged lr: the checkpoints say what it was trained with
+    both = tmp_path / "both"
+    shutil.copytree(sweep, both)
+    _edit_config(both / trainable, 0.5, ("config", "identity"))
+    with pytest.raises(RunDirError) as info:
+        run_sweep(SweepConfig.from_preset("quick", **{**TINY, "lr": 0.5}), both, progress=False)
+    assert "config.lr is 0.05 in checkpoints/initial.pt, 0.5 in config.json" in str(info.value)
+    # and a resume of it, which would train with the old lr and record the new one
+    assert cli.main(["train", "--resume", str(both / trainable), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "config.lr is 0.05 in checkpoints/initial.pt, 0.5 in config.json" in err and len(err.strip().splitlines()) == 1
+    assert not (both / trainable / "checkpoints" / "epoch_003.pt").exists()
+
+
+def test_edited_metrics_are_reported_and_never_carried_forward(sweep, tmp_path, capsys):
+    trainable = Path("runs") / "aer" / "none-trainable-seed0"
+    out = tmp_path / "M"
+    shutil.copytree(sweep, out)
+    run = RunDir(out / trainable)
+    rows = run.read_metrics()
+    true_acc = rows[0]["test_acc"]
+    rows[0]["test_acc"] = 0.987
+    run.write_metrics(rows, 1)
+    with pytest.raises(RunDirError) as info:  # a sweep does not reuse it, nor its summary, nor its report rows
+        run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False)
+    assert f"metrics.csv epoch 1 test_acc is 0.987, training recorded {true_acc} (checkpoints/epoch_002.pt)" in \
+        str(info.value)
+    summary = json.loads(run.summary_path.read_text())
+    summary["final_test_acc"] = 0.999
+    run.summary_path.write_text(json.dumps(summary))
+    with pytest.raises(RunDirError, match="summary.json final_test_acc is 0.999, training recorded"):
+        run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False)
+    # a resume reports it, continues from what training recorded, and rewrites metrics.csv from that record
+    assert cli.main(["train", "--resume", str(run.path), "--epochs", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "resume: metrics.csv epoch 1 test_acc is 0.987" in captured.err and "the recorded value is used" in captured.err
+    config = SweepConfig.from_preset("quick", **{**TINY, "epochs": 3}).runs()[0].config
+    whole = train(config, tmp_path / "whole", progress=False)
+    assert _metrics(run.path) == _metrics(tmp_path / "whole")
+    assert json.loads(run.summary_path.read_text())["best_test_acc"] == whole["best_test_acc"] != 0.987
+
+
+# --- 4. a diverging run says so --------------------------------------------------------------------------------
+
+def test_a_huge_learning_rate_warns_once(tmp_path, capsys):
+    assert cli.main(["train", *TRAIN_FLAGS, "--lr", "1e6", "--out", str(tmp_path / "R")]) == 0
+    err = capsys.readouterr().err
+    warnings = [line.split("\r")[-1] for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "the run is diverging; lower --lr (now 1e+06)" in warnings[0], err
+    assert "more than 10x its start" in warnings[0]
+
+
+def test_a_nan_in_the_data_ends_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import qresnet.run.train as training
+
+    real = training.load_dataset
+
+    def poisoned(config):
+        data = real(config)
+        data.x_test[3, 2, 2] = float("nan")
+        return data
+
+    monkeypatch.setattr(training, "load_dataset", poisoned)
+    out = tmp_path / "runs" / "R"
+    assert cli.main(["train", *TRAIN_FLAGS, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the test images hold 1 non-finite value(s) (NaN or inf), the first in image 3")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_loss_that_becomes_nan_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import torch.nn.functional as F
+
+    from qresnet.data import load_dataset
+    from qresnet.errors import TrainingError
+
+    config = TrainConfig(**SMALL)
+    steps = -(-len(load_dataset(config.data_config()).y_train) // config.batch_size)
+    real, calls = F.cross_entropy, []
+
+    def nan_in_epoch_two(logits, *args, **kwargs):
+        loss = real(logits, *args, **kwargs)
+        if logits.requires_grad:  # a training step, not an evaluation
+            calls.append(1)
+            if len(calls) == steps + 2:  # epoch 2, step 2
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(F, "cross_entropy", nan_in_epoch_two)
+    with pytest.raises(TrainingError) as info:
+        train(config, tmp_path / "R", progress=False)
+    assert str(info.value).startswith("the loss became nan at epoch 2, step 2: training stopped")
+    state, _ = RunDir(tmp_path / "R").latest_state()
+    assert state["epoch"] == 1 and all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+    assert len(RunDir(tmp_path / "R").read_metrics()) == 1
+
+
+# --- 5. the lesser leaks ----------------------------------------------------------------------------------------
+
+def test_a_client_error_on_bad_credentials_is_named_in_the_users_terms():
+    from qresnet.backends import IBMCredentials, Secret, connect_service
+
+    class Confused:  # qiskit-ibm-runtime on an instance that starts like a CRN and is not one
+        def __init__(self, **kwargs):
+            raise AttributeError("'NoneType' object has no attribute 'group'")
+
+    for instance, expected in (("crn:v1", "QISKIT_IBM_INSTANCE 'crn:v1' is not a whole CRN"),
+                               (None, "the client could not use this token and instance")):
+        with pytest.raises(CredentialsError) as info:
+            connect_service(IBMCredentials(Secret("tok-0123456789"), instance), service_factory=Confused)
+        message = str(info.value)
+        assert expected in message and "AttributeError" not in message and "NoneType" not in message, message
+
+
+def test_a_refused_jobs_command_creates_no_ledger(tmp_path, capsys):
+    ledger = tmp_path / "new" / "jobs.sqlite"
+    assert cli.main(["jobs", "submit", str(tmp_path / "nothing"), "--backend", "local:fake_manila",
+                     "--ledger", str(ledger)]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    assert cli.main(["jobs", "list", "--ledger", str(ledger)]) == 0
+    assert not (tmp_path / "new").exists()
