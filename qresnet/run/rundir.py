@@ -329,6 +329,7 @@ def derive_identity(config: Any, stored: dict[str, Any], where: Path) -> dict[st
 
 def disagreements(a: dict[str, Any] | None, b: dict[str, Any] | None, a_name: str, b_name: str) -> list[str]:
     """``field: <a> in a_name, <b> in b_name`` for every (dotted) field where two identities differ."""
-    flat_a, flat_b = _flatten(a or {}), _flatten(b or {})
+    # both as JSON would store them: a tuple read back from config.json is a list, and the same value
+    flat_a, flat_b = (_flatten(json.loads(json.dumps(x or {}, default=str))) for x in (a, b))
     return [f"{key} is {flat_a.get(key, '(absent)')} in {a_name}, {flat_b.get(key, '(absent)')} in {b_name}"
             for key in sorted(set(flat_a) | set(flat_b)) if flat_a.get(key) != flat_b.get(key)]
