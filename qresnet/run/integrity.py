@@ -89,8 +89,8 @@ def compare_rows(rows: Sequence[Mapping[str, float]], recorded: Sequence[Mapping
 def _read_rows(run: RunDir) -> tuple[list[dict[str, float]], list[str]]:
     try:
         return run.read_metrics(), []
-    except (ValueError, TypeError, KeyError) as exc:  # a hand edit that left a cell unparsable
-        return [], [f"metrics.csv cannot be read ({exc})"]
+    except RunDirError as exc:  # a hand edit that left a cell unparsable
+        return [], [str(exc)]
 
 
 def metrics_problems(run: RunDir) -> list[str]:
@@ -136,7 +136,7 @@ def resume_point(run: RunDir) -> ResumePoint:
         initial = run.newest_readable([run.initial_checkpoint], notes) if run.initial_checkpoint.is_file() else None
         where = ("checkpoints/initial.pt" if initial is not None
                  else "the initial weights its seed builds (checkpoints/initial.pt is missing or half-written)")
-        notes.append(f"no epoch of {run.path} finished: starting it again from {where}")
+        notes.append(f"no finished epoch of {run.path} can be read: starting it again from {where}")
         return ResumePoint(model=None if initial is None else initial["model"], notes=tuple(notes),
                            from_seed=initial is None)
     in_epoch = "batch" in state  # a step checkpoint: continue inside its epoch

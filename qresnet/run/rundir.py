@@ -269,8 +269,11 @@ class RunDir:
         """Every finished epoch's row of ``metrics.csv`` (``epoch`` as an integer), or [] before the first."""
         if not self.metrics_path.is_file():
             return []
-        with open(self.metrics_path) as handle:
-            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        try:
+            with open(self.metrics_path) as handle:
+                return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        except (ValueError, TypeError) as exc:  # a hand edit that left a cell unparsable
+            raise RunDirError(f"cannot read {self.metrics_path} ({exc}); the run directory was edited or is damaged") from None
 
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, record)
