@@ -102,6 +102,7 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     run = RunDir(tmp_path / "D" / "runs" / "aer" / "none-trainable-seed0")
     assert run.config_path.is_file() and not run.epoch_checkpoints()  # the moment of the issue
     assert (tmp_path / "D" / LOCK_NAME).is_file()  # left by the dead sweep: taken over below
+    shutil.copytree(tmp_path / "D", tmp_path / "copy")  # for --overwrite and --resume below
     assert cli.main(argv) == 0
     whole = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "whole", progress=False)  # uninterrupted
     assert [{k: v for k, v in r.items() if k in whole[0] and k not in TIMING} for r in _results(tmp_path / "D")] == \
@@ -109,6 +110,14 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     assert [_metrics(tmp_path / "D" / r["run_dir"]) for r in whole] == [_metrics(tmp_path / "whole" / r["run_dir"])
                                                                        for r in whole]
     assert not list((tmp_path / "D").rglob(LOCK_NAME)) and not list((tmp_path / "D").rglob("*.tmp"))
+    # the other ways out of the same moment: the stuck run alone with --resume, the sweep with --overwrite
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "copy" / run.path.relative_to(tmp_path / "D"), alone)
+    assert cli.main(["train", "--resume", str(alone)]) == 0
+    assert _metrics(alone) == _metrics(tmp_path / "whole" / run.path.relative_to(tmp_path / "D"))
+    overwritten = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "copy", progress=False, overwrite=True)
+    assert [_metrics(tmp_path / "copy" / r["run_dir"]) for r in overwritten] == \
+           [_metrics(tmp_path / "whole" / r["run_dir"]) for r in whole]
 
 
 def test_a_run_killed_writing_its_first_checkpoint_resumes_or_is_replaced(tmp_path, capsys):
