@@ -317,6 +317,16 @@ def test_a_huge_learning_rate_warns_once(tmp_path, capsys):
     warnings = [line.split("\r")[-1] for line in err.splitlines() if "warning:" in line]
     assert len(warnings) == 1 and "the run is diverging; lower --lr (now 1e+06)" in warnings[0], err
     assert "more than 10x its start" in warnings[0]
+    # a rate that overflows the weights: stopped at the step that did it, nothing of it saved
+    from qresnet.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=r"became non-finite at epoch \d+, step \d+: training stopped before saving"):
+        train(TrainConfig(**{**SMALL, "lr": 1e300}), tmp_path / "O", progress=False)
+    state, _ = RunDir(tmp_path / "O").latest_state()
+    saved = RunDir(tmp_path / "O").read_metrics()
+    assert (state["epoch"] if state else 0) == len(saved)
+    assert all(torch.isfinite(torch.tensor(list(m.values()), dtype=torch.float64)).all() for m in saved)
+    assert state is None or all(bool(torch.isfinite(v).all()) for v in state["model"].values())
 
 
 def test_a_nan_in_the_data_ends_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,6 @@
-"""Training that goes wrong says so: damaged data and a non-finite loss or gradient stop the run in one line
-(naming the epoch and the step, before the step is taken, so the last good checkpoint is the newest);
-a loss that grows past :data:`DIVERGENCE_FACTOR` times its start warns once.
+"""Training that goes wrong says so: damaged data, and a non-finite loss, gradient, weight or evaluation, stop the
+run in one line naming the epoch and the step, before anything of that step is saved (so the last good checkpoint
+stays the newest); a loss that grows past :data:`DIVERGENCE_FACTOR` times its start warns once.
 
 The bound: cross-entropy over C classes starts near ln C (a uniform guess) and falls as the model
 learns. A batch loss above ``DIVERGENCE_FACTOR x max(first batch loss, ln C)`` (about 6.9 for two
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from qresnet.data import Dataset
 from qresnet.errors import DataError, TrainingError
@@ -41,10 +42,11 @@ class DivergenceWatch:
         self.start: float | None = None
         self.warned = False
 
-    def _stop(self, what: str, epoch: int, step: int) -> TrainingError:
-        return TrainingError(f"{what} at epoch {epoch}, step {step}: training stopped before that step, and the last "
-                             f"good checkpoint is kept in {self.checkpoints}; lower --lr (now {self.lr:g}) and train "
-                             "again with a new --out or --overwrite")
+    def _stop(self, what: str, epoch: int, step: int | None = None) -> TrainingError:
+        at = f"epoch {epoch}" + ("" if step is None else f", step {step}")
+        return TrainingError(f"{what} at {at}: training stopped before saving it, and the last good checkpoint is "
+                             f"kept in {self.checkpoints}; lower --lr (now {self.lr:g}) and train again with a new "
+                             "--out or --overwrite")
 
     def loss(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         """After the forward pass of ``step`` (1-based within ``epoch``): stop on a non-finite loss, warn past the bound."""
@@ -57,13 +59,22 @@ class DivergenceWatch:
         bound = DIVERGENCE_FACTOR * max(self.start, math.log(self.num_classes))
         if value > bound and not self.warned:
             self.warned = True
-            print(f"warning: the training loss is {value:.3g} at epoch {epoch}, step {step}, more than "
+            tqdm.write(f"warning: the training loss is {value:.3g} at epoch {epoch}, step {step}, more than "
                   f"{DIVERGENCE_FACTOR:g}x its start ({self.start:.3g}; ln {self.num_classes} = "
                   f"{math.log(self.num_classes):.3g} for a uniform guess): the run is diverging; lower --lr "
-                  f"(now {self.lr:g})", file=sys.stderr)
+                  f"(now {self.lr:g})", file=sys.stderr)  # above a progress bar, not inside it
 
-    def gradients(self, model: torch.nn.Module, epoch: int, step: int) -> None:
-        """After the backward pass: stop before a non-finite gradient reaches the weights (and a checkpoint)."""
+    def step(self, model: torch.nn.Module, epoch: int, step: int) -> None:
+        """After the optimizer step: stop if a gradient or a weight is not finite (an overflowing update), before
+        the step's state reaches a checkpoint."""
         for name, parameter in model.named_parameters():
             if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all()):
                 raise self._stop(f"the gradient of {name} became non-finite", epoch, step)
+            if not bool(torch.isfinite(parameter).all()):
+                raise self._stop(f"the weight {name} became non-finite", epoch, step)
+
+    def evaluation(self, losses: dict[str, float], epoch: int) -> None:
+        """After an epoch's evaluation: stop before a non-finite loss reaches metrics.csv and a checkpoint."""
+        for name, value in losses.items():
+            if not math.isfinite(value):
+                raise self._stop(f"the {name} became {value}", epoch)

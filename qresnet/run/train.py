@@ -181,12 +181,12 @@ def _train_locked(
                 loss = torch.nn.functional.cross_entropy(logits, data.y_train[idx])
                 watch.loss(loss, epoch, start // config.batch_size + 1)
                 loss.backward()
-                watch.gradients(model, epoch, start // config.batch_size + 1)
                 for k, layer in enumerate(model.layers):
                     if layer.weight.grad is not None:
                         norms[k] += float(layer.weight.grad.norm())
                 head_norm += math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))
                 optimizer.step()
+                watch.step(model, epoch, start // config.batch_size + 1)
                 run_loss += loss.item() * len(idx)
                 run_correct += int((logits.argmax(1) == data.y_train[idx]).sum())
                 seen += len(idx)
@@ -204,6 +204,7 @@ def _train_locked(
                 break
             train_loss, train_acc = loss_and_accuracy(model, data.x_train, data.y_train, eval_batch)
             test_loss, test_acc = loss_and_accuracy(model, data.x_test, data.y_test, eval_batch)
+            watch.evaluation({"training-set loss": train_loss, "test-set loss": test_loss}, epoch)
             seconds = time.perf_counter() - began
             elapsed += seconds
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
