@@ -160,6 +160,7 @@ class OutputLock:
                     raise LockedError(f"cannot lock {self.path}: {exc.strerror}") from None
                 _warn_once(str(self.directory), f"{self.directory} cannot be locked ({exc.strerror}): two processes "
                            "on it are not held back from each other")
+                self.path.unlink(missing_ok=True)  # a lock file nobody holds would only mislead
                 return
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
