@@ -57,6 +57,10 @@ class RunDirError(QresnetError):
     """A run directory is missing, holds another run, or its files cannot be read or written."""
 
 
+class LockedError(RunDirError):
+    """An output directory is in use by another process (it holds the directory's lock)."""
+
+
 class SweepError(QresnetError):
     """Some runs of a sweep failed; the others finished. ``rows`` are theirs, ``failures`` one line per failed run."""
 

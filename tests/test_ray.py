@@ -32,6 +32,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional extra [ray]: pip in
 
 from qresnet import cli  # noqa: E402
 from qresnet.study.sweep import SweepConfig, run_sweep  # noqa: E402
+import torch  # noqa: E402
 
 RAY = Path(sys.executable).parent / "ray"
 TINY = dict(classes=(0, 1), per_class=8, epochs=3, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0, 1))
@@ -167,16 +168,19 @@ def test_a_run_that_fails_is_reported_and_the_others_finish(cluster, tmp_path, m
     out = tmp_path / "ray"
     run_sweep(sweep, out, progress=False, executor="ray", ray_address=address)
     broken = out / "runs" / "aer" / "none-frozen-seed0"
-    shutil.rmtree(broken / "checkpoints")  # a resume with nothing to resume from: that run's own error
+    # a resume from weights that do not fit the model: that run's own error (one with nothing to resume from
+    # starts again from its initial state since issue 22)
+    shutil.rmtree(broken / "checkpoints")
     (broken / "summary.json").unlink()
     (broken / "checkpoints").mkdir()
-    (broken / "checkpoints" / "step.pt").write_bytes(b"not a checkpoint")
+    torch.save({"model": {"bogus": torch.zeros(1)}, "optimizer": {}, "epoch": 1, "batch": 1, "elapsed": 0.0,
+                "partial": None}, broken / "checkpoints" / "step.pt")
     from qresnet.errors import SweepError
 
     with pytest.raises(SweepError) as info:
         run_sweep(sweep, out, progress=False, executor="ray", ray_address=address)
     assert len(info.value.rows) == 3 and len(info.value.failures) == 1
-    assert "none frozen seed 0" in info.value.failures[0] and "no readable checkpoint" in info.value.failures[0]
+    assert "none frozen seed 0" in info.value.failures[0] and "bogus" in info.value.failures[0]
 
 
 def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, capsys):

@@ -92,12 +92,30 @@ def connect_service(
     try:
         return service_factory(**kwargs)
     except Exception as exc:  # the service raises many types; all mean "could not connect"
-        reason = secret.scrub(f"{type(exc).__name__}: {exc}")
+        reason = secret.scrub(_failure_reason(exc, credentials))
     # raised outside the except block so that no traceback chains to an exception holding the token
     raise CredentialsError(
         f"could not connect to IBM Quantum ({reason}). Check {TOKEN_VAR}, {INSTANCE_VAR} and {CHANNEL_VAR}"
         + (f", or the saved account {account!r}" if account else "") + "; see .env.example."
     )
+
+
+# raised from inside qiskit-ibm-runtime on input it did not expect (a malformed CRN: "'NoneType' object has no
+# attribute 'group'"); their text is about the client's code, not the user's credentials
+CLIENT_BUGS = (AttributeError, TypeError, KeyError, IndexError, NameError, AssertionError)
+
+
+def _failure_reason(exc: Exception, credentials: IBMCredentials | None) -> str:
+    """What went wrong, in the user's terms: the service's own message, or, for an error inside the client
+    (a Python exception such as AttributeError, which says nothing the user can act on), what to check."""
+    if not isinstance(exc, CLIENT_BUGS):
+        return str(exc) or type(exc).__name__
+    instance = credentials.instance if credentials is not None else None
+    if instance is not None and instance.startswith("crn:") and len(instance.split(":")) < 10:
+        return (f"{INSTANCE_VAR} {instance!r} is not a whole CRN (crn:v1:bluemix:public:quantum-computing:<region>:"
+                "a/<account>:<instance>::); copy it from the instance's page, or give the instance's name")
+    return ("the client could not use this token and instance; check that the token is the whole API key, without "
+            "quotes or spaces")
 
 
 @dataclass(frozen=True)

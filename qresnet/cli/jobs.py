@@ -196,7 +196,7 @@ COMMANDS = {"submit": cmd_submit, "list": cmd_list, "status": cmd_status, "fetch
 
 def run_jobs(args: argparse.Namespace) -> int:
     """Run a parsed ``qresnet jobs`` command."""
-    from qresnet.jobs.ledger import Ledger
+    from qresnet.jobs.ledger import open_ledger
 
-    with Ledger(args.ledger) if args.ledger else Ledger() as ledger:
+    with open_ledger(args.ledger) if args.ledger else open_ledger() as ledger:  # a refused command leaves no ledger
         return COMMANDS[args.jobs_command](args, ledger)

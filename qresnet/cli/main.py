@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -16,6 +17,15 @@ from qresnet.cli.arguments import add_backend_arguments, backend_options, parse_
 from qresnet.cli.jobs import add_jobs_parser
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.values import checked_int
+
+WAIT_HELP = "if another process is using the output directory, wait for it to finish (default: refuse at once)"
+
+
+def _locked(directory: str | Path | None, wait: bool) -> contextlib.AbstractContextManager:
+    """The output directory's lock for the whole command (the library functions take it again, reentrantly)."""
+    from qresnet.run.lock import OutputLock
+
+    return contextlib.nullcontext() if directory is None else OutputLock(directory, wait=wait)
 
 
 def cmd_backends(args: argparse.Namespace) -> None:
@@ -92,7 +102,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     checked_int(args.jobs, "--jobs")
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
+    with _locked(out, args.wait):
+        report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
     print(report.read_text().split("## Studies")[0])
     print(f"report: {report}")
 
@@ -132,7 +143,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     config = TrainConfig.from_dict(values)
-    summary = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
+    with _locked(args.resume or args.out, args.wait):
+        summary = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
     if summary["final_test_acc"] is None:
         print(f"run directory {summary['run_dir']}: no epoch finished yet ({summary['steps_this_session']} steps this "
               f"session); continue with `qresnet train --resume {summary['run_dir']}`")
@@ -159,19 +171,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
           f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {len(sweep.seeds)} seeds), "
           f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
-    try:
-        rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
-                         ray_address=args.ray_address)
-    except SweepError as exc:
-        for line in exc.failures:
-            print(f"failed: {line}", file=sys.stderr)
-        if exc.rows:
-            report = write_comparison_report(exc.rows, out, sweep.to_dict())
-            print(f"report of the {len(exc.rows)} finished runs: {report}", file=sys.stderr)
-        print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: finished "
-              "runs are reused", file=sys.stderr)
-        return 1
-    report = write_comparison_report(rows, out, sweep.to_dict())
+    with _locked(out, args.wait):
+        try:
+            rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
+                             ray_address=args.ray_address)
+        except SweepError as exc:
+            for line in exc.failures:
+                print(f"failed: {line}", file=sys.stderr)
+            if exc.rows:
+                report = write_comparison_report(exc.rows, out, sweep.to_dict())
+                print(f"report of the {len(exc.rows)} finished runs: {report}", file=sys.stderr)
+            print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: "
+                  "finished runs are reused", file=sys.stderr)
+            return 1
+        report = write_comparison_report(rows, out, sweep.to_dict())
     print(report.read_text().split("## The numbers behind each verdict")[0])
     print(f"report: {report}")
     return 0
@@ -214,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default: a new one under runs/); an existing run is "
                    "refused unless --resume or --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints and metrics)")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.add_argument("--keep-checkpoints", type=int, default=None,
                    help="epoch checkpoints kept besides the best one (default 3; metrics.csv keeps every epoch)")
     p.add_argument("--dataset", choices=DATASETS, default=None)
@@ -266,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "
                    "with other settings are refused)")
     p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
@@ -277,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=EXECUTORS, default="processes")
     p.add_argument("--ray-address", default=None)
     p.add_argument("--out", default=None, help="study directory; an existing one resumes its studies")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(run=cmd_reproduce)
 
     p = sub.add_parser("data", help="datasets: download MNIST")

@@ -264,3 +264,35 @@ class Ledger:
         values = list(row)
         values[5], values[7] = json.loads(values[5]), json.loads(values[7])
         return SubmissionRecord(*values)
+
+
+@contextmanager
+def open_ledger(path: str | Path = DEFAULT_LEDGER) -> Iterator[Ledger]:
+    """The ledger at ``path`` for one command. A ledger the command created and left without a submission is
+    removed again, with the directories made for it: a refused (or read-only) command leaves no files behind."""
+    target = Path(path).expanduser()
+    existed = target.exists()
+    made = []  # the directories the ledger will create, deepest first
+    for parent in [target.parent, *target.parent.parents]:
+        if parent.exists():
+            break
+        made.append(parent)
+    ledger = None
+    try:
+        ledger = Ledger(target)
+        yield ledger
+    finally:
+        try:
+            empty = not existed and (ledger is None or not ledger.submissions())
+        except sqlite3.Error:
+            empty = False  # unreadable now: leave it for the user to look at
+        if ledger is not None:
+            ledger.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+            for directory in made:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break

@@ -11,12 +11,20 @@ fails (a full disk, no permission) removes its temporary file and says which pat
 room it needed. ``config.json`` records the run's *identity*: every value that determines its
 numbers (see :func:`identity_differences`), so that a resume or a sweep reuses a run only when
 nothing that matters changed.
+
+One source for the identity: it is derived from ``config.json``'s config when read (with the data
+digest and package versions recorded beside it); every checkpoint carries the identity it was
+trained under and its SHA-256, and every epoch checkpoint the metrics rows training recorded up to
+it. :meth:`RunDir.integrity_problems` names each disagreement between them (an edited config.json,
+metrics.csv or summary.json), and :meth:`RunDir.resume_point` resumes from the checkpoints' record,
+never from an edited file.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -29,10 +37,14 @@ from typing import Any
 
 import torch
 
-from qresnet.errors import RunDirError
+from qresnet.config import TrainConfig
+from qresnet.errors import QresnetError, RunDirError
+from qresnet.run.lock import LOCK_NAME
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
-RUN_FILES = ("config.json", "metrics.csv", "summary.json", "curves.png", "head_encoding_noise.json", "checkpoints")
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "curves.png", "head_encoding_noise.json", "checkpoints",
+             LOCK_NAME)
+SUMMARY_CHECKS = (("final_test_acc", "test_acc", -1), ("final_train_loss", "train_loss", -1))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -146,12 +158,15 @@ class RunDir:
         return sorted(self.checkpoints.glob("epoch_*.pt")) if self.checkpoints.is_dir() else []
 
     def started(self) -> bool:
-        """Whether there is a checkpoint to resume from (an epoch's, or a device run's step)."""
-        return bool(self.epoch_checkpoints()) or self.step_checkpoint.is_file()
+        """Whether a run started here (its config.json is written first): resumable from its newest checkpoint,
+        or from its initial state when no epoch finished (``initial.pt``, or the seed's weights)."""
+        return self.config_path.is_file()
 
     def holds_files(self) -> bool:
-        """Whether the directory holds anything at all (a run, or something else)."""
-        return self.path.is_dir() and any(self.path.iterdir())
+        """Whether the directory holds anything besides what a killed start leaves (temporary files, empty
+        folders, a lock): such a directory is as good as empty, and never blocks a new run."""
+        return self.path.is_dir() and any(p.is_file() and not p.name.endswith(".tmp") and p.name != LOCK_NAME
+                                          for p in self.path.rglob("*"))
 
     def check_clearable(self) -> None:
         """Refuse to ``clear`` a directory that is not a run's, or holds anything besides a run's files."""
@@ -168,6 +183,8 @@ class RunDir:
         """Remove a run's files (``--overwrite``); a directory that holds anything else is refused."""
         self.check_clearable()
         for item in self.path.iterdir():
+            if item.name == LOCK_NAME:  # the lock of the process clearing it
+                continue
             if item.is_dir():
                 shutil.rmtree(item)
             else:
@@ -206,9 +223,17 @@ class RunDir:
     def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=False, map_location="cpu")
 
-    def save_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+    def save_checkpoint(self, state: dict[str, Any], path: Path, identity: dict[str, Any] | None = None,
+                        history: Sequence[dict[str, float]] | None = None) -> None:
+        """``state`` to ``path``, stamped with the run's ``identity`` (and its digest) and, for an epoch or step
+        checkpoint, the metrics rows of the epochs finished so far (``history``), as training computed them."""
+        stamps: dict[str, Any] = {}
+        if identity is not None:
+            stamps.update(identity=identity, identity_sha256=identity_sha256(identity))
+        if history is not None:
+            stamps["history"] = [dict(row) for row in history]
         buffer = io.BytesIO()  # serialised in memory first: a full disk is then a Python OSError with the size
-        torch.save(state, buffer)
+        torch.save({**state, **stamps}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
 
     def prune_checkpoints(self, keep: int, best_epoch: int | None) -> None:
@@ -228,8 +253,11 @@ class RunDir:
             raise RunDirError(f"cannot read {self.config_path} ({exc}); the run directory is damaged") from None
 
     def read_identity(self) -> dict[str, Any] | None:
-        """What the run was trained with (see :func:`identity_differences`); None for a run that predates it."""
-        return self.read_config().get("identity")
+        """What the run was trained with (see :func:`identity_differences`), derived from config.json's config and
+        the data digest and package versions recorded beside it; None for a run that predates identities."""
+        record = self.read_config()
+        stored = record.get("identity")
+        return None if stored is None else derive_identity(record.get("config"), stored, self.config_path)
 
     def read_summary(self) -> dict[str, Any] | None:
         try:
@@ -241,8 +269,11 @@ class RunDir:
         """Every finished epoch's row of ``metrics.csv`` (``epoch`` as an integer), or [] before the first."""
         if not self.metrics_path.is_file():
             return []
-        with open(self.metrics_path) as handle:
-            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        try:
+            with open(self.metrics_path) as handle:
+                return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        except (ValueError, TypeError) as exc:  # a hand edit that left a cell unparsable
+            raise RunDirError(f"cannot read {self.metrics_path} ({exc}); the run directory was edited or is damaged") from None
 
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, record)
@@ -281,3 +312,27 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def identity_sha256(identity: dict[str, Any]) -> str:
+    """The digest a checkpoint carries of the identity it was trained under (canonical JSON, keys sorted)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def derive_identity(config: Any, stored: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The identity of a stored ``config`` (the dict config.json keeps), with the data digest and package
+    versions of the ``stored`` identity: what the run's numbers depend on, read from one source."""
+    try:
+        identity = TrainConfig.from_dict(dict(config)).identity(stored.get("data_sha256"))
+    except (QresnetError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{where} holds a config that is not valid ({exc}); the run directory was edited or is "
+                          "damaged") from None
+    return {**identity, "packages": stored.get("packages")}
+
+
+def disagreements(a: dict[str, Any] | None, b: dict[str, Any] | None, a_name: str, b_name: str) -> list[str]:
+    """``field: <a> in a_name, <b> in b_name`` for every (dotted) field where two identities differ."""
+    # both as JSON would store them: a tuple read back from config.json is a list, and the same value
+    flat_a, flat_b = (_flatten(json.loads(json.dumps(x or {}, default=str))) for x in (a, b))
+    return [f"{key} is {flat_a.get(key, '(absent)')} in {a_name}, {flat_b.get(key, '(absent)')} in {b_name}"
+            for key in sorted(set(flat_a) | set(flat_b)) if flat_a.get(key) != flat_b.get(key)]

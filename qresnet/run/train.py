@@ -27,8 +27,11 @@ from qresnet.run.build import build_model, estimated_cost_notes, gradient_method
 from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
+from qresnet.run.divergence import DivergenceWatch, check_data
 from qresnet.run.evaluate import encoding_noise_check, loss_and_accuracy
 from qresnet.run.figures import plot_curves
+from qresnet.run.integrity import check_untouched, resume_point
+from qresnet.run.lock import OutputLock
 from qresnet.provenance import environment
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 
@@ -40,6 +43,7 @@ def check_identity(run: RunDir, identity: dict[str, Any], resume: bool, overwrit
     Returns whether the old run must be cleared (once the new one has been built: a failure loses nothing)."""
     out = run.path
     if resume:
+        check_untouched(run, "--resume")  # config.json, its identity and the checkpoints agree
         differences = identity_differences(run.read_identity(), identity)
         if differences:
             raise RunDirError(f"--resume {out}: the run was trained with other settings ({'; '.join(differences)}). "
@@ -68,6 +72,25 @@ def train(
 ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary. ``stop_after_epoch`` ends early, as an interruption would.
 
+    The run directory is locked for the whole run (:class:`OutputLock`): a second process on it refuses.
+    """
+    out = RunDir(out_dir).path if out_dir is not None else RunDir.new().path
+    with OutputLock(out):
+        return _train_locked(config, out, resume, progress, stop_after_epoch, data, service, overwrite)
+
+
+def _train_locked(
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    data: Dataset | None = None,
+    service: Any = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """:func:`train`, with its run directory locked.
+
     A directory that holds a run is never trained into silently: ``resume`` continues it only if
     its identity (every value that determines its numbers, :meth:`TrainConfig.identity`) is
     unchanged, ``overwrite`` replaces it, and anything else is refused.
@@ -77,39 +100,34 @@ def train(
     ``service`` stands in for ``QiskitRuntimeService`` (tests).
     """
     torch.set_num_threads(config.torch_threads)
-    run = RunDir(out_dir) if out_dir is not None else RunDir.new()
+    run = RunDir(out_dir)
     out = run.path
     on_device = config.backend.on_device
     # evaluation has no gradient, so simulators take the sets in large batches (the per-call cost dominates);
     # a device keeps the training batch, whose job sizes the run's limits were checked for
     eval_batch = config.batch_size if on_device else max(config.batch_size, EVAL_BATCH)
     data = data or load_dataset(config.data_config())
+    check_data(data)
     identity = config.identity(data.digest())
     replace = check_identity(run, identity, resume, overwrite)
     backend = resolve_backend(config.backend, config.backend_options, service=service)
     model = build_model(config, backend, data.image_shape, data.num_classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     metrics: list[dict[str, float]] = []
+    point = resume_point(run) if resume else None  # the newest state, or the initial one if no epoch finished
     start_epoch, start_batch, elapsed, partial = 1, 0, 0.0, None
-    if resume:
-        state, skipped = run.latest_state()
-        for line in skipped:
+    if point is not None:
+        for line in point.notes:
             print(f"resume: {line}", file=sys.stderr)
-        if state is None:
-            raise RunDirError(f"--resume {out}: no readable checkpoint in {run.checkpoints}; start the run without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        elapsed = state["elapsed"]
-        if "batch" in state:  # a step checkpoint: continue inside its epoch
-            start_epoch, start_batch, partial = state["epoch"], state["batch"], state["partial"]
-        else:
-            start_epoch = state["epoch"] + 1
+        if point.model is not None:
+            model.load_state_dict(point.model)
+        if point.optimizer is not None:
+            optimizer.load_state_dict(point.optimizer)
+        start_epoch, start_batch, partial, elapsed = point.epoch, point.batch, point.partial, point.elapsed
         if start_epoch > config.epochs + 1:
             raise RunDirError(f"--resume {out}: the run has finished {start_epoch - 1} epochs, more than --epochs "
                               f"{config.epochs}; ask for {start_epoch - 1} or more")
-        metrics = [m for m in run.read_metrics() if m["epoch"] < start_epoch]  # rows past the checkpoint are redone
-        if skipped and progress:
-            print(f"resume: continuing from {state['path']}")
+        metrics = list(point.metrics)  # as the checkpoint recorded them: an edited metrics.csv is not carried
     if progress:
         for line in estimated_cost_notes(model, config, len(data.y_train)):
             print(line)
@@ -124,13 +142,16 @@ def train(
         run.clear()
     run.checkpoints.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves nothing behind
     run.remove_tmp_files()
-    if not resume:  # the initial weights: a trainable run and its frozen pair (same seed) start from these
-        run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint)
     run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "gradient": gradient,
                       "head_notes": notes,
                       "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
                                "classes": list(data.classes), "image_shape": list(data.image_shape)},
                       "environment": environment()})
+    # after config.json: a run killed from here on is resumable from its initial state
+    if point is None or point.from_seed:  # the initial weights: a trainable run and its frozen pair start from these
+        run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint,
+                            identity=identity)
+    watch = DivergenceWatch(data.num_classes, config.lr, run.checkpoints)
     rows_before = backend.rows_evaluated()
     n = len(data.y_train)
     finished_epoch = start_epoch - 1
@@ -158,15 +179,14 @@ def train(
                 optimizer.zero_grad()
                 logits = model(data.x_train[idx])
                 loss = torch.nn.functional.cross_entropy(logits, data.y_train[idx])
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {float(loss)} at epoch {epoch}; lower --lr (now {config.lr}). "
-                                        f"Finished epochs are kept in {run.checkpoints}")
+                watch.loss(loss, epoch, start // config.batch_size + 1)
                 loss.backward()
                 for k, layer in enumerate(model.layers):
                     if layer.weight.grad is not None:
                         norms[k] += float(layer.weight.grad.norm())
                 head_norm += math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))
                 optimizer.step()
+                watch.step(model, epoch, start // config.batch_size + 1)
                 run_loss += loss.item() * len(idx)
                 run_correct += int((logits.argmax(1) == data.y_train[idx]).sum())
                 seen += len(idx)
@@ -179,11 +199,12 @@ def train(
                                          "partial": {"norms": norms.clone(), "head_norm": head_norm, "run_loss": run_loss,
                                                      "run_correct": run_correct, "seen": seen,
                                                      "seconds": time.perf_counter() - began}},
-                                        run.step_checkpoint)
+                                        run.step_checkpoint, identity=identity, history=metrics)
             if budget_hit:
                 break
             train_loss, train_acc = loss_and_accuracy(model, data.x_train, data.y_train, eval_batch)
             test_loss, test_acc = loss_and_accuracy(model, data.x_test, data.y_test, eval_batch)
+            watch.evaluation({"training-set loss": train_loss, "test-set loss": test_loss}, epoch)
             seconds = time.perf_counter() - began
             elapsed += seconds
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
@@ -195,7 +216,7 @@ def train(
             run.write_metrics(metrics, config.layers)
             run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                  "elapsed": elapsed, "config": config.to_dict()},
-                                run.epoch_checkpoint(epoch))
+                                run.epoch_checkpoint(epoch), identity=identity, history=metrics)
             best = max(metrics, key=lambda m: m["test_acc"])["epoch"]  # the first epoch reaching the best accuracy
             run.prune_checkpoints(config.keep_checkpoints, best)
             finished_epoch = epoch

@@ -38,6 +38,7 @@ from qresnet.errors import ConfigError
 from qresnet.study.sweep import SweepConfig, run_sweep
 from qresnet.residual import ResidualSpec
 from qresnet.provenance import environment
+from qresnet.run.lock import OutputLock
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -378,8 +379,15 @@ def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None
                      executor: str = "processes", ray_address: str | None = None, progress: bool = True,
                      plan: dict[str, SweepConfig] | None = None, variants: Sequence[Variant] | None = None) -> Path:
     """Every study (resumable), the audits, the claims, the variants of claims that did not reproduce; writes
-    ``reproduction.md``, its figures and ``claims.json``. ``plan`` replaces :func:`studies` (tests: a tiny plan)."""
-    out = Path(out)
+    ``reproduction.md``, its figures and ``claims.json``. ``plan`` replaces :func:`studies` (tests: a tiny plan).
+    ``out`` is locked throughout (:class:`OutputLock`): a second reproduction on it refuses."""
+    with OutputLock(out):
+        return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants)
+
+
+def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, executor: str, ray_address: str | None,
+                      progress: bool, plan: dict[str, SweepConfig] | None, variants: Sequence[Variant] | None) -> Path:
+    """:func:`run_reproduction`, with ``out`` locked."""
     plan = studies(budget, data_dir) if plan is None else plan
     variants = VARIANTS if variants is None else variants
     began = time.perf_counter()

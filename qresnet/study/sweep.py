@@ -36,6 +36,8 @@ from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, RunDirError, SweepError
 from qresnet.residual import ResidualSpec
+from qresnet.run.integrity import integrity_problems
+from qresnet.run.lock import OutputLock
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.run.train import train
 from qresnet.values import checked_int
@@ -209,7 +211,9 @@ def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> l
         run = RunDir(planned.directory(out))
         if not run.config_path.is_file():
             continue
-        differences = identity_differences(run.read_identity(), config.identity(digests[planned.seed]))
+        # an edited run (config.json against its checkpoints, metrics.csv against theirs) is never reused
+        differences = integrity_problems(run) or identity_differences(run.read_identity(),
+                                                                      config.identity(digests[planned.seed]))
         done = len(run.read_metrics())
         if done > config.epochs:
             differences.append(f"epochs: {done} finished -> {config.epochs} asked for")
@@ -245,6 +249,13 @@ def _watch_parent(parent: int) -> None:
 
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
               executor: str = "processes", ray_address: str | None = None) -> list[dict[str, Any]]:
+    """:func:`_run_sweep_locked` with ``out`` locked (:class:`OutputLock`): a second sweep on it refuses."""
+    with OutputLock(out):
+        return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address)
+
+
+def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
+                      executor: str = "processes", ray_address: str | None = None) -> list[dict[str, Any]]:
     """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns one result row per run.
 
     Finished runs under ``out`` are reused and started ones resumed, but only when their identity
