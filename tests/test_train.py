@@ -33,7 +33,7 @@ def _final_state(run_dir):
 
 
 def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path, data):
-    summary = train(TrainConfig(**SMALL), tmp_path / "run", progress=False, data=data)
+    result = train(TrainConfig(**SMALL), tmp_path / "run", progress=False, data=data)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "summary.json", "curves.png", "checkpoints"}
     rows = _metrics(run)
@@ -42,15 +42,15 @@ def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path, data):
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["config"]["residual"] == "O1+O2" and recorded["backend"]["spec"] == "aer"
     assert recorded["environment"]["packages"]["qiskit"]
-    assert summary["epochs_completed"] == 3
+    assert result.epochs_completed == 3
     # the reported accuracy is what the saved model scores on the test set, counted here by hand
     model = build_model(TrainConfig(**SMALL), resolve_backend("aer"), data.image_shape, data.num_classes)
     model.load_state_dict(_final_state(run))
     with torch.no_grad():
         hits = sum(int(model(x[None]).argmax()) == int(y) for x, y in zip(data.x_test, data.y_test))
-    assert summary["final_test_acc"] == hits / len(data.y_test)
-    assert summary["best_test_acc"] == max(float(r["test_acc"]) for r in rows)
-    assert summary["parameter_sets_evaluated_this_session"] > 0
+    assert result.final_test_acc == hits / len(data.y_test)
+    assert result.best_test_acc == max(float(r["test_acc"]) for r in rows)
+    assert result.parameter_sets_evaluated_this_session > 0
 
 
 def test_frozen_keeps_quantum_weights_bit_identical(tmp_path, data):
