@@ -201,7 +201,12 @@ class RunResult:
         chosen = {k: v for k, v in values.items() if k in known}
         chosen["residual"] = ResidualSpec.coerce(values["residual"], values["layers"])
         chosen["metrics"] = metrics
-        return cls(**chosen)
+        result = cls(**chosen)
+        derived = result.to_dict(metrics=False)
+        for key in DERIVED:  # figures written beside the history must be the history's (a stale summary is not)
+            if key in values and values[key] != derived[key]:
+                raise ResultError(f"{what}: {key} is {values[key]!r}, but its metrics give {derived[key]!r}")
+        return result
 
 
 def read_results(path: str | Path) -> list[RunResult]:

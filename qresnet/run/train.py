@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from qresnet.backends import resolve_backend
+from qresnet.backends import Backend, resolve_backend
 from qresnet.run.build import build_model, estimated_cost_notes, gradient_method, head_notes, step_cost
 from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
@@ -65,6 +65,7 @@ class Session:
 
     config: TrainConfig
     run: RunDir
+    backend: Backend
     model: ResQuNN
     optimizer: torch.optim.Optimizer
     data: Dataset
@@ -74,7 +75,6 @@ class Session:
     partial: dict[str, Any] | None = None  # that step checkpoint's running sums
     elapsed: float = 0.0  # training seconds over every session
     metrics: list[EpochMetrics] = field(default_factory=list)
-    finished_epoch: int = 0
     steps_taken: int = 0
     budget_hit: bool = False
 
@@ -188,7 +188,6 @@ def record_epoch(session: Session, epoch: int, tally: Tally) -> None:
                          "elapsed": session.elapsed, "config": config.to_dict()}, run.epoch_checkpoint(epoch))
     best = max(session.metrics, key=lambda m: m.test_acc).epoch  # the first epoch reaching the best accuracy
     run.prune_checkpoints(config.keep_checkpoints, best)
-    session.finished_epoch = epoch
     if session.progress:
         print(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | test loss {test_loss:.4f} "
               f"acc {test_acc:.3f} | grad norms " + " ".join(f"{g:.2e}" for g in row.grad_norm_layers)
@@ -207,7 +206,7 @@ def run_epochs(session: Session, stop_after_epoch: int | None) -> None:
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     except KeyboardInterrupt:
-        done = session.finished_epoch
+        done = len(session.metrics)  # the finished epochs
         saved = "no epoch finished yet" if not done else "epoch 1 is saved" if done == 1 else f"epochs 1-{done} are saved"
         print(f"\ninterrupted during epoch {done + 1}: {saved} in {out}; continue with "
               f"`qresnet train --resume {out}`", file=sys.stderr)
@@ -249,12 +248,10 @@ def train(
     backend = resolve_backend(config.backend, config.backend_options, service=service)
     model = build_model(config, backend, data.image_shape, data.num_classes)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    session = Session(config, run, model, optimizer, data, progress)
+    session = Session(config, run, backend, model, optimizer, data, progress)
     if resume:
         resume_session(session)
-    session.finished_epoch = session.start_epoch - 1
     notes = head_notes(config, backend, model)
-    gradient = gradient_method(model)
     if progress:
         for line in estimated_cost_notes(model, config, len(data.y_train)):
             print(line)
@@ -264,31 +261,44 @@ def train(
             print(note)
     if replace:
         run.clear()
-    run.checkpoints.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves nothing behind
-    run.remove_tmp_files()
-    if not resume:  # the initial weights: a trainable run and its frozen pair (same seed) start from these
-        run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint)
-    run.write_config({"config": config.to_dict(), "identity": identity, "backend": backend.describe(), "gradient": gradient,
-                      "head_notes": notes,
-                      "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
-                               "classes": list(data.classes), "image_shape": list(data.image_shape)},
-                      "environment": environment()})
+    open_run_dir(session, identity, notes, fresh=not resume)
     rows_before = backend.rows_evaluated()
     run_epochs(session, stop_after_epoch)
     if session.budget_hit and progress:
         print(f"max_steps={config.max_steps} reached: state saved in {run.step_checkpoint}; "
               f"continue with `qresnet train --resume {run.path}`")
-    rows_after = backend.rows_evaluated()
+    evaluated = None if rows_before is None else backend.rows_evaluated() - rows_before
+    return finish(session, notes, evaluated)
+
+
+def open_run_dir(session: Session, identity: dict[str, Any], notes: list[str], fresh: bool) -> None:
+    """The run directory, made only now (a run that cannot start leaves nothing behind): its checkpoint folder, a
+    fresh run's initial weights, and ``config.json``."""
+    run, config, model, data = session.run, session.config, session.model, session.data
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    run.remove_tmp_files()
+    if fresh:  # the initial weights: a trainable run and its frozen pair (same seed) start from these
+        run.save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, run.initial_checkpoint)
+    run.write_config({"config": config.to_dict(), "identity": identity, "backend": session.backend.describe(),
+                      "gradient": gradient_method(model), "head_notes": notes,
+                      "data": {"source": data.source, "train": len(data.y_train), "test": len(data.y_test),
+                               "classes": list(data.classes), "image_shape": list(data.image_shape)},
+                      "environment": environment()})
+
+
+def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResult:
+    """The run's result (``summary.json``), the head's encoding check when asked for, and the curves."""
+    config, run, data = session.config, session.run, session.data
     noise = None
     if config.head == "quantum" and config.head_encoding_noise == "transpiled" and session.metrics:
-        noise = encoding_noise_check(model, backend, data, config.head_noise_samples, config.seed)
+        noise = encoding_noise_check(session.model, session.backend, data, config.head_noise_samples, config.seed)
         atomic_write_json(run.head_noise_path, noise)
     result = RunResult(
         backend=config.backend, head=config.head, residual=config.residual, frozen=config.frozen, seed=config.seed,
         epochs=config.epochs, metrics=tuple(session.metrics), train_images=len(data.y_train),
-        test_images=len(data.y_test), gradient=gradient, run_dir=str(run.path), wall_time_s=session.elapsed,
-        head_notes=tuple(notes), steps_this_session=session.steps_taken, stopped_at_max_steps=session.budget_hit,
-        parameter_sets_evaluated_this_session=None if rows_before is None else rows_after - rows_before,
+        test_images=len(data.y_test), gradient=gradient_method(session.model), run_dir=str(run.path),
+        wall_time_s=session.elapsed, head_notes=tuple(notes), steps_this_session=session.steps_taken,
+        stopped_at_max_steps=session.budget_hit, parameter_sets_evaluated_this_session=evaluated,
         head_encoding_noise=noise)
     run.write_summary(result)
     if session.metrics:
