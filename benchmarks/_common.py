@@ -1,6 +1,6 @@
-"""Shared by the benchmark scripts: the design section 5 workload, inputs, noise, timing and the JSON record.
+"""Shared by the benchmark scripts: the docs/design.md section 10 workload, inputs, noise, timing and the JSON record.
 
-The workload (design section 5, shared by every peer): two quanvolution layers, 2x2 windows with
+The workload (docs/design.md section 10, shared by every peer): two quanvolution layers, 2x2 windows with
 stride 2 (28x28 -> 14x14 -> 7x7). Patch value x_i (row-major in the patch) is encoded as
 RY(pi*x_i) on qubit i; then 2 x [RY(w) on every qubit, RZ(w) on every qubit, CNOT 0-1, 1-2, 2-3]
 (16 weights per layer, weight k in that gate order); the output per patch is the mean of the

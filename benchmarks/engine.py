@@ -1,7 +1,7 @@
 """Parameter sets per second on one 2673-set PUB of the transpiled filter: the engine vs Aer EstimatorV2.
 
 The PUB is the one a response-mode training step evaluates per layer: the 81 design points
-of the filter (design section 3) at 33 weight settings (the current weights and their +-pi/2
+of the filter (docs/design.md section 3) at 33 weight settings (the current weights and their +-pi/2
 shift in each of the 16 weights), on the template transpiled for the backend. Both
 estimators run the same PUB in the same process; the values are compared too. With
 ``--random`` the 2673 rows are independent random parameter sets instead (no shared

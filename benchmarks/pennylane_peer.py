@@ -1,4 +1,4 @@
-"""The PennyLane peer figure: the design section 5 training workload written the fast PennyLane way.
+"""The PennyLane peer figure: the docs/design.md section 10 training workload written the fast PennyLane way.
 
 Workload: see ``_common`` (shared by all peers). The figure is training images per second of a
 full step (forward, backward, optimizer step), median over timed steps after one warm-up step.

@@ -1,4 +1,4 @@
-"""One training step of the design section 5 workload: response mode vs per-patch mode, same run.
+"""One training step of the docs/design.md section 10 workload: response mode vs per-patch mode, same run.
 
 Workload: two quanvolution layers (4 qubits, 16 weights each), residual O1+O2, linear head
 196 -> 10, cross-entropy, Adam 0.01, batch 16 of 28x28 images. Per-patch mode with

@@ -1,4 +1,4 @@
-"""The plain-torch peers: the design section 5 workload written in torch alone, without qresnet's engine.
+"""The plain-torch peers: the docs/design.md section 10 workload written in torch alone, without qresnet's engine.
 
 Workload: see ``_common`` (the same model, weights and head initialisation as the PennyLane
 peer). Everything is complex128 / float64 and differentiated by torch's autograd. Two ways to

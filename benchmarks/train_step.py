@@ -1,4 +1,4 @@
-"""Training images per second on the design section 5 workload: ours vs every peer, interleaved in one run.
+"""Training images per second on the docs/design.md section 10 workload: ours vs every peer, interleaved in one run.
 
 Workload: two quanvolution layers (4 qubits, RY(pi x) encoding, 2 x (RY, RZ on every qubit,
 CNOT chain), 16 weights each, mean <Z>), residual O1+O2, linear head 196 -> 10, cross-entropy,

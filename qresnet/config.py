@@ -1,4 +1,5 @@
-"""The training configuration: every value that defines a run, validated once, kept as coerced values.
+"""The training configuration: every value that defines a run, validated once, kept as coerced values; and the
+data configuration it holds. Free of torch and Qiskit, so that sweeps, reports and the command line can hold configs.
 
 >>> config = TrainConfig(residual="(X+O1)+O2", backend="aer:FakeManilaV2")
 >>> config.residual.notation, str(config.backend), config.backend_options.seed
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,76 @@ import tomllib
 
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.data import DataConfig
-from qresnet.errors import ConfigError
-from qresnet.nn.head import DEFAULT_SCALE
-from qresnet.nn.quanv import MODES
-from qresnet.nn.residual import ResidualSpec
+from qresnet.choices import DATASETS, DEFAULT_HEAD_SCALE, HEAD_ENCODING_NOISE, HEADS, MODES
+from qresnet.errors import ConfigError, DataError
 from qresnet.provenance import package_versions
-from qresnet.values import known_fields
+from qresnet.residual import ResidualSpec
+from qresnet.values import checked_int, known_fields
 
-HEADS = ("linear", "quantum")
+NUM_CLASSES = 10  # both datasets label the digits 0-9
 # what a resume may change: none of these changes a finished epoch's numbers (data_dir: the data is digested)
 SAFE_TO_CHANGE = ("epochs", "max_steps", "keep_checkpoints", "data_dir")
 # packages whose version can change a run's numbers
 NUMERIC_PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning", "qiskit-ibm-runtime", "torch",
                     "numpy", "scipy", "scikit-learn")
-HEAD_ENCODING_NOISE = ("exact", "transpiled")
+# TrainConfig's fields that count something
+COUNTS = ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints", "head_noise_samples")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to load and how to split them; every field is recorded with a run's results.
+
+    ``classes=None`` keeps every class present; ``per_class=None`` keeps every image of the kept
+    classes. ``data_dir`` is only read for MNIST (see :func:`qresnet.data.mnist_dir`). One ``seed``
+    drives both the per-class pick and the stratified split.
+
+    >>> DataConfig("mnist", classes=[0, 1, 2, 3], per_class=200).to_dict()
+    {'dataset': 'mnist', 'data_dir': None, 'classes': [0, 1, 2, 3], 'per_class': 200, 'test_fraction': 0.2, 'seed': 0}
+    >>> DataConfig(per_class=0)
+    Traceback (most recent call last):
+    ...
+    qresnet.errors.DataError: per_class=0 must be a positive integer (images kept per class), or None for all of them
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    classes: tuple[int, ...] | None = None
+    per_class: int | None = None
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise DataError(f"dataset={self.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", str(self.data_dir))  # a Path is fine; store text for to_dict
+        if self.classes is not None:
+            object.__setattr__(self, "classes", self._labels(self.classes))
+        if self.per_class is not None:
+            object.__setattr__(self, "per_class", checked_int(self.per_class, "per_class", error=DataError,
+                                                              hint=" (images kept per class), or None for all of them"))
+        if not isinstance(self.test_fraction, (int, float)) or not 0 < self.test_fraction < 1:
+            raise DataError(f"test_fraction={self.test_fraction!r} must be a number strictly between 0 and 1, e.g. 0.2")
+        object.__setattr__(self, "seed", checked_int(self.seed, "seed", 0, error=DataError))
+
+    @staticmethod
+    def _labels(classes: object) -> tuple[int, ...]:
+        bad = DataError(f"classes={classes!r} must be distinct labels 0-{NUM_CLASSES - 1}, e.g. (0, 1, 2, 3)")
+        try:
+            labels = tuple(checked_int(c, "label", 0, maximum=NUM_CLASSES - 1, error=DataError) for c in classes)
+        except (DataError, TypeError):
+            raise bad from None
+        if not labels:
+            raise bad
+        if len(set(labels)) != len(labels):
+            raise DataError(f"classes={classes!r} lists a label twice; each label may appear once")
+        return labels
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["classes"] = None if self.classes is None else list(self.classes)
+        return out
 
 
 @dataclass(frozen=True)
@@ -56,7 +112,7 @@ class TrainConfig:
     layers: int = 2
     residual: ResidualSpec | str = "O1+O2"
     head: str = "linear"
-    head_scale: float = DEFAULT_SCALE  # quantum head: logits = head_scale * <Z>
+    head_scale: float = DEFAULT_HEAD_SCALE  # quantum head: logits = head_scale * <Z>
     head_encoding_noise: str = "exact"  # quantum head on a noisy model: "transpiled" also checks the encoding under noise
     head_noise_samples: int = 4  # test samples evaluated with the transpiled encoding under noise
     mode: str = "response"
@@ -75,14 +131,11 @@ class TrainConfig:
     keep_checkpoints: int = 3  # epoch checkpoints kept besides the best one; the history lives in metrics.csv
 
     def __post_init__(self) -> None:
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer")
-        for name in ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        for name in COUNTS:
+            object.__setattr__(self, name, checked_int(getattr(self, name), name))
+        if self.max_steps is not None:
+            object.__setattr__(self, "max_steps", checked_int(self.max_steps, "max_steps", hint=", or None for no limit"))
+        object.__setattr__(self, "seed", checked_int(self.seed, "seed", 0))
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} must be a positive number")
         if self.head not in HEADS:
@@ -93,8 +146,6 @@ class TrainConfig:
             raise ConfigError(f"head_encoding_noise={self.head_encoding_noise!r} must be one of {', '.join(HEAD_ENCODING_NOISE)}")
         if not (isinstance(self.head_scale, (int, float)) and math.isfinite(self.head_scale) and self.head_scale > 0):
             raise ConfigError(f"head_scale={self.head_scale!r} must be a positive number")
-        if not isinstance(self.head_noise_samples, int) or self.head_noise_samples < 1:
-            raise ConfigError(f"head_noise_samples={self.head_noise_samples!r} must be a positive integer")
         object.__setattr__(self, "residual", ResidualSpec.coerce(self.residual, self.layers))
         object.__setattr__(self, "backend", BackendSpec.coerce(self.backend))
         options = BackendOptions.coerce(self.backend_options)
@@ -103,9 +154,7 @@ class TrainConfig:
             options, seed=self.seed, execution_mode=options.execution_mode or "session"))
         if isinstance(self.classes, str):
             raise ConfigError(f"classes={self.classes!r} must be a list of labels, e.g. [0, 1, 2, 3] (TOML) or 0,1,2,3 (flag)")
-        if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(self.classes))
-        self.data_config()  # validates the data fields
+        object.__setattr__(self, "classes", self.data_config().classes)  # validates the data fields
 
     def data_config(self) -> DataConfig:
         return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed)

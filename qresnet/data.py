@@ -20,7 +20,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO
@@ -28,10 +28,9 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from qresnet.config import NUM_CLASSES, DataConfig
 from qresnet.errors import DataError
 
-DATASETS = ("digits", "mnist")
-NUM_CLASSES = 10  # both datasets label the digits 0-9
 DATA_DIR_VAR = "QRESNET_DATA_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/qresnet/mnist")
 MNIST_NPZ = "mnist.npz"
@@ -50,55 +49,6 @@ GET_MNIST = (
     f"get them with `qresnet data fetch mnist` (downloads to the default directory), or point --data-dir "
     f"or {DATA_DIR_VAR} at a directory holding {MNIST_NPZ} or the four IDX files"
 )
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which images to load and how to split them; every field is recorded with a run's results.
-
-    ``classes=None`` keeps every class present; ``per_class=None`` keeps every image of the kept
-    classes. ``data_dir`` is only read for MNIST (see :func:`mnist_dir`). One ``seed`` drives both
-    the per-class pick and the stratified split.
-
-    >>> DataConfig("mnist", classes=[0, 1, 2, 3], per_class=200).to_dict()
-    {'dataset': 'mnist', 'data_dir': None, 'classes': [0, 1, 2, 3], 'per_class': 200, 'test_fraction': 0.2, 'seed': 0}
-    >>> DataConfig(per_class=0)
-    Traceback (most recent call last):
-    ...
-    qresnet.errors.DataError: per_class=0 must be a positive integer (images kept per class), or None for all of them
-    """
-
-    dataset: str = "digits"
-    data_dir: str | None = None
-    classes: tuple[int, ...] | None = None
-    per_class: int | None = None
-    test_fraction: float = 0.2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise DataError(f"dataset={self.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
-        if self.data_dir is not None:
-            object.__setattr__(self, "data_dir", str(self.data_dir))  # a Path is fine; store text for to_dict
-        if self.classes is not None:
-            classes = tuple(self.classes)
-            if not classes or any(not _is_int(c) or not 0 <= c < NUM_CLASSES for c in classes):
-                raise DataError(f"classes={self.classes!r} must be distinct labels 0-{NUM_CLASSES - 1}, e.g. (0, 1, 2, 3)")
-            if len(set(classes)) != len(classes):
-                raise DataError(f"classes={self.classes!r} lists a label twice; each label may appear once")
-            object.__setattr__(self, "classes", tuple(int(c) for c in classes))
-        if self.per_class is not None and (not _is_int(self.per_class) or self.per_class < 1):
-            raise DataError(f"per_class={self.per_class!r} must be a positive integer (images kept per class), "
-                            "or None for all of them")
-        if not isinstance(self.test_fraction, (int, float)) or not 0 < self.test_fraction < 1:
-            raise DataError(f"test_fraction={self.test_fraction!r} must be a number strictly between 0 and 1, e.g. 0.2")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise DataError(f"seed={self.seed!r} must be a non-negative integer")
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["classes"] = None if self.classes is None else list(self.classes)
-        return out
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors has no single truth value
@@ -170,10 +120,6 @@ def load_dataset(config: DataConfig) -> Dataset:
         x_test=as_images(test), y_test=torch.as_tensor(targets[test], dtype=torch.int64),
         num_classes=len(classes), image_shape=tuple(int(d) for d in images.shape[1:]), source=source, classes=classes,
     )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _pick_per_class(

@@ -1,4 +1,4 @@
-"""Independent numpy references: the filter of design section 5, simulated gate by gate."""
+"""Independent numpy references: the filter of docs/design.md section 1, simulated gate by gate."""
 
 import numpy as np
 

@@ -54,6 +54,15 @@ BAD_INPUTS = [
     (["transpile", "--backend", "aer:fake_manila", "--initial-layout", "0,1"], "--initial-layout has 2 qubits"),
     (["jobs", "submit", "no/such/run", "--backend", "local:fake_manila", "--ledger", "l.sqlite"], "no/such/run has no config.json"),
     (["train", "--preset", "x"], "unrecognized arguments"),
+    (["train", "--seed", "-1"], "seed=-1 must be a non-negative integer"),
+    (["train", "--keep-checkpoints", "0"], "keep_checkpoints=0 must be a positive integer"),
+    (["compare", "--jobs", "0"], "--jobs=0 must be a positive integer"),
+    (["compare", "--seeds", "0,0"], "--seeds '0,0' names a seed twice"),
+    (["reproduce", "--jobs", "-2"], "--jobs=-2 must be a positive integer"),
+    (["grads", "--seed", "-1"], "--seed=-1 must be a non-negative integer"),
+    (["grads", "--batch-size", "0"], "--batch-size=0 must be a positive integer"),
+    (["jobs", "submit", "r", "--backend", "local:fake_manila", "--validate-patches", "-1", "--ledger", "l.sqlite"],
+     "validate_patches=-1 must be a non-negative integer"),
 ]
 
 

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("qresnet.qnn",),
     ("qresnet.backends",),
     ("qresnet.circuits",),
-    ("qresnet.errors", "qresnet.provenance", "qresnet.values", "qresnet"),
+    ("qresnet.choices", "qresnet.errors", "qresnet.provenance", "qresnet.residual", "qresnet.values", "qresnet"),
 ]
 
 

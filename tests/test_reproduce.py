@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from qresnet.nn import ResidualSpec
+from qresnet.residual import ResidualSpec
 from qresnet.run.result import EpochMetrics, RunResult
 from qresnet.study.audit import AuditRow
 from qresnet.study.report import Runs

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from qresnet.errors import ResidualSpecError
-from qresnet.nn import ResidualSpec, pad_map
+from qresnet.nn import combine, pad_map
+from qresnet.residual import ResidualSpec
 
 
 @pytest.mark.parametrize("text, edges", [
@@ -62,5 +63,27 @@ def test_padding():
     centred = pad_map(x, 4, 4, "center")
     assert centred[0, 1:3, 1:3].sum() == 4 and centred.sum() == 4
     spec = ResidualSpec.coerce("X+O1")
-    h1 = spec.combine(1, torch.full((1, 1, 1), 2.0), [torch.ones(1, 2, 2)])
+    h1 = combine(spec, 1, torch.full((1, 1, 1), 2.0), [torch.ones(1, 2, 2)])
     assert h1.tolist() == [[[3.0, 1.0], [1.0, 1.0]]]
+
+
+@pytest.mark.parametrize("edges, message", [
+    ([(True, 1)], r"skip edge \(True, 1\) node=True must be a non-negative integer"),
+    ([(0, 1.0)], r"skip edge \(0, 1\.0\) node=1\.0 must be a non-negative integer"),
+    ([(0, 1, 2)], r"skip edge \(0, 1, 2\) must be a pair"),
+    ([5], "skip edge 5 must be a pair"),
+    (7, "residual spec 7 must be a string or pairs"),
+])
+def test_edge_pairs_are_checked_integers(edges, message):
+    with pytest.raises(ResidualSpecError, match=message):
+        ResidualSpec.coerce(edges)
+    if isinstance(edges, list):
+        with pytest.raises(ResidualSpecError, match=message):
+            ResidualSpec(2, frozenset(edges) if isinstance(edges[0], tuple) else edges)
+
+
+def test_edge_pairs_of_numpy_integers_become_plain_ints():
+    import numpy as np
+
+    spec = ResidualSpec.coerce([(np.int64(0), np.int64(2))])
+    assert spec == ResidualSpec.coerce("X+O2") and all(type(n) is int for edge in spec.edges for n in edge)

@@ -9,7 +9,7 @@ import pytest
 
 from qresnet.config import TrainConfig
 from qresnet.errors import QresnetError, ResultError
-from qresnet.nn import ResidualSpec
+from qresnet.residual import ResidualSpec
 from qresnet.run.result import EpochMetrics, RunResult, read_results
 from qresnet.run.rundir import RunDir
 from qresnet.run.train import train

@@ -1,4 +1,4 @@
-"""The plain-torch peer (benchmarks/torch_peer.py) computes the design section 5 filter: checked against Qiskit.
+"""The plain-torch peer (benchmarks/torch_peer.py) computes the docs/design.md section 1 filter: checked against Qiskit.
 
 The peer's figures only mean something if it computes the same numbers as qresnet's filter:
 ideal values against ``qiskit.quantum_info.Statevector`` (of a circuit written here and of
@@ -29,7 +29,7 @@ OBSERVABLE = SparsePauliOp.from_sparse_list([("Z", [q], 0.25) for q in range(4)]
 
 
 def workload_circuit(x: np.ndarray, w: np.ndarray) -> QuantumCircuit:
-    """The design section 5 filter written out: RY(pi x_i) on qubit i, 2 x [RY, RZ on every qubit, CNOT chain]."""
+    """The docs/design.md section 1 filter written out: RY(pi x_i) on qubit i, 2 x [RY, RZ on every qubit, CNOT chain]."""
     qc = QuantumCircuit(4)
     for q in range(4):
         qc.ry(math.pi * x[q], q)

@@ -13,13 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from qresnet.choices import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS
 from qresnet.errors import ConfigError, LayoutError
-from qresnet.values import known_fields
-
-ENGINES = ("engine", "aer")
-EXECUTION_MODES = ("batch", "session")
-OPTIMIZATION_LEVELS = (0, 1, 2, 3)
-RESILIENCE_LEVELS = (0, 1, 2)
+from qresnet.values import checked_int, known_fields
 
 
 @dataclass(frozen=True)
@@ -49,27 +45,28 @@ class BackendOptions:
     account: str | None = None
 
     def __post_init__(self) -> None:
-        if self.shots is not None and (not isinstance(self.shots, int) or isinstance(self.shots, bool) or self.shots < 1):
-            raise ConfigError(f"shots={self.shots!r} must be a positive integer, or None for exact values")
-        if self.optimization_level not in OPTIMIZATION_LEVELS:
-            raise ConfigError(f"optimization_level={self.optimization_level!r} must be 0, 1, 2 or 3")
-        if not isinstance(self.seed_transpiler, int):
-            raise ConfigError(f"seed_transpiler={self.seed_transpiler!r} must be an integer")
+        if self.shots is not None:
+            object.__setattr__(self, "shots", checked_int(self.shots, "shots", hint=", or None for exact values"))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", checked_int(self.seed, "seed", 0, hint=", or None for the service default"))
+        object.__setattr__(self, "optimization_level", checked_int(
+            self.optimization_level, "optimization_level", OPTIMIZATION_LEVELS[0], maximum=OPTIMIZATION_LEVELS[-1]))
+        object.__setattr__(self, "seed_transpiler", checked_int(self.seed_transpiler, "seed_transpiler", 0))
         if self.engine not in ENGINES:
             raise ConfigError(f"engine={self.engine!r} must be one of {', '.join(ENGINES)}")
         if self.execution_mode not in (None, *EXECUTION_MODES):
             raise ConfigError(f"execution_mode={self.execution_mode!r} must be one of {', '.join(EXECUTION_MODES)}")
-        if self.resilience_level not in (None, *RESILIENCE_LEVELS):
-            raise ConfigError(f"resilience_level={self.resilience_level!r} must be 0, 1 or 2")
+        if self.resilience_level is not None:
+            object.__setattr__(self, "resilience_level", checked_int(
+                self.resilience_level, "resilience_level", RESILIENCE_LEVELS[0], maximum=RESILIENCE_LEVELS[-1],
+                hint=", or None for the service default"))
         if self.initial_layout is not None:
             try:
-                layout = tuple(int(q) for q in self.initial_layout)
-            except (TypeError, ValueError):
+                layout = tuple(checked_int(q, "initial_layout qubit", 0, error=LayoutError) for q in self.initial_layout)
+            except TypeError:
                 raise LayoutError(f"initial_layout={self.initial_layout!r} must be qubit indices, e.g. 3,2,1,0") from None
             if not layout:
                 raise LayoutError("initial_layout is empty; give one physical qubit per template qubit, e.g. 3,2,1,0")
-            if min(layout) < 0:
-                raise LayoutError(f"initial_layout {','.join(map(str, layout))} has a negative qubit index")
             repeated = sorted({q for q in layout if layout.count(q) > 1})
             if repeated:
                 raise LayoutError(f"initial_layout {','.join(map(str, layout))} uses qubit(s) "

@@ -1,4 +1,4 @@
-"""Backend specs: one string says where circuits run (design section 4)."""
+"""Backend specs: one string says where circuits run (docs/design.md section 4)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ class TranspiledTemplate:
 
     @property
     def response_ready(self) -> bool:
-        """Whether the filter-response method holds on the transpiled circuit (design section 3)."""
+        """Whether the filter-response method holds on the transpiled circuit (docs/design.md section 3)."""
         return self.template.check_rotations(self.circuit).ok
 
 

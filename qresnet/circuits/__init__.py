@@ -5,11 +5,8 @@ from qresnet.circuits.quanv import quanv_filter
 from qresnet.circuits.rotation_check import RotationCheck, check_input_rotations
 from qresnet.circuits.template import CircuitTemplate
 
-TEMPLATES = ("quanv", "head")
-
 __all__ = [
     "ENCODINGS",
-    "TEMPLATES",
     "AmplitudeEncoding",
     "CircuitTemplate",
     "RotationCheck",

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
 
+from qresnet.choices import ENTANGLEMENTS
 from qresnet.errors import TemplateError
-
-ENTANGLEMENTS = ("chain", "ring")
+from qresnet.values import checked_int
 
 
 def entangling_pairs(num_qubits: int, entanglement: str) -> list[tuple[int, int]]:
@@ -26,8 +26,7 @@ def append_ansatz(
     circuit: QuantumCircuit, reps: int, entanglement: str, prefix: str = "w"
 ) -> Sequence[Parameter]:
     """Append ``reps`` x (RY on every qubit, RZ on every qubit, CNOT entanglers); return the weights."""
-    if not isinstance(reps, int) or reps < 1:
-        raise TemplateError(f"reps={reps!r} must be a positive integer")
+    reps = checked_int(reps, "reps", error=TemplateError)
     n = circuit.num_qubits
     pairs = entangling_pairs(n, entanglement)
     weights = ParameterVector(prefix, 2 * n * reps)

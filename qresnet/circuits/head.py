@@ -28,6 +28,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qresnet.circuits.ansatz import append_ansatz
 from qresnet.circuits.template import CircuitTemplate
 from qresnet.errors import TemplateError
+from qresnet.values import checked_int
 
 
 def _gray(i: int) -> int:
@@ -145,16 +146,19 @@ def quantum_head(
     >>> quantum_head(4, 2, encoding="state", num_features=9).num_inputs
     9
     """
+    # checked before the cache, where True would find the template of 1
+    num_qubits = checked_int(num_qubits, "num_qubits", error=TemplateError)
+    measured = checked_int(measured, "measured", maximum=num_qubits, error=TemplateError, hint=" (num_qubits)")
+    reps = checked_int(reps, "reps", error=TemplateError)
+    if num_features is not None:
+        num_features = checked_int(num_features, "num_features", maximum=1 << num_qubits, error=TemplateError,
+                                   hint=f" (2^{num_qubits})")
     return _quantum_head(num_qubits, measured, reps, entanglement, encoding, num_features)
 
 
 @cache
 def _quantum_head(num_qubits: int, measured: int, reps: int, entanglement: str, encoding: str,
                   num_features: int | None) -> CircuitTemplate:
-    if not isinstance(num_qubits, int) or num_qubits < 1:
-        raise TemplateError(f"num_qubits={num_qubits!r} must be a positive integer")
-    if not isinstance(measured, int) or not 1 <= measured <= num_qubits:
-        raise TemplateError(f"measured={measured!r} must be between 1 and num_qubits={num_qubits}")
     if encoding not in ENCODINGS:
         raise TemplateError(f"encoding={encoding!r} must be one of {', '.join(ENCODINGS)}")
     circuit = QuantumCircuit(num_qubits, name="head")
@@ -165,8 +169,6 @@ def _quantum_head(num_qubits: int, measured: int, reps: int, entanglement: str, 
         _append_encoding(circuit, inputs)
     else:
         num_features = (1 << num_qubits) if num_features is None else num_features
-        if not isinstance(num_features, int) or not 1 <= num_features <= 1 << num_qubits:
-            raise TemplateError(f"num_features={num_features!r} must be between 1 and 2^{num_qubits} = {1 << num_qubits}")
         inputs = ParameterVector("x", num_features)
         circuit.append(AmplitudeEncoding(num_qubits, inputs), range(num_qubits))
     weights = append_ansatz(circuit, reps, entanglement)

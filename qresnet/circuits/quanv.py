@@ -11,15 +11,15 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qresnet.circuits.ansatz import append_ansatz
 from qresnet.circuits.template import CircuitTemplate
+from qresnet.choices import READOUTS
 from qresnet.errors import TemplateError
-
-READOUTS = ("mean", "per-qubit")
+from qresnet.values import checked_int
 
 
 def quanv_filter(
     kernel_size: int = 2, reps: int = 2, entanglement: str = "chain", readout: str = "mean"
 ) -> CircuitTemplate:
-    """The quanvolution filter template of design section 5.
+    """The quanvolution filter template of docs/design.md section 1.
 
     Patch value ``x_i`` (row-major in the patch) is encoded as RY(pi * x_i) on qubit i; then
     ``reps`` repetitions of RY and RZ on every qubit and a CNOT chain (or ring). Readout
@@ -31,13 +31,13 @@ def quanv_filter(
     >>> (t.num_qubits, t.num_inputs, t.num_weights, t.num_outputs), t is quanv_filter(2, 2)
     ((4, 4, 16, 1), True)
     """
-    return _quanv_filter(kernel_size, reps, entanglement, readout)
+    # checked before the cache, where True would find the template of 1
+    return _quanv_filter(checked_int(kernel_size, "kernel_size", error=TemplateError),
+                         checked_int(reps, "reps", error=TemplateError), entanglement, readout)
 
 
 @cache
 def _quanv_filter(kernel_size: int, reps: int, entanglement: str, readout: str) -> CircuitTemplate:
-    if not isinstance(kernel_size, int) or kernel_size < 1:
-        raise TemplateError(f"kernel_size={kernel_size!r} must be a positive integer")
     if readout not in READOUTS:
         raise TemplateError(f"readout={readout!r} is not one of {', '.join(READOUTS)}")
     n = kernel_size * kernel_size

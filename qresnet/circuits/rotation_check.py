@@ -1,4 +1,4 @@
-"""The filter-response condition (design section 3): every input enters exactly one rotation.
+"""The filter-response condition (docs/design.md section 3): every input enters exactly one rotation.
 
 If input x enters exactly one gate exp(-i angle/2 P) (P a Pauli string) and the angle is
 ``c + s*x`` with |s| equal to the template's input scale, then every expectation value is

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from qresnet.backends.options import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS, BackendOptions
+from qresnet.backends.options import BackendOptions
+from qresnet.choices import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS
 from qresnet.errors import ConfigError, LayoutError
 
 BACKEND_HELP = "aer | aer:<fake device> | local:<fake device> | ibm:<device> (default: aer)"

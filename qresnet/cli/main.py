@@ -10,11 +10,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
+                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, TEMPLATES)
 from qresnet.cli.arguments import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
-from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.cli.jobs import add_jobs_parser
-
-PRESET_NAMES = ("quick", "paper", "single", "paper-quantum", "quick-quantum")
+from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
+from qresnet.values import checked_int
 
 
 def cmd_backends(args: argparse.Namespace) -> None:
@@ -64,6 +65,9 @@ def cmd_grads(args: argparse.Namespace) -> int:
     from qresnet.backends import resolve_backend
     from qresnet.data import load_digits_images
 
+    for flag, value, minimum in (("--layers", args.layers, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--seed", args.seed, 0)):
+        checked_int(value, flag, minimum)
     images, labels = load_digits_images(args.batch_size, seed=args.seed)
     backend = resolve_backend(args.backend or "aer", backend_options(args, seed=args.seed))
     rows = gradient_audit(backend, images, labels, args.layers, args.configs, args.input_gradients,
@@ -86,6 +90,7 @@ def cmd_grads(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from qresnet.study.reproduce import run_reproduction
 
+    checked_int(args.jobs, "--jobs")
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
     print(report.read_text().split("## Studies")[0])
@@ -140,6 +145,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from qresnet.study.report import write_comparison_report
     from qresnet.study.sweep import SweepConfig, run_sweep
 
+    checked_int(args.jobs, "--jobs")
     sweep = SweepConfig.from_preset(
         args.preset, dataset=args.dataset, data_dir=args.data_dir, per_class=args.per_class, layers=args.layers,
         configs=args.configs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seeds=parse_seeds(args.seeds),
@@ -176,28 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("backends", help="list backend specs and fake devices")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(run=cmd_backends)
 
     p = sub.add_parser("transpile", help="transpile a template for a backend and report its cost")
-    p.add_argument("--template", choices=("quanv", "head"), default="quanv")
+    p.add_argument("--template", choices=TEMPLATES, default="quanv")
     p.add_argument("--kernel-size", type=int, default=2, help="quanv: patch size k (k*k qubits)")
     p.add_argument("--reps", type=int, default=2, help="ansatz repetitions")
-    p.add_argument("--entanglement", choices=("chain", "ring"), default="chain")
-    p.add_argument("--readout", choices=("mean", "per-qubit"), default="mean", help="quanv: output readout")
+    p.add_argument("--entanglement", choices=ENTANGLEMENTS, default="chain")
+    p.add_argument("--readout", choices=READOUTS, default="mean", help="quanv: output readout")
     p.add_argument("--head-qubits", type=int, default=10, help="head: amplitude-encoding qubits")
     p.add_argument("--head-measured", type=int, default=4, help="head: measured qubits (classes)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")
     add_backend_arguments(p)
     p.set_defaults(run=cmd_transpile)
 
     p = sub.add_parser("grads", help="gradient audit: which layers get a gradient in each residual configuration")
     p.add_argument("--layers", type=int, default=2, help="number of quanvolution layers")
-    p.add_argument("--configs", choices=("paper", "all"), default="paper")
+    p.add_argument("--configs", choices=CONFIG_SETS, default="paper")
     p.add_argument("--input-gradients", action="store_true", help="let the gradient cross the measurement boundary")
-    p.add_argument("--mode", choices=("response", "per-patch"), default="response")
+    p.add_argument("--mode", choices=MODES, default="response")
     p.add_argument("--batch-size", type=int, default=4, help="digits in the audited batch")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch, the weights and the simulator (default 0)")
     add_backend_arguments(p)
     p.set_defaults(run=cmd_grads)
@@ -210,20 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints and metrics)")
     p.add_argument("--keep-checkpoints", type=int, default=None,
                    help="epoch checkpoints kept besides the best one (default 3; metrics.csv keeps every epoch)")
-    p.add_argument("--dataset", choices=("digits", "mnist"), default=None)
+    p.add_argument("--dataset", choices=DATASETS, default=None)
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--classes", default=None, help="class subset, e.g. 0,1,2,3")
     p.add_argument("--per-class", type=int, default=None)
     p.add_argument("--test-fraction", type=float, default=None)
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--residual", default=None, help='residual configuration, e.g. "O1+O2" or "(X+O1)+O2"')
-    p.add_argument("--head", default=None, choices=("linear", "quantum"))
-    p.add_argument("--head-scale", type=float, default=None, help="quantum head: logits = scale * <Z> (default 5)")
-    p.add_argument("--head-encoding-noise", default=None, choices=("exact", "transpiled"),
+    p.add_argument("--head", default=None, choices=HEADS)
+    p.add_argument("--head-scale", type=float, default=None, help=f"quantum head: logits = scale * <Z> (default {DEFAULT_HEAD_SCALE:g})")
+    p.add_argument("--head-encoding-noise", default=None, choices=HEAD_ENCODING_NOISE,
                    help="quantum head on aer:<device>: 'transpiled' also runs the whole transpiled encoding under "
                         "noise for --head-noise-samples test samples (Aer density matrix; slow) and reports the difference")
     p.add_argument("--head-noise-samples", type=int, default=None)
-    p.add_argument("--mode", default=None, choices=("response", "per-patch"))
+    p.add_argument("--mode", default=None, choices=MODES)
     p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
     p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
     add_backend_arguments(p)
@@ -237,13 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("compare", help="sweep residual configurations x trainable/frozen x backends; write a report")
-    # literal so that --help stays fast; tests check it equals experiments.PRESETS
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick")
     p.add_argument("--head", default=None, help="linear | quantum | linear,quantum (default: the preset's)")
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
     p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--dataset", choices=("digits", "mnist"), default=None)
+    p.add_argument("--dataset", choices=DATASETS, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classes", default=None)
     p.add_argument("--per-class", type=int, default=None)
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="seeds as a range or a list, e.g. 0-4 or 0,3,7 (default: the preset's)")
     add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
-    p.add_argument("--executor", choices=("processes", "ray"), default="processes",
+    p.add_argument("--executor", choices=EXECUTORS, default="processes",
                    help="local processes (default), or one Ray task per run (pip install -e '.[ray]')")
     p.add_argument("--ray-address", default=None,
                    help="a running Ray cluster, e.g. HOST:6379 (default: $RAY_ADDRESS, else a local Ray instance)")
@@ -264,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
-    p.add_argument("--budget", choices=("full", "tiny"), default="full",
+    p.add_argument("--budget", choices=BUDGETS, default="full",
                    help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
                         "configurations (about 1.5 h with --jobs 2 here); tiny: the pipeline on digits (minutes)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
-    p.add_argument("--executor", choices=("processes", "ray"), default="processes")
+    p.add_argument("--executor", choices=EXECUTORS, default="processes")
     p.add_argument("--ray-address", default=None)
     p.add_argument("--out", default=None, help="study directory; an existing one resumes its studies")
     p.set_defaults(run=cmd_reproduce)

@@ -1,6 +1,6 @@
 """What a submission sends, as named parts, and the hash that identifies it.
 
-Per quanvolution layer, one PUB of the 3^q design points of the filter (design section 3) with
+Per quanvolution layer, one PUB of the 3^q design points of the filter (docs/design.md section 3) with
 the layer's trained weights bound in every row: the device values give the layer's response
 tensor, whatever the input. Layers after the first need no input at submit time, so all layers
 go in one submission. The ``validation`` part runs ``validate_patches`` distinct test-set

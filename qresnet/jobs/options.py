@@ -15,7 +15,7 @@ from typing import Any
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, MAX_EXECUTIONS_PER_JOB, MAX_TWO_QUBIT_GATES_PER_JOB, JobLimits
 from qresnet.backends.options import BackendOptions
 from qresnet.errors import JobsError
-from qresnet.values import known_fields
+from qresnet.values import checked_int, known_fields
 
 RUNTIME_FIELDS = ("shots", "resilience_level", "measure_mitigation", "dynamical_decoupling", "twirling", "seed")
 
@@ -37,12 +37,8 @@ class SubmitOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", BackendOptions.coerce(self.backend))
-        for name in ("max_two_qubit_gates", "max_executions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise JobsError(f"{name}={value!r} must be a positive integer")
-        if not isinstance(self.validate_patches, int) or self.validate_patches < 0:
-            raise JobsError(f"validate_patches={self.validate_patches!r} must be 0 or a positive integer")
+        for name, minimum in (("max_two_qubit_gates", 1), ("max_executions", 1), ("validate_patches", 0)):
+            object.__setattr__(self, name, checked_int(getattr(self, name), name, minimum, error=JobsError))
 
     @classmethod
     def coerce(cls, value: SubmitOptions | dict[str, Any] | None) -> SubmitOptions:

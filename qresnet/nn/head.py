@@ -1,7 +1,7 @@
 """The quantum head: the flattened final map amplitude-encoded, a trainable ansatz, <Z> of m qubits as class scores.
 
 Logits are ``scale * <Z_q>`` for q < m: the raw scores lie in [-1, 1], where a softmax barely
-separates classes, so they are multiplied by ``scale`` (default :data:`DEFAULT_SCALE`, fixed,
+separates classes, so they are multiplied by ``scale`` (default :data:`~qresnet.choices.DEFAULT_HEAD_SCALE`, fixed,
 not trained) before the cross-entropy. An all-zero feature vector encodes |0...0>
 (``qresnet.circuits.head``), with input gradient 0.
 
@@ -36,12 +36,12 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.choices import DEFAULT_HEAD_SCALE
 from qresnet.circuits import CircuitTemplate, amplitude_angles
 from qresnet.errors import CapabilityError, ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
 from qresnet.qnn import make_qnn
 
-DEFAULT_SCALE = 5.0
 NO_INPUT_GRADIENT = ("the head's input gradient does not exist with the angle encoding (hardware, local:, ibm:, "
                      "--engine aer): the quanvolution layers behind a quantum head get no gradient through it")
 
@@ -56,7 +56,7 @@ class QuantumHead(QuantumModule):
         *,
         circuit: QuantumCircuit | None = None,
         observables: Sequence[SparsePauliOp] | None = None,
-        scale: float = DEFAULT_SCALE,
+        scale: float = DEFAULT_HEAD_SCALE,
         input_gradients: bool | None = None,
         initial_weights: np.ndarray | None = None,
         seed: int | None = None,

@@ -10,7 +10,8 @@ from torch import nn
 from qresnet.errors import ConfigError
 from qresnet.nn.head import QuantumHead
 from qresnet.nn.quanv import QuanvLayer
-from qresnet.nn.residual import ResidualSpec
+from qresnet.nn.residual import combine
+from qresnet.residual import ResidualSpec
 
 
 class ResQuNN(nn.Module):
@@ -65,7 +66,7 @@ class ResQuNN(nn.Module):
             x = x[:, 0]
         nodes = [x.to(torch.float64)]
         for k, layer in enumerate(self.layers, start=1):
-            nodes.append(self.residual.combine(k, layer(nodes[k - 1]), nodes, self.padding))
+            nodes.append(combine(self.residual, k, layer(nodes[k - 1]), nodes, self.padding))
         return nodes[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

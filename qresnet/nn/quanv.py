@@ -11,19 +11,18 @@ from qiskit import QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 
+from qresnet.choices import MODES
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
 from qresnet.qnn import design_points, evaluate_response, make_qnn, response_tensor
-
-MODES = ("response", "per-patch")
 
 
 class QuanvLayer(QuantumModule):
     """A 2D quanvolution: every k x k patch (stride k) of a one-channel map through a filter circuit.
 
     ``mode="response"`` runs the QNN on the filter's 3^q design points and evaluates every
-    patch as a contraction of the response tensor (design section 3); ``"per-patch"`` runs
+    patch as a contraction of the response tensor (docs/design.md section 3); ``"per-patch"`` runs
     the QNN on every patch. Both differentiate the weights through ``TorchConnector``: exactly on
     the engine in exact mode, by parameter shift elsewhere (``gradient``, see
     :func:`qresnet.qnn.make_gradient`). ``input_gradients=False`` (the paper's measurement boundary) gives

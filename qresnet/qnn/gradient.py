@@ -6,7 +6,7 @@ derivatives, one call per distinct circuit. :class:`BatchedParamShiftGradient` i
 shift for any ``EstimatorV2`` (shots, ``local:``, ``ibm:``, Aer):
 
 qiskit-machine-learning's ``ParamShiftEstimatorGradient`` sends one single-binding PUB per
-row, observable and shift (design section 4: about 130x slower than one broadcast PUB), and
+row, observable and shift (docs/design.md section 6: about 130x slower than one broadcast PUB), and
 its preprocessing hashes the circuit and binds every gate angle once per row. Here, per
 distinct circuit:
 

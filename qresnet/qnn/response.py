@@ -1,4 +1,4 @@
-"""The filter response (design section 3): 3^q design points instead of one circuit per patch.
+"""The filter response (docs/design.md section 3): 3^q design points instead of one circuit per patch.
 
 Each input enters one rotation with angle theta = scale * x, so every expectation value is
 multilinear in v(theta) = (1, sin theta, cos theta) per input:

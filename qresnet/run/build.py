@@ -16,10 +16,11 @@ from functools import cache
 
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
+from qresnet.choices import DEFAULT_HEAD_SCALE
 from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
-from qresnet.nn import DEFAULT_SCALE, QuantumHead, QuanvLayer, ResQuNN
+from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.qnn import gradient_name
 
@@ -61,7 +62,7 @@ def head_encoding(backend: Backend) -> str:
     return "state" if backend.prepares_encoded_states else "angles"
 
 
-def quantum_head_layer(backend: Backend, num_features: int, num_classes: int, *, scale: float = DEFAULT_SCALE,
+def quantum_head_layer(backend: Backend, num_features: int, num_classes: int, *, scale: float = DEFAULT_HEAD_SCALE,
                        seed: int = 0) -> QuantumHead:
     """The 10-qubit head on ``backend``: exact state preparation on the engine, the transpiled encoding elsewhere."""
     if not 1 <= num_classes <= HEAD_QUBITS:

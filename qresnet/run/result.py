@@ -24,7 +24,7 @@ from typing import Any
 
 from qresnet.backends.spec import BackendSpec
 from qresnet.errors import ResultError
-from qresnet.nn.residual import ResidualSpec
+from qresnet.residual import ResidualSpec
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 # to_dict keys that are derived from the fields (written for readers of the files, ignored when read back)

@@ -48,7 +48,7 @@ def train_step(model: Trainable, optimizer: torch.optim.Optimizer, x: torch.Tens
     logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits, y)
     if not torch.isfinite(loss):
-        raise TrainingError(f"the loss became {float(loss)}")
+        raise TrainingError(f"the loss became {loss.item()}")
     loss.backward()
     layers = tuple(0.0 if w.grad is None else float(w.grad.norm()) for w in model.quantum_parameters())
     head = math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))

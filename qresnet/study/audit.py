@@ -9,7 +9,9 @@ from tqdm import tqdm
 
 from qresnet.backends import Backend
 from qresnet.errors import ConfigError
-from qresnet.nn import ResidualSpec, ResQuNN
+from qresnet.choices import CONFIG_SETS
+from qresnet.nn import ResQuNN
+from qresnet.residual import ResidualSpec
 from qresnet.run.build import check_layout_width, quanv_layers
 
 
@@ -37,7 +39,7 @@ def audit_configs(num_layers: int, configs: str) -> list[ResidualSpec]:
         return ResidualSpec.paper(num_layers)
     if configs == "all":
         return ResidualSpec.enumerate(num_layers)
-    raise ConfigError(f"configs={configs!r} must be 'paper' or 'all'")
+    raise ConfigError(f"configs={configs!r} must be one of {', '.join(CONFIG_SETS)}")
 
 
 def gradient_audit(
@@ -55,7 +57,7 @@ def gradient_audit(
 
     The layers (and so their weights) are shared across configurations: only the skip edges
     and the head change, and a layer whose weights did not change re-evaluates nothing.
-    Under the measurement boundary the prediction is the reach rule of design section 2;
+    Under the measurement boundary the prediction is the reach rule of docs/design.md section 2;
     with ``input_gradients=True`` the gradient crosses every layer, so every layer is predicted.
     """
     specs = audit_configs(num_layers, configs) if isinstance(configs, str) else list(configs)

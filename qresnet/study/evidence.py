@@ -158,7 +158,7 @@ def earlier_layers_learn(measured: Sequence[Sequence[bool]]) -> str:
 
 
 def placement_justified(reaches: Sequence[bool], sees_input: bool) -> str:
-    """Q4: from the reach rule alone (design section 2)."""
+    """Q4: from the reach rule alone (docs/design.md section 2)."""
     if not all(reaches):
         return NO
     return INCONCLUSIVE if sees_input else YES

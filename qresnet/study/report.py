@@ -16,8 +16,8 @@ from typing import Any
 
 from qresnet.backends import BackendSpec, resolve_backend
 from qresnet.config import TrainConfig
-from qresnet.nn import ResidualSpec
 from qresnet.provenance import environment
+from qresnet.residual import ResidualSpec
 from qresnet.run.build import run_cost
 from qresnet.run.figures import save_figure
 from qresnet.run.result import RunResult

@@ -32,16 +32,16 @@ from qresnet.study import evidence as ev
 from qresnet.study.audit import AuditRow, gradient_audit
 from qresnet.backends import resolve_backend
 from qresnet.study.report import Runs, Setting, write_comparison_report
+from qresnet.choices import BUDGETS
 from qresnet.data import load_digits_images
 from qresnet.errors import ConfigError
 from qresnet.study.sweep import SweepConfig, run_sweep
-from qresnet.nn import ResidualSpec
+from qresnet.residual import ResidualSpec
 from qresnet.provenance import environment
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 BACKENDS = ("aer", "aer:fake_torino")
-BUDGETS = ("full", "tiny")
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,16 @@ from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
 from qresnet.run.build import HEAD_QUBITS, check_layout_width
+from qresnet.choices import EXECUTORS, HEADS
 from qresnet.circuits import quanv_filter
-from qresnet.config import HEADS, TrainConfig
+from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, ResultError, RunDirError, SweepError
-from qresnet.nn import ResidualSpec
+from qresnet.residual import ResidualSpec
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.run.train import train
+from qresnet.values import checked_int
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -111,8 +113,8 @@ class SweepConfig:
     backend_options: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
-        seeds = tuple(self.seeds)
-        if not seeds or any(not isinstance(k, int) or isinstance(k, bool) for k in seeds) or len(set(seeds)) < len(seeds):
+        seeds = tuple(checked_int(k, "seed", 0) for k in self.seeds)
+        if not seeds or len(set(seeds)) < len(seeds):
             raise ConfigError(f"seeds={self.seeds!r} must be distinct integers, e.g. 0-4 or 0,3,7")
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "configs", resolve_configs(self.configs, self.layers))
@@ -287,9 +289,6 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:  # elsewhere than Linux: poll; re-parented means the parent is gone
         time.sleep(0.5)
     os._exit(1)
-
-
-EXECUTORS = ("processes", "ray")
 
 
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,

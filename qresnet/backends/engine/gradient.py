@@ -1,7 +1,7 @@
 """Exact derivatives of a compiled program's values by every circuit parameter, in one sweep per body setting.
 
 A value is Tr[O E_L ... E_1 (rho_row)] with rho_row the product state of the row's prefixes
-(design section 4). Carrying the observable back through the body, o -> o R_i, the derivative
+(docs/design.md section 5). Carrying the observable back through the body, o -> o R_i, the derivative
 of the folded observable o_f = O R_L ... R_1 by a body parameter p is carried along with it:
 for each body operation, t_p -> t_p R_i + o (dR_i / dp), where o is the image before R_i. So
 one backward sweep per distinct body setting gives o_f and its tangents (one 4^n vector per

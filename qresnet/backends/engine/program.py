@@ -3,7 +3,7 @@
 The prefix of a qubit is every operation on it before its first multi-qubit operation, its
 local noise included: the state stays a product there, one Bloch vector per qubit and row.
 The body is the rest; rows that share the body's parameter values share its Heisenberg image
-of the observable (design section 4). Runs of single-qubit body operations on one qubit
+of the observable (docs/design.md section 5). Runs of single-qubit body operations on one qubit
 between multi-qubit operations form one block, fused at run time into one 4x4 PTM.
 """
 

@@ -1,0 +1,36 @@
+"""The names a user chooses from, each defined once: the checks, the value objects and the command line's
+``choices=`` all import them from here.
+
+This module imports nothing, so ``qresnet --help`` and the torch-free modules (``qresnet.config``) can use it.
+What a name *means* lives with its user: a preset's settings in ``qresnet.study.sweep``, a readout's circuit in
+``qresnet.circuits``.
+"""
+
+# the model
+HEADS = ("linear", "quantum")
+DEFAULT_HEAD_SCALE = 5.0  # quantum head: logits = scale * <Z>; scores in [-1, 1] are too flat for a softmax
+HEAD_ENCODING_NOISE = ("exact", "transpiled")  # quantum head on a noisy model: also run the transpiled encoding
+MODES = ("response", "per-patch")  # quanvolution: contract the response tensor, or run every patch
+CONFIG_SETS = ("paper", "all")  # residual configurations by name: the paper's, or every edge set
+
+# circuit templates
+TEMPLATES = ("quanv", "head")
+READOUTS = ("mean", "per-qubit")
+ENTANGLEMENTS = ("chain", "ring")
+
+# where and how circuits run
+ENGINES = ("engine", "aer")
+EXECUTION_MODES = ("batch", "session")
+OPTIMIZATION_LEVELS = (0, 1, 2, 3)
+RESILIENCE_LEVELS = (0, 1, 2)
+
+# data
+DATASETS = ("digits", "mnist")
+
+# studies
+PRESET_NAMES = ("quick", "paper", "paper-quantum", "quick-quantum", "single")  # their settings: qresnet.study.sweep.PRESETS
+EXECUTORS = ("processes", "ray")
+BUDGETS = ("full", "tiny")
+
+# output
+FORMATS = ("table", "json")
