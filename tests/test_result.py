@@ -4,6 +4,8 @@ back, or are refused with one line naming the missing field."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -131,3 +133,10 @@ def test_a_sweep_json_without_a_field_is_refused_in_one_line():
     del values["lr"]
     with pytest.raises(QresnetError, match="has no field 'lr'"):
         SweepConfig.from_dict(values, "sweep.json")
+
+
+@pytest.mark.parametrize("module", ["qresnet.run.result", "qresnet.run.rundir", "qresnet.run.cost", "qresnet.study.report"])
+def test_results_and_reports_import_without_torch(module):
+    code = f"import {module}, sys; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

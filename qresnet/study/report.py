@@ -12,18 +12,20 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qresnet.backends import BackendSpec, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.provenance import environment
 from qresnet.residual import ResidualSpec
-from qresnet.run.build import run_cost
+from qresnet.run.cost import run_cost
 from qresnet.run.figures import save_figure
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 from qresnet.study import evidence as ev
-from qresnet.study.sweep import SweepConfig, SweepResult
+
+if TYPE_CHECKING:  # for the annotations only: the sweep module trains (torch); a report only reads results
+    from qresnet.study.sweep import SweepConfig, SweepResult
 
 RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
                  "test_images", "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach",

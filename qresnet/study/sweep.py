@@ -30,7 +30,8 @@ from tqdm import tqdm
 from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.run.build import HEAD_QUBITS, check_layout_width
+from qresnet.run.build import check_layout_width
+from qresnet.run.cost import HEAD_QUBITS
 from qresnet.choices import EXECUTORS, HEADS
 from qresnet.circuits import quanv_filter
 from qresnet.config import TrainConfig
