@@ -94,6 +94,8 @@ def test_an_earlier_results_json_reads_with_the_sweeps_wall_time(tmp_path):
     (lambda row: row["metrics"][0].pop("test_acc"), "'test_acc'"),
     (lambda row: row.update(final_test_acc=0.9), "final_test_acc is 0.9, but its metrics give 0.16"),
     (lambda row: row.update(colour="red"), "'colour'"),
+    (lambda row: row.update(frozen="no"), "frozen='no' must be true or false"),
+    (lambda row: row.update(test_images=-1), "test_images=-1"),
 ])
 def test_an_incomplete_results_row_is_refused_in_one_line(tmp_path, change, field):
     row = json.loads(json.dumps(LEGACY_ROW))

@@ -25,9 +25,10 @@ from typing import Any
 from qresnet.backends.spec import BackendSpec
 from qresnet.errors import ResultError
 from qresnet.residual import ResidualSpec
+from qresnet.values import checked_int
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
-# to_dict keys that are derived from the fields (written for readers of the files, ignored when read back)
+# to_dict keys derived from the fields: written for readers of the files, checked against the history when read back
 DERIVED = ("config", "epochs_completed", "final_test_acc", "best_test_acc", "final_train_loss", "predicted_reach",
            "grad_norms_last_epoch", "measured_reach")
 SWEEP_KEYS = ("sweep_wall_time_s",)  # a sweep-level figure that rows of earlier versions carried
@@ -104,6 +105,12 @@ class RunResult:
         object.__setattr__(self, "residual", ResidualSpec.coerce(self.residual))
         object.__setattr__(self, "metrics", tuple(self.metrics))
         object.__setattr__(self, "head_notes", tuple(self.head_notes))
+        for name, least in (("seed", None), ("epochs", 1), ("train_images", 0), ("test_images", 0),
+                            ("steps_this_session", 0)):
+            object.__setattr__(self, name, checked_int(getattr(self, name), name, least, error=ResultError))
+        for name in ("frozen", "stopped_at_max_steps", "reused"):
+            if not isinstance(getattr(self, name), bool):
+                raise ResultError(f"{name}={getattr(self, name)!r} must be true or false")
         layers = {len(m.grad_norm_layers) for m in self.metrics}
         if layers - {self.residual.num_layers}:
             raise ResultError(f"the metrics of {self.run_dir} have gradient norms for {sorted(layers)} layers, the "
@@ -156,7 +163,6 @@ class RunResult:
 
     def to_dict(self, metrics: bool = True) -> dict[str, Any]:
         """JSON-ready: every field (the history unless ``metrics`` is false) and the derived figures beside them."""
-        lists = lambda v: None if v is None else list(v)  # noqa: E731  JSON (and the CSV) spell sequences as lists
         out: dict[str, Any] = {
             "backend": str(self.backend), "head": self.head, "config": self.config, "residual": self.config,
             "layers": self.layers, "frozen": self.frozen, "seed": self.seed, "run_dir": self.run_dir,
@@ -167,7 +173,7 @@ class RunResult:
             "stopped_at_max_steps": self.stopped_at_max_steps,
             "parameter_sets_evaluated_this_session": self.parameter_sets_evaluated_this_session,
             "reused": self.reused, "predicted_reach": list(self.predicted_reach),
-            "grad_norms_last_epoch": lists(self.grad_norms_last_epoch), "measured_reach": lists(self.measured_reach),
+            "grad_norms_last_epoch": _list(self.grad_norms_last_epoch), "measured_reach": _list(self.measured_reach),
         }
         if self.head_encoding_noise is not None:
             out["head_encoding_noise"] = self.head_encoding_noise
@@ -184,7 +190,7 @@ class RunResult:
         if "metrics" not in values:
             raise _missing(what, "metrics")
         metrics = tuple(m if isinstance(m, EpochMetrics) else EpochMetrics.from_row(m, f"{what}, metrics row {i + 1}")
-                        for i, m in enumerate(values["metrics"]))
+                        for i, m in enumerate(values["metrics"]))  # rows, or EpochMetrics read from metrics.csv
         if "layers" not in values:  # earlier versions: the layer count is that of the gradient columns or the rule
             if metrics:
                 values["layers"] = len(metrics[0].grad_norm_layers)
@@ -201,12 +207,19 @@ class RunResult:
         chosen = {k: v for k, v in values.items() if k in known}
         chosen["residual"] = ResidualSpec.coerce(values["residual"], values["layers"])
         chosen["metrics"] = metrics
-        result = cls(**chosen)
+        try:
+            result = cls(**chosen)
+        except ResultError as exc:
+            raise ResultError(f"{what}: {exc}") from None
         derived = result.to_dict(metrics=False)
         for key in DERIVED:  # figures written beside the history must be the history's (a stale summary is not)
             if key in values and values[key] != derived[key]:
                 raise ResultError(f"{what}: {key} is {values[key]!r}, but its metrics give {derived[key]!r}")
         return result
+
+
+def _list(values: tuple | None) -> list | None:
+    return None if values is None else list(values)  # JSON (and the CSV) spell sequences as lists
 
 
 def read_results(path: str | Path) -> list[RunResult]:
