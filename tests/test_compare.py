@@ -5,7 +5,7 @@ import pytest
 
 from qresnet import cli
 from qresnet.errors import QresnetError
-from qresnet.study.sweep import SweepConfig, run_dir, run_sweep, slug
+from qresnet.study.sweep import SweepConfig, SweepResult, run_dir, run_sweep, slug
 from qresnet.study.report import write_comparison_report
 
 TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0,))
@@ -30,6 +30,9 @@ def test_tiny_comparison_writes_every_report_file(tmp_path):
     assert by[("aer", "none", False)]["measured_reach"] == [False, True]
     assert by[("aer", "O1+O2", False)]["measured_reach"] == [True, True]
     assert by[("aer", "O1+O2", True)]["measured_reach"] is None  # frozen runs train no quantum weight
+    # the files are the sweep's serialisation: its configuration and every run's result read back equal
+    assert SweepConfig.from_dict(json.loads((tmp_path / "sweep.json").read_text())) == sweep
+    assert SweepResult.read(tmp_path / "results.json") == result
 
 
 def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
