@@ -16,7 +16,10 @@ CONFIG_SETS = ("paper", "all")  # residual configurations by name: the paper's, 
 # circuit templates
 TEMPLATES = ("quanv", "head")
 READOUTS = ("mean", "per-qubit")
-ENTANGLEMENTS = ("chain", "ring")
+ENTANGLEMENTS = ("chain", "ring", "full")
+ANSATZES = ("ry_rz", "random", "strongly_entangling")  # a filter's trainable circuit
+FILTER_ENCODINGS = ("ry_pi", "ry", "rx_pi")  # how a filter reads a pixel x: RY(pi x), RY(x), RX(pi x)
+WINDOW_PADDINGS = ("cover", "valid")  # a filter's windows: cover every pixel (zero-padded), or only whole windows
 
 # where and how circuits run
 ENGINES = ("engine", "aer")

@@ -18,7 +18,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from qresnet.errors import ResidualSpecError
+from qresnet.choices import WINDOW_PADDINGS
+from qresnet.errors import ConfigError, ResidualSpecError
 from qresnet.values import checked_int
 
 PAPER_CONFIGS = {
@@ -218,16 +219,47 @@ class ResidualSpec:
         """
         return 0 in self._reaching()
 
-    def node_shapes(self, input_shape: tuple[int, int], kernel_size: int = 2) -> list[tuple[int, int]]:
-        """Map shapes of h_0 .. h_L: each layer maps (H, W) to ceil(H/k) x ceil(W/k); sums take the larger."""
+    def node_shapes(self, input_shape: tuple[int, int], kernel_size: int = 2, stride: int | None = None,
+                    padding: str = "cover") -> list[tuple[int, int]]:
+        """Map shapes of h_0 .. h_L: each layer maps (H, W) as :func:`map_size` says (stride ``kernel_size`` by
+        default: ceil(H/k) x ceil(W/k)); sums take the larger."""
+        stride = kernel_size if stride is None else stride
         shapes = [tuple(input_shape)]
         for k in range(1, self.num_layers + 1):
             h, w = shapes[k - 1]
-            out = (-(-h // kernel_size), -(-w // kernel_size))
+            out = (map_size(h, kernel_size, stride, padding), map_size(w, kernel_size, stride, padding))
             for j in self.sources(k):
                 out = (max(out[0], shapes[j][0]), max(out[1], shapes[j][1]))
             shapes.append(out)
         return shapes
 
+    def node_channels(self, layer_channels: Sequence[int], input_channels: int = 1) -> list[int]:
+        """Channels of h_0 .. h_L when layer k outputs ``layer_channels[k-1]``; a sum broadcasts a one-channel
+        term to the others' count and refuses two different counts above one (:func:`sum_channels`)."""
+        if len(layer_channels) != self.num_layers:
+            raise ResidualSpecError(f"{len(layer_channels)} layer channel counts for {self.num_layers} layers")
+        channels = [input_channels]
+        for k in range(1, self.num_layers + 1):
+            channels.append(sum_channels(k, [layer_channels[k - 1]] + [channels[j] for j in self.sources(k)]))
+        return channels
+
     def __str__(self) -> str:
         return self.notation
+
+
+def sum_channels(k: int, counts: Sequence[int]) -> int:
+    """The channels of node k's sum of terms with ``counts`` channels: one-channel terms broadcast to the rest."""
+    wide = set(counts) - {1}
+    if len(wide) > 1:
+        raise ResidualSpecError(f"node h{k} sums maps of {', '.join(map(str, sorted(set(counts))))} channels; a sum takes "
+                                "maps of one channel count (a one-channel map is added to every channel)")
+    return wide.pop() if wide else 1
+
+
+def map_size(size: int, kernel: int, stride: int, padding: str = "cover") -> int:
+    """Outputs along one side of a map of ``size`` pixels (module docstring); refuses a kernel larger than it."""
+    if padding not in WINDOW_PADDINGS:
+        raise ConfigError(f"padding={padding!r} must be one of {', '.join(WINDOW_PADDINGS)}")
+    if kernel > size:
+        raise ConfigError(f"kernel {kernel}x{kernel} is larger than the {size}-pixel side of the map it reads")
+    return (size - kernel) // stride + 1 if padding == "valid" else -(-(size - kernel) // stride) + 1

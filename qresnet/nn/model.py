@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from qresnet.errors import ConfigError
+from qresnet.nn.classical import ClassicalFilterLayer
 from qresnet.nn.head import QuantumHead
 from qresnet.nn.quanv import QuanvLayer
 from qresnet.nn.residual import combine
@@ -17,8 +18,11 @@ from qresnet.residual import ResidualSpec
 class ResQuNN(nn.Module):
     """L quanvolution layers, a :class:`ResidualSpec`, and a head on the flattened final map.
 
-    ``head=None`` is a linear layer (float64); a :class:`QuantumHead` must encode the final map's
-    size and measure one qubit per class.
+    The layers share one kernel size, stride and padding; they may have several output channels
+    (``per-qubit`` readout, several filters: :mod:`qresnet.nn.quanv`), and sums are channel by channel
+    (:mod:`qresnet.nn.residual`). ``layers`` may be :class:`ClassicalFilterLayer` controls.
+    ``head=None`` is a linear layer (float64) on the flattened final map (channels x height x width);
+    a :class:`QuantumHead` must encode that many features and measure one qubit per class.
 
     >>> from qiskit_aer.primitives import EstimatorV2
     >>> from qresnet.circuits import quanv_filter
@@ -30,7 +34,7 @@ class ResQuNN(nn.Module):
 
     def __init__(
         self,
-        layers: Sequence[QuanvLayer],
+        layers: Sequence[QuanvLayer | ClassicalFilterLayer],
         residual: str | ResidualSpec,
         input_shape: tuple[int, int],
         num_classes: int,
@@ -41,16 +45,16 @@ class ResQuNN(nn.Module):
         super().__init__()
         if not layers:
             raise ConfigError("ResQuNN needs at least one quanvolution layer")
-        if any(layer.num_outputs != 1 for layer in layers):
-            raise ConfigError("ResQuNN layers need the single-output ('mean') readout to stack")
         self.layers = nn.ModuleList(layers)
         self.residual = ResidualSpec.coerce(residual, len(layers))
         self.padding = padding
-        kernels = {layer.kernel_size for layer in layers}
-        if len(kernels) != 1:
-            raise ConfigError(f"all layers need the same kernel size, got {sorted(kernels)}")
-        self.feature_shape = self.residual.node_shapes(tuple(input_shape), kernels.pop())[-1]
-        size = self.feature_shape[0] * self.feature_shape[1]
+        windows = {(layer.kernel_size, layer.stride, layer.padding) for layer in layers}
+        if len(windows) != 1:
+            raise ConfigError(f"all layers need the same (kernel size, stride, padding), got {sorted(windows)}")
+        kernel, stride, window_padding = windows.pop()
+        self.feature_shape = self.residual.node_shapes(tuple(input_shape), kernel, stride, window_padding)[-1]
+        self.feature_channels = self.residual.node_channels([layer.num_channels for layer in layers])[-1]
+        size = self.feature_channels * self.feature_shape[0] * self.feature_shape[1]
         if head is None:
             if seed is not None:
                 torch.manual_seed(seed)
@@ -61,7 +65,7 @@ class ResQuNN(nn.Module):
         self.head = head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The final map h_L, shape (B, H_L, W_L)."""
+        """The final map h_L, shape (B, H_L, W_L), or (B, C_L, H_L, W_L) with several channels."""
         if x.dim() == 4 and x.shape[1] == 1:
             x = x[:, 0]
         nodes = [x.to(torch.float64)]
@@ -76,7 +80,8 @@ class ResQuNN(nn.Module):
         return [layer.weight for layer in self.layers]
 
     def freeze_quantum(self) -> ResQuNN:
-        """The paper's frozen-quantum benchmark: quantum weights fixed, only the head trains."""
+        """The paper's frozen-quantum benchmark: the filter weights (quantum, or the classical control's) fixed,
+        only the head trains."""
         for p in self.quantum_parameters():
             p.requires_grad_(False)
         return self
