@@ -27,6 +27,11 @@ from torch import nn
 
 from qresnet.provenance import environment
 
+try:
+    from qresnet.run.step import train_step as product_step
+except ImportError:  # an earlier qresnet (a head_step --baseline checkout)
+    product_step = None
+
 N_QUBITS = 4
 REPS = 2
 N_WEIGHTS = 2 * N_QUBITS * REPS  # 16
@@ -101,6 +106,10 @@ class WorkloadModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
 
+    def quantum_parameters(self) -> list[nn.Parameter]:
+        """The filters' weights, one tensor per layer (as ``ResQuNN``'s): the step measures their gradient norms."""
+        return [self.w1, self.w2]
+
 
 # --------------------------------------------------------------------------------------------
 # noise: IBM fake_torino calibration -> depolarizing probabilities
@@ -163,10 +172,14 @@ def describe_noise(noise: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Forward, backward, optimizer step: the unit every training figure counts."""
-    optimizer.zero_grad()
-    torch.nn.functional.cross_entropy(model(images), labels).backward()
-    optimizer.step()
+    """The product's training step (``qresnet.run.step.train_step``: forward, loss check, backward, gradient norms,
+    optimizer step), the unit every training figure counts, for ours and every peer alike."""
+    if product_step is None:  # a baseline checkout from before the step module (head_step --baseline): its bare step
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        return
+    product_step(model, optimizer, images, labels)
 
 
 def time_calls(fn: Callable[[], None], repeats: int) -> list[float]:

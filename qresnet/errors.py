@@ -4,6 +4,10 @@ Every class a user can trigger lives here, so that the CLI prints each of them a
 exits non-zero. The ``ValueError`` mix-in marks the ones that reject a bad value.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class QresnetError(Exception):
     """Base class of the errors qresnet raises on bad input; the CLI prints them without a traceback."""
@@ -62,12 +66,17 @@ class LockedError(RunDirError):
 
 
 class SweepError(QresnetError):
-    """Some runs of a sweep failed; the others finished. ``rows`` are theirs, ``failures`` one line per failed run."""
+    """Some runs of a sweep failed; the others finished. ``result`` is theirs (a ``SweepResult``), ``failures`` one
+    line per failed run."""
 
-    def __init__(self, rows: list, failures: list[str]):
-        super().__init__(f"{len(failures)} run(s) of the sweep failed (the other {len(rows)} finished): "
+    def __init__(self, result: Any, failures: list[str]):
+        super().__init__(f"{len(failures)} run(s) of the sweep failed (the other {len(result.runs)} finished): "
                          + "; ".join(failures))
-        self.rows, self.failures = rows, failures
+        self.result, self.failures = result, failures
+
+
+class ResultError(QresnetError, ValueError):
+    """A run result (summary.json, a results.json row) or a sweep.json lacks a field or holds one it cannot."""
 
 
 class TrainingError(QresnetError):

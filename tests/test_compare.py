@@ -5,7 +5,7 @@ import pytest
 
 from qresnet import cli
 from qresnet.errors import QresnetError
-from qresnet.study.sweep import SweepConfig, run_dir, run_sweep, slug
+from qresnet.study.sweep import SweepConfig, SweepResult, run_dir, run_sweep, slug
 from qresnet.study.report import write_comparison_report
 
 TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0,))
@@ -13,9 +13,9 @@ TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, confi
 
 def test_tiny_comparison_writes_every_report_file(tmp_path):
     sweep = SweepConfig.from_preset("quick", backends=("aer", "aer:fake_manila"), **TINY)
-    rows = run_sweep(sweep, tmp_path, progress=False)
-    assert len(rows) == 2 * 2 * 2
-    report = write_comparison_report(rows, tmp_path, sweep.to_dict())
+    result = run_sweep(sweep, tmp_path, progress=False)
+    assert len(result.runs) == 2 * 2 * 2
+    report = write_comparison_report(result, tmp_path)
     for name in ("report.md", "results.csv", "results.json", "accuracy.png", "grad_norms.png", "curves.png",
                  "ideal_vs_noisy.png"):
         assert (tmp_path / name).is_file() and (tmp_path / name).stat().st_size > 0, name
@@ -30,6 +30,9 @@ def test_tiny_comparison_writes_every_report_file(tmp_path):
     assert by[("aer", "none", False)]["measured_reach"] == [False, True]
     assert by[("aer", "O1+O2", False)]["measured_reach"] == [True, True]
     assert by[("aer", "O1+O2", True)]["measured_reach"] is None  # frozen runs train no quantum weight
+    # the files are the sweep's serialisation: its configuration and every run's result read back equal
+    assert SweepConfig.from_dict(json.loads((tmp_path / "sweep.json").read_text())) == sweep
+    assert SweepResult.read(tmp_path / "results.json") == result
 
 
 def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
@@ -41,16 +44,16 @@ def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
     (redo / "checkpoints" / "epoch_002.pt").unlink()
     second = run_sweep(sweep, tmp_path, progress=False)
     assert (redo / "checkpoints" / "epoch_002.pt").is_file()  # epoch 2 was trained again, from epoch 1
-    reused = {(r["config"], r["frozen"]): r["reused"] for r in second}
+    reused = {(r.config, r.frozen): r.reused for r in second.runs}
     assert reused.pop(("O1+O2", True)) is False and all(reused.values())
-    assert [r["final_test_acc"] for r in first] == [r["final_test_acc"] for r in second]
+    assert [r.final_test_acc for r in first.runs] == [r.final_test_acc for r in second.runs]
 
 
 def test_parallel_jobs_give_the_serial_results(tmp_path):
     sweep = SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "configs": "O1+O2"})
     serial = run_sweep(sweep, tmp_path / "serial", progress=False)
     parallel = run_sweep(sweep, tmp_path / "parallel", jobs=2, progress=False)
-    assert [r["final_test_acc"] for r in serial] == [r["final_test_acc"] for r in parallel]
+    assert [r.final_test_acc for r in serial.runs] == [r.final_test_acc for r in parallel.runs]
 
 
 def test_presets_and_bad_values():

@@ -31,16 +31,16 @@ def test_budget_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     first = train(TrainConfig(**{**SMALL, "max_steps": 1}, backend="local:fake_manila"), tmp_path / "a")
     printed = capsys.readouterr().out
     assert "device training: per step 81 circuits x 64 shots" in printed and "--resume" in printed
-    assert first["stopped_at_max_steps"] and first["steps_this_session"] == 1 and first["epochs_completed"] == 0
+    assert first.stopped_at_max_steps and first.steps_this_session == 1 and first.epochs_completed == 0
     assert (tmp_path / "a" / "checkpoints" / "step.pt").is_file()
     assert not list((tmp_path / "a" / "checkpoints").glob("epoch_*.pt"))
     resumed = train(config, tmp_path / "a", resume=True, progress=False)
-    assert resumed["steps_this_session"] == 3 and resumed["epochs_completed"] == 1  # 8 training images, batch 2
+    assert resumed.steps_this_session == 3 and resumed.epochs_completed == 1  # 8 training images, batch 2
     whole = train(config, tmp_path / "b", progress=False)
     a, b = _weights(tmp_path / "a/checkpoints/epoch_001.pt"), _weights(tmp_path / "b/checkpoints/epoch_001.pt")
     for key in b:  # local mode is seeded: the resumed run is the uninterrupted one
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-12)
-    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    assert resumed.final_test_acc == whole.final_test_acc
 
 
 def test_ibm_training_runs_in_a_session_and_a_dropped_session_keeps_every_step(tmp_path, monkeypatch):
@@ -74,4 +74,4 @@ def test_ibm_training_runs_in_a_session_and_a_dropped_session_keeps_every_step(t
     assert state["epoch"] == 1 and state["batch"] == 2  # two steps finished before the third call failed
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     summary = train(config, tmp_path / "run", resume=True, progress=False, service=LocalService())
-    assert summary["steps_this_session"] == 2 and summary["epochs_completed"] == 1  # the other two of four
+    assert summary.steps_this_session == 2 and summary.epochs_completed == 1  # the other two of four

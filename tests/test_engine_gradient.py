@@ -282,7 +282,7 @@ def test_training_with_exact_gradients_equals_parameter_shift(tmp_path, monkeypa
     exact = train(config, tmp_path / "exact", progress=False)
     monkeypatch.setattr(qresnet.qnn, "exact_gradients_available", lambda estimator: False)
     shift = train(config, tmp_path / "shift", progress=False)
-    assert exact["gradient"] == "engine-exact" and shift["gradient"] == "parameter-shift"
+    assert exact.gradient == "engine-exact" and shift.gradient == "parameter-shift"
     (ours, recorded), (reference, recorded_shift) = _run_numbers(tmp_path / "exact"), _run_numbers(tmp_path / "shift")
     assert recorded["gradient"] == "engine-exact" and recorded_shift["gradient"] == "parameter-shift"
     assert len(ours) == 2

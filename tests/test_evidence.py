@@ -45,9 +45,9 @@ def test_seeds_expand_the_plan():
 def sweep_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("evidence") / "S"
     sweep = SweepConfig.from_preset("quick", backends=("aer",), **TINY)
-    rows = run_sweep(sweep, out, progress=False)
-    write_comparison_report([dict(r) for r in rows], out, sweep.to_dict())  # it adds each run's metrics to its rows
-    return out, sweep, rows
+    result = run_sweep(sweep, out, progress=False)
+    write_comparison_report(result, out)
+    return out, sweep, result
 
 
 def test_a_trainable_run_and_its_frozen_pair_share_split_and_initial_weights(sweep_dir):
@@ -127,7 +127,7 @@ def test_the_report_opens_with_the_checklist(sweep_dir):
     assert set(item["verdicts"]) == {"Q1 earlier layers get gradients", "Q2 survives a quantum head", "Q3 beats frozen",
                                      "Q4 placement justified", "Q5 costs reported"}
     # the numbers behind the verdicts are those of the runs, recomputed here
-    acc = {(r["config"], r["frozen"], r["seed"]): r["final_test_acc"] for r in rows}
+    acc = {(r.config, r.frozen, r.seed): r.final_test_acc for r in rows.runs}
     t = [acc[("O1+O2", False, s)] for s in (0, 1, 2)]
     f = [acc[("O1+O2", True, s)] for s in (0, 1, 2)]
     assert item["trainable"]["mean"] == pytest.approx(np.mean(t), abs=1e-15)
@@ -153,8 +153,12 @@ def test_a_resumed_multi_seed_sweep_equals_an_uninterrupted_one(sweep_dir, tmp_p
     redo.summary_path.unlink()
     redo.epoch_checkpoint(2).unlink()
     again = run_sweep(sweep, parts, progress=False)
-    skip = {"wall_time_s", "sweep_wall_time_s", "reused", "parameter_sets_evaluated_this_session", "steps_this_session"}
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in skip} for r in rs]  # noqa: E731
+    skip = {"wall_time_s", "reused", "parameter_sets_evaluated_this_session", "steps_this_session", "metrics"}
+
+    def strip(result):  # timings aside, each epoch's metrics included
+        return [({k: v for k, v in r.to_dict().items() if k not in skip},
+                 [{k: v for k, v in m.to_row().items() if k != "seconds"} for m in r.metrics]) for r in result.runs]
+
     assert strip(again) == strip(rows)
     assert cli.main(["compare", "--seeds", "0-2", "--configs", "none;O1+O2", "--backends", "aer", "--classes", "0,1",
                      "--per-class", "8", "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--out", str(parts)]) == 0

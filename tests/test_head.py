@@ -263,7 +263,7 @@ def test_model_with_quantum_head_trains_layers_through_the_head(tmp_path):
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 3])).backward()
     assert model.layers[0].weight.grad is None and float(model.layers[1].weight.grad.norm()) > 0
     summary = train(config, tmp_path / "run", progress=False)
-    assert summary["head"] == "quantum" and any("prepared exactly" in n for n in summary["head_notes"])
+    assert summary.head == "quantum" and any("prepared exactly" in n for n in summary.head_notes)
     assert (tmp_path / "run" / "checkpoints" / "epoch_001.pt").is_file()
 
 

@@ -30,15 +30,16 @@ TRAIN_FLAGS = ["--classes", "0,1", "--per-class", "8", "--layers", "1", "--resid
                "--lr", "0.05", "--seed", "1"]
 
 
-def _numbers(rows):
-    """The result rows without timings or paths: what a paper would quote."""
-    skip = {"wall_time_s", "sweep_wall_time_s", "run_dir", "reused", "parameter_sets_evaluated_this_session",
-            "steps_this_session"}
-    return [{k: v for k, v in r.items() if k not in skip} for r in rows]
+def _numbers(result):
+    """The sweep's results without timings or paths: what a paper would quote."""
+    skip = {"wall_time_s", "run_dir", "reused", "parameter_sets_evaluated_this_session", "steps_this_session"}
+    return [{k: v for k, v in r.to_dict().items() if k not in skip}
+            | {"metrics": [{k: v for k, v in m.items() if k != "seconds"} for m in r.to_dict()["metrics"]]}
+            for r in result.runs]
 
 
 def _metrics(path: Path):
-    return [{k: v for k, v in m.items() if k != "seconds"} for m in RunDir(path).read_metrics()]
+    return [{k: v for k, v in m.to_row().items() if k != "seconds"} for m in RunDir(path).read_metrics()]
 
 
 # --- 1. a sweep reuses only runs trained with its own settings; a moved sweep resumes --------------------------
@@ -62,14 +63,14 @@ def test_a_sweep_refuses_runs_trained_with_other_settings(tmp_path, capsys):
     # --overwrite trains them again: the numbers are those of a fresh sweep with the new settings
     again = run_sweep(changed, out, progress=False, overwrite=True)
     fresh = run_sweep(changed, tmp_path / "fresh", progress=False)
-    assert _numbers(again) == _numbers(fresh) and not any(r["reused"] for r in again)
+    assert _numbers(again) == _numbers(fresh) and not any(r.reused for r in again.runs)
 
 
 def test_more_epochs_continue_a_sweep_and_fewer_are_refused(tmp_path):
     out = tmp_path / "C"
     short = run_sweep(SweepConfig.from_preset("quick", backends=("aer",), **TINY), out, progress=False)
     longer = run_sweep(SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "epochs": 3}), out, progress=False)
-    assert [r["epochs_completed"] for r in longer] == [3, 3] and [r["epochs_completed"] for r in short] == [2, 2]
+    assert [r.epochs_completed for r in longer.runs] == [3, 3] and [r.epochs_completed for r in short.runs] == [2, 2]
     fresh = run_sweep(SweepConfig.from_preset("quick", backends=("aer",), **{**TINY, "epochs": 3}), tmp_path / "f",
                       progress=False)
     assert _numbers(longer) == _numbers(fresh)
@@ -88,7 +89,7 @@ def test_a_moved_sweep_resumes_and_reports(tmp_path):
                      "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--out", str(tmp_path / "C2")]) == 0
     results = json.loads((tmp_path / "C2" / "results.json").read_text())["results"]
     assert [r["run_dir"] for r in results] == ["runs/aer/none-trainable-seed0", "runs/aer/none-frozen-seed0"]
-    assert [r["final_test_acc"] for r in results] == [r["final_test_acc"] for r in first]
+    assert [r["final_test_acc"] for r in results] == [r.final_test_acc for r in first.runs]
     assert [r["reused"] for r in results] == [False, True]
 
 
@@ -319,7 +320,7 @@ def test_checkpoints_keep_the_state_and_the_last_few(tmp_path):
     out = tmp_path / "R"
     train(TrainConfig(**{**SMALL, "epochs": 6, "keep_checkpoints": 2}), out, progress=False)
     metrics = RunDir(out).read_metrics()
-    best = max(metrics, key=lambda m: m["test_acc"])["epoch"]
+    best = max(metrics, key=lambda m: m.test_acc).epoch
     kept = {int(p.stem.split("_")[1]) for p in RunDir(out).epoch_checkpoints()}
     assert kept == {5, 6, best}
     state = torch.load(out / "checkpoints" / "epoch_006.pt", weights_only=False)

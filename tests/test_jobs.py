@@ -130,7 +130,7 @@ def check_report(run_dir, ledger, submission_id, noisy_accuracy=None):
     y_test = load_dataset(TrainConfig(**RUN).data_config()).y_test.numpy()
     assert report["device_predictions"] == predictions.tolist()
     assert report["device_accuracy"] == pytest.approx(float(np.mean(predictions == y_test)), abs=1e-12)
-    assert report["ideal_accuracy"] == pytest.approx(RunDir(run_dir).read_metrics()[-1]["test_acc"], abs=1e-12)  # what training recorded
+    assert report["ideal_accuracy"] == pytest.approx(RunDir(run_dir).read_metrics()[-1].test_acc, abs=1e-12)  # what training recorded
     if noisy_accuracy is not None:
         assert report["noisy_backend"] == "aer:fake_manila"
         assert report["noisy_accuracy"] == pytest.approx(noisy_accuracy, abs=1e-12)

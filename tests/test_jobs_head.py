@@ -141,7 +141,7 @@ def check_head(run_dir, ledger, submission_id, readout_only=True):
     assert report["head"] == "quantum" and report["device_predictions"] == predictions.tolist()
     assert report["device_accuracy"] == pytest.approx(float(np.mean(predictions == y_test())), abs=1e-12)
     assert np.allclose(report["device_head_values"], device, atol=0)
-    assert report["ideal_accuracy"] == pytest.approx(RunDir(run_dir).read_metrics()[-1]["test_acc"], abs=1e-12)  # what training recorded
+    assert report["ideal_accuracy"] == pytest.approx(RunDir(run_dir).read_metrics()[-1].test_acc, abs=1e-12)  # what training recorded
     assert report["noisy_backend"] == "aer:fake_melbourne" and report["noisy_accuracy"] is not None
     assert report["head_circuits"] == 3 and report["head_two_qubit_gates"] == two_qubit_ops(head.circuit)
     assert report["circuits"] == 81 + 2 + 3 and report["per_patch_circuits"] == 3 * (16 + 1)

@@ -179,7 +179,7 @@ def test_a_run_that_fails_is_reported_and_the_others_finish(cluster, tmp_path, m
 
     with pytest.raises(SweepError) as info:
         run_sweep(sweep, out, progress=False, executor="ray", ray_address=address)
-    assert len(info.value.rows) == 3 and len(info.value.failures) == 1
+    assert len(info.value.result.runs) == 3 and len(info.value.failures) == 1
     assert "none frozen seed 0" in info.value.failures[0] and "bogus" in info.value.failures[0]
 
 

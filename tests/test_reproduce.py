@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from qresnet.residual import ResidualSpec
+from qresnet.run.result import EpochMetrics, RunResult
 from qresnet.study.audit import AuditRow
 from qresnet.study.report import Runs
 from qresnet.study.reproduce import (
@@ -24,14 +28,18 @@ REACH = {"none": [False, True], "X+O1": [False, True], "X+O2": [False, True], "O
          "(X+O1)+O2": [True, True]}
 
 
-def rows(accuracies: dict[tuple[str, bool], list[float]], backend: str = "aer", head: str = "linear") -> list[dict]:
-    """Result rows as a sweep writes them: (config, frozen) -> the final accuracy of each seed."""
-    out = []
-    for (config, frozen), values in accuracies.items():
-        for seed, acc in enumerate(values):
-            out.append({"backend": backend, "head": head, "config": config, "frozen": frozen, "seed": seed,
-                        "final_test_acc": acc, "measured_reach": None if frozen else REACH.get(config, [True])})
-    return out
+def run(config: str, frozen: bool, seed: int, acc: float, backend: str, head: str, reach: list[bool]) -> RunResult:
+    """One epoch's result: ``acc`` on the test set, a gradient of norm 1 in the layers ``reach`` names, 0 elsewhere."""
+    norms = tuple(0.0 if frozen or not r else 1.0 for r in reach)
+    epoch = EpochMetrics(1, 1.0, acc, 1.0, acc, 0.1, norms, 1.0)
+    return RunResult(backend, head, ResidualSpec.coerce(config, len(reach)), frozen, seed, 1, (epoch,), 300, 100,
+                     "engine-exact", f"runs/{config}-{seed}", 0.1)
+
+
+def rows(accuracies: dict[tuple[str, bool], list[float]], backend: str = "aer", head: str = "linear") -> list[RunResult]:
+    """Results as a sweep ends with them: (config, frozen) -> the final accuracy of each seed."""
+    return [run(config, frozen, seed, acc, backend, head, REACH[config])
+            for (config, frozen), values in accuracies.items() for seed, acc in enumerate(values)]
 
 
 WIN = ([0.90, 0.88, 0.91, 0.89], [0.80, 0.79, 0.82, 0.80])
@@ -50,8 +58,11 @@ def test_gradient_access_against_the_rule_and_the_audit():
     good = Runs(rows({(c, False): [0.5, 0.5, 0.5] for c in REACH}))
     audit = [AuditRow(c, [], [1.0, 1.0], flags, flags) for c, flags in REACH.items()]
     assert claim_gradient_access(good, audit, "aer")[1] == REPRODUCED
-    broken = [dict(r) for r in good.rows]
-    broken[0]["measured_reach"] = [True, True]  # `none`: a gradient reached layer 1 in one seed
+    broken = list(good.rows)
+    assert broken[0].config == "none" and broken[0].measured_reach == (False, True)
+    # `none`: a gradient reached layer 1 in one seed
+    broken[0] = dataclasses.replace(broken[0], metrics=(dataclasses.replace(broken[0].metrics[0],
+                                                                            grad_norm_layers=(1.0, 1.0)),))
     result, verdict = claim_gradient_access(Runs(broken), audit, "aer")
     assert verdict == NOT_REPRODUCED and "differs for none" in result
 

@@ -33,7 +33,7 @@ def _final_state(run_dir):
 
 
 def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path, data):
-    summary = train(TrainConfig(**SMALL), tmp_path / "run", progress=False, data=data)
+    result = train(TrainConfig(**SMALL), tmp_path / "run", progress=False, data=data)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.csv", "summary.json", "curves.png", "checkpoints"}
     rows = _metrics(run)
@@ -42,15 +42,15 @@ def test_training_lowers_the_loss_and_writes_the_run_directory(tmp_path, data):
     recorded = json.loads((run / "config.json").read_text())
     assert recorded["config"]["residual"] == "O1+O2" and recorded["backend"]["spec"] == "aer"
     assert recorded["environment"]["packages"]["qiskit"]
-    assert summary["epochs_completed"] == 3
+    assert result.epochs_completed == 3
     # the reported accuracy is what the saved model scores on the test set, counted here by hand
     model = build_model(TrainConfig(**SMALL), resolve_backend("aer"), data.image_shape, data.num_classes)
     model.load_state_dict(_final_state(run))
     with torch.no_grad():
         hits = sum(int(model(x[None]).argmax()) == int(y) for x, y in zip(data.x_test, data.y_test))
-    assert summary["final_test_acc"] == hits / len(data.y_test)
-    assert summary["best_test_acc"] == max(float(r["test_acc"]) for r in rows)
-    assert summary["parameter_sets_evaluated_this_session"] > 0
+    assert result.final_test_acc == hits / len(data.y_test)
+    assert result.best_test_acc == max(float(r["test_acc"]) for r in rows)
+    assert result.parameter_sets_evaluated_this_session > 0
 
 
 def test_frozen_keeps_quantum_weights_bit_identical(tmp_path, data):
@@ -137,3 +137,51 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "final test accuracy" in capsys.readouterr().out
     assert cli.main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+class _TwoLayers(torch.nn.Module):
+    """A stand-in with the shape train_step expects: per-layer weights (one never used: no gradient) and a head."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w1, self.w2, self.unused = (torch.nn.Parameter(torch.randn(3, dtype=torch.float64, generator=gen))
+                                         for _ in range(3))
+        self.head = torch.nn.Linear(3, 4, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.head(x * self.w1 + torch.sin(x) * self.w2)
+
+    def quantum_parameters(self):
+        return [self.w1, self.unused, self.w2]
+
+
+def test_train_step_measures_and_steps_as_computed_by_hand():
+    import copy
+
+    from qresnet.errors import TrainingError
+    from qresnet.run.step import train_step
+
+    torch.manual_seed(1)
+    model = _TwoLayers()
+    reference = copy.deepcopy(model)
+    x = torch.rand(6, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    outcome = train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y)
+    # by hand: the mean negative log-likelihood, autograd's gradients, their 2-norms, and a plain SGD update
+    logits = reference(x)
+    loss = -(logits - logits.exp().sum(1, keepdim=True).log())[torch.arange(6), y].mean()
+    params = [reference.w1, reference.w2, reference.head.weight, reference.head.bias]
+    grads = torch.autograd.grad(loss, params)
+    norms = [float(torch.sqrt((g ** 2).sum())) for g in grads]
+    assert outcome.loss == pytest.approx(loss.detach().item(), abs=1e-12) and outcome.size == 6
+    assert outcome.correct == sum(int(logits[i].argmax()) == int(y[i]) for i in range(6))
+    assert outcome.layer_grad_norms == pytest.approx((norms[0], 0.0, norms[1]), abs=1e-12)
+    assert outcome.head_grad_norm == pytest.approx((norms[2] ** 2 + norms[3] ** 2) ** 0.5, abs=1e-12)
+    for p, g, after in zip(params, grads, [model.w1, model.w2, model.head.weight, model.head.bias]):
+        torch.testing.assert_close(after.detach(), (p - 0.1 * g).detach(), rtol=0, atol=1e-12)
+    # a non-finite loss stops before any weight moves
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TrainingError, match="the loss became nan"):
+        train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), x * float("nan"), y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -144,13 +144,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     values.update({k: v for k, v in flags.items() if v is not None})
     config = TrainConfig.from_dict(values)
     with _locked(args.resume or args.out, args.wait):
-        summary = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
-    if summary["final_test_acc"] is None:
-        print(f"run directory {summary['run_dir']}: no epoch finished yet ({summary['steps_this_session']} steps this "
-              f"session); continue with `qresnet train --resume {summary['run_dir']}`")
+        result = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
+    if result.final_test_acc is None:
+        print(f"run directory {result.run_dir}: no epoch finished yet ({result.steps_this_session} steps this "
+              f"session); continue with `qresnet train --resume {result.run_dir}`")
         return
-    print(f"run directory {summary['run_dir']}: final test accuracy {summary['final_test_acc']:.3f}, "
-          f"best {summary['best_test_acc']:.3f}, {summary['epochs_completed']} epochs, {summary['wall_time_s']:.1f} s")
+    print(f"run directory {result.run_dir}: final test accuracy {result.final_test_acc:.3f}, "
+          f"best {result.best_test_acc:.3f}, {result.epochs_completed} epochs, {result.wall_time_s:.1f} s")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -173,18 +173,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
     with _locked(out, args.wait):
         try:
-            rows = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
-                             ray_address=args.ray_address)
+            result = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
+                               ray_address=args.ray_address)
         except SweepError as exc:
             for line in exc.failures:
                 print(f"failed: {line}", file=sys.stderr)
-            if exc.rows:
-                report = write_comparison_report(exc.rows, out, sweep.to_dict())
-                print(f"report of the {len(exc.rows)} finished runs: {report}", file=sys.stderr)
+            if exc.result.runs:
+                report = write_comparison_report(exc.result, out)
+                print(f"report of the {len(exc.result.runs)} finished runs: {report}", file=sys.stderr)
             print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: "
                   "finished runs are reused", file=sys.stderr)
             return 1
-        report = write_comparison_report(rows, out, sweep.to_dict())
+        report = write_comparison_report(result, out)
     print(report.read_text().split("## The numbers behind each verdict")[0])
     print(f"report: {report}")
     return 0

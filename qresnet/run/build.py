@@ -1,4 +1,5 @@
-"""A model from a config and a backend: the quanvolution layers, the head, what a run says about them, a step's cost.
+"""A model from a config and a backend: the quanvolution layers, the head, what a run says about them, a step's cost
+(its run's cost, which needs no model, is in :mod:`qresnet.run.cost`).
 
     backend = resolve_backend(config.backend, config.backend_options)
     model = build_model(config, backend, data.image_shape, data.num_classes)
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from functools import cache
 
 from qresnet.backends import Backend
-from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
+from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
 from qresnet.choices import DEFAULT_HEAD_SCALE
 from qresnet.circuits import quantum_head, quanv_filter
 from qresnet.config import TrainConfig
@@ -23,8 +22,8 @@ from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.qnn import gradient_name
+from qresnet.run.cost import HEAD_QUBITS, StepCost
 
-HEAD_QUBITS = 10
 PAPER_HEAD_CLASSES = 4
 # a 4-class head step on the engine (its light cone spans 6 qubits), measured on this project's 2-core machine;
 # the work grows about 8-fold per qubit of light cone (4^w Pauli images, 2^w amplitudes per sample): a 10-class
@@ -138,20 +137,6 @@ def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -
             f"{steps * step / 3600:.1f} h for {steps} steps; --classes 0,1,2,3 gives the paper's 4-class head"]
 
 
-@dataclass(frozen=True)
-class StepCost:
-    """What one training step sends to a device: parameter sets (circuits), shots, two-qubit gates."""
-
-    circuits: int
-    shots: int
-    two_qubit_gates: int
-
-    def describe(self, steps: int) -> str:
-        return (f"device training: per step {self.circuits} circuits x {self.shots} shots, {self.two_qubit_gates} "
-                f"two-qubit gates; {steps} steps: {steps * self.circuits} circuits, {steps * self.circuits * self.shots} "
-                f"shots, {steps * self.two_qubit_gates} two-qubit gates")
-
-
 def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
     """Upper bound for one step: each layer's 81 design points, and 81 x 2W shifts for trainable weights;
     a quantum head's batch, and B x 2W shifts. Counted from the templates the backend runs."""
@@ -166,64 +151,3 @@ def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
         gates += per * backend.transpile(model.head.template).cost.two_qubit_gates
     shots = backend.options.shots or DEFAULT_RUNTIME_SHOTS
     return StepCost(circuits, shots, gates)
-
-
-@cache
-def _device_filter():
-    """The filter template whose costs :func:`run_cost` counts, one object, so a backend transpiles it once."""
-    return quanv_filter()
-
-
-@cache
-def _angle_head(num_classes: int):
-    """The hardware form of the head (the transpiled Mottonen encoding), one template object per class count,
-    so that a backend transpiles it once."""
-    return quantum_head(HEAD_QUBITS, num_classes)
-
-
-@dataclass(frozen=True)
-class RunCost:
-    """What a run costs (audit question 5): qubits, re-encoding boundaries, circuits per training step, and on the
-    backend's device one epoch of training and one evaluation of the test set (circuits, shots, QPU seconds)."""
-
-    qubits: tuple[int, ...]
-    boundaries: int  # measure-and-re-encode boundaries crossed per forward pass
-    circuits_per_step: int  # parameter sets per training step: each one circuit on a device
-    device: str | None
-    shots: int
-    device_train_epoch_circuits: int | None
-    device_train_epoch_qpu_seconds: float | None
-    device_test_eval_circuits: int | None
-    device_test_eval_qpu_seconds: float | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size: int, test_size: int) -> RunCost:
-    """The cost of a run of ``config`` with the templates ``backend`` runs; device figures need a device (noisy
-    ``aer:<device>``, ``local:``, ``ibm:``) and follow :func:`qresnet.backends.limits.qpu_seconds`, with one job per
-    forward and one per gradient of a step. On a device the head runs its transpiled angle encoding."""
-    quanv = _device_filter()
-    design = 3 ** quanv.num_inputs  # the filter-response method: 81 circuits per layer and weight setting
-    per_layer = design * (1 + (0 if config.frozen else 2 * quanv.num_weights))
-    per_step = [(quanv, config.layers * per_layer)]
-    evaluation = [(quanv, config.layers * design)]
-    qubits = [quanv.num_qubits]
-    if config.head == "quantum":
-        head = _angle_head(num_classes)
-        per_step.append((head, config.batch_size * (1 + 2 * head.num_weights)))
-        evaluation.append((head, test_size))
-        qubits.append(head.num_qubits)
-    steps = math.ceil(train_size / config.batch_size)
-    shots = backend.options.shots or DEFAULT_RUNTIME_SHOTS
-    device = None if backend.device is None else backend.spec.device
-    train_circuits = test_circuits = train_seconds = test_seconds = None
-    if device is not None:
-        isa = {id(t): backend.transpile(t).circuit for t, _ in per_step}
-        train_circuits = steps * sum(n for _, n in per_step)
-        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, 2 * steps)
-        test_circuits = sum(n for _, n in evaluation)
-        test_seconds = qpu_seconds([(isa[id(t)], n) for t, n in evaluation], shots, backend.device, len(evaluation))
-    return RunCost(tuple(qubits), config.layers - 1 + (config.head == "quantum"), sum(n for _, n in per_step), device,
-                   shots, train_circuits, train_seconds, test_circuits, test_seconds)

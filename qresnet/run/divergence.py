@@ -42,17 +42,18 @@ class DivergenceWatch:
         self.start: float | None = None
         self.warned = False
 
-    def _stop(self, what: str, epoch: int, step: int | None = None) -> TrainingError:
+    def stop(self, what: str, epoch: int, step: int | None = None) -> TrainingError:
+        """The error that ends the run: ``what`` happened at ``epoch`` (and ``step``)."""
         at = f"epoch {epoch}" + ("" if step is None else f", step {step}")
         return TrainingError(f"{what} at {at}: training stopped before saving it, and the last good checkpoint is "
                              f"kept in {self.checkpoints}; lower --lr (now {self.lr:g}) and train again with a new "
                              "--out or --overwrite")
 
-    def loss(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        """After the forward pass of ``step`` (1-based within ``epoch``): stop on a non-finite loss, warn past the bound."""
-        value = float(loss.detach())
+    def loss(self, loss: float, epoch: int, step: int) -> None:
+        """After ``step`` (1-based within ``epoch``): stop on a non-finite loss, warn past the bound."""
+        value = float(loss)
         if not math.isfinite(value):
-            raise self._stop(f"the loss became {value}", epoch, step)
+            raise self.stop(f"the loss became {value}", epoch, step)
         if self.start is None:
             self.start = value
             return
@@ -69,12 +70,12 @@ class DivergenceWatch:
         the step's state reaches a checkpoint."""
         for name, parameter in model.named_parameters():
             if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all()):
-                raise self._stop(f"the gradient of {name} became non-finite", epoch, step)
+                raise self.stop(f"the gradient of {name} became non-finite", epoch, step)
             if not bool(torch.isfinite(parameter).all()):
-                raise self._stop(f"the weight {name} became non-finite", epoch, step)
+                raise self.stop(f"the weight {name} became non-finite", epoch, step)
 
     def evaluation(self, losses: dict[str, float], epoch: int) -> None:
         """After an epoch's evaluation: stop before a non-finite loss reaches metrics.csv and a checkpoint."""
         for name, value in losses.items():
             if not math.isfinite(value):
-                raise self._stop(f"the {name} became {value}", epoch)
+                raise self.stop(f"the {name} became {value}", epoch)

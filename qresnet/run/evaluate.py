@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from qresnet.backends import Backend
-from qresnet.run.build import HEAD_QUBITS
+from qresnet.run.cost import HEAD_QUBITS
 from qresnet.circuits import quantum_head
 from qresnet.data import Dataset
 from qresnet.errors import ConfigError

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qresnet.run.result import EpochMetrics
 from qresnet.run.rundir import atomic_write_bytes
 
 
@@ -20,23 +21,23 @@ def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_curves(metrics: Sequence[dict[str, float]], layers: int, path: Path) -> None:
+def plot_curves(metrics: Sequence[EpochMetrics], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [m["epoch"] for m in metrics]
+    epochs = [m.epoch for m in metrics]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train")
-    axes[0].plot(epochs, [m["test_loss"] for m in metrics], "s-", label="test")
+    axes[0].plot(epochs, [m.train_loss for m in metrics], "o-", label="train")
+    axes[0].plot(epochs, [m.test_loss for m in metrics], "s-", label="test")
     axes[0].set(title="loss", xlabel="epoch")
-    axes[1].plot(epochs, [m["train_acc"] for m in metrics], "o-", label="train")
-    axes[1].plot(epochs, [m["test_acc"] for m in metrics], "s-", label="test")
+    axes[1].plot(epochs, [m.train_acc for m in metrics], "o-", label="train")
+    axes[1].plot(epochs, [m.test_acc for m in metrics], "s-", label="test")
     axes[1].set(title="accuracy", xlabel="epoch", ylim=(0, 1))
-    for k in range(1, layers + 1):
-        axes[2].plot(epochs, [m[f"grad_norm_layer{k}"] for m in metrics], "o-", label=f"layer {k}")
+    for k in range(len(metrics[0].grad_norm_layers)):
+        axes[2].plot(epochs, [m.grad_norm_layers[k] for m in metrics], "o-", label=f"layer {k + 1}")
     axes[2].set(title="quantum weight gradient norm (mean per batch)", xlabel="epoch")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

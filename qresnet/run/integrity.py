@@ -15,12 +15,15 @@ that is missing or half-written.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qresnet.errors import RunDirError
+from qresnet.errors import ResultError, RunDirError
+from qresnet.run.result import EpochMetrics
 from qresnet.run.rundir import RunDir, derive_identity, disagreements, identity_sha256
 
 
@@ -35,7 +38,7 @@ class ResumePoint:
     batch: int = 0
     partial: dict[str, Any] | None = None
     elapsed: float = 0.0
-    metrics: tuple[dict[str, float], ...] = ()
+    metrics: tuple[EpochMetrics, ...] = ()
     notes: tuple[str, ...] = ()
     from_seed: bool = False  # no readable initial.pt: the seed's weights are the initial state, to be saved again
     source: Path | None = field(default=None, compare=False)
@@ -88,9 +91,18 @@ def compare_rows(rows: Sequence[Mapping[str, float]], recorded: Sequence[Mapping
 
 def _read_rows(run: RunDir) -> tuple[list[dict[str, float]], list[str]]:
     try:
-        return run.read_metrics(), []
-    except RunDirError as exc:  # a hand edit that left a cell unparsable
+        return [m.to_row() for m in run.read_metrics()], []
+    except (RunDirError, ResultError) as exc:  # a hand edit that left a cell unparsable
         return [], [str(exc)]
+
+
+def _read_summary(run: RunDir) -> dict[str, Any] | None:
+    """summary.json as written (its figures, not a :class:`RunResult` derived again from metrics.csv)."""
+    try:
+        summary = json.loads(run.summary_path.read_text()) if run.summary_path.is_file() else None
+    except ValueError:
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def metrics_problems(run: RunDir) -> list[str]:
@@ -101,7 +113,7 @@ def metrics_problems(run: RunDir) -> list[str]:
     recorded, source = newest["history"], _relative(run, newest["path"])
     rows, problems = _read_rows(run)
     problems += compare_rows(rows, recorded, source)
-    summary = run.read_summary()
+    summary = _read_summary(run)
     if summary is not None and recorded and summary.get("epochs_completed") == len(recorded):
         expected = {"final_test_acc": recorded[-1]["test_acc"], "final_train_loss": recorded[-1]["train_loss"],
                     "best_test_acc": max(row["test_acc"] for row in recorded)}
@@ -121,10 +133,6 @@ def check_untouched(run: RunDir, action: str) -> None:
     if problems:
         raise RunDirError(f"{action} {run.path}: the run directory disagrees with itself ({'; '.join(problems)}); it "
                           f"was edited after training: restore config.json, or --overwrite {run.path} to train it again")
-
-
-def _layers(row: Mapping[str, float]) -> int:
-    return sum(1 for name in row if name.startswith("grad_norm_layer"))
 
 
 def resume_point(run: RunDir) -> ResumePoint:
@@ -149,10 +157,10 @@ def resume_point(run: RunDir) -> ResumePoint:
         edited = unreadable + compare_rows(rows, recorded, _relative(run, state["path"]))
         notes += [f"{line}; the recorded value is used" for line in edited]
         if edited and recorded:
-            run.write_metrics(recorded, _layers(recorded[0]))
+            run.write_metrics([EpochMetrics.from_row(row) for row in recorded])
         rows = recorded
     if skipped:
         notes.append(f"continuing from {state['path']}")
     return ResumePoint(model=state["model"], optimizer=state["optimizer"], epoch=start,
                        batch=state["batch"] if in_epoch else 0, partial=state["partial"] if in_epoch else None,
-                       elapsed=state["elapsed"], metrics=tuple(rows), notes=tuple(notes), source=state["path"])
+                       elapsed=state["elapsed"], metrics=tuple(EpochMetrics.from_row(row) for row in rows), notes=tuple(notes), source=state["path"])

@@ -35,16 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from qresnet.config import TrainConfig
-from qresnet.errors import QresnetError, RunDirError
+from qresnet.errors import QresnetError, ResultError, RunDirError
 from qresnet.run.lock import LOCK_NAME
+from qresnet.run.result import EpochMetrics, RunResult, metric_fields
 
-METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "curves.png", "head_encoding_noise.json", "checkpoints",
              LOCK_NAME)
-SUMMARY_CHECKS = (("final_test_acc", "test_acc", -1), ("final_train_loss", "train_loss", -1))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -81,11 +78,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any, default: Any = None) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=default))
-
-
-def metric_fields(layers: int) -> list[str]:
-    """The columns of ``metrics.csv`` for a model of ``layers`` quanvolution layers."""
-    return list(METRIC_FIELDS) + [f"grad_norm_layer{k}" for k in range(1, layers + 1)] + ["grad_norm_head"]
 
 
 @dataclass(frozen=True)
@@ -221,17 +213,21 @@ class RunDir:
 
     @staticmethod
     def load_checkpoint(path: Path) -> dict[str, Any]:
+        import torch  # here, not at the top: readers of a run's files (reports) need no torch
+
         return torch.load(path, weights_only=False, map_location="cpu")
 
     def save_checkpoint(self, state: dict[str, Any], path: Path, identity: dict[str, Any] | None = None,
-                        history: Sequence[dict[str, float]] | None = None) -> None:
+                        history: Sequence[EpochMetrics] | None = None) -> None:
         """``state`` to ``path``, stamped with the run's ``identity`` (and its digest) and, for an epoch or step
         checkpoint, the metrics rows of the epochs finished so far (``history``), as training computed them."""
+        import torch
+
         stamps: dict[str, Any] = {}
         if identity is not None:
             stamps.update(identity=identity, identity_sha256=identity_sha256(identity))
         if history is not None:
-            stamps["history"] = [dict(row) for row in history]
+            stamps["history"] = [row.to_row() for row in history]
         buffer = io.BytesIO()  # serialised in memory first: a full disk is then a Python OSError with the size
         torch.save({**state, **stamps}, buffer)
         atomic_write_bytes(path, buffer.getvalue())
@@ -259,35 +255,46 @@ class RunDir:
         stored = record.get("identity")
         return None if stored is None else derive_identity(record.get("config"), stored, self.config_path)
 
-    def read_summary(self) -> dict[str, Any] | None:
+    def read_result(self) -> RunResult | None:
+        """The finished session's result: ``summary.json`` with the history of ``metrics.csv``; None when there is
+        no summary or it is damaged (the run is then resumed from its checkpoints). An unreadable field raises
+        :class:`ResultError` naming it."""
         try:
-            return json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
+            summary = json.loads(self.summary_path.read_text()) if self.summary_path.is_file() else None
         except ValueError:
-            return None  # a damaged summary is not trusted: the run is resumed from its checkpoints
+            return None
+        if not isinstance(summary, dict):
+            return None
+        return RunResult.from_dict({**summary, "metrics": self.read_metrics()}, str(self.summary_path))
 
-    def read_metrics(self) -> list[dict[str, float]]:
-        """Every finished epoch's row of ``metrics.csv`` (``epoch`` as an integer), or [] before the first."""
+    def read_metrics(self) -> list[EpochMetrics]:
+        """Every finished epoch's row of ``metrics.csv``, or [] before the first."""
         if not self.metrics_path.is_file():
             return []
+        with open(self.metrics_path) as handle:
+            rows = list(csv.DictReader(handle))
         try:
-            with open(self.metrics_path) as handle:
-                return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-        except (ValueError, TypeError) as exc:  # a hand edit that left a cell unparsable
-            raise RunDirError(f"cannot read {self.metrics_path} ({exc}); the run directory was edited or is damaged") from None
+            return [EpochMetrics.from_row(row, f"{self.metrics_path}, row {i + 1}") for i, row in enumerate(rows)]
+        except ValueError as exc:  # a number that does not parse: the file is damaged
+            if isinstance(exc, ResultError):
+                raise
+            raise ResultError(f"cannot read {self.metrics_path} ({exc}); the run directory is damaged") from None
 
     def write_config(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.config_path, record)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.summary_path, summary)
+    def write_summary(self, result: RunResult) -> None:
+        """``summary.json``: the result without its history, which ``metrics.csv`` holds."""
+        atomic_write_json(self.summary_path, result.to_dict(metrics=False))
 
-    def write_metrics(self, metrics: Sequence[dict[str, float]], layers: int) -> None:
+    def write_metrics(self, metrics: Sequence[EpochMetrics]) -> None:
+        layers = len(metrics[0].grad_norm_layers) if metrics else 0
         fields = metric_fields(layers)
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=fields)
         writer.writeheader()
-        for row in metrics:  # repr keeps every float exact, so a resumed run reads back what it wrote
-            writer.writerow({k: repr(row.get(k, "")) if isinstance(row.get(k), float) else row.get(k, "") for k in fields})
+        for row in (m.to_row() for m in metrics):  # repr keeps every float exact, so a resumed run reads back what it wrote
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
         atomic_write_bytes(self.metrics_path, text.getvalue().encode())
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset
 from qresnet.errors import ConfigError
+from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_bytes
 from qresnet.run.train import train
 
@@ -72,26 +73,26 @@ def write_run(run: RunDir, files: dict[str, bytes]) -> None:
             path.unlink()
 
 
-def train_task(config: TrainConfig, files: dict[str, bytes], data: Dataset) -> tuple[dict[str, Any], dict[str, bytes], int]:
-    """One run on a Ray worker, in a directory of its own: (summary, every file of the run, the worker's pid)."""
+def train_task(config: TrainConfig, files: dict[str, bytes], data: Dataset) -> tuple[RunResult, dict[str, bytes], int]:
+    """One run on a Ray worker, in a directory of its own: (its result, every file of the run, the worker's pid)."""
     with tempfile.TemporaryDirectory(prefix="qresnet-run-") as tmp:
         run = RunDir(Path(tmp) / "run")
         for name, blob in files.items():
             path = run.path / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-        summary = train(config, run.path, resume=run.started(), progress=False, data=data)
-        return summary, run_files(run), os.getpid()
+        result = train(config, run.path, resume=run.started(), progress=False, data=data)
+        return result, run_files(run), os.getpid()
 
 
 def run_on_ray(
     items: Sequence[tuple[int, TrainConfig, Path, int]],
     data: dict[int, Dataset],
-    record: Callable[[int, dict[str, Any]], None],
+    record: Callable[[int, RunResult], None],
     fail: Callable[[int, str], None],
     address: str | None = None,
 ) -> None:
-    """Run ``items`` (plan index, config, run directory, seed) as Ray tasks; ``record`` each finished run's summary
+    """Run ``items`` (plan index, config, run directory, seed) as Ray tasks; ``record`` each finished run's result
     as it comes in, ``fail`` each run that raised. Connects to ``address`` (or ``RAY_ADDRESS``), else starts Ray."""
     ray = import_ray()
     started_here = not ray.is_initialized()
@@ -111,7 +112,7 @@ def run_on_ray(
             for ref in done:
                 index, directory = pending.pop(ref)
                 try:
-                    summary, files, _ = ray.get(ref)
+                    result, files, _ = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # the run's own error, raised in the task
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                     fail(index, f"{type(cause).__name__}: {cause}")
@@ -120,7 +121,7 @@ def run_on_ray(
                     fail(index, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
                     continue
                 write_run(RunDir(directory), files)
-                record(index, {**summary, "reused": False})
+                record(index, result)
     finally:
         if started_here:
             ray.shutdown()

@@ -12,17 +12,20 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qresnet.study import evidence as ev
 from qresnet.backends import BackendSpec, resolve_backend
-from qresnet.backends.options import BackendOptions
-from qresnet.run.build import run_cost
 from qresnet.config import TrainConfig
-from qresnet.run.figures import save_figure
-from qresnet.residual import ResidualSpec
 from qresnet.provenance import environment
-from qresnet.run.rundir import RunDir, atomic_write_json, atomic_write_text
+from qresnet.residual import ResidualSpec
+from qresnet.run.cost import run_cost
+from qresnet.run.figures import save_figure
+from qresnet.run.result import RunResult
+from qresnet.run.rundir import atomic_write_json, atomic_write_text
+from qresnet.study import evidence as ev
+
+if TYPE_CHECKING:  # for the annotations only: the sweep module trains (torch); a report only reads results
+    from qresnet.study.sweep import SweepConfig, SweepResult
 
 RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
                  "test_images", "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach",
@@ -30,19 +33,6 @@ RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc"
 REFERENCE_DEVICE = "aer:fake_torino"  # device costs of a sweep that has no device backend
 QUESTIONS = ("Q1 earlier layers get gradients", "Q2 survives a quantum head", "Q3 beats frozen",
              "Q4 placement justified", "Q5 costs reported")
-
-
-def enrich(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
-    """Add each run's per-epoch metrics, last-epoch gradient norms and the layers that measured a gradient.
-    ``run_dir`` of a row is relative to the sweep directory ``out``."""
-    for row in rows:
-        row["metrics"] = RunDir(out / row["run_dir"]).read_metrics()
-        last = row["metrics"][-1]
-        norms = [last[k] for k in sorted(last) if k.startswith("grad_norm_layer")]
-        row["grad_norms_last_epoch"] = norms
-        seen = [any(m[f"grad_norm_layer{k + 1}"] > 0 for m in row["metrics"]) for k in range(len(norms))]
-        row["measured_reach"] = None if row["frozen"] else seen
-    return rows
 
 
 @dataclass(frozen=True)
@@ -57,45 +47,45 @@ class Setting:
 
 
 class Runs:
-    """The sweep's rows by (setting, configuration, frozen), each a list ordered by seed."""
+    """The sweep's runs by (setting, configuration, frozen), each a list ordered by seed."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]]):
+    def __init__(self, rows: Sequence[RunResult]):
         self.rows = list(rows)
-        self.settings = list(dict.fromkeys(Setting(r["backend"], r.get("head", "linear")) for r in rows))
-        self.configs = list(dict.fromkeys(r["config"] for r in rows))
-        self.seeds = sorted({r.get("seed", 0) for r in rows})
-        self.groups: dict[tuple[Setting, str, bool], list[dict[str, Any]]] = {}
-        for r in sorted(rows, key=lambda r: r.get("seed", 0)):
-            self.groups.setdefault((Setting(r["backend"], r.get("head", "linear")), r["config"], r["frozen"]), []).append(r)
+        self.settings = list(dict.fromkeys(Setting(str(r.backend), r.head) for r in rows))
+        self.configs = list(dict.fromkeys(r.config for r in rows))
+        self.seeds = sorted({r.seed for r in rows})
+        self.groups: dict[tuple[Setting, str, bool], list[RunResult]] = {}
+        for r in sorted(rows, key=lambda r: r.seed):
+            self.groups.setdefault((Setting(str(r.backend), r.head), r.config, r.frozen), []).append(r)
 
-    def get(self, setting: Setting, config: str, frozen: bool) -> list[dict[str, Any]]:
+    def get(self, setting: Setting, config: str, frozen: bool) -> list[RunResult]:
         return self.groups.get((setting, config, frozen), [])
 
     def accuracy(self, setting: Setting, config: str, frozen: bool) -> ev.Interval | None:
         runs = self.get(setting, config, frozen)
-        return ev.mean_interval([r["final_test_acc"] for r in runs], bounds=(0.0, 1.0)) if runs else None
+        return ev.mean_interval([r.final_test_acc for r in runs], bounds=(0.0, 1.0)) if runs else None
 
     def difference(self, a: tuple[Setting, str, bool], b: tuple[Setting, str, bool]) -> ev.Paired | None:
         """a - b over the seeds both have (same seed: same split and initial weights)."""
-        left = {r.get("seed", 0): r["final_test_acc"] for r in self.groups.get(a, [])}
-        right = {r.get("seed", 0): r["final_test_acc"] for r in self.groups.get(b, [])}
+        left = {r.seed: r.final_test_acc for r in self.groups.get(a, [])}
+        right = {r.seed: r.final_test_acc for r in self.groups.get(b, [])}
         seeds = sorted(set(left) & set(right))
         return ev.paired([left[s] for s in seeds], [right[s] for s in seeds]) if seeds else None
 
 
-def _device_backend(sweep: dict[str, Any]):
+def _device_backend(sweep: SweepConfig):
     """The backend whose device the costs are counted on: the sweep's first noisy one, else the reference."""
-    options = BackendOptions.coerce(sweep.get("backend_options"))
-    for spec in sweep["backends"]:
-        if BackendSpec.coerce(spec).device is not None:
+    options = sweep.backend_options
+    for spec in sweep.backends:
+        if spec.device is not None:
             return resolve_backend(spec, options), False
     return resolve_backend(REFERENCE_DEVICE, options.replace(initial_layout=None)), True
 
 
-def assess(runs: Runs, sweep: dict[str, Any]) -> dict[str, Any]:
+def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
     """Per setting and configuration: the intervals, the paired differences and the five verdicts with their numbers."""
     device, reference = _device_backend(sweep)
-    layers = sweep["layers"]
+    layers = sweep.layers
     several = len({s.head for s in runs.settings}) > 1
     out: dict[str, Any] = {}
     for setting in runs.settings:
@@ -108,13 +98,12 @@ def assess(runs: Runs, sweep: dict[str, Any]) -> dict[str, Any]:
             beat = runs.difference((setting, config, False), (setting, config, True))
             quantum = Setting(setting.backend, "quantum")
             head_beat = runs.difference((quantum, config, False), (quantum, config, True))
-            measured = [r["measured_reach"] for r in trained]
+            measured = [list(r.measured_reach) for r in trained]
             any_run = (trained or frozen)[0]  # train and test sizes are the same in every run of a sweep
-            cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep["batch_size"],
-                                        classes=sweep["classes"], frozen=False), device,
-                            num_classes=_num_classes(sweep),
-                            train_size=any_run.get("train_images") or 0, test_size=any_run.get("test_images") or 0)
-            seconds = [sum(m["seconds"] for m in r["metrics"]) / len(r["metrics"]) for r in trained if r["metrics"]]
+            cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep.batch_size,
+                                        classes=sweep.classes, frozen=False), device, num_classes=_num_classes(sweep),
+                            train_size=any_run.train_images, test_size=any_run.test_images)
+            seconds = [sum(m.seconds for m in r.metrics) / len(r.metrics) for r in trained if r.metrics]
             costs = {"qubits": list(cost.qubits), "boundaries": cost.boundaries, "circuits_per_step": cost.circuits_per_step,
                      "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
                      "device": f"aer:{cost.device}" + (" (reference: the sweep has no device backend)" if reference else ""),
@@ -122,8 +111,7 @@ def assess(runs: Runs, sweep: dict[str, Any]) -> dict[str, Any]:
                      "device_train_epoch_qpu_seconds": cost.device_train_epoch_qpu_seconds,
                      "device_test_eval_circuits": cost.device_test_eval_circuits,
                      "device_test_eval_qpu_seconds": cost.device_test_eval_qpu_seconds}
-            errors = [ev.binomial_error(r["final_test_acc"], r["test_images"]) for r in trained + frozen
-                      if r.get("test_images")]
+            errors = [ev.binomial_error(r.final_test_acc, r.test_images) for r in trained + frozen if r.test_images]
             q2 = ev.beats(head_beat)
             per_config[config] = {
                 "trainable": _dict(runs.accuracy(setting, config, False)),
@@ -152,25 +140,25 @@ def assess(runs: Runs, sweep: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _num_classes(sweep: dict[str, Any]) -> int:
-    return len(sweep["classes"]) if sweep.get("classes") else 10
+def _num_classes(sweep: SweepConfig) -> int:
+    return len(sweep.classes) if sweep.classes else 10
 
 
-def _image_shape(sweep: dict[str, Any]) -> tuple[int, int]:
-    return (28, 28) if sweep["dataset"] == "mnist" else (8, 8)
+def _image_shape(sweep: SweepConfig) -> tuple[int, int]:
+    return (28, 28) if sweep.dataset == "mnist" else (8, 8)
 
 
-def _head_command(sweep: dict[str, Any]) -> str:
-    return (f"qresnet compare --preset {sweep['preset']} --head linear,quantum --classes 0,1,2,3"
-            + (" --data-dir DIR" if sweep["dataset"] == "mnist" else ""))
+def _head_command(sweep: SweepConfig) -> str:
+    return (f"qresnet compare --preset {sweep.preset} --head linear,quantum --classes 0,1,2,3"
+            + (" --data-dir DIR" if sweep.dataset == "mnist" else ""))
 
 
-def _mean_norms(trained: list[dict[str, Any]], layers: int) -> list[list[float]]:
+def _mean_norms(trained: list[RunResult], layers: int) -> list[list[float]]:
     if not trained:
         return []
-    epochs = min(len(r["metrics"]) for r in trained)
-    return [[sum(r["metrics"][e][f"grad_norm_layer{k}"] for r in trained) / len(trained) for e in range(epochs)]
-            for k in range(1, layers + 1)]
+    epochs = min(len(r.metrics) for r in trained)
+    return [[sum(r.metrics[e].grad_norm_layers[k] for r in trained) / len(trained) for e in range(epochs)]
+            for k in range(layers)]
 
 
 def _dict(value: ev.Interval | None) -> dict | None:
@@ -184,38 +172,38 @@ def _interval(value: dict | None, signed: bool = False) -> str:
     return cls(**value).describe()
 
 
-def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: dict[str, Any]) -> Path:
-    """results.csv, results.json, report.md and the figures into ``out``; returns report.md's path."""
-    out = Path(out)
-    rows = enrich(rows, out)
+def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
+    """results.csv, results.json, report.md and the figures of a sweep's result into ``out``; returns report.md's path."""
+    out, sweep, rows = Path(out), result.sweep, result.runs
     runs = Runs(rows)
     assessed = assess(runs, sweep)
     table = io.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=RESULT_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(r.to_dict(metrics=False) for r in rows)
     atomic_write_text(out / "results.csv", table.getvalue())
-    atomic_write_json(out / "results.json", {"sweep": sweep, "rules": ev.RULES, "evidence": assessed, "results": rows,
-                                             "environment": environment()}, default=str)
+    atomic_write_json(out / "results.json", {"sweep": sweep.to_dict(), "rules": ev.RULES, "evidence": assessed,
+                                             "sweep_wall_time_s": result.wall_time_s,
+                                             "results": [r.to_dict() for r in rows], "environment": environment()},
+                      default=str)
     several = len({s.head for s in runs.settings}) > 1
     labels = {s.label(several): s for s in runs.settings}
-    wall = max((r.get("sweep_wall_time_s", 0.0) for r in rows), default=0.0)
-    notes = sorted({note for r in rows for note in r.get("head_notes") or []}
-                   | {f"quantum weight gradients on {r['backend']}: {r['gradient']}" for r in rows if r.get("gradient")})
+    notes = sorted({note for r in rows for note in r.head_notes}
+                   | {f"quantum weight gradients on {r.backend}: {r.gradient}" for r in rows if r.gradient})
     seeds = runs.seeds
     seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else
                  f"one seed ({seeds[0]}): no interval can be given, and every verdict that needs one is inconclusive")
-    test_images = sorted({r["test_images"] for r in rows if r.get("test_images")})
+    test_images = sorted({r.test_images for r in rows if r.test_images})
     lines = [
-        f"# ResQuNN comparison: preset `{sweep['preset']}`",
+        f"# ResQuNN comparison: preset `{sweep.preset}`",
         "",
-        f"Data: {sweep['dataset']}, classes {sweep['classes'] or 'all'}, {sweep['per_class']} per class "
+        f"Data: {sweep.dataset}, classes {list(sweep.classes) if sweep.classes else 'all'}, {sweep.per_class} per class "
         f"({', '.join(map(str, test_images)) or '?'} test images, so one image is "
-        f"{100 / max(test_images[0], 1) if test_images else float('nan'):.1f}% of accuracy); {sweep['layers']} "
-        f"quanvolution layers, {' and '.join(dict.fromkeys(s.head for s in runs.settings))} head; {sweep['epochs']} epochs, "
-        f"batch {sweep['batch_size']}, Adam lr {sweep['lr']}; {seed_text}. A seed fixes the data split and the initial "
+        f"{100 / max(test_images[0], 1) if test_images else float('nan'):.1f}% of accuracy); {sweep.layers} "
+        f"quanvolution layers, {' and '.join(dict.fromkeys(s.head for s in runs.settings))} head; {sweep.epochs} epochs, "
+        f"batch {sweep.batch_size}, Adam lr {sweep.lr}; {seed_text}. A seed fixes the data split and the initial "
         f"weights, so a trainable run and its frozen benchmark (only the head trains) with the same seed are a pair, "
-        f"and so are the same run on two backends. Sweep wall time {wall:.0f} s.",
+        f"and so are the same run on two backends. Sweep wall time {result.wall_time_s:.0f} s.",
         "",
         "Statistics: mean final test accuracy with its 95% Student-t interval over seeds; paired differences with the "
         "paired t-test's 95% interval and p-value (the Wilcoxon signed-rank test cannot reach p < 0.05 below 6 pairs, "
@@ -239,10 +227,10 @@ def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: 
                   "|---|---|---|---|---|---|---|---|---|"]
         for config, item in per_config.items():
             trained = runs.get(labels[label], config, False)
-            norms = " / ".join(f"{sum(r['grad_norms_last_epoch'][k] for r in trained) / len(trained):.2e}"
-                               for k in range(sweep["layers"])) if trained else "-"
+            norms = " / ".join(f"{sum(r.grad_norms_last_epoch[k] for r in trained) / len(trained):.2e}"
+                               for k in range(sweep.layers)) if trained else "-"
             measured = item["numbers"]["measured_reach_per_seed"]
-            agreed = [all(seed[k] for seed in measured) for k in range(sweep["layers"])] if measured else None
+            agreed = [all(seed[k] for seed in measured) for k in range(sweep.layers)] if measured else None
             spread = item["trainable"]["std"] if item["trainable"] else None
             se = item["test_set_standard_error"]
             lines.append(f"| `{config}` | {_interval(item['trainable'])} | {_interval(item['frozen'])} | "
@@ -281,7 +269,7 @@ def write_comparison_report(rows: list[dict[str, Any]], out: str | Path, sweep: 
         lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
-    _figures(runs, assessed, labels, sweep["layers"], out)
+    _figures(runs, assessed, labels, out)
     return report
 
 
@@ -328,7 +316,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, Setting], layers: int, out: Path) -> None:
+def _figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, Setting], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -394,8 +382,8 @@ def _figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, Setting], l
             for frozen, style in ((False, "-"), (True, "--")):
                 group = runs.get(setting, c, frozen)
                 if group:
-                    epochs = min(len(r["metrics"]) for r in group)
-                    mean = [sum(r["metrics"][e]["test_acc"] for r in group) / len(group) for e in range(epochs)]
+                    epochs = min(len(r.metrics) for r in group)
+                    mean = [sum(r.metrics[e].test_acc for r in group) / len(group) for e in range(epochs)]
                     ax.plot(range(1, epochs + 1), mean, style, color=f"C{j}", label=f"{c}{' (frozen)' if frozen else ''}")
         ax.set(title=f"test accuracy per epoch, mean over seeds, {label} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
         ax.legend(fontsize=7)

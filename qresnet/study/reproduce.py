@@ -31,7 +31,7 @@ import numpy as np
 from qresnet.study import evidence as ev
 from qresnet.study.audit import AuditRow, gradient_audit
 from qresnet.backends import resolve_backend
-from qresnet.study.report import Runs, Setting, enrich, write_comparison_report
+from qresnet.study.report import Runs, Setting, write_comparison_report
 from qresnet.choices import BUDGETS
 from qresnet.data import load_digits_images
 from qresnet.errors import ConfigError
@@ -118,10 +118,10 @@ def claim_single(runs: Runs, backend: str) -> tuple[str, str]:
 
 
 def claim_gradient_access(runs: Runs, audit: Sequence[AuditRow], backend: str) -> tuple[str, str]:
-    expected = {"none": [False, True], "X+O1": [False, True], "X+O2": [False, True],
-                "O1+O2": [True, True], "(X+O1)+O2": [True, True]}
-    measured = {c: [r["measured_reach"] for r in runs.get(Setting(backend, "linear"), c, False)] for c in expected}
-    audited = {row.config: row.reaches for row in audit if len(row.reaches) == 2}
+    expected = {"none": (False, True), "X+O1": (False, True), "X+O2": (False, True),
+                "O1+O2": (True, True), "(X+O1)+O2": (True, True)}
+    measured = {c: [r.measured_reach for r in runs.get(Setting(backend, "linear"), c, False)] for c in expected}
+    audited = {row.config: tuple(row.reaches) for row in audit if len(row.reaches) == 2}
     wrong = [c for c, flags in expected.items()
              if any(m != flags for m in measured[c]) or (c in audited and audited[c] != flags)]
     seeds = min((len(m) for m in measured.values()), default=0)
@@ -186,7 +186,7 @@ def claim_reach_pays(runs: Runs, backend: str) -> tuple[str, str]:
         trained = runs.get(s, config, False)
         gain = runs.difference((s, config, False), (s, config, True))
         if trained and gain is not None:
-            points.append((sum(trained[0]["predicted_reach"]), gain.mean))
+            points.append((sum(trained[0].predicted_reach), gain.mean))
     if len({x for x, _ in points}) < 2 or len(points) < 3:
         return "fewer than 3 configurations with paired runs", INCONCLUSIVE
     groups = {}
@@ -350,7 +350,7 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
     three = results.get("three")
     if three is not None and three.rows:
         s = Setting(BACKENDS[0], "linear")
-        points = [(sum(three.get(s, c, False)[0]["predicted_reach"]), three.difference((s, c, False), (s, c, True)))
+        points = [(sum(three.get(s, c, False)[0].predicted_reach), three.difference((s, c, False), (s, c, True)))
                   for c in three.configs if three.get(s, c, False)]
         points = [(x, d) for x, d in points if d is not None]
         if points:
@@ -394,9 +394,9 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
     results: dict[str, Runs] = {}
 
     def study(name: str, sweep: SweepConfig) -> Runs:
-        rows = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
-        write_comparison_report([dict(r) for r in rows], out / name, sweep.to_dict())
-        return Runs(enrich(rows, out / name))
+        result = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
+        write_comparison_report(result, out / name)
+        return Runs(result.runs)
 
     for name, sweep in plan.items():
         results[name] = study(name, sweep)

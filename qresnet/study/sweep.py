@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import json
 import multiprocessing
 import os
 import re
@@ -29,15 +30,17 @@ from tqdm import tqdm
 from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.run.build import HEAD_QUBITS, check_layout_width
+from qresnet.run.build import check_layout_width
+from qresnet.run.cost import HEAD_QUBITS
 from qresnet.choices import EXECUTORS, HEADS
 from qresnet.circuits import quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
-from qresnet.errors import ConfigError, QresnetError, RunDirError, SweepError
+from qresnet.errors import ConfigError, QresnetError, ResultError, RunDirError, SweepError
 from qresnet.residual import ResidualSpec
 from qresnet.run.integrity import integrity_problems
 from qresnet.run.lock import OutputLock
+from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.run.train import train
 from qresnet.values import checked_int
@@ -148,6 +151,19 @@ class SweepConfig:
                             out.append(PlannedRun(backend, head, residual, frozen, seed, config))
         return out
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], what: str = "a sweep") -> SweepConfig:
+        """The inverse of :meth:`to_dict` (``sweep.json``); a missing or unknown field is refused, naming it."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in values]
+        unknown = sorted(set(values) - set(names))
+        if missing or unknown:
+            which = f"has no field {missing[0]!r}" if missing else f"has unknown field(s) {', '.join(map(repr, unknown))}"
+            raise ResultError(f"{what} {which}: it was not written by qresnet compare, or is damaged")
+        sequences = ("configs", "backends", "heads", "frozen_modes", "seeds")
+        return cls(**{**values, **{k: tuple(values[k]) for k in sequences},
+                      "classes": None if values["classes"] is None else tuple(values["classes"])})
+
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["classes"] = list(self.classes) if self.classes is not None else None
@@ -158,6 +174,36 @@ class SweepConfig:
         out["seeds"] = list(self.seeds)
         out["backend_options"] = self.backend_options.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep ends with: its configuration, one result per finished run (in plan order, run directories
+    relative to the sweep's), and the sweep's wall time."""
+
+    sweep: SweepConfig
+    runs: tuple[RunResult, ...]
+    wall_time_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+
+    @classmethod
+    def read(cls, path: str | Path) -> SweepResult:
+        """A sweep's ``results.json`` (this version's, or an earlier one's), or a one-line refusal naming the field."""
+        path = Path(path)
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ResultError(f"cannot read {path} ({exc})") from None
+        for key in ("sweep", "results"):
+            if not isinstance(document, dict) or key not in document:
+                raise ResultError(f"{path} has no field {key!r}: it is not a results.json written by qresnet compare")
+        rows = document["results"]
+        # earlier versions wrote the sweep's wall time into every row
+        wall = document.get("sweep_wall_time_s", max((r.get("sweep_wall_time_s", 0.0) for r in rows), default=0.0))
+        return cls(SweepConfig.from_dict(document["sweep"], f"{path}: the sweep"),
+                   tuple(RunResult.from_dict(r, f"{path}, run {i + 1}") for i, r in enumerate(rows)), wall)
 
 
 def resolve_configs(configs: str | tuple[str | ResidualSpec, ...], layers: int) -> tuple[ResidualSpec, ...]:
@@ -187,19 +233,22 @@ def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, f
     return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
-def finished_summary(config: TrainConfig, directory: Path) -> dict[str, Any] | None:
-    """A finished run's summary, marked reused (its identity was checked by :func:`stale_runs`); else None."""
-    summary = RunDir(directory).read_summary()
-    if summary is not None and summary.get("epochs_completed") == config.epochs:
-        return {**summary, "reused": True}
+def finished_result(config: TrainConfig, directory: Path) -> RunResult | None:
+    """A finished run's result, marked reused (its identity was checked by :func:`stale_runs`); else None. A summary
+    that cannot be read (damaged, or of a version that lacks a field) is not trusted: the run resumes and writes anew."""
+    try:
+        result = RunDir(directory).read_result()
+    except ResultError:
+        return None
+    if result is not None and result.epochs_completed == config.epochs:
+        return dataclasses.replace(result, reused=True)
     return None
 
 
-def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -> dict[str, Any]:
+def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -> RunResult:
     """One unfinished run, in a worker process or in the sweep's own: resumed if started."""
     run = RunDir(directory)
-    summary = train(config, run.path, resume=run.started(), progress=False, data=data)
-    return {**summary, "reused": False}
+    return train(config, run.path, resume=run.started(), progress=False, data=data)
 
 
 def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[tuple[Path, list[str]]]:
@@ -248,21 +297,21 @@ def _watch_parent(parent: int) -> None:
 
 
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-              executor: str = "processes", ray_address: str | None = None) -> list[dict[str, Any]]:
+              executor: str = "processes", ray_address: str | None = None) -> SweepResult:
     """:func:`_run_sweep_locked` with ``out`` locked (:class:`OutputLock`): a second sweep on it refuses."""
     with OutputLock(out):
         return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address)
 
 
 def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-                      executor: str = "processes", ray_address: str | None = None) -> list[dict[str, Any]]:
-    """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns one result row per run.
+                      executor: str = "processes", ray_address: str | None = None) -> SweepResult:
+    """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns their results.
 
     Finished runs under ``out`` are reused and started ones resumed, but only when their identity
     matches the plan's; runs trained with other settings are refused (naming what differs), or
     trained again from scratch with ``overwrite``. Result rows name their run directory relative
     to ``out``, so a moved sweep still resumes and reports. A run that fails does not stop the
-    others: once they are done, :class:`SweepError` carries the finished rows and each failure.
+    others: once they are done, :class:`SweepError` carries the finished runs' result and each failure.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} must be one of {', '.join(EXECUTORS)}")
@@ -283,18 +332,16 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
         RunDir(path).clear()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", sweep.to_dict())
-    rows: list[dict[str, Any] | None] = [None] * len(plan)
+    rows: list[RunResult | None] = [None] * len(plan)
     failures: list[str] = []
     began = time.perf_counter()
     bar = tqdm(total=len(plan), desc="compare", unit="run", disable=not progress)
 
-    def record(i: int, summary: dict[str, Any]) -> None:
+    def record(i: int, result: RunResult) -> None:
         planned = plan[i]
-        rows[i] = {"backend": str(planned.backend), "config": planned.residual.notation, "frozen": planned.frozen,
-                   **summary, "head": planned.head, "seed": planned.seed, "predicted_reach": list(planned.residual.reaches),
-                   "run_dir": str(planned.directory(Path(".")))}
+        rows[i] = dataclasses.replace(result, run_dir=str(planned.directory(Path("."))))  # a moved sweep still reads
         bar.update(1)
-        bar.set_postfix_str(f"{planned.describe()}: {summary['final_test_acc']:.3f}")
+        bar.set_postfix_str(f"{planned.describe()}: {result.final_test_acc:.3f}")
 
     def fail(i: int, reason: str) -> None:
         failures.append(f"{plan[i].describe()} ({plan[i].directory(out)}): {reason}")
@@ -302,7 +349,7 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
 
     todo = []
     for i, planned in enumerate(plan):
-        finished = finished_summary(planned.config, planned.directory(out))
+        finished = finished_result(planned.config, planned.directory(out))
         if finished is not None:
             record(i, finished)
         else:
@@ -345,10 +392,7 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
             pool.shutdown()
     finally:
         bar.close()
-    wall = time.perf_counter() - began
-    done = [row for row in rows if row is not None]
-    for row in done:
-        row["sweep_wall_time_s"] = wall
+    result = SweepResult(sweep, tuple(row for row in rows if row is not None), time.perf_counter() - began)
     if failures:
-        raise SweepError(done, failures)
-    return done
+        raise SweepError(result, failures)
+    return result

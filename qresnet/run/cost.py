@@ -1,0 +1,97 @@
+"""What a run costs, counted from the templates a backend runs, with no model built (so reports need no torch).
+
+    cost = run_cost(config, resolve_backend("aer:fake_torino"), num_classes=10, train_size=1600, test_size=400)
+    cost.circuits_per_step, cost.device_train_epoch_qpu_seconds
+
+:func:`run_cost` answers the audit's cost question for a configuration; :class:`StepCost` is what
+one training step of a built model sends to a device (``build.step_cost`` counts it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cache
+
+from qresnet.backends import Backend
+from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
+from qresnet.circuits import quantum_head, quanv_filter
+from qresnet.config import TrainConfig
+
+HEAD_QUBITS = 10  # the paper's quantum head: 10 qubits, amplitude-encoding up to 1024 values
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one training step sends to a device: parameter sets (circuits), shots, two-qubit gates."""
+
+    circuits: int
+    shots: int
+    two_qubit_gates: int
+
+    def describe(self, steps: int) -> str:
+        return (f"device training: per step {self.circuits} circuits x {self.shots} shots, {self.two_qubit_gates} "
+                f"two-qubit gates; {steps} steps: {steps * self.circuits} circuits, {steps * self.circuits * self.shots} "
+                f"shots, {steps * self.two_qubit_gates} two-qubit gates")
+
+
+
+@cache
+def _device_filter():
+    """The filter template whose costs :func:`run_cost` counts, one object, so a backend transpiles it once."""
+    return quanv_filter()
+
+
+@cache
+def _angle_head(num_classes: int):
+    """The hardware form of the head (the transpiled Mottonen encoding), one template object per class count,
+    so that a backend transpiles it once."""
+    return quantum_head(HEAD_QUBITS, num_classes)
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What a run costs (audit question 5): qubits, re-encoding boundaries, circuits per training step, and on the
+    backend's device one epoch of training and one evaluation of the test set (circuits, shots, QPU seconds)."""
+
+    qubits: tuple[int, ...]
+    boundaries: int  # measure-and-re-encode boundaries crossed per forward pass
+    circuits_per_step: int  # parameter sets per training step: each one circuit on a device
+    device: str | None
+    shots: int
+    device_train_epoch_circuits: int | None
+    device_train_epoch_qpu_seconds: float | None
+    device_test_eval_circuits: int | None
+    device_test_eval_qpu_seconds: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size: int, test_size: int) -> RunCost:
+    """The cost of a run of ``config`` with the templates ``backend`` runs; device figures need a device (noisy
+    ``aer:<device>``, ``local:``, ``ibm:``) and follow :func:`qresnet.backends.limits.qpu_seconds`, with one job per
+    forward and one per gradient of a step. On a device the head runs its transpiled angle encoding."""
+    quanv = _device_filter()
+    design = 3 ** quanv.num_inputs  # the filter-response method: 81 circuits per layer and weight setting
+    per_layer = design * (1 + (0 if config.frozen else 2 * quanv.num_weights))
+    per_step = [(quanv, config.layers * per_layer)]
+    evaluation = [(quanv, config.layers * design)]
+    qubits = [quanv.num_qubits]
+    if config.head == "quantum":
+        head = _angle_head(num_classes)
+        per_step.append((head, config.batch_size * (1 + 2 * head.num_weights)))
+        evaluation.append((head, test_size))
+        qubits.append(head.num_qubits)
+    steps = math.ceil(train_size / config.batch_size)
+    shots = backend.options.shots or DEFAULT_RUNTIME_SHOTS
+    device = None if backend.device is None else backend.spec.device
+    train_circuits = test_circuits = train_seconds = test_seconds = None
+    if device is not None:
+        isa = {id(t): backend.transpile(t).circuit for t, _ in per_step}
+        train_circuits = steps * sum(n for _, n in per_step)
+        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, 2 * steps)
+        test_circuits = sum(n for _, n in evaluation)
+        test_seconds = qpu_seconds([(isa[id(t)], n) for t, n in evaluation], shots, backend.device, len(evaluation))
+    return RunCost(tuple(qubits), config.layers - 1 + (config.head == "quantum"), sum(n for _, n in per_step), device,
+                   shots, train_circuits, train_seconds, test_circuits, test_seconds)
