@@ -123,12 +123,12 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     are those of an uninterrupted reproduction, timings and reuse marks aside."""
     import json
 
-    import qresnet.study.sweep as experiments
+    import qresnet.study.sweep as sweep_module
     from qresnet.study.reproduce import run_reproduction
 
     variants = ()
     whole = run_reproduction(tmp_path / "whole", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
-    real, calls = experiments._run_one, []
+    real, calls = sweep_module._run_one, []
 
     def dies_in_the_second_study(*args, **kwargs):
         calls.append(args[1])
@@ -136,7 +136,7 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiments, "_run_one", dies_in_the_second_study)
+    monkeypatch.setattr(sweep_module, "_run_one", dies_in_the_second_study)
     with pytest.raises(KeyboardInterrupt):
         run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
     monkeypatch.setattr(experiments, "_run_one", real)

@@ -6,7 +6,7 @@
     qresnet jobs fetch --all
     qresnet jobs cancel ID
 
-``qresnet/cli.py`` adds these with ``add_jobs_parser(sub)``.
+``qresnet/cli/main.py`` adds these with ``add_jobs_parser(sub)``.
 """
 
 from __future__ import annotations
