@@ -139,7 +139,7 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     monkeypatch.setattr(sweep_module, "_run_one", dies_in_the_second_study)
     with pytest.raises(KeyboardInterrupt):
         run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
-    monkeypatch.setattr(experiments, "_run_one", real)
+    monkeypatch.setattr(sweep_module, "_run_one", real)
     assert not (tmp_path / "parts" / "claims.json").exists()
     again = run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
     mine, theirs = (json.loads((p.parent / "claims.json").read_text()) for p in (again, whole))
