@@ -18,5 +18,6 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(QRESNET) compare --preset quick --jobs 2
 
+# two workers, a test file each (module fixtures such as the local Ray cluster stay in one process)
 test: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
