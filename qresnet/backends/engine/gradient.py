@@ -25,9 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 from qiskit.circuit import Parameter
 
+from qresnet.backends.engine.prefix import PrefixTangents, prefix_plan
 from qresnet.backends.engine.program import Block, Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
-from qresnet.backends.engine.simulate import _apply, contract
+from qresnet.backends.engine.simulate import _apply, contract, environments
 from qresnet.backends.primitives import group_rows
 from qresnet.errors import EngineUnsupportedError
 
@@ -166,6 +167,21 @@ def _prefix_tangents(program: Program, values: np.ndarray, q: int,
     return r, tangents
 
 
+def prefix_states(program: Program, values: np.ndarray, wanted: frozenset[int] | None = None) -> PrefixTangents:
+    """Every qubit's Bloch vectors after its prefix and their tangents: all qubits at once where the prefixes
+    allow a :class:`~qresnet.backends.engine.prefix.PrefixPlan` (tangents by every parameter), else qubit by
+    qubit (tangents by the ``wanted`` ones)."""
+    plan = prefix_plan(program)
+    if plan is not None:
+        return plan.tangents(values)
+    prefix = [prefix_tangents(program, values, q, wanted) for q in range(program.num_qubits)]
+    pairs = [(q, p, t) for q, (_, tangents) in enumerate(prefix) for p, t in tangents.items()]
+    chain = np.zeros((len(pairs), len(program.parameters)))
+    chain[np.arange(len(pairs)), [p for _, p, _ in pairs]] = 1.0
+    tangents = np.stack([t for _, _, t in pairs], axis=1) if pairs else np.zeros((len(values), 0, 4))
+    return PrefixTangents([b for b, _ in prefix], tangents, np.array([q for q, _, _ in pairs], dtype=int), chain)
+
+
 def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.ndarray,
                          wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(values (K, R), derivatives (K, R, P)) by the program's parameters (``wanted`` columns; the others stay 0),
@@ -176,19 +192,15 @@ def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.n
         return np.repeat(observables[:, :1], rows, axis=1), grads
     settings, group = group_rows(values[:, program.body_columns])
     stack, columns = body_tangents(program, observables, settings, wanted)
-    prefix = [prefix_tangents(program, values, q, wanted) for q in range(n)]
-    bloch = [r for r, _ in prefix]
-    # values and body derivatives: one contraction of every slot of the stack
-    both = contract(stack.reshape(len(settings), -1, 4**n), group, bloch).reshape(1 + len(columns), k, rows)
-    grads[:, :, columns] += both[1:].transpose(1, 2, 0)
-    # prefix derivatives: the value with one qubit's Bloch vector replaced by its derivative, all pairs at once
-    pairs = [(q, p, dr) for q, (_, derivatives) in enumerate(prefix) for p, dr in derivatives.items()]
-    if pairs:
-        replaced = [np.concatenate([dr if q == other else bloch[other] for q, _, dr in pairs]) for other in range(n)]
-        d_prefix = contract(stack[:, 0], np.tile(group, len(pairs)), replaced).reshape(k, len(pairs), rows)
-        for i, (_, p, _) in enumerate(pairs):
-            grads[:, :, p] += d_prefix[:, i]
-    return both[0], grads
+    prefix = prefix_states(program, values, wanted)
+    out, env = environments(stack[:, 0], group, prefix.bloch)
+    if columns:  # body derivatives: one contraction of the tangent slots of the stack
+        body = contract(stack[:, 1:].reshape(len(settings), -1, 4**n), group, prefix.bloch)
+        grads[:, :, columns] += body.reshape(len(columns), k, rows).transpose(1, 2, 0)
+    # prefix derivatives: each qubit's environment times its Bloch vector's tangents
+    kept = sorted(wanted) if wanted is not None else slice(None)
+    grads[:, :, kept] += prefix.gradients(env).transpose(1, 0, 2)[:, :, kept]
+    return out, grads
 
 
-__all__ = ["body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_tangents", "step_derivatives"]
+__all__ = ["body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states", "prefix_tangents", "step_derivatives"]

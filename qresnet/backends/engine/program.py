@@ -155,6 +155,7 @@ class Program:
     body: list[Step | Block]  # forward order
     noisy: bool
     steps: list[Step]  # every step in circuit order (statevector route)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # plans made from it once, by name
 
     @property
     def num_qubits(self) -> int:
