@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from qiskit.circuit import Parameter
 
-from qresnet.backends.engine.prefix import PrefixTangents, prefix_plan
+from qresnet.backends.engine.chains import PrefixTangents, body_plan, prefix_chains
 from qresnet.backends.engine.program import Block, Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
 from qresnet.backends.engine.simulate import _apply, contract, environments
@@ -98,6 +98,26 @@ def op_derivatives(op: Step | Block, values: np.ndarray, params: Sequence[Parame
     return total, derivatives
 
 
+def body_operations(program: Program, values: np.ndarray, wanted: frozenset[int] | None = None,
+                    derivatives: bool = True) -> list[tuple[np.ndarray, dict[int, np.ndarray]]]:
+    """(R, {parameter column: dR / d value}) of every body operation in forward order, as :func:`op_derivatives`
+    gives them (none without ``derivatives``), with the blocks of Pauli rotations all at once
+    (:class:`~qresnet.backends.engine.chains.BodyPlan`)."""
+    plan = body_plan(program)
+    chained = plan.chain_operations(values, wanted, derivatives)
+    out = []
+    for j, op in enumerate(program.body):
+        if plan.fixed[j] is not None:
+            out.append((plan.fixed[j], {}))
+        elif j in chained:
+            out.append(chained[j])
+        elif derivatives:
+            out.append(op_derivatives(op, values, program.parameters, wanted))
+        else:
+            out.append((op.ptm(values, program.parameters), {}))
+    return out
+
+
 def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarray,
                   wanted: frozenset[int] | None = None) -> tuple[np.ndarray, list[int]]:
     """(G, 1 + C, K, 4^n): per setting of ``program.body_columns``, the folded observables (slot 0) and their
@@ -109,8 +129,7 @@ def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarra
     representatives[:, program.body_columns] = settings
     stack = np.zeros((g, 1 + len(columns), k, 4**n))
     stack[:, 0] = observables
-    for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters, wanted)
+    for op, (r, derivatives) in zip(reversed(program.body), reversed(body_operations(program, representatives, wanted))):
         before = stack[:, 0]
         moved = _apply(stack.reshape(g, -1, 4**n), r, op.qubits, n).reshape(stack.shape)
         for p, dr in derivatives.items():  # the product rule: o dR, with o the image before this operation
@@ -169,11 +188,11 @@ def _prefix_tangents(program: Program, values: np.ndarray, q: int,
 
 def prefix_states(program: Program, values: np.ndarray, wanted: frozenset[int] | None = None) -> PrefixTangents:
     """Every qubit's Bloch vectors after its prefix and their tangents: all qubits at once where the prefixes
-    allow a :class:`~qresnet.backends.engine.prefix.PrefixPlan` (tangents by every parameter), else qubit by
+    allow :class:`~qresnet.backends.engine.chains.Chains` (tangents by every parameter), else qubit by
     qubit (tangents by the ``wanted`` ones)."""
-    plan = prefix_plan(program)
-    if plan is not None:
-        return plan.tangents(values)
+    chains = prefix_chains(program)
+    if chains is not None:
+        return chains.prefix_tangents(values)
     prefix = [prefix_tangents(program, values, q, wanted) for q in range(program.num_qubits)]
     pairs = [(q, p, t) for q, (_, tangents) in enumerate(prefix) for p, t in tangents.items()]
     chain = np.zeros((len(pairs), len(program.parameters)))
@@ -203,4 +222,4 @@ def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.n
     return out, grads
 
 
-__all__ = ["body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states", "prefix_tangents", "step_derivatives"]
+__all__ = ["body_operations", "body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states", "prefix_tangents", "step_derivatives"]

@@ -38,7 +38,7 @@ from qresnet.backends.engine.encoded import (
     pauli_to_matrix_adjoint,
     project_to_features,
 )
-from qresnet.backends.engine.gradient import op_derivatives, prefix_states
+from qresnet.backends.engine.gradient import body_operations, prefix_states
 from qresnet.backends.engine.program import Program
 from qresnet.backends.engine.simulate import (
     _apply,
@@ -61,8 +61,7 @@ def _images(program: Program, observables: np.ndarray, representatives: np.ndarr
     n = program.num_qubits
     images, ops = [], []
     h = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
-    for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters)
+    for op, (r, derivatives) in zip(reversed(program.body), reversed(body_operations(program, representatives))):
         images.append(h)
         ops.append((op, r, derivatives))
         h = _apply(h, r, op.qubits, n)
