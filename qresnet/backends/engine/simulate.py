@@ -6,6 +6,7 @@ from functools import cache
 
 import numpy as np
 
+from qresnet.backends.engine.chains import body_plan, prefix_chains
 from qresnet.backends.engine.program import Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
 from qresnet.backends.primitives import group_rows
@@ -114,9 +115,14 @@ def body_images(program: Program, observables: np.ndarray, settings: np.ndarray)
     columns = program.body_columns
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, columns] = settings
+    plan = body_plan(program)
+    chained = plan.chain_operations(representatives, derivatives=False)  # the rotation blocks, all at once
     o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
-    for op in reversed(program.body):
-        o = _apply(o, op.ptm(representatives, program.parameters), op.qubits, program.num_qubits)
+    for j in range(len(program.body) - 1, -1, -1):
+        op = program.body[j]
+        r = plan.fixed[j] if plan.fixed[j] is not None else chained[j][0] if j in chained else \
+            op.ptm(representatives, program.parameters)
+        o = _apply(o, r, op.qubits, program.num_qubits)
     return o
 
 
@@ -133,7 +139,11 @@ def heisenberg(
         return np.repeat(observables[:, :1], len(values), axis=1)
     settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
     o = body_images(program, observables, settings)
-    bloch = [prefix_bloch(program, values, q) for q in range(n)]
+    chains = prefix_chains(program)
+    if chains is not None:  # every qubit's prefix at once
+        bloch = list(chains.states(values, tangents=False)[0])
+    else:
+        bloch = [prefix_bloch(program, values, q) for q in range(n)]
     return contract(o, group, bloch)
 
 
@@ -147,7 +157,7 @@ def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], max_byte
     n, rows_total, k = len(bloch), len(group), o.shape[1]
     out = np.empty((rows_total, k))
     if len(o) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
-        for rows in row_chunks(np.arange(rows_total), k * 4**n, max_bytes):
+        for rows in row_chunks(np.arange(rows_total), 2 * k * 4**n, max_bytes):  # the image and a product
             t = o[group[rows]]  # (R_c, K, 4^n)
             for q in range(n):
                 t = (t.reshape(len(rows), k, -1, 4) * bloch[q][rows, None, None, :]).sum(axis=3)
@@ -155,7 +165,7 @@ def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], max_byte
         return out.T
     for g, members in enumerate(group_members(group, len(o))):
         top = o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)
-        for rows in row_chunks(members, top.shape[1], max_bytes):
+        for rows in row_chunks(members, 2 * top.shape[1], max_bytes):
             t = bloch[n - 1][rows] @ top  # (R_c, K * 4^(n-1))
             for q in range(n - 2, -1, -1):
                 t = (t.reshape(len(rows), k, 4, -1) * bloch[q][rows][:, None, :, None]).sum(axis=2)
@@ -174,7 +184,7 @@ def environments(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray],
     gather = len(o) > PER_GROUP_LOOP  # many settings: gather each row's image
     parts = [(0, np.arange(rows_total))] if gather else list(enumerate(group_members(group, len(o))))
     for g, members in parts:
-        for rows in row_chunks(members, (k + 1) * 4 ** (n if gather else n - 1), max_bytes):
+        for rows in row_chunks(members, (2 * k + 1) * 4 ** (n if gather else n - 1), max_bytes):
             b, c = [x[rows] for x in bloch], len(rows)
             low = [np.ones((c, 1))]  # low[q] (c, 4^q): the product of the Bloch vectors below qubit q
             for q in range(n - 1):
