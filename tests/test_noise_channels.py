@@ -225,7 +225,7 @@ def test_exact_gradients_under_a_channel_equal_finite_differences_of_aer(channel
     transpiled = backend.transpile(FILTER)
     circuit, observables = transpiled.circuit, list(transpiled.observables)
     rows = filter_rows(transpiled, np.random.default_rng(9), rows=3)
-    values, gradients = backend.estimator().value_and_gradients(circuit, observables, rows)  # (R, K), (R, K, P)
+    values, gradients = backend.estimator().differentiator.value_and_gradients(circuit, observables, rows)  # (R, K), (R, K, P)
     aer = aer_density_matrix(reference_model(channel, p, ("ry", "rz"), ("cx",)))
     h, eye = 1e-5, np.eye(rows.shape[1])
     shifted = np.concatenate([rows[:, None] + h * eye, rows[:, None] - h * eye], axis=1).reshape(-1, rows.shape[1])

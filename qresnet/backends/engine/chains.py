@@ -193,7 +193,8 @@ class BodyPlan:
                 continue
             used, coeffs = self.columns[c]
             by_column = np.einsum("pi,nixy->pnxy", coeffs, turns[:, :, c])
-            out[j] = (mats[:, c], {int(p): by_column[i] for i, p in enumerate(used) if wanted is None or int(p) in wanted})
+            out[j] = (mats[:, c], {int(p): by_column[i] for i, p in enumerate(used)
+                                   if wanted is None or int(p) in wanted})
         return out
 
 

@@ -129,7 +129,8 @@ def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarra
     representatives[:, program.body_columns] = settings
     stack = np.zeros((g, 1 + len(columns), k, 4**n))
     stack[:, 0] = observables
-    for op, (r, derivatives) in zip(reversed(program.body), reversed(body_operations(program, representatives, wanted))):
+    operations = body_operations(program, representatives, wanted)
+    for op, (r, derivatives) in zip(reversed(program.body), reversed(operations)):
         before = stack[:, 0]
         moved = _apply(stack.reshape(g, -1, 4**n), r, op.qubits, n).reshape(stack.shape)
         for p, dr in derivatives.items():  # the product rule: o dR, with o the image before this operation
@@ -222,4 +223,5 @@ def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.n
     return out, grads
 
 
-__all__ = ["body_operations", "body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states", "prefix_tangents", "step_derivatives"]
+__all__ = ["body_operations", "body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states",
+           "prefix_tangents", "step_derivatives"]

@@ -280,4 +280,5 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["CHUNK_BYTES", "body_images", "contract", "environments", "group_members", "row_chunks", "heisenberg", "observable_vectors", "pauli_apply", "statevector"]
+__all__ = ["CHUNK_BYTES", "body_images", "contract", "environments", "group_members", "heisenberg", "observable_vectors",
+           "pauli_apply", "row_chunks", "statevector"]
