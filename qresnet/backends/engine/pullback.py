@@ -75,8 +75,8 @@ def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int) -> np.ndarr
     for h_j, (op, r, derivatives) in zip(images, ops):
         if derivatives:
             m = op_environment(h_j, s, op.qubits, n)  # (G, d, d): one product for all of the op's parameters
-            for p, dr in derivatives.items():
-                out[p] += float(np.sum((dr if dr.ndim == 3 else dr[None]) * m))
+            stacked = np.stack([np.broadcast_to(dr, m.shape) for dr in derivatives.values()])
+            out[list(derivatives)] += stacked.reshape(len(stacked), -1) @ m.reshape(-1)  # sum(dR/dp * M) for each p
         s = _apply(s, r.T if r.ndim == 2 else np.swapaxes(r, -1, -2), op.qubits, n)
     return out
 
