@@ -42,15 +42,27 @@ def test_batched_gradient_equals_stock_and_finite_differences(backend, rng):
     np.testing.assert_allclose(subset, fd[:, columns], atol=1e-8)
 
 
-def test_response_tensor_recovers_a_multilinear_function(rng):
+def _outer(v: np.ndarray) -> np.ndarray:
+    """(N, 3, ..., 3): prod_i v[n, i, a_i] for every index (a_1, ..., a_q), by np.multiply.outer row by row."""
+    out = []
+    for row in v:
+        prod = row[0]
+        for factor in row[1:]:
+            prod = np.multiply.outer(prod, factor)
+        out.append(prod)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("q", [3, 6])  # one Kronecker matrix (q <= 5), or an axis at a time
+def test_response_tensor_recovers_a_multilinear_function(q, rng):
     """Independent of any circuit: a random T, its values at the design points, the solve gives T back."""
-    q, k = 3, 2
+    k = 2
     tensor = torch.as_tensor(rng.normal(size=(3,) * q + (k,)))
     points = torch.as_tensor(design_points(q, np.pi))
-    assert points.shape == (27, 3) and set(np.unique(points.numpy())) == {0.0, 0.5, 1.0}
+    assert points.shape == (3**q, q) and set(np.unique(points.numpy())) == {0.0, 0.5, 1.0}
     values = evaluate_response(tensor, points, np.pi)
     theta = np.pi * points.numpy()
     v = np.stack([np.ones_like(theta), np.sin(theta), np.cos(theta)], -1)
-    direct = np.einsum("abck,na,nb,nc->nk", tensor.numpy(), v[:, 0], v[:, 1], v[:, 2])
+    direct = _outer(v).reshape(len(v), -1) @ tensor.numpy().reshape(-1, k)
     np.testing.assert_allclose(values.numpy(), direct, atol=1e-12)
     np.testing.assert_allclose(response_tensor(values, q).numpy(), tensor.numpy(), atol=1e-12)

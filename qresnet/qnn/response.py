@@ -15,6 +15,7 @@ gradient of a patch is exact: d v / d theta = (0, cos theta, -sin theta).
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 import torch
@@ -29,9 +30,26 @@ def design_points(num_inputs: int, scale: float) -> np.ndarray:
     return np.asarray(DESIGN_ANGLES)[grid] / scale
 
 
+KRONECKER_INPUTS = 5  # up to this many inputs, inv(A) along every axis is one (3^q, 3^q) matrix (473 KiB at q = 5)
+
+
+@cache
+def _inverse_design(num_inputs: int) -> torch.Tensor:
+    """inv(A) (x) ... (x) inv(A), q factors: inv(A) along every axis of T, first input slowest (entries are exact
+    powers of two, so the product is exact)."""
+    out = torch.ones(1, 1, dtype=torch.float64)
+    for _ in range(num_inputs):
+        out = torch.kron(out, _A_INV)
+    return out
+
+
 def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
-    """T of shape (3,)*q + (K,) from design-point values of shape (3^q, K)."""
-    t = values.reshape((3,) * num_inputs + (values.shape[-1],))
+    """T of shape (3,)*q + (K,) from design-point values of shape (3^q, K): one matrix product for a few inputs
+    (forward and backward), an axis at a time for more."""
+    shape = (3,) * num_inputs + (values.shape[-1],)
+    if num_inputs <= KRONECKER_INPUTS:
+        return (_inverse_design(num_inputs).to(values.dtype) @ values).reshape(shape)
+    t = values.reshape(shape)
     a_inv = _A_INV.to(values.dtype)
     for axis in range(num_inputs):
         t = torch.movedim(torch.tensordot(a_inv, t, dims=([1], [axis])), 0, axis)

@@ -25,9 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 from qiskit.circuit import Parameter
 
+from qresnet.backends.engine.chains import PrefixTangents, body_plan, prefix_chains
 from qresnet.backends.engine.program import Block, Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
-from qresnet.backends.engine.simulate import _apply, contract
+from qresnet.backends.engine.simulate import _apply, contract, environments
 from qresnet.backends.primitives import group_rows
 from qresnet.errors import EngineUnsupportedError
 
@@ -97,6 +98,26 @@ def op_derivatives(op: Step | Block, values: np.ndarray, params: Sequence[Parame
     return total, derivatives
 
 
+def body_operations(program: Program, values: np.ndarray, wanted: frozenset[int] | None = None,
+                    derivatives: bool = True) -> list[tuple[np.ndarray, dict[int, np.ndarray]]]:
+    """(R, {parameter column: dR / d value}) of every body operation in forward order, as :func:`op_derivatives`
+    gives them (none without ``derivatives``), with the blocks of Pauli rotations all at once
+    (:class:`~qresnet.backends.engine.chains.BodyPlan`)."""
+    plan = body_plan(program)
+    chained = plan.chain_operations(values, wanted, derivatives)
+    out = []
+    for j, op in enumerate(program.body):
+        if plan.fixed[j] is not None:
+            out.append((plan.fixed[j], {}))
+        elif j in chained:
+            out.append(chained[j])
+        elif derivatives:
+            out.append(op_derivatives(op, values, program.parameters, wanted))
+        else:
+            out.append((op.ptm(values, program.parameters), {}))
+    return out
+
+
 def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarray,
                   wanted: frozenset[int] | None = None) -> tuple[np.ndarray, list[int]]:
     """(G, 1 + C, K, 4^n): per setting of ``program.body_columns``, the folded observables (slot 0) and their
@@ -108,8 +129,8 @@ def body_tangents(program: Program, observables: np.ndarray, settings: np.ndarra
     representatives[:, program.body_columns] = settings
     stack = np.zeros((g, 1 + len(columns), k, 4**n))
     stack[:, 0] = observables
-    for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters, wanted)
+    operations = body_operations(program, representatives, wanted)
+    for op, (r, derivatives) in zip(reversed(program.body), reversed(operations)):
         before = stack[:, 0]
         moved = _apply(stack.reshape(g, -1, 4**n), r, op.qubits, n).reshape(stack.shape)
         for p, dr in derivatives.items():  # the product rule: o dR, with o the image before this operation
@@ -166,6 +187,21 @@ def _prefix_tangents(program: Program, values: np.ndarray, q: int,
     return r, tangents
 
 
+def prefix_states(program: Program, values: np.ndarray, wanted: frozenset[int] | None = None) -> PrefixTangents:
+    """Every qubit's Bloch vectors after its prefix and their tangents: all qubits at once where the prefixes
+    allow :class:`~qresnet.backends.engine.chains.Chains` (tangents by every parameter), else qubit by
+    qubit (tangents by the ``wanted`` ones)."""
+    chains = prefix_chains(program)
+    if chains is not None:
+        return chains.prefix_tangents(values)
+    prefix = [prefix_tangents(program, values, q, wanted) for q in range(program.num_qubits)]
+    pairs = [(q, p, t) for q, (_, tangents) in enumerate(prefix) for p, t in tangents.items()]
+    chain = np.zeros((len(pairs), len(program.parameters)))
+    chain[np.arange(len(pairs)), [p for _, p, _ in pairs]] = 1.0
+    tangents = np.stack([t for _, _, t in pairs], axis=1) if pairs else np.zeros((len(values), 0, 4))
+    return PrefixTangents([b for b, _ in prefix], tangents, np.array([q for q, _, _ in pairs], dtype=int), chain)
+
+
 def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.ndarray,
                          wanted: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(values (K, R), derivatives (K, R, P)) by the program's parameters (``wanted`` columns; the others stay 0),
@@ -176,19 +212,16 @@ def heisenberg_gradients(program: Program, observables: np.ndarray, values: np.n
         return np.repeat(observables[:, :1], rows, axis=1), grads
     settings, group = group_rows(values[:, program.body_columns])
     stack, columns = body_tangents(program, observables, settings, wanted)
-    prefix = [prefix_tangents(program, values, q, wanted) for q in range(n)]
-    bloch = [r for r, _ in prefix]
-    # values and body derivatives: one contraction of every slot of the stack
-    both = contract(stack.reshape(len(settings), -1, 4**n), group, bloch).reshape(1 + len(columns), k, rows)
-    grads[:, :, columns] += both[1:].transpose(1, 2, 0)
-    # prefix derivatives: the value with one qubit's Bloch vector replaced by its derivative, all pairs at once
-    pairs = [(q, p, dr) for q, (_, derivatives) in enumerate(prefix) for p, dr in derivatives.items()]
-    if pairs:
-        replaced = [np.concatenate([dr if q == other else bloch[other] for q, _, dr in pairs]) for other in range(n)]
-        d_prefix = contract(stack[:, 0], np.tile(group, len(pairs)), replaced).reshape(k, len(pairs), rows)
-        for i, (_, p, _) in enumerate(pairs):
-            grads[:, :, p] += d_prefix[:, i]
-    return both[0], grads
+    prefix = prefix_states(program, values, wanted)
+    out, env = environments(stack[:, 0], group, prefix.bloch)
+    if columns:  # body derivatives: one contraction of the tangent slots of the stack
+        body = contract(stack[:, 1:].reshape(len(settings), -1, 4**n), group, prefix.bloch)
+        grads[:, :, columns] += body.reshape(len(columns), k, rows).transpose(1, 2, 0)
+    # prefix derivatives: each qubit's environment times its Bloch vector's tangents
+    kept = sorted(wanted) if wanted is not None else slice(None)
+    grads[:, :, kept] += prefix.gradients(env).transpose(1, 0, 2)[:, :, kept]
+    return out, grads
 
 
-__all__ = ["body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_tangents", "step_derivatives"]
+__all__ = ["body_operations", "body_tangents", "heisenberg_gradients", "op_derivatives", "prefix_states",
+           "prefix_tangents", "step_derivatives"]

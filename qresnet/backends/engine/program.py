@@ -155,6 +155,7 @@ class Program:
     body: list[Step | Block]  # forward order
     noisy: bool
     steps: list[Step]  # every step in circuit order (statevector route)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # plans made from it once, by name
 
     @property
     def num_qubits(self) -> int:
@@ -194,25 +195,9 @@ def _channel_ptm(error) -> np.ndarray:
     return superop_ptm(SuperOp(error.to_quantumchannel()).data)
 
 
-def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Sequence[int] = (),
-                    product_prefix: bool = True) -> Program:
-    """Compile ``circuit`` (logical or ISA) under an optional Aer ``NoiseModel``.
-
-    ``product_prefix=False`` puts every operation in the body: for circuits that do not start
-    from |0...0>, such as the body after a state preparation.
-    """
-    # the qubits the caller sees the circuit touch, before sub-circuits are opened (one may leave a qubit idle)
-    touched = {circuit.find_bit(q).index for inst in circuit.data
-               if inst.operation.name not in IGNORED for q in inst.qubits}
-    parameters = tuple(circuit.parameters)  # the column order of the PUB's parameter values
-    circuit = flatten(circuit, noise_model)
-    if noise_model is not None and any(inst.operation.name == "delay" for inst in circuit.data):
-        pass_manager = noise_model._pass_manager()  # Aer's own relaxation-on-delay pass, as Aer applies it
-        if pass_manager is not None:
-            circuit = pass_manager.run(circuit)
-    physical = tuple(sorted(touched | set(extra_qubits)))
-    compact = {q: i for i, q in enumerate(physical)}
-    index = {p: j for j, p in enumerate(parameters)}
+def _noise_lookup(noise_model):
+    """(instruction name, physical qubits) -> (noise PTM, its qubit count) or None, from an Aer ``NoiseModel``
+    (None: no noise), each worked out once."""
     local = noise_model._local_quantum_errors if noise_model is not None else {}
     default = noise_model._default_quantum_errors if noise_model is not None else {}
     noise_cache: dict = {}
@@ -226,76 +211,82 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
             noise_cache[key] = None if error is None else (_channel_ptm(error), error.num_qubits)
         return noise_cache[key]
 
-    steps: list[Step] = []
-    for inst in circuit.data:
-        op = inst.operation
-        name = op.name
-        if name in IGNORED:
-            continue
-        phys = tuple(circuit.find_bit(q).index for q in inst.qubits)
-        if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
-            raise EngineUnsupportedError(
-                f"the engine evaluates estimator circuits without measurements or control flow; "
-                f"found {name!r} on qubits {phys}. An estimator measures the observables itself: drop final "
-                f"measurements (circuit.remove_final_measurements(inplace=False)); for mid-circuit measurements or "
-                f"control flow use Aer (qresnet: --engine aer)"
-            )
-        qubits = tuple(compact[q] for q in phys)
-        k = len(qubits)
-        step = Step(qubits, operation=op)
-        params = list(op.params) if name not in IDLE else []
-        if name in IDLE:
-            step.fixed, step.matrix = np.eye(4**k), np.eye(2**k)
-        elif name == "reset":
-            step.fixed = kraus_ptm([np.array([[1, 0], [0, 0]]), np.array([[0, 1], [0, 0]])])
-        elif hasattr(op, "_quantum_error"):  # Aer's quantum_channel instructions, e.g. from the delay pass
-            step.fixed = _channel_ptm(op._quantum_error)
-        elif any(isinstance(p, ParameterExpression) and p.parameters for p in params):
-            if getattr(op, "_standard_gate", None) is None:  # its matrix would come from a definition bound elsewhere
-                raise EngineUnsupportedError(
-                    f"instruction {name!r} on qubits {phys} has parameters {params} but is neither a standard gate "
-                    f"nor a sub-circuit the engine can open ({'the noise model names it' if op.definition is not None else 'it has no definition'}); "
-                    f"decompose it into standard gates first (e.g. circuit.decompose())")
-            unknown = {q for p in params if isinstance(p, ParameterExpression) for q in p.parameters} - index.keys()
-            if unknown:
-                raise EngineUnsupportedError(
-                    f"instruction {name!r} on qubits {phys} uses parameters {sorted(p.name for p in unknown)} that the "
-                    f"circuit does not list in circuit.parameters (a sub-circuit whose definition was not rebound)")
-            step.angles = angle_map(params, index)
-            if name in PAULI_ROTATIONS:
-                gate_at = lambda t, op=op: unitary_ptm(Operator(_with_params(op, [t])).data)  # noqa: E731
-                step.rotation = rotation_ptm_terms(gate_at)
-                if k == 1:  # B is the identity on two Bloch components, C turns one into the other
-                    i, j = np.flatnonzero(np.diag(step.rotation[1]))
-                    step.plane = (int(i), int(j)) if step.rotation[2][j, i] > 0 else (int(j), int(i))
-                # U(pi) = -i P; p and u1 are rz up to a global phase
-                step.generator = (np.diag([1.0, -1.0]).astype(complex) if name in ("p", "u1")
-                                  else 1j * Operator(_with_params(op, [np.pi])).data)
-            elif name in UNITARY_BUILDERS:
-                step.builder = UNITARY_BUILDERS[name]
-        else:
-            try:
-                step.matrix = Operator(op).data
-                step.fixed = unitary_ptm(step.matrix)
-            except Exception:
-                try:
-                    step.fixed = superop_ptm(SuperOp(op).data)
-                except Exception as exc:
-                    raise EngineUnsupportedError(f"the engine cannot simulate instruction {name!r}: {exc}") from None
-        found = noise_for(getattr(op, "label", None) or name, phys)
-        if found is not None:
-            ptm, error_qubits = found
-            if error_qubits != k:
-                raise EngineUnsupportedError(f"noise on {name!r} acts on {error_qubits} qubits, the gate on {k}")
-            if step.fixed is not None:
-                step.fixed = ptm @ step.fixed
-                step.matrix = None
-            else:
-                step.noise = ptm
-        steps.append(step)
+    return noise_for
 
-    prefix: list[list[Step]] = [[] for _ in physical]
-    entangled = [False] * len(physical)
+
+def _compile_step(inst, circuit: QuantumCircuit, compact: dict[int, int], index: dict[Parameter, int],
+                  noise_for) -> Step:
+    """One instruction (not in ``IGNORED``) as a :class:`Step` on compact qubits, with the noise the model attaches."""
+    op = inst.operation
+    name = op.name
+    phys = tuple(circuit.find_bit(q).index for q in inst.qubits)
+    if inst.clbits or name in ("measure",) or getattr(op, "blocks", None):
+        raise EngineUnsupportedError(
+            f"the engine evaluates estimator circuits without measurements or control flow; "
+            f"found {name!r} on qubits {phys}. An estimator measures the observables itself: drop final "
+            f"measurements (circuit.remove_final_measurements(inplace=False)); for mid-circuit measurements or "
+            f"control flow use Aer (qresnet: --engine aer)"
+        )
+    qubits = tuple(compact[q] for q in phys)
+    k = len(qubits)
+    step = Step(qubits, operation=op)
+    params = list(op.params) if name not in IDLE else []
+    if name in IDLE:
+        step.fixed, step.matrix = np.eye(4**k), np.eye(2**k)
+    elif name == "reset":
+        step.fixed = kraus_ptm([np.array([[1, 0], [0, 0]]), np.array([[0, 1], [0, 0]])])
+    elif hasattr(op, "_quantum_error"):  # Aer's quantum_channel instructions, e.g. from the delay pass
+        step.fixed = _channel_ptm(op._quantum_error)
+    elif any(isinstance(p, ParameterExpression) and p.parameters for p in params):
+        if getattr(op, "_standard_gate", None) is None:  # its matrix would come from a definition bound elsewhere
+            raise EngineUnsupportedError(
+                f"instruction {name!r} on qubits {phys} has parameters {params} but is neither a standard gate "
+                f"nor a sub-circuit the engine can open ({'the noise model names it' if op.definition is not None else 'it has no definition'}); "
+                f"decompose it into standard gates first (e.g. circuit.decompose())")
+        unknown = {q for p in params if isinstance(p, ParameterExpression) for q in p.parameters} - index.keys()
+        if unknown:
+            raise EngineUnsupportedError(
+                f"instruction {name!r} on qubits {phys} uses parameters {sorted(p.name for p in unknown)} that the "
+                f"circuit does not list in circuit.parameters (a sub-circuit whose definition was not rebound)")
+        step.angles = angle_map(params, index)
+        if name in PAULI_ROTATIONS:
+            gate_at = lambda t, op=op: unitary_ptm(Operator(_with_params(op, [t])).data)  # noqa: E731
+            step.rotation = rotation_ptm_terms(gate_at)
+            if k == 1:  # B is the identity on two Bloch components, C turns one into the other
+                i, j = np.flatnonzero(np.diag(step.rotation[1]))
+                step.plane = (int(i), int(j)) if step.rotation[2][j, i] > 0 else (int(j), int(i))
+            # U(pi) = -i P; p and u1 are rz up to a global phase
+            step.generator = (np.diag([1.0, -1.0]).astype(complex) if name in ("p", "u1")
+                              else 1j * Operator(_with_params(op, [np.pi])).data)
+        elif name in UNITARY_BUILDERS:
+            step.builder = UNITARY_BUILDERS[name]
+    else:
+        try:
+            step.matrix = Operator(op).data
+            step.fixed = unitary_ptm(step.matrix)
+        except Exception:
+            try:
+                step.fixed = superop_ptm(SuperOp(op).data)
+            except Exception as exc:
+                raise EngineUnsupportedError(f"the engine cannot simulate instruction {name!r}: {exc}") from None
+    found = noise_for(getattr(op, "label", None) or name, phys)
+    if found is not None:
+        ptm, error_qubits = found
+        if error_qubits != k:
+            raise EngineUnsupportedError(f"noise on {name!r} acts on {error_qubits} qubits, the gate on {k}")
+        if step.fixed is not None:
+            step.fixed = ptm @ step.fixed
+            step.matrix = None
+        else:
+            step.noise = ptm
+    return step
+
+
+def _prefix_and_body(steps: list[Step], n: int, product_prefix: bool) -> tuple[list[list[Step]], list[Step | Block]]:
+    """Each qubit's steps before its first multi-qubit step (none without ``product_prefix``), and the body, with
+    runs of single-qubit body steps on one qubit between multi-qubit steps as one :class:`Block`."""
+    prefix: list[list[Step]] = [[] for _ in range(n)]
+    entangled = [False] * n
     raw_body: list[Step] = []
     for step in steps:
         if product_prefix and len(step.qubits) == 1 and not entangled[step.qubits[0]]:
@@ -317,8 +308,33 @@ def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Seq
     for q, run in pending.items():
         if run:
             body.append(Block(q, _fuse_fixed(run)))
-    return Program(physical, parameters, [_fuse_fixed(p) for p in prefix], body,
-                   noisy=noise_model is not None, steps=steps)
+    return [_fuse_fixed(p) for p in prefix], body
+
+
+def compile_circuit(circuit: QuantumCircuit, noise_model=None, extra_qubits: Sequence[int] = (),
+                    product_prefix: bool = True) -> Program:
+    """Compile ``circuit`` (logical or ISA) under an optional Aer ``NoiseModel``.
+
+    ``product_prefix=False`` puts every operation in the body: for circuits that do not start
+    from |0...0>, such as the body after a state preparation.
+    """
+    # the qubits the caller sees the circuit touch, before sub-circuits are opened (one may leave a qubit idle)
+    touched = {circuit.find_bit(q).index for inst in circuit.data
+               if inst.operation.name not in IGNORED for q in inst.qubits}
+    parameters = tuple(circuit.parameters)  # the column order of the PUB's parameter values
+    circuit = flatten(circuit, noise_model)
+    if noise_model is not None and any(inst.operation.name == "delay" for inst in circuit.data):
+        pass_manager = noise_model._pass_manager()  # Aer's own relaxation-on-delay pass, as Aer applies it
+        if pass_manager is not None:
+            circuit = pass_manager.run(circuit)
+    physical = tuple(sorted(touched | set(extra_qubits)))
+    compact = {q: i for i, q in enumerate(physical)}
+    index = {p: j for j, p in enumerate(parameters)}
+    noise_for = _noise_lookup(noise_model)
+    steps = [_compile_step(inst, circuit, compact, index, noise_for) for inst in circuit.data
+             if inst.operation.name not in IGNORED]
+    prefix, body = _prefix_and_body(steps, len(physical), product_prefix)
+    return Program(physical, parameters, prefix, body, noisy=noise_model is not None, steps=steps)
 
 
 def flatten(circuit: QuantumCircuit, noise_model=None) -> QuantumCircuit:

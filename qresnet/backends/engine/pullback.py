@@ -38,16 +38,18 @@ from qresnet.backends.engine.encoded import (
     pauli_to_matrix_adjoint,
     project_to_features,
 )
-from qresnet.backends.engine.gradient import op_derivatives, prefix_tangents
+from qresnet.backends.engine.gradient import body_operations, prefix_states
 from qresnet.backends.engine.program import Program
 from qresnet.backends.engine.simulate import (
     _apply,
     _apply_unitary,
     _step_unitary,
-    contract,
+    environments,
+    group_members,
     observable_vectors,
     op_environment,
     pauli_apply,
+    row_chunks,
 )
 from qresnet.backends.primitives import Pullback, group_rows
 from qresnet.errors import EngineUnsupportedError
@@ -59,8 +61,7 @@ def _images(program: Program, observables: np.ndarray, representatives: np.ndarr
     n = program.num_qubits
     images, ops = [], []
     h = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
-    for op in reversed(program.body):
-        r, derivatives = op_derivatives(op, representatives, program.parameters)
+    for op, (r, derivatives) in zip(reversed(program.body), reversed(body_operations(program, representatives))):
         images.append(h)
         ops.append((op, r, derivatives))
         h = _apply(h, r, op.qubits, n)
@@ -74,18 +75,25 @@ def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int) -> np.ndarr
     for h_j, (op, r, derivatives) in zip(images, ops):
         if derivatives:
             m = op_environment(h_j, s, op.qubits, n)  # (G, d, d): one product for all of the op's parameters
-            for p, dr in derivatives.items():
-                out[p] += float(np.sum((dr if dr.ndim == 3 else dr[None]) * m))
+            stacked = np.stack([np.broadcast_to(dr, m.shape) for dr in derivatives.values()])
+            out[list(derivatives)] += stacked.reshape(len(stacked), -1) @ m.reshape(-1)  # sum(dR/dp * M) for each p
         s = _apply(s, r.T if r.ndim == 2 else np.swapaxes(r, -1, -2), op.qubits, n)
     return out
 
 
-def _product_states(bloch: list[np.ndarray]) -> np.ndarray:
-    """(R, 4^n): each row's product of Bloch vectors, qubit q the base-4 digit q."""
-    out = bloch[-1]
-    for b in reversed(bloch[:-1]):
-        out = (out[:, :, None] * b[:, None, :]).reshape(len(out), -1)
-    return out
+def cotangent_states(g: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], count: int,
+                     max_bytes: int | None = None) -> np.ndarray:
+    """(G, K, 4^n): s_gk = sum over the rows r of setting g of g_rk b_r, with b_r the row's product of Bloch
+    vectors (qubit q the base-4 digit q), built in chunks of rows within ``max_bytes``."""
+    n = len(bloch)
+    s = np.zeros((count, g.shape[1], 4**n))
+    for setting, members in enumerate(group_members(group, count)):
+        for rows in row_chunks(members, 4**n, max_bytes):
+            states = bloch[-1][rows]
+            for b in reversed(bloch[:-1]):
+                states = (states[:, :, None] * b[rows][:, None, :]).reshape(len(rows), -1)
+            s[setting] += g[rows].T @ states
+    return s
 
 
 def program_pullback(program: Program, observables: np.ndarray, values: np.ndarray, inputs: list[int],
@@ -100,23 +108,14 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     folded, images, ops = _images(program, observables, representatives)
-    wanted = frozenset(inputs) | frozenset(weights)
-    prefix = [prefix_tangents(program, values, q, wanted) for q in range(n)]
-    bloch = [b for b, _ in prefix]
-    out = contract(folded, group, bloch)
-    pairs = [(q, p, db) for q, (_, derivatives) in enumerate(prefix) for p, db in derivatives.items()]
+    prefix = prefix_states(program, values, frozenset(inputs) | frozenset(weights))
+    out, env = environments(folded, group, prefix.bloch)
 
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(rows, k)
-        states = _product_states(bloch)
-        s = np.stack([g[group == gi].T @ states[group == gi] for gi in range(len(settings))])  # (G, K, 4^n)
+        s = cotangent_states(g, group, prefix.bloch, len(settings))  # (G, K, 4^n)
         d = _walk(s, images, ops, n, len(program.parameters))
-        per_row = np.zeros((rows, len(program.parameters)))
-        if pairs:  # the value with one qubit's Bloch vector replaced by its derivative, all pairs at once
-            replaced = [np.concatenate([db if q == other else bloch[other] for q, _, db in pairs]) for other in range(n)]
-            d_prefix = contract(folded, np.tile(group, len(pairs)), replaced).reshape(k, len(pairs), rows)
-            for i, (_, p, _) in enumerate(pairs):
-                per_row[:, p] += np.einsum("rk,kr->r", g, d_prefix[:, i])
+        per_row = prefix.pullback(env, g)  # the prefix parameters, row by row
         d += per_row.sum(axis=0)
         return (per_row[:, inputs] if inputs else None), d[weights]
 

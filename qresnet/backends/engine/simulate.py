@@ -6,6 +6,7 @@ from functools import cache
 
 import numpy as np
 
+from qresnet.backends.engine.chains import body_plan, prefix_chains
 from qresnet.backends.engine.program import Program, Step
 from qresnet.backends.engine.ptm import unitary_ptm
 from qresnet.backends.primitives import group_rows
@@ -114,9 +115,14 @@ def body_images(program: Program, observables: np.ndarray, settings: np.ndarray)
     columns = program.body_columns
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, columns] = settings
+    plan = body_plan(program)
+    chained = plan.chain_operations(representatives, derivatives=False)  # the rotation blocks, all at once
     o = np.broadcast_to(observables, (len(representatives),) + observables.shape).copy()
-    for op in reversed(program.body):
-        o = _apply(o, op.ptm(representatives, program.parameters), op.qubits, program.num_qubits)
+    for j in range(len(program.body) - 1, -1, -1):
+        op = program.body[j]
+        r = plan.fixed[j] if plan.fixed[j] is not None else chained[j][0] if j in chained else \
+            op.ptm(representatives, program.parameters)
+        o = _apply(o, r, op.qubits, program.num_qubits)
     return o
 
 
@@ -133,34 +139,88 @@ def heisenberg(
         return np.repeat(observables[:, :1], len(values), axis=1)
     settings, group = grouping if grouping is not None else group_rows(values[:, program.body_columns])
     o = body_images(program, observables, settings)
-    bloch = [prefix_bloch(program, values, q) for q in range(n)]
+    chains = prefix_chains(program)
+    if chains is not None:  # every qubit's prefix at once
+        bloch = list(chains.states(values, tangents=False)[0])
+    else:
+        bloch = [prefix_bloch(program, values, q) for q in range(n)]
     return contract(o, group, bloch)
 
 
-def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray]) -> np.ndarray:
+def contract(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], max_bytes: int | None = None) -> np.ndarray:
     """(K, R): Tr[O_g(row) rho_row] for images ``o`` (G, K, 4^n) and product states given by ``bloch`` (n of (R, 4)).
 
     Tr[O rho] = sum_j o_j prod_q r_q[j_q]: with few body settings, contract the most significant
     qubit by a matmul per setting, then the others row by row; with many, gather each row's image.
+    Rows go in chunks whose largest intermediate stays within ``max_bytes`` (default ``CHUNK_BYTES``).
     """
     n, rows_total, k = len(bloch), len(group), o.shape[1]
-    if len(o) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
-        t = o[group]  # (R, K, 4^n)
-        for q in range(n):
-            t = (t.reshape(rows_total, k, -1, 4) * bloch[q][:, None, None, :]).sum(axis=3)
-        return t.reshape(rows_total, k).T
     out = np.empty((rows_total, k))
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(o) + 1))
-    top = bloch[n - 1]
-    for g in range(len(o)):
-        rows = order[bounds[g]:bounds[g + 1]]
-        t = top[rows] @ o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)  # (R_g, K * 4^(n-1))
-        t = t.reshape(len(rows), k, -1)
-        for q in range(n - 2, -1, -1):
-            t = (t.reshape(len(rows), k, 4, -1) * bloch[q][rows][:, None, :, None]).sum(axis=2)
-        out[rows] = t.reshape(len(rows), k)
+    if len(o) > PER_GROUP_LOOP:  # many settings: gather each row's observable image
+        for rows in row_chunks(np.arange(rows_total), 2 * k * 4**n, max_bytes):  # the image and a product
+            t = o[group[rows]]  # (R_c, K, 4^n)
+            for q in range(n):
+                t = (t.reshape(len(rows), k, -1, 4) * bloch[q][rows, None, None, :]).sum(axis=3)
+            out[rows] = t.reshape(len(rows), k)
+        return out.T
+    for g, members in enumerate(group_members(group, len(o))):
+        top = o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)
+        for rows in row_chunks(members, 2 * top.shape[1], max_bytes):
+            t = bloch[n - 1][rows] @ top  # (R_c, K * 4^(n-1))
+            for q in range(n - 2, -1, -1):
+                t = (t.reshape(len(rows), k, 4, -1) * bloch[q][rows][:, None, :, None]).sum(axis=2)
+            out[rows] = t.reshape(len(rows), k)
     return out.T
+
+
+def environments(o: np.ndarray, group: np.ndarray, bloch: list[np.ndarray],
+                 max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(values (K, R), environments (R, K, n, 4)): E[r, k, q] is the derivative of value (r, k) by qubit q's Bloch
+    vector, the row's image contracted with every other qubit's Bloch vector of the row (a value is linear in
+    each). Contracted as :func:`contract` does, from the most significant qubit down, with the products of the
+    lower qubits' Bloch vectors beside."""
+    n, rows_total, k = len(bloch), len(group), o.shape[1]
+    values, env = np.empty((rows_total, k)), np.empty((rows_total, k, n, 4))
+    gather = len(o) > PER_GROUP_LOOP  # many settings: gather each row's image
+    parts = [(0, np.arange(rows_total))] if gather else list(enumerate(group_members(group, len(o))))
+    for g, members in parts:
+        for rows in row_chunks(members, (2 * k + 1) * 4 ** (n if gather else n - 1), max_bytes):
+            b, c = [x[rows] for x in bloch], len(rows)
+            low = [np.ones((c, 1))]  # low[q] (c, 4^q): the product of the Bloch vectors below qubit q
+            for q in range(n - 1):
+                low.append((b[q][:, :, None] * low[q][:, None, :]).reshape(c, -1))
+            if gather:
+                t = o[group[rows]].reshape(c, k, 4, -1)
+                env[rows, :, n - 1] = (t @ low[n - 1][:, None, :, None])[..., 0]
+                t = (t * b[n - 1][:, None, :, None]).sum(axis=2)
+            else:
+                env[rows, :, n - 1] = (low[n - 1] @ o[g].reshape(k * 4, -1).T).reshape(c, k, 4)
+                t = b[n - 1] @ o[g].reshape(k, 4, -1).transpose(1, 0, 2).reshape(4, -1)
+            for q in range(n - 2, -1, -1):
+                t = t.reshape(c, k, 4, -1)
+                env[rows, :, q] = (t @ low[q][:, None, :, None])[..., 0]
+                t = (t * b[q][:, None, :, None]).sum(axis=2)
+            values[rows] = t.reshape(c, k)
+    return values.T, env
+
+
+CHUNK_BYTES = 256 * 2**20  # the largest intermediate one chunk of rows may build (a 9-qubit image is 2 MiB a row)
+
+
+def row_chunks(rows: np.ndarray, numbers_per_row: int, max_bytes: int | None = None) -> list[np.ndarray]:
+    """``rows`` in consecutive chunks whose (chunk, ``numbers_per_row``) float64 arrays take at most ``max_bytes``
+    (default ``CHUNK_BYTES``; at least one row a chunk)."""
+    size = max(1, (CHUNK_BYTES if max_bytes is None else max_bytes) // (8 * numbers_per_row))
+    return [rows] if size >= len(rows) else [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def group_members(group: np.ndarray, count: int) -> list[np.ndarray]:
+    """The rows of each of ``count`` groups, by group: ``np.flatnonzero(group == g)`` for every g at once."""
+    if count == 1:
+        return [np.arange(len(group))]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(count + 1))
+    return [order[bounds[g]:bounds[g + 1]] for g in range(count)]
 
 
 def statevector(program: Program, observables: list[dict[str, float]], values: np.ndarray) -> np.ndarray:
@@ -220,4 +280,5 @@ def _apply_unitary(psi: np.ndarray, u: np.ndarray, qubits: tuple[int, ...], n: i
     return np.moveaxis(flat.reshape(shape), range(-len(qubits), 0), axes).reshape(len(psi), 2**n)
 
 
-__all__ = ["body_images", "contract", "heisenberg", "observable_vectors", "pauli_apply", "statevector"]
+__all__ = ["CHUNK_BYTES", "body_images", "contract", "environments", "group_members", "heisenberg", "observable_vectors",
+           "pauli_apply", "row_chunks", "statevector"]
