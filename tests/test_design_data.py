@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from qresnet.data import load_image_arrays, resize_images
+from qresnet.images import load_image_arrays, resize_images
 from qresnet.errors import QresnetError
 
 
