@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
-                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, TEMPLATES)
-from qresnet.cli.arguments import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
+                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, RUN_MODES, TEMPLATES)
+from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
+                                  parse_ints, parse_seeds, print_table)
 from qresnet.cli.jobs import add_jobs_parser
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.values import checked_int
 
+DATASET_HELP = f"{' | '.join(DATASETS)} | npz:PATH (x_train, y_train, x_test, y_test) | idx:DIR (the four IDX files)"
 WAIT_HELP = "if another process is using the output directory, wait for it to finish (default: refuse at once)"
 
 
@@ -140,8 +142,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": parse_ints(args.classes, "--classes", "labels"),
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
+        "filter": args.filter, "image_size": args.image_size,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    values["quanv"] = filter_values(args, values.get("quanv"))
     config = TrainConfig.from_dict(values)
     with _locked(args.resume or args.out, args.wait):
         result = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
@@ -230,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.add_argument("--keep-checkpoints", type=int, default=None,
                    help="epoch checkpoints kept besides the best one (default 3; metrics.csv keeps every epoch)")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to N x N pixels")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--classes", default=None, help="class subset, e.g. 0,1,2,3")
     p.add_argument("--per-class", type=int, default=None)
@@ -243,9 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantum head on aer:<device>: 'transpiled' also runs the whole transpiled encoding under "
                         "noise for --head-noise-samples test samples (Aer density matrix; slow) and reports the difference")
     p.add_argument("--head-noise-samples", type=int, default=None)
-    p.add_argument("--mode", default=None, choices=MODES)
+    p.add_argument("--mode", default=None, choices=RUN_MODES,
+                   help="response (design points), per-patch, or auto: the one with fewer rows (default: response for "
+                        "today's 2x2 filter, auto for any other)")
     p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
     p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
+    add_filter_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None,
@@ -262,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
     p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classes", default=None)
     p.add_argument("--per-class", type=int, default=None)
