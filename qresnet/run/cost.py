@@ -92,7 +92,8 @@ def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size
     if device is not None:
         isa = {id(t): backend.transpile(t).circuit for t, _ in per_step}
         train_circuits = steps * sum(n for _, n in per_step)
-        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, 2 * steps if per_step else 0)
+        jobs = 2 * steps if per_step else 0  # a forward and a gradient job per step, when there are circuits
+        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, jobs)
         test_circuits = sum(n for _, n in evaluation)
         test_seconds = qpu_seconds([(isa[id(t)], n) for t, n in evaluation], shots, backend.device, len(evaluation))
     boundaries = (config.layers - 1 if config.filter == "quantum" else 0) + (config.head == "quantum")
