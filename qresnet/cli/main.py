@@ -169,11 +169,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         classes=parse_ints(args.classes, "--classes", "labels"),
         backends=tuple(args.backends.split(",")) if args.backends else None,
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
+        filters=tuple(f.strip() for f in args.filters.split(",")) if args.filters else None,
     )
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
-          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {len(sweep.seeds)} seeds), "
+          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {', '.join(sweep.filters)} filter "
+          f"x {len(sweep.seeds)} seeds), "
           f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
     with _locked(out, args.wait):
         try:
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="linear | quantum | linear,quantum (default: the preset's)")
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
+    p.add_argument("--filters", default=None, help="quantum | classical | quantum,classical: also run the classical "
+                   "control of the same size, and answer Q6 (default: quantum)")
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None)
