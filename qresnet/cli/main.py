@@ -15,6 +15,7 @@ from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE,
                              HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, RUN_MODES, TEMPLATES)
 from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
                                   parse_ints, parse_seeds, print_table)
+from qresnet.cli.evaluate import add_evaluate_parser
 from qresnet.cli.jobs import add_jobs_parser
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.values import checked_int
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to store them (default: $QRESNET_DATA_DIR, else ~/.cache/qresnet/mnist)")
     p.add_argument("--url", default=None, help="base URL of a mirror of the gzipped IDX files")
     p.set_defaults(run=cmd_data_fetch)
+    add_evaluate_parser(sub)
     add_jobs_parser(sub)
     return parser
 
