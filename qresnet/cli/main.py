@@ -159,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from qresnet.backends import BackendSpec
+    from qresnet.study.drift import sweep_drift
     from qresnet.study.report import write_comparison_report
     from qresnet.study.sweep import SweepConfig, run_sweep
 
@@ -172,6 +174,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
         filters=tuple(f.strip() for f in args.filters.split(",")) if args.filters else None,
     )
+    if args.drift is not None:
+        BackendSpec.coerce(args.drift)  # a bad spec is refused before the sweep, not after it
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
@@ -191,7 +195,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: "
                   "finished runs are reused", file=sys.stderr)
             return 1
-        report = write_comparison_report(result, out)
+        drift = [] if args.drift is None else sweep_drift(result, out, args.drift, sweep.backend_options)
+        report = write_comparison_report(result, out, drift)
     print(report.read_text().split("## The numbers behind each verdict")[0])
     print(f"report: {report}")
     return 0
@@ -272,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="linear | quantum | linear,quantum (default: the preset's)")
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
+    p.add_argument("--drift", default=None, metavar="SPEC", help="also evaluate every run's last checkpoint on this "
+                   "backend (e.g. aer:fake_quito) and report the accuracy change, paired by seed")
     p.add_argument("--filters", default=None, help="quantum | classical | quantum,classical: also run the classical "
                    "control of the same size, and answer Q6 (default: quantum)")
     p.add_argument("--layers", type=int, default=None)

@@ -22,7 +22,8 @@ from qresnet.run.cost import run_cost
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 from qresnet.study import evidence as ev
-from qresnet.study.report_figures import comparison_figures
+from qresnet.study.drift import Drifted, drift_section
+from qresnet.study.report_figures import comparison_figures, noise_families, robustness_figure
 
 if TYPE_CHECKING:  # for the annotations only: the sweep module trains (torch); a report only reads results
     from qresnet.study.sweep import SweepConfig, SweepResult
@@ -196,8 +197,9 @@ def _interval(value: dict | None, signed: bool = False) -> str:
     return cls(**value).describe()
 
 
-def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
-    """results.csv, results.json, report.md and the figures of a sweep's result into ``out``; returns report.md's path."""
+def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequence[Drifted] = ()) -> Path:
+    """results.csv, results.json, report.md and the figures of a sweep's result into ``out``; returns report.md's path.
+    ``drift``: the runs evaluated under another backend (:func:`qresnet.study.drift.sweep_drift`), a section of its own."""
     out, sweep, rows = Path(out), result.sweep, result.runs
     runs = Runs(rows)
     assessed = assess(runs, sweep)
@@ -213,7 +215,8 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
     several = len({s.head for s in runs.settings}) > 1
     labels = {s.label(several): s for s in runs.settings}
     notes = sorted({note for r in rows for note in r.head_notes}
-                   | {f"quantum weight gradients on {r.backend}: {r.gradient}" for r in rows if r.gradient})
+                   | {f"{'quantum' if r.filter == 'quantum' else 'classical control'} weight gradients on {r.backend}: "
+                      f"{r.gradient}" for r in rows if r.gradient})
     seeds = runs.seeds
     seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else
                  f"one seed ({seeds[0]}): no interval can be given, and every verdict that needs one is inconclusive")
@@ -263,6 +266,7 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
         lines.append("")
     lines += _noisy_minus_ideal(runs, several)
     lines += _quantum_beside_linear(runs)
+    lines += drift_section(drift)
     lines += ["## The numbers behind each verdict", ""]
     for label, per_config in assessed.items():
         for config, item in per_config.items():
@@ -292,9 +296,12 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
               "![training curves](curves.png)", ""]
     if len(labels) > 1:
         lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
+    if noise_families(runs):
+        lines += ["![accuracy against noise level](robustness.png)", ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     comparison_figures(runs, assessed, labels, out)
+    robustness_figure(runs, out)
     return report
 
 

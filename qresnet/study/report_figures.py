@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qresnet.backends import BackendSpec
 from qresnet.run.figures import save_figure
 from qresnet.study import evidence as ev
 
@@ -102,3 +103,65 @@ def comparison_figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, S
         ax.legend(fontsize=8)
         fig.tight_layout()
         save_figure(fig, out / "ideal_vs_noisy.png")
+
+
+def noise_level(backend: str) -> tuple[str, float] | None:
+    """A backend's noise family and level: ``noise:<channel>:<p>`` -> (channel, p), ``aer:<device>@<s>`` -> (device,
+    s), ``aer:<device>`` -> (device, 1); None for the ideal ``aer`` (level 0 of every family) and the others."""
+    spec = BackendSpec.coerce(backend)
+    if spec.kind == "noise":
+        return f"noise:{spec.channel}", float(spec.p)
+    if spec.kind == "aer" and spec.device is not None:
+        return f"aer:{spec.device}", 1.0 if spec.scale is None else float(spec.scale)
+    return None
+
+
+def noise_families(runs: Runs) -> dict[tuple[str, str, str], dict[float, Setting]]:
+    """Per (family, head, filter): the sweep's settings by noise level, the ideal ``aer`` at 0; only families with a
+    noisy level, and two levels at least (a line needs two points)."""
+    families: dict[tuple[str, str, str], dict[float, Setting]] = {}
+    ideal = {(s.head, s.filter): s for s in runs.settings if s.backend == "aer"}
+    for s in runs.settings:
+        level = noise_level(s.backend)
+        if level is not None:
+            family = families.setdefault((level[0], s.head, s.filter), {})
+            family[level[1]] = s
+            if (s.head, s.filter) in ideal:
+                family.setdefault(0.0, ideal[(s.head, s.filter)])
+    return {key: dict(sorted(levels.items())) for key, levels in families.items() if len(levels) > 1}
+
+
+def robustness_figure(runs: Runs, out: Path) -> bool:
+    """``robustness.png``: test accuracy (mean, 95% interval bars) against noise level, per configuration, trainable
+    (solid) and frozen (dashed), one panel per noise family; False (no figure) when no family has two levels."""
+    families = noise_families(runs)
+    if not families:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 3.9), squeeze=False)
+    for ax, ((family, head, kind), levels) in zip(axes[0], families.items()):
+        for j, config in enumerate(runs.configs):
+            for frozen, style in ((False, "-"), (True, "--")):
+                points = [(level, runs.accuracy(s, config, frozen)) for level, s in levels.items()]
+                points = [(level, a) for level, a in points if a is not None]
+                if not points:
+                    continue
+                x = [level for level, _ in points]
+                mean = [a.mean for _, a in points]
+                low = [a.mean - (a.low if a.low is not None else a.mean) for _, a in points]
+                high = [(a.high if a.high is not None else a.mean) - a.mean for _, a in points]
+                ax.errorbar(x, mean, yerr=[low, high], fmt=style + "o", ms=3, capsize=3, color=f"C{j}",
+                            label=f"{config}{' (frozen)' if frozen else ''}")
+        what = "p" if family.startswith("noise:") else "scale s"
+        extra = "" if kind == "quantum" else ", classical control"
+        ax.set(title=f"{family}, {head} head{extra}", xlabel=f"noise level ({what}; 0: aer)",
+               ylabel="test accuracy", ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.suptitle("accuracy against noise level (mean and 95% interval over seeds; dashed: frozen)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out / "robustness.png")
+    return True
