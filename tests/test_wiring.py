@@ -188,3 +188,66 @@ def test_bad_input_is_one_line(flags, match, tmp_path, capsys):
     assert cli.main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(match, err), err
+
+
+# --- issue 25's comparison parts: noisy backends in a sweep, robustness.png, drift ------------------------------
+
+def test_noise_families_and_the_robustness_figure(tmp_path):
+    from qresnet.study.report_figures import noise_families, robustness_figure
+
+    backends = ["aer", "noise:depolarizing:0.1", "noise:depolarizing:0.5", "aer:fake_manila@2", "noise:bit_flip:0.2"]
+    rows = [dataclasses_replace(_row(0.9 - 0.1 * i, s), backend=b) for i, b in enumerate(backends) for s in range(3)]
+    families = noise_families(Runs(rows))
+    levels = {key[0]: [(level, setting.backend) for level, setting in value.items()] for key, value in families.items()}
+    assert levels == {"noise:depolarizing": [(0.0, "aer"), (0.1, "noise:depolarizing:0.1"), (0.5, "noise:depolarizing:0.5")],
+                      "aer:fake_manila": [(0.0, "aer"), (2.0, "aer:fake_manila@2")],
+                      "noise:bit_flip": [(0.0, "aer"), (0.2, "noise:bit_flip:0.2")]}
+    assert robustness_figure(Runs(rows), tmp_path) and (tmp_path / "robustness.png").stat().st_size > 0
+    assert not robustness_figure(Runs([_row(0.9, s) for s in range(3)]), tmp_path / "none")  # no noisy backend
+
+
+def dataclasses_replace(row: RunResult, **changes) -> RunResult:
+    import dataclasses
+
+    return dataclasses.replace(row, **changes)
+
+
+def test_a_noisy_sweep_with_drift(tmp_path, capsys):
+    import torch
+
+    from qresnet.backends import resolve_backend
+    from qresnet.data import load_dataset
+    from qresnet.run.build import build_model
+
+    out = tmp_path / "S"
+    assert cli.main(["compare", "--backends", "aer,noise:depolarizing:0.3", "--drift", "noise:bit_flip:0.2",
+                     "--configs", "O1+O2", "--seeds", "0,1", "--classes", "0,1", "--per-class", "8", "--epochs", "1",
+                     "--batch-size", "8", "--out", str(out)]) == 0, capsys.readouterr().err
+    text = (out / "report.md").read_text()
+    assert "## noise:depolarizing:0.3 minus aer (paired by seed)" in text
+    assert "## Drift: every run's last checkpoint evaluated on noise:bit_flip:0.2" in text
+    assert "![accuracy against noise level](robustness.png)" in text and (out / "robustness.png").stat().st_size > 0
+    # one run's drift, by hand: its checkpoint on the other backend, the accuracy counted here
+    run = RunDir(out / "runs" / "noise_depolarizing_0.3" / "O1_O2-trainable-seed1")
+    written = json.loads((run.path / "evaluations" / "noise_bit_flip_0.2.json").read_text())
+    config = TrainConfig.from_dict(run.read_config()["config"])
+    data = load_dataset(config.data_config())
+    state = torch.load(run.epoch_checkpoint(1), weights_only=False)["model"]
+    by_hand = {}
+    for spec in ("noise:depolarizing:0.3", "noise:bit_flip:0.2"):
+        model = build_model(config, resolve_backend(spec, config.backend_options), data.image_shape, data.num_classes)
+        model.load_state_dict(state)
+        with torch.no_grad():
+            by_hand[spec] = float((model(data.x_test).argmax(1) == data.y_test).double().mean())
+    assert written["other_accuracy"] == by_hand["noise:bit_flip:0.2"]
+    assert written["trained_accuracy"] == by_hand["noise:depolarizing:0.3"] == run.read_metrics()[0].test_acc
+    assert cli.main(["evaluate", str(run.path), "--backend", "aer:fake_manila", "--checkpoint", "best"]) == 0
+    assert "on aer:fake_manila: change" in capsys.readouterr().out
+    assert (run.path / "evaluations" / "aer_fake_manila.json").is_file()
+
+
+def test_bad_drift_and_evaluate_input_is_one_line(tmp_path, capsys):
+    assert cli.main(["compare", "--drift", "noise:sparkle:0.1", "--out", str(tmp_path / "S")]) == 2
+    assert "sparkle" in capsys.readouterr().err and not (tmp_path / "S").exists()
+    assert cli.main(["evaluate", str(tmp_path), "--backend", "aer"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
