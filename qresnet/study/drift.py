@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qresnet.backends import BackendOptions, BackendSpec
-from qresnet.run.drift import DriftEvaluation, evaluate_drift
 from qresnet.run.result import RunResult
 from qresnet.study import evidence as ev
 
-if TYPE_CHECKING:  # annotations only
+if TYPE_CHECKING:  # annotations only: evaluating builds models (torch); a report of the numbers needs none
+    from qresnet.run.drift import DriftEvaluation
     from qresnet.study.sweep import SweepResult
 
-Drifted = tuple[RunResult, DriftEvaluation]
+Drifted = tuple[RunResult, "DriftEvaluation"]
 
 
 def sweep_drift(result: SweepResult, out: str | Path, backend: BackendSpec | str,
                 options: BackendOptions | None = None) -> list[Drifted]:
     """Each finished run of the sweep in ``out`` evaluated under ``backend`` (its ``evaluations/`` file written)."""
+    from qresnet.run.drift import evaluate_drift
+
     return [(run, evaluate_drift(Path(out) / run.run_dir, backend, options)) for run in result.runs if run.metrics]
 
 
