@@ -201,7 +201,8 @@ class TrainConfig:
         versions = package_versions()
         identity = {"config": config, "data_sha256": data_sha256,
                     "packages": {name: versions.get(name) for name in NUMERIC_PACKAGES}}
-        if self.quanv.circuit_path is not None:
+        if self.quanv.circuit_path is not None:  # the circuit's content, wherever its file lives (as data_dir)
+            config["quanv"] = {k: v for k, v in config["quanv"].items() if k != "circuit_path"}
             identity["filter_circuit_sha256"] = file_sha256(self.quanv.circuit_path)
         return identity
 

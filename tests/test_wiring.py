@@ -118,6 +118,8 @@ def test_the_default_filter_keeps_todays_identity(tmp_path):
     write_circuit(path, double_input=True)
     second = TrainConfig(quanv={"circuit_path": str(path)}).identity("d")
     assert first["config"] == second["config"] and first["filter_circuit_sha256"] != second["filter_circuit_sha256"]
+    moved = path.rename(tmp_path / "moved.qpy")  # where the file lives is no part of the identity
+    assert TrainConfig(quanv={"circuit_path": str(moved)}).identity("d") == second
     assert TrainConfig(filter="classical").identity("d")["config"]["filter"] == "classical"
 
 
