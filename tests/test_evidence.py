@@ -1,4 +1,4 @@
-"""Every comparison is evidence: seeds as an axis, intervals and paired tests, the five audit verdicts."""
+"""Every comparison is evidence: seeds as an axis, intervals and paired tests, the six audit verdicts."""
 
 from __future__ import annotations
 

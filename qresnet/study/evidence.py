@@ -1,7 +1,7 @@
 """Evidence from a sweep: intervals over seeds, paired differences and their tests, and the audit's verdicts.
 
 Every comparison report answers the paper's question, *which part of the model is actually
-learning?*, with five audit questions per configuration. The rules that turn numbers into
+learning?*, with six audit questions per configuration. The rules that turn numbers into
 verdicts live here, once, and :data:`RULES` states them in every report.
 
 Statistics (``scipy.stats``): a mean over seeds has a 95% Student-t interval; a paired

@@ -1,6 +1,6 @@
 """The comparison report: the audit checklist, intervals over seeds, paired differences, CSV/JSON and figures.
 
-Every report opens with the checklist: per configuration and setting (backend and head), the five
+Every report opens with the checklist: per configuration and setting (backend and head), the six
 audit questions of the paper's lesson, each with a verdict by the rules of :mod:`qresnet.study.evidence`
 and the numbers behind it (in ``report.md`` and in ``results.json`` under ``evidence``).
 """
@@ -96,7 +96,7 @@ def _device_backend(sweep: SweepConfig):
 
 
 def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
-    """Per setting and configuration: the intervals, the paired differences and the five verdicts with their numbers."""
+    """Per setting and configuration: the intervals, the paired differences and the six verdicts with their numbers."""
     device, reference = _device_backend(sweep)
     layers = sweep.layers
     several = len({s.head for s in runs.settings}) > 1
