@@ -130,8 +130,17 @@ def test_old_sweeps_and_run_directories_keep_their_names(tmp_path):
     assert dirs[:2] == ["S/runs/aer/O1_O2-trainable-seed0", "S/runs/aer/O1_O2-frozen-seed0"]
     assert dirs[2:] == ["S/runs/aer/O1_O2-trainable-classical-seed0", "S/runs/aer/O1_O2-frozen-classical-seed0"]
     written = sweep.to_dict()
-    del written["filters"]  # a sweep.json of an earlier version
-    assert SweepConfig.from_dict(written).filters == ("quantum",)
+    for key in ("filters", "quanv", "image_size"):  # a sweep.json of an earlier version
+        del written[key]
+    earlier = SweepConfig.from_dict(written)
+    assert earlier.filters == ("quantum",) and earlier.quanv == FilterSpec() and earlier.image_size is None
+    assert [p.config for p in earlier.runs()] == [p.config for p in sweep.runs()[:2]]
+    # a sweep's filter and image size reach every run
+    wide = SweepConfig.from_preset("quick", backends=("aer",), configs="O1+O2", seeds=(0,), image_size=9,
+                                   quanv={"kernel_size": 3, "readout": "per-qubit"})
+    assert {(p.config.quanv.kernel_size, p.config.quanv.readout, p.config.image_size) for p in wide.runs()} == {
+        (3, "per-qubit", 9)}
+    assert SweepConfig.from_dict(wide.to_dict()) == wide
 
 
 def _row(accuracy: float, seed: int, frozen: bool = False, kind: str = "quantum") -> RunResult:

@@ -117,12 +117,14 @@ FILTER_FLAGS = {"kernel_size": "kernel_size", "stride": "stride", "filter_reps":
                 "filter_observables": "observables"}
 
 
-def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of the filter every quanvolution layer runs (``TrainConfig.quanv``) and of its classical control."""
+def add_filter_arguments(parser: argparse.ArgumentParser, kind: bool = True) -> None:
+    """The flags of the filter every quanvolution layer runs (``TrainConfig.quanv``) and, with ``kind``, ``--filter``
+    (the circuit or its classical control; ``compare`` takes ``--filters`` instead)."""
     group = parser.add_argument_group("filter")
-    group.add_argument("--filter", default=None, choices=FILTER_KINDS,
-                       help="quantum (default) or classical: the control, a tanh layer of the same windows, stride, "
-                            "channels and trainable parameter count")
+    if kind:
+        group.add_argument("--filter", default=None, choices=FILTER_KINDS,
+                           help="quantum (default) or classical: the control, a tanh layer of the same windows, "
+                                "stride, channels and trainable parameter count")
     group.add_argument("--kernel-size", type=int, default=None, help="K: K x K windows, K*K qubits (default 2)")
     group.add_argument("--stride", type=int, default=None, help="window step (default K)")
     group.add_argument("--filter-reps", type=int, default=None, help="ansatz repetitions (default 2)")

@@ -173,6 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         backends=tuple(args.backends.split(",")) if args.backends else None,
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
         filters=tuple(f.strip() for f in args.filters.split(",")) if args.filters else None,
+        quanv=filter_values(args) or None, image_size=args.image_size,
     )
     if args.drift is not None:
         BackendSpec.coerce(args.drift)  # a bad spec is refused before the sweep, not after it
@@ -283,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "control of the same size, and answer Q6 (default: quantum)")
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to N x N pixels")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classes", default=None)
     p.add_argument("--per-class", type=int, default=None)
@@ -291,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seeds", default=None, help="seeds as a range or a list, e.g. 0-4 or 0,3,7 (default: the preset's)")
+    add_filter_arguments(p, kind=False)
     add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes",

@@ -116,7 +116,8 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
             measured = [list(r.measured_reach) for r in trained]
             any_run = (trained or frozen)[0]  # train and test sizes are the same in every run of a sweep
             cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep.batch_size,
-                                        classes=sweep.classes, frozen=False, filter=setting.filter), device, num_classes=_num_classes(sweep),
+                                        classes=sweep.classes, frozen=False, filter=setting.filter,
+                                        quanv=sweep.quanv), device, num_classes=_num_classes(sweep),
                             train_size=any_run.train_images, test_size=any_run.test_images)
             seconds = [sum(m.seconds for m in r.metrics) / len(r.metrics) for r in trained if r.metrics]
             costs = {"qubits": list(cost.qubits), "boundaries": cost.boundaries, "circuits_per_step": cost.circuits_per_step,
@@ -152,7 +153,7 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
                     "classical_command": (None if control is not None or setting.filter != "quantum"
                                           else _classical_command(sweep)),
                     "head_sees_input": spec.sees_input,
-                    "final_map": list(spec.node_shapes(_image_shape(sweep), 2)[-1]),
+                    "final_map": _final_map(spec, sweep),
                     "costs": costs,
                 },
             }
@@ -164,13 +165,21 @@ def _num_classes(sweep: SweepConfig) -> int:
     return len(sweep.classes) if sweep.classes else 10
 
 
-def _image_shape(sweep: SweepConfig) -> tuple[int, int]:
-    return (28, 28) if sweep.dataset == "mnist" else (8, 8)
+def _image_shape(sweep: SweepConfig) -> tuple[int, int] | None:
+    """The images' shape, where the sweep says it (npz: and idx: datasets of their own size do not)."""
+    if sweep.image_size is not None:
+        return (sweep.image_size, sweep.image_size)
+    return {"mnist": (28, 28), "digits": (8, 8)}.get(sweep.dataset)
 
 
 def _head_command(sweep: SweepConfig) -> str:
     return (f"qresnet compare --preset {sweep.preset} --head linear,quantum --classes 0,1,2,3"
             + (" --data-dir DIR" if sweep.dataset == "mnist" else ""))
+
+
+def _final_map(spec: ResidualSpec, sweep: SweepConfig) -> list[int] | None:
+    shape, f = _image_shape(sweep), sweep.quanv
+    return None if shape is None else list(spec.node_shapes(shape, f.kernel_size, f.stride, f.padding)[-1])
 
 
 def _classical_command(sweep: SweepConfig) -> str:
@@ -281,7 +290,7 @@ def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequenc
                 f"- Q3: trainable - frozen {_interval(item['trainable_minus_frozen'], True)}.",
                 f"- Q4: layers connected to the head {_layers(n['predicted_reach'])}; the head "
                 f"{'also sees' if n['head_sees_input'] else 'does not see'} the raw input X; final map "
-                f"{n['final_map'][0]}x{n['final_map'][1]}.",
+                f"{'x'.join(map(str, n['final_map'])) if n['final_map'] else 'as the images give it'}.",
                 f"- Q5: {', '.join(map(str, c['qubits']))} qubits per circuit; {c['boundaries']} measure-and-re-encode "
                 f"boundaries per forward pass; {c['circuits_per_step']} circuits (parameter sets) per training step; "
                 f"{_fmt(c['seconds_per_epoch'], '.2f')} s of simulation per epoch; on {c['device']} at {c['shots']} shots: "

@@ -34,7 +34,7 @@ from qresnet.backends.spec import BackendSpec
 from qresnet.run.build import check_layout_width
 from qresnet.run.cost import HEAD_QUBITS
 from qresnet.choices import EXECUTORS, FILTER_KINDS, HEADS
-from qresnet.circuits import quanv_filter
+from qresnet.circuits import FilterSpec, quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, ResultError, RunDirError, SweepError
@@ -47,7 +47,7 @@ from qresnet.run.train import train
 from qresnet.values import checked_int
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"]}  # SweepConfig fields a sweep.json of an earlier version lacks
+ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"], "quanv": None, "image_size": None}  # SweepConfig fields a sweep.json of an earlier version lacks
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -120,6 +120,8 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     filters: tuple[str, ...] = ("quantum",)
+    quanv: FilterSpec | dict | None = None  # the filter of every run (TrainConfig.quanv); None: today's
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         seeds = tuple(checked_int(k, "seed", 0) for k in self.seeds)
@@ -133,6 +135,7 @@ class SweepConfig:
         for head in self.heads:
             if head not in HEADS:
                 raise ConfigError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
+        object.__setattr__(self, "quanv", FilterSpec.coerce(self.quanv))
         object.__setattr__(self, "filters", tuple(self.filters))
         if not self.filters or len(set(self.filters)) < len(self.filters) or set(self.filters) - set(FILTER_KINDS):
             raise ConfigError(f"filters={','.join(self.filters)!r} must be distinct filters of "
@@ -156,7 +159,7 @@ class SweepConfig:
                             per_class=self.per_class, test_fraction=self.test_fraction, layers=self.layers,
                             residual=residual, head=head, frozen=frozen, backend=backend,
                             backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
-                            lr=self.lr, seed=seed, filter=kind)
+                            lr=self.lr, seed=seed, filter=kind, quanv=self.quanv, image_size=self.image_size)
                         out.append(PlannedRun(backend, head, residual, frozen, seed, config, kind))
         return out
 
@@ -183,6 +186,7 @@ class SweepConfig:
         out["frozen_modes"] = list(self.frozen_modes)
         out["seeds"] = list(self.seeds)
         out["filters"] = list(self.filters)
+        out["quanv"] = self.quanv.to_dict()
         out["backend_options"] = self.backend_options.to_dict()
         return out
 
