@@ -276,7 +276,24 @@ def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequenc
     lines += _noisy_minus_ideal(runs, several)
     lines += _quantum_beside_linear(runs)
     lines += drift_section(drift)
-    lines += ["## The numbers behind each verdict", ""]
+    lines += _numbers_behind(assessed)
+    lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
+              "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
+              "![training curves](curves.png)", ""]
+    if len(labels) > 1:
+        lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
+    if noise_families(runs):
+        lines += ["![accuracy against noise level](robustness.png)", ""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    comparison_figures(runs, assessed, labels, out)
+    robustness_figure(runs, out)
+    return report
+
+
+def _numbers_behind(assessed: dict[str, Any]) -> list[str]:
+    """The report's section of the numbers behind each verdict, per setting and configuration."""
+    lines = ["## The numbers behind each verdict", ""]
     for label, per_config in assessed.items():
         for config, item in per_config.items():
             n, c = item["numbers"], item["numbers"]["costs"]
@@ -300,19 +317,7 @@ def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequenc
                 _q6_line(n),
                 "",
             ]
-    lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
-              "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
-              "![training curves](curves.png)", ""]
-    if len(labels) > 1:
-        lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
-    if noise_families(runs):
-        lines += ["![accuracy against noise level](robustness.png)", ""]
-    report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    comparison_figures(runs, assessed, labels, out)
-    robustness_figure(runs, out)
-    return report
-
+    return lines
 
 def _q6_line(numbers: dict[str, Any]) -> str:
     """Q6's numbers: trainable quantum minus its classical control of the same size, paired by seed."""
