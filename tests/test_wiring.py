@@ -182,6 +182,7 @@ def test_q6_is_not_tested_without_a_classical_control():
     (["--filter-circuit", "{f}", "--filter-observables", "ZII"], "observable 'ZII' acts on 3 qubits; the circuit has 4"),
     (["--filter-circuit", "{bare}"], "no inputs named x\\[i\\]"),
     (["--dataset", "npz:{npz}"], "lacks y_train, x_test, y_test"),
+    (["--dataset", "npz:{negative}"], "y_train holds label -1; labels must be integers >= 0"),
     (["--dataset", "csv:x"], "dataset='csv:x' is unknown: use one of digits, mnist, npz:PATH or idx:DIR"),
     (["--filter-observables", "ZIII"], "observables apply to your own circuit"),
 ])
@@ -195,7 +196,9 @@ def test_bad_input_is_one_line(flags, match, tmp_path, capsys):
         qc.rx(ParameterVector("theta", 1)[0], 0)
         qpy.dump(qc, handle)
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 8, 8), np.uint8))
-    args = [a.format(f=f, bare=bare, npz=tmp_path / "bad.npz") for a in flags]
+    np.savez(tmp_path / "negative.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.array([0, 1, -1, 0]),
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.array([0, 1]))
+    args = [a.format(f=f, bare=bare, npz=tmp_path / "bad.npz", negative=tmp_path / "negative.npz") for a in flags]
     assert cli.main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(match, err), err
