@@ -11,6 +11,7 @@ HEADS = ("linear", "quantum")
 DEFAULT_HEAD_SCALE = 5.0  # quantum head: logits = scale * <Z>; scores in [-1, 1] are too flat for a softmax
 HEAD_ENCODING_NOISE = ("exact", "transpiled")  # quantum head on a noisy model: also run the transpiled encoding
 MODES = ("response", "per-patch")  # quanvolution: contract the response tensor, or run every patch
+RUN_MODES = (*MODES, "auto")  # a run may leave the choice to the row count (qresnet.run.build.choose_mode)
 CONFIG_SETS = ("paper", "all")  # residual configurations by name: the paper's, or every edge set
 
 # circuit templates
@@ -28,7 +29,9 @@ OPTIMIZATION_LEVELS = (0, 1, 2, 3)
 RESILIENCE_LEVELS = (0, 1, 2)
 
 # data
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist")  # named; any other: npz:PATH or idx:DIR (IMAGE_SOURCES)
+IMAGE_SOURCES = ("npz", "idx")
+FILTER_KINDS = ("quantum", "classical")  # a layer's filter: the circuit, or the classical control of its size
 
 # studies
 PRESET_NAMES = ("quick", "paper", "paper-quantum", "quick-quantum", "single")  # their settings: qresnet.study.sweep.PRESETS

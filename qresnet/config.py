@@ -1,5 +1,5 @@
 """The training configuration: every value that defines a run, validated once, kept as coerced values; and the
-data configuration it holds. Free of torch and Qiskit, so that sweeps, reports and the command line can hold configs.
+data configuration it holds. Free of torch, so that sweeps, reports and the command line can hold configs.
 
 >>> config = TrainConfig(residual="(X+O1)+O2", backend="aer:FakeManilaV2")
 >>> config.residual.notation, str(config.backend), config.backend_options.seed
@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ import tomllib
 
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.choices import DATASETS, DEFAULT_HEAD_SCALE, HEAD_ENCODING_NOISE, HEADS, MODES
-from qresnet.errors import ConfigError, DataError
+from qresnet.choices import (DATASETS, DEFAULT_HEAD_SCALE, FILTER_KINDS, HEAD_ENCODING_NOISE, HEADS, IMAGE_SOURCES,
+                             RUN_MODES)
+from qresnet.circuits.filter_spec import FilterSpec
+from qresnet.errors import ConfigError, DataError, QresnetError
 from qresnet.provenance import package_versions
 from qresnet.residual import ResidualSpec
 from qresnet.values import checked_int, known_fields
@@ -34,18 +37,30 @@ NUMERIC_PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning"
                     "numpy", "scipy", "scikit-learn")
 # TrainConfig's fields that count something
 COUNTS = ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints", "head_noise_samples")
+# fields added after run identities existed: at these values they stay out of the identity, so a run of today's
+# filter on today's data keeps the identity it was trained under (and resumes)
+IDENTITY_DEFAULTS = {"filter": "quantum", "quanv": FilterSpec().to_dict(), "image_size": None}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a filter circuit's: its identity is its content, not its name)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"cannot read filter circuit {str(path)!r} ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which images to load and how to split them; every field is recorded with a run's results.
 
+    ``dataset`` is ``digits``, ``mnist``, ``npz:PATH`` or ``idx:DIR`` (:func:`qresnet.data.load_image_arrays`).
     ``classes=None`` keeps every class present; ``per_class=None`` keeps every image of the kept
     classes. ``data_dir`` is only read for MNIST (see :func:`qresnet.data.mnist_dir`). One ``seed``
-    drives both the per-class pick and the stratified split.
+    drives both the per-class pick and the stratified split. ``image_size`` N resizes every image to N x N.
 
     >>> DataConfig("mnist", classes=[0, 1, 2, 3], per_class=200).to_dict()
-    {'dataset': 'mnist', 'data_dir': None, 'classes': [0, 1, 2, 3], 'per_class': 200, 'test_fraction': 0.2, 'seed': 0}
+    {'dataset': 'mnist', 'data_dir': None, 'classes': [0, 1, 2, 3], 'per_class': 200, 'test_fraction': 0.2, 'seed': 0, 'image_size': None}
     >>> DataConfig(per_class=0)
     Traceback (most recent call last):
     ...
@@ -58,10 +73,15 @@ class DataConfig:
     per_class: int | None = None
     test_fraction: float = 0.2
     seed: int = 0
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise DataError(f"dataset={self.dataset!r} is unknown: use one of {', '.join(DATASETS)}")
+        kind, colon, where = str(self.dataset).partition(":")
+        if self.dataset not in DATASETS and not (colon and kind in IMAGE_SOURCES and where):
+            raise DataError(f"dataset={self.dataset!r} is unknown: use one of {', '.join(DATASETS)}, npz:PATH or idx:DIR")
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", checked_int(self.image_size, "image_size", 2, error=DataError,
+                                                               hint=" (pixels per side), or None to keep the size"))
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(self.data_dir))  # a Path is fine; store text for to_dict
         if self.classes is not None:
@@ -108,6 +128,7 @@ class TrainConfig:
     classes: tuple[int, ...] | None = None
     per_class: int | None = None
     test_fraction: float = 0.2
+    image_size: int | None = None  # resize every image to N x N
     # model
     layers: int = 2
     residual: ResidualSpec | str = "O1+O2"
@@ -115,7 +136,9 @@ class TrainConfig:
     head_scale: float = DEFAULT_HEAD_SCALE  # quantum head: logits = head_scale * <Z>
     head_encoding_noise: str = "exact"  # quantum head on a noisy model: "transpiled" also checks the encoding under noise
     head_noise_samples: int = 4  # test samples evaluated with the transpiled encoding under noise
-    mode: str = "response"
+    mode: str | None = None  # None: response for today's 2x2 filter, else auto (fewer rows, chosen when built)
+    filter: str = "quantum"  # classical: the control, a classical layer of the quantum layer's size
+    quanv: FilterSpec | dict | None = None  # the filter every quantum layer runs; None: today's
     input_gradients: bool = False
     frozen: bool = False
     # where circuits run
@@ -140,8 +163,16 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr!r} must be a positive number")
         if self.head not in HEADS:
             raise ConfigError(f"head={self.head!r} must be one of {', '.join(HEADS)}")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
+        try:
+            object.__setattr__(self, "quanv", FilterSpec.coerce(self.quanv))
+        except QresnetError as exc:
+            raise ConfigError(f"quanv: {exc}") from None
+        if self.filter not in FILTER_KINDS:
+            raise ConfigError(f"filter={self.filter!r} must be one of {', '.join(FILTER_KINDS)}")
+        if self.mode is None:
+            object.__setattr__(self, "mode", "response" if self.quanv == FilterSpec() else "auto")
+        if self.mode not in RUN_MODES:
+            raise ConfigError(f"mode={self.mode!r} must be one of {', '.join(RUN_MODES)}")
         if self.head_encoding_noise not in HEAD_ENCODING_NOISE:
             raise ConfigError(f"head_encoding_noise={self.head_encoding_noise!r} must be one of {', '.join(HEAD_ENCODING_NOISE)}")
         if not (isinstance(self.head_scale, (int, float)) and math.isfinite(self.head_scale) and self.head_scale > 0):
@@ -157,16 +188,23 @@ class TrainConfig:
         object.__setattr__(self, "classes", self.data_config().classes)  # validates the data fields
 
     def data_config(self) -> DataConfig:
-        return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed)
+        return DataConfig(self.dataset, self.data_dir, self.classes, self.per_class, self.test_fraction, self.seed,
+                          self.image_size)
 
     def identity(self, data_sha256: str) -> dict[str, Any]:
         """Everything that determines the run's numbers: the config less :data:`SAFE_TO_CHANGE`, the data's
-        digest and the versions of :data:`NUMERIC_PACKAGES`. Stored in ``config.json``; a resume or a sweep
-        reuses a run only when this is unchanged."""
-        config = {k: v for k, v in self.to_dict().items() if k not in SAFE_TO_CHANGE}
+        digest and the versions of :data:`NUMERIC_PACKAGES`, and the SHA-256 of a filter circuit file. Stored in
+        ``config.json``; a resume or a sweep reuses a run only when this is unchanged. The fields of
+        :data:`IDENTITY_DEFAULTS` at their defaults are left out: today's runs keep their identity."""
+        config = {k: v for k, v in self.to_dict().items()
+                  if k not in SAFE_TO_CHANGE and not (k in IDENTITY_DEFAULTS and v == IDENTITY_DEFAULTS[k])}
         versions = package_versions()
-        return {"config": config, "data_sha256": data_sha256,
-                "packages": {name: versions.get(name) for name in NUMERIC_PACKAGES}}
+        identity = {"config": config, "data_sha256": data_sha256,
+                    "packages": {name: versions.get(name) for name in NUMERIC_PACKAGES}}
+        if self.quanv.circuit_path is not None:  # the circuit's content, wherever its file lives (as data_dir)
+            config["quanv"] = {k: v for k, v in config["quanv"].items() if k != "circuit_path"}
+            identity["filter_circuit_sha256"] = file_sha256(self.quanv.circuit_path)
+        return identity
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -174,6 +212,7 @@ class TrainConfig:
         out["residual"] = self.residual.notation
         out["backend"] = str(self.backend)
         out["backend_options"] = self.backend_options.to_dict()
+        out["quanv"] = self.quanv.to_dict()
         return out
 
     @classmethod

@@ -2,7 +2,7 @@
 
 MNIST is read from a directory holding ``mnist.npz`` (keys x_train, y_train, x_test, y_test) or
 the four IDX files (optionally gzipped, ``.gz``); ``qresnet data fetch mnist`` downloads them
-(:mod:`qresnet.download`).
+(:mod:`qresnet.data.download`).
 The directory is, in order: an explicit ``data_dir``, ``$QRESNET_DATA_DIR``, ``~/.cache/qresnet/mnist``.
 Every file is checked against its own header or keys, so a corrupt or truncated file is an error,
 never a silent partial load.
@@ -15,13 +15,13 @@ import hashlib
 import os
 import zipfile
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from qresnet.choices import IMAGE_SOURCES
 from qresnet.config import NUM_CLASSES, DataConfig
 from qresnet.errors import DataError
 from qresnet.values import checked_int
@@ -89,21 +89,27 @@ def load_dataset(config: DataConfig) -> Dataset:
         digits = load_digits()
         images, labels, max_value = digits.images, digits.target, 16.0
         source = f"scikit-learn digits ({len(images)} images, 8x8)"
-    else:
+    elif config.dataset == "mnist":
         images, labels, source = load_mnist_arrays(config.data_dir)
         max_value = 255.0
+    else:
+        images, labels, source, max_value = load_image_arrays(config.dataset)
     classes = config.classes if config.classes is not None else tuple(int(c) for c in np.unique(labels))
     picked, targets = _pick_per_class(labels, classes, config.per_class, config.seed, source)
     train, test = _stratified_split(targets, config.test_fraction, config.seed)
 
     def as_images(rows: np.ndarray) -> torch.Tensor:
         # Scale after picking: the full MNIST pool in float64 would take 440 MB.
-        return torch.as_tensor(images[picked[rows]].astype(np.float64) / max_value)
+        x = torch.as_tensor(images[picked[rows]].astype(np.float64) / max_value)
+        return x if config.image_size is None else resize_images(x, config.image_size)
 
+    shape = tuple(int(d) for d in images.shape[1:]) if config.image_size is None else (config.image_size,) * 2
     return Dataset(
         x_train=as_images(train), y_train=torch.as_tensor(targets[train], dtype=torch.int64),
         x_test=as_images(test), y_test=torch.as_tensor(targets[test], dtype=torch.int64),
-        num_classes=len(classes), image_shape=tuple(int(d) for d in images.shape[1:]), source=source, classes=classes,
+        num_classes=len(classes), image_shape=shape, source=source + ("" if config.image_size is None else
+                                                                      f", resized to {config.image_size}x{config.image_size}"),
+        classes=classes,
     )
 
 
@@ -264,7 +270,9 @@ def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return arrays
 
 
-IMAGE_SOURCES = ("npz", "idx")
+# --- any image dataset: npz:PATH and idx:DIR (Fashion-MNIST, KMNIST), and resizing ---------------------------
+
+
 _SPLITS = ("x_train", "y_train", "x_test", "y_test")
 _IDX_ROLES = MNIST_FILES  # the names Fashion-MNIST and KMNIST ship too
 

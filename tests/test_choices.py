@@ -139,12 +139,14 @@ def _choices_of(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> dict[
 
 
 @pytest.mark.parametrize("command, flag, shared", [
-    (("train",), "--head", "HEADS"), (("train",), "--mode", "MODES"), (("grads",), "--mode", "MODES"),
-    (("train",), "--head-encoding-noise", "HEAD_ENCODING_NOISE"), (("train",), "--dataset", "DATASETS"),
+    (("train",), "--head", "HEADS"), (("train",), "--mode", "RUN_MODES"), (("grads",), "--mode", "MODES"),
+    (("train",), "--head-encoding-noise", "HEAD_ENCODING_NOISE"), (("train",), "--filter", "FILTER_KINDS"),
+    (("train",), "--ansatz", "ANSATZES"), (("train",), "--encoding", "FILTER_ENCODINGS"),
+    (("train",), "--readout", "READOUTS"), (("train",), "--entanglement", "ENTANGLEMENTS"),
     (("train",), "--engine", "ENGINES"), (("train",), "--execution-mode", "EXECUTION_MODES"),
     (("train",), "--optimization-level", "OPTIMIZATION_LEVELS"), (("train",), "--resilience-level", "RESILIENCE_LEVELS"),
     (("compare",), "--preset", "PRESET_NAMES"), (("compare",), "--executor", "EXECUTORS"),
-    (("compare",), "--dataset", "DATASETS"), (("reproduce",), "--executor", "EXECUTORS"),
+    (("reproduce",), "--executor", "EXECUTORS"),
     (("reproduce",), "--budget", "BUDGETS"), (("grads",), "--configs", "CONFIG_SETS"),
     (("transpile",), "--template", "TEMPLATES"), (("transpile",), "--readout", "READOUTS"),
     (("transpile",), "--entanglement", "ENTANGLEMENTS"), (("backends",), "--format", "FORMATS"),

@@ -246,7 +246,8 @@ def test_config_normalises_and_serialises(tmp_path):
     config = DataConfig("mnist", data_dir=tmp_path, classes=[0, 1, 2, 3], per_class=200, seed=7)
     assert config.classes == (0, 1, 2, 3) and hash(config)
     assert config.to_dict() == {"dataset": "mnist", "data_dir": str(tmp_path), "classes": [0, 1, 2, 3],
-                                "per_class": 200, "test_fraction": 0.2, "seed": 7}
+                                "per_class": 200, "test_fraction": 0.2, "seed": 7,
+                                "image_size": None}
 
 
 # --- fetching from a server on 127.0.0.1 --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Every comparison is evidence: seeds as an axis, intervals and paired tests, the five audit verdicts."""
+"""Every comparison is evidence: seeds as an axis, intervals and paired tests, the six audit verdicts."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_the_report_opens_with_the_checklist(sweep_dir):
     data = json.loads((out / "results.json").read_text())
     item = data["evidence"]["aer"]["O1+O2"]
     assert set(item["verdicts"]) == {"Q1 earlier layers get gradients", "Q2 survives a quantum head", "Q3 beats frozen",
-                                     "Q4 placement justified", "Q5 costs reported"}
+                                     "Q4 placement justified", "Q5 costs reported", "Q6 beats a classical layer of its size"}
     # the numbers behind the verdicts are those of the runs, recomputed here
     acc = {(r.config, r.frozen, r.seed): r.final_test_acc for r in rows.runs}
     t = [acc[("O1+O2", False, s)] for s in (0, 1, 2)]

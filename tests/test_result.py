@@ -74,10 +74,11 @@ def test_an_earlier_results_row_reads_back():
                                                                                                        False, 0)
     assert result.final_test_acc == 0.16 and result.best_test_acc == 0.2 and result.measured_reach == (False, True)
     assert result.metrics[1].grad_norm_layers == (0.0, 0.06074164095887834)
-    # written again, it is this version's row: the same fields, "layers" added, the sweep's wall time moved out
+    # written again, it is this version's row: the same fields, "layers" and "filter" added, the sweep's wall
+    # time moved out
     again = result.to_dict()
     assert {k: v for k, v in LEGACY_ROW.items() if k != "sweep_wall_time_s"} == {k: v for k, v in again.items()
-                                                                               if k != "layers"}
+                                                                               if k not in ("layers", "filter")}
 
 
 def test_an_earlier_results_json_reads_with_the_sweeps_wall_time(tmp_path):

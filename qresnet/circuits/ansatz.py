@@ -19,7 +19,7 @@ import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter, ParameterVector
 
-from qresnet.choices import ANSATZES, ENTANGLEMENTS
+from qresnet.choices import ENTANGLEMENTS
 from qresnet.errors import TemplateError
 from qresnet.values import checked_int
 

@@ -126,8 +126,11 @@ class FilterSpec:
             return quanv_filter(self.kernel_size, self.reps, self.entanglement, self.readout, self.ansatz,
                                 self.ansatz_seed, self.encoding)
         circuit = load_filter_circuit(self.circuit_path)
-        return CircuitTemplate.from_circuit(circuit, self.observables, kernel_size=self.kernel_size,
-                                            name=Path(self.circuit_path).stem)
+        try:
+            return CircuitTemplate.from_circuit(circuit, self.observables, kernel_size=self.kernel_size,
+                                                name=Path(self.circuit_path).stem)
+        except TemplateError as exc:  # name the file: the circuit's own name is often qiskit's "circuit-41"
+            raise TemplateError(f"filter circuit {self.circuit_path!r}: {exc}") from None
 
     @property
     def outputs_per_filter(self) -> int:

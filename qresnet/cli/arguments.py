@@ -12,7 +12,8 @@ import argparse
 from collections.abc import Sequence
 
 from qresnet.backends.options import BackendOptions
-from qresnet.choices import ENGINES, EXECUTION_MODES, OPTIMIZATION_LEVELS, RESILIENCE_LEVELS
+from qresnet.choices import (ANSATZES, ENGINES, ENTANGLEMENTS, EXECUTION_MODES, FILTER_ENCODINGS, FILTER_KINDS,
+                             OPTIMIZATION_LEVELS, READOUTS, RESILIENCE_LEVELS)
 from qresnet.errors import ConfigError, LayoutError
 
 BACKEND_HELP = ("aer | aer:<fake device>[@<scale>] | noise:<channel>:<p> | local:<fake device> | ibm:<device> "
@@ -107,3 +108,45 @@ def backend_options(args: argparse.Namespace, base: BackendOptions | None = None
         "twirling": args.twirling, "account": args.account, **extra,
     }
     return (base or BackendOptions()).replace(**given)
+
+
+# the filter flags and the FilterSpec field each sets
+FILTER_FLAGS = {"kernel_size": "kernel_size", "stride": "stride", "filter_reps": "reps", "entanglement": "entanglement",
+                "ansatz": "ansatz", "ansatz_seed": "ansatz_seed", "encoding": "encoding", "readout": "readout",
+                "filters_per_layer": "filters_per_layer", "filter_circuit": "circuit_path",
+                "filter_observables": "observables"}
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser, kind: bool = True) -> None:
+    """The flags of the filter every quanvolution layer runs (``TrainConfig.quanv``) and, with ``kind``, ``--filter``
+    (the circuit or its classical control; ``compare`` takes ``--filters`` instead)."""
+    group = parser.add_argument_group("filter")
+    if kind:
+        group.add_argument("--filter", default=None, choices=FILTER_KINDS,
+                           help="quantum (default) or classical: the control, a tanh layer of the same windows, "
+                                "stride, channels and trainable parameter count")
+    group.add_argument("--kernel-size", type=int, default=None, help="K: K x K windows, K*K qubits (default 2)")
+    group.add_argument("--stride", type=int, default=None, help="window step (default K)")
+    group.add_argument("--filter-reps", type=int, default=None, help="ansatz repetitions (default 2)")
+    group.add_argument("--entanglement", default=None, choices=ENTANGLEMENTS, help="ry_rz ansatz: CNOT pattern")
+    group.add_argument("--ansatz", default=None, choices=ANSATZES, help="the filter's trainable circuit (default ry_rz)")
+    group.add_argument("--ansatz-seed", type=int, default=None, help="random ansatz: its seed (default 0)")
+    group.add_argument("--encoding", default=None, choices=FILTER_ENCODINGS,
+                       help="how a pixel x enters: RY(pi x) (ry_pi, default), RY(x), RX(pi x)")
+    group.add_argument("--readout", default=None, choices=READOUTS,
+                       help="mean of the Z's (one channel) or per-qubit (K*K channels)")
+    group.add_argument("--filters-per-layer", type=int, default=None, help="N independent filters, N x outputs channels")
+    group.add_argument("--filter-circuit", default=None, metavar="FILE.qpy",
+                       help="your own filter: a QPY circuit whose inputs are the parameters x[i]; others are weights")
+    group.add_argument("--filter-observables", default=None, metavar="PAULIS",
+                       help='--filter-circuit: its observables, e.g. "ZIII,IZII" (default: the mean of the Z\'s)')
+
+
+def filter_values(args: argparse.Namespace, base: dict | None = None) -> dict:
+    """``base`` (a config's ``quanv`` dict, or None) with every filter flag that was given; a new kernel size
+    without ``--stride`` takes stride K."""
+    values = dict(base or {})
+    values.update({field: getattr(args, flag) for flag, field in FILTER_FLAGS.items() if getattr(args, flag) is not None})
+    if args.kernel_size is not None and args.stride is None:
+        values["stride"] = None
+    return values

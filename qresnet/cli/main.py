@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
-                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, TEMPLATES)
-from qresnet.cli.arguments import add_backend_arguments, backend_options, parse_ints, parse_seeds, print_table
+                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, RUN_MODES, TEMPLATES)
+from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
+                                  parse_ints, parse_seeds, print_table)
+from qresnet.cli.evaluate import add_evaluate_parser
 from qresnet.cli.jobs import add_jobs_parser
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
 from qresnet.values import checked_int
 
+DATASET_HELP = f"{' | '.join(DATASETS)} | npz:PATH (x_train, y_train, x_test, y_test) | idx:DIR (the four IDX files)"
 WAIT_HELP = "if another process is using the output directory, wait for it to finish (default: refuse at once)"
 
 
@@ -141,8 +144,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": parse_ints(args.classes, "--classes", "labels"),
         "frozen": True if args.frozen else None, "input_gradients": True if args.input_gradients else None,
+        "filter": args.filter, "image_size": args.image_size,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    values["quanv"] = filter_values(args, values.get("quanv"))
     config = TrainConfig.from_dict(values)
     with _locked(args.resume or args.out, args.wait):
         result = train(config, args.resume or args.out, resume=bool(args.resume), overwrite=args.overwrite)
@@ -155,6 +160,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from qresnet.backends import BackendSpec
+    from qresnet.study.drift import sweep_drift
     from qresnet.study.report import write_comparison_report
     from qresnet.study.sweep import SweepConfig, run_sweep
 
@@ -166,11 +173,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         classes=parse_ints(args.classes, "--classes", "labels"),
         backends=tuple(args.backends.split(",")) if args.backends else None,
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
+        filters=tuple(f.strip() for f in args.filters.split(",")) if args.filters else None,
+        quanv=filter_values(args) or None, image_size=args.image_size,
     )
+    if args.drift is not None:
+        BackendSpec.coerce(args.drift)  # a bad spec is refused before the sweep, not after it
     out = Path(args.out) if args.out else Path("reports") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     runs = sweep.runs()
     print(f"compare: {len(runs)} runs ({len(sweep.configs)} configurations x trainable/frozen x "
-          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {len(sweep.seeds)} seeds), "
+          f"{', '.join(map(str, sweep.backends))} x {', '.join(sweep.heads)} head x {', '.join(sweep.filters)} filter "
+          f"x {len(sweep.seeds)} seeds), "
           f"{sweep.dataset}, {sweep.epochs} epochs -> {out}")
     with _locked(out, args.wait):
         try:
@@ -185,7 +197,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"error: {len(exc.failures)} run(s) failed; fix their cause and run the same command again: "
                   "finished runs are reused", file=sys.stderr)
             return 1
-        report = write_comparison_report(result, out)
+        drift = [] if args.drift is None else sweep_drift(result, out, args.drift, sweep.backend_options)
+        report = write_comparison_report(result, out, drift)
     print(report.read_text().split("## The numbers behind each verdict")[0])
     print(f"report: {report}")
     return 0
@@ -231,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.add_argument("--keep-checkpoints", type=int, default=None,
                    help="epoch checkpoints kept besides the best one (default 3; metrics.csv keeps every epoch)")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to N x N pixels")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--classes", default=None, help="class subset, e.g. 0,1,2,3")
     p.add_argument("--per-class", type=int, default=None)
@@ -244,9 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantum head on aer:<device>: 'transpiled' also runs the whole transpiled encoding under "
                         "noise for --head-noise-samples test samples (Aer density matrix; slow) and reports the difference")
     p.add_argument("--head-noise-samples", type=int, default=None)
-    p.add_argument("--mode", default=None, choices=MODES)
+    p.add_argument("--mode", default=None, choices=RUN_MODES,
+                   help="response (design points), per-patch, or auto: the one with fewer rows (default: response for "
+                        "today's 2x2 filter, auto for any other)")
     p.add_argument("--input-gradients", action="store_true", help="let gradients cross the measurement boundary")
     p.add_argument("--frozen", action="store_true", help="quantum weights fixed; only the head trains")
+    add_filter_arguments(p)
     add_backend_arguments(p)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None,
@@ -262,8 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default=None, help="linear | quantum | linear,quantum (default: the preset's)")
     p.add_argument("--configs", default=None, help="paper | all | configurations separated by ';'")
     p.add_argument("--backends", default=None, help="comma-separated specs (default: aer,aer:fake_torino)")
+    p.add_argument("--drift", default=None, metavar="SPEC", help="also evaluate every run's last checkpoint on this "
+                   "backend (e.g. aer:fake_quito) and report the accuracy change, paired by seed")
+    p.add_argument("--filters", default=None, help="quantum | classical | quantum,classical: also run the classical "
+                   "control of the same size, and answer Q6 (default: quantum)")
     p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to N x N pixels")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classes", default=None)
     p.add_argument("--per-class", type=int, default=None)
@@ -272,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seeds", default=None, help="seeds as a range or a list, e.g. 0-4 or 0,3,7 (default: the preset's)")
+    add_filter_arguments(p, kind=False)
     add_backend_arguments(p, backend=None)
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes",
@@ -304,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to store them (default: $QRESNET_DATA_DIR, else ~/.cache/qresnet/mnist)")
     p.add_argument("--url", default=None, help="base URL of a mirror of the gzipped IDX files")
     p.set_defaults(run=cmd_data_fetch)
+    add_evaluate_parser(sub)
     add_jobs_parser(sub)
     return parser
 

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
 from qresnet.choices import DEFAULT_HEAD_SCALE
-from qresnet.circuits import quantum_head, quanv_filter
+from qresnet.circuits import CircuitTemplate, FilterSpec, quantum_head
 from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
-from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN
+from qresnet.nn import ClassicalFilterLayer, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.qnn import gradient_name
+from qresnet.residual import map_size
 from qresnet.run.cost import HEAD_QUBITS, StepCost
 
 PAPER_HEAD_CLASSES = 4
@@ -45,15 +46,61 @@ def check_layout_width(layout: tuple[int, ...] | None, templates: Sequence[tuple
 
 def quanv_layers(
     backend: Backend, num_layers: int, *, mode: str = "response", input_gradients: bool = False,
-    gradient: str = "auto", seed: int = 0,
+    gradient: str = "auto", seed: int = 0, spec: FilterSpec | None = None,
 ) -> list[QuanvLayer]:
-    """``num_layers`` quanvolution layers on ``backend``: the filter transpiled once, each layer seeded ``seed + k``."""
-    template = quanv_filter()
+    """``num_layers`` quanvolution layers on ``backend`` running ``spec``'s filter (default: today's), transpiled
+    once, each layer seeded ``seed + k``."""
+    spec = FilterSpec.coerce(spec)
+    template = spec.template()
     transpiled = backend.transpile(template)
     estimator = backend.estimator()
     return [QuanvLayer(template, estimator, circuit=transpiled.circuit, observables=transpiled.observables,
-                       mode=mode, input_gradients=input_gradients, gradient=gradient, seed=seed + k)
+                       mode=mode, input_gradients=input_gradients, gradient=gradient, seed=seed + k,
+                       **spec.layer_options)
             for k in range(num_layers)]
+
+
+def classical_layers(spec: FilterSpec, num_layers: int, *, input_gradients: bool = False,
+                     seed: int = 0) -> list[ClassicalFilterLayer]:
+    """The classical control of :func:`quanv_layers`: the same windows, channels and trainable parameter count."""
+    template = spec.template()
+    return [ClassicalFilterLayer.like(template, input_gradients=input_gradients, seed=seed + k, **spec.layer_options)
+            for k in range(num_layers)]
+
+
+def layer_rows(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int]) -> dict[str, int]:
+    """Rows (parameter sets) one training batch evaluates per filter in each mode, summed over the layers: response
+    mode runs the 3^q design points once per layer, per-patch mode every patch of every image and input channel."""
+    spec = config.quanv
+    shapes = config.residual.node_shapes(tuple(image_shape), spec.kernel_size, spec.stride, spec.padding)
+    channels = config.residual.node_channels([spec.channels] * config.layers)
+    per_patch = sum(config.batch_size * channels[k] * _windows(shapes[k], spec) for k in range(config.layers))
+    return {"response": config.layers * 3 ** template.num_inputs, "per-patch": per_patch}
+
+
+def _windows(shape: tuple[int, int], spec: FilterSpec) -> int:
+    return (map_size(shape[0], spec.kernel_size, spec.stride, spec.padding)
+            * map_size(shape[1], spec.kernel_size, spec.stride, spec.padding))
+
+
+def choose_mode(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int],
+                circuit=None) -> tuple[str, str]:
+    """The mode the run's layers use and why: the config's, except that ``auto`` takes the one with fewer rows
+    (:func:`layer_rows`), and a filter whose inputs break the response condition runs per-patch."""
+    rows = layer_rows(config, template, image_shape)
+    check = template.check_rotations(circuit)
+    counts = (f"{rows['response']} design-point rows ({config.layers} layers x 3^{template.num_inputs}) vs "
+              f"{rows['per-patch']} patch rows ({config.batch_size} images, every window of every layer)")
+    if not check.ok:
+        if config.mode == "response" and config.quanv.circuit_path is None:
+            raise ConfigError(f"mode='response' needs every input in exactly one rotation ({check.describe()}); "
+                              "use mode='per-patch'")
+        return "per-patch", (f"filter mode per-patch: the response condition fails ({check.describe()}), so every "
+                             f"patch runs its circuit: {rows['per-patch']} rows per filter per batch")
+    if config.mode != "auto":
+        return config.mode, f"filter mode {config.mode} (as configured): {counts} per filter per batch"
+    mode = "response" if rows["response"] <= rows["per-patch"] else "per-patch"
+    return mode, f"filter mode {mode} (auto, fewer rows): {counts} per filter per batch"
 
 
 def head_encoding(backend: Backend) -> str:
@@ -95,8 +142,10 @@ def head_notes(config: TrainConfig, backend: Backend, model: ResQuNN) -> list[st
 
 def gradient_method(model: ResQuNN) -> str:
     """How the model's quantum weights are differentiated: ``engine-exact`` (the engine's exact derivatives) or
-    ``parameter-shift``, one word when every quantum module agrees, else ``layers <name>, head <name>``."""
-    names = {"layers": {gradient_name(layer.qnn) for layer in model.layers}}
+    ``parameter-shift``, one word when every quantum module agrees, else ``layers <name>, head <name>``; the
+    classical control's layers are ``autograd``."""
+    names = {"layers": {gradient_name(layer.qnn) if isinstance(layer, QuanvLayer) else "autograd"
+                        for layer in model.layers}}
     if isinstance(model.head, QuantumHead):
         names["head"] = {gradient_name(model.head.qnn)}
     distinct = set().union(*names.values())
@@ -106,17 +155,47 @@ def gradient_method(model: ResQuNN) -> str:
 
 
 def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, int], num_classes: int) -> ResQuNN:
-    """The run's ResQuNN on ``backend``, its weights seeded from ``config.seed``; frozen if the config says so."""
-    layers = quanv_layers(backend, config.layers, mode=config.mode, input_gradients=config.input_gradients,
-                          seed=config.seed)
+    """The run's ResQuNN on ``backend``, its weights seeded from ``config.seed``; frozen if the config says so.
+    Its layers run ``config.quanv``'s filter (in the mode :func:`choose_mode` picks), or are its classical control."""
+    spec = config.quanv
+    template = spec.template()
+    if config.filter == "classical":
+        layers = classical_layers(spec, config.layers, input_gradients=config.input_gradients, seed=config.seed)
+        templates = []
+    else:
+        circuit = backend.transpile(template).circuit
+        mode, _ = choose_mode(config, template, image_shape, circuit)
+        layers = quanv_layers(backend, config.layers, mode=mode, input_gradients=config.input_gradients,
+                              seed=config.seed, spec=spec)
+        templates = [template]
     head = None
     if config.head == "quantum":
-        size = config.residual.node_shapes(tuple(image_shape), layers[0].kernel_size)[-1]
-        head = quantum_head_layer(backend, size[0] * size[1], num_classes, scale=config.head_scale, seed=config.seed)
-    templates = [layers[0].template] + ([head.template] if head is not None else [])
-    check_layout_width(backend.options.initial_layout, [(t.name, t.num_qubits) for t in templates])
+        size = config.residual.node_shapes(tuple(image_shape), spec.kernel_size, spec.stride, spec.padding)[-1]
+        channels = config.residual.node_channels([spec.channels] * config.layers)[-1]
+        head = quantum_head_layer(backend, channels * size[0] * size[1], num_classes, scale=config.head_scale,
+                                  seed=config.seed)
+        templates.append(head.template)
+    if templates:
+        check_layout_width(backend.options.initial_layout, [(t.name, t.num_qubits) for t in templates])
     model = ResQuNN(layers, config.residual, image_shape, num_classes, seed=config.seed, head=head)
     return model.freeze_quantum() if config.frozen else model
+
+
+def filter_notes(config: TrainConfig, backend: Backend, image_shape: tuple[int, int]) -> list[str]:
+    """What the run's filter is and costs, said before it starts: its size, the mode and why (rows counted), and
+    the circuits a training step sends (parameter shift: 1 + 2P per row); or the classical control."""
+    spec = config.quanv
+    template = spec.template()
+    what = (f"filter: {template.name}, {spec.kernel_size}x{spec.kernel_size} windows, stride {spec.stride}, "
+            f"{spec.filters_per_layer} filter(s) x {template.num_outputs} output(s) = {spec.channels} channel(s) per "
+            f"layer, {template.num_weights} weights per filter")
+    if config.filter == "classical":
+        return [what, "filter: the classical control (tanh network with as many trainable parameters); no circuits"]
+    mode, why = choose_mode(config, template, image_shape, backend.transpile(template).circuit)
+    rows = layer_rows(config, template, image_shape)[mode] * spec.filters_per_layer
+    circuits = rows * (1 + (0 if config.frozen else 2 * template.num_weights))
+    return [what, why, f"filter cost: {rows} rows per training batch for {spec.filters_per_layer} filter(s); "
+                       f"{circuits} circuits per step by parameter shift (1 + 2 x {template.num_weights} per row)"]
 
 
 def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -> list[str]:
@@ -141,8 +220,9 @@ def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
     """Upper bound for one step: each layer's 81 design points, and 81 x 2W shifts for trainable weights;
     a quantum head's batch, and B x 2W shifts. Counted from the templates the backend runs."""
     circuits = gates = 0
-    for layer in model.layers:
-        per = 3 ** layer.template.num_inputs * (1 + (2 * layer.template.num_weights if layer.weight.requires_grad else 0))
+    for layer in (layer for layer in model.layers if isinstance(layer, QuanvLayer)):  # the control runs none
+        per = (layer.filters * 3 ** layer.template.num_inputs
+               * (1 + (2 * layer.template.num_weights if layer.weight.requires_grad else 0)))
         circuits += per
         gates += per * backend.transpile(layer.template).cost.two_qubit_gates
     if isinstance(model.head, QuantumHead):

@@ -15,7 +15,7 @@ from functools import cache
 
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
-from qresnet.circuits import quantum_head, quanv_filter
+from qresnet.circuits import FilterSpec, quantum_head, quanv_filter
 from qresnet.config import TrainConfig
 
 HEAD_QUBITS = 10  # the paper's quantum head: 10 qubits, amplitude-encoding up to 1024 values
@@ -72,12 +72,14 @@ def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size
     """The cost of a run of ``config`` with the templates ``backend`` runs; device figures need a device (noisy
     ``aer:<device>``, ``local:``, ``ibm:``) and follow :func:`qresnet.backends.limits.qpu_seconds`, with one job per
     forward and one per gradient of a step. On a device the head runs its transpiled angle encoding."""
-    quanv = _device_filter()
-    design = 3 ** quanv.num_inputs  # the filter-response method: 81 circuits per layer and weight setting
+    quanv = _device_filter() if config.quanv == FilterSpec() else config.quanv.template()
+    # the filter-response method: 3^q circuits per layer, filter and weight setting (81 for today's filter)
+    design = 3 ** quanv.num_inputs * config.quanv.filters_per_layer
     per_layer = design * (1 + (0 if config.frozen else 2 * quanv.num_weights))
-    per_step = [(quanv, config.layers * per_layer)]
-    evaluation = [(quanv, config.layers * design)]
-    qubits = [quanv.num_qubits]
+    per_step, evaluation, qubits = [], [], []
+    if config.filter == "quantum":  # the classical control runs no circuit
+        per_step, evaluation = [(quanv, config.layers * per_layer)], [(quanv, config.layers * design)]
+        qubits = [quanv.num_qubits]
     if config.head == "quantum":
         head = _angle_head(num_classes)
         per_step.append((head, config.batch_size * (1 + 2 * head.num_weights)))
@@ -90,8 +92,10 @@ def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size
     if device is not None:
         isa = {id(t): backend.transpile(t).circuit for t, _ in per_step}
         train_circuits = steps * sum(n for _, n in per_step)
-        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, 2 * steps)
+        jobs = 2 * steps if per_step else 0  # a forward and a gradient job per step, when there are circuits
+        train_seconds = qpu_seconds([(isa[id(t)], steps * n) for t, n in per_step], shots, backend.device, jobs)
         test_circuits = sum(n for _, n in evaluation)
         test_seconds = qpu_seconds([(isa[id(t)], n) for t, n in evaluation], shots, backend.device, len(evaluation))
-    return RunCost(tuple(qubits), config.layers - 1 + (config.head == "quantum"), sum(n for _, n in per_step), device,
+    boundaries = (config.layers - 1 if config.filter == "quantum" else 0) + (config.head == "quantum")
+    return RunCost(tuple(qubits), boundaries, sum(n for _, n in per_step), device,
                    shots, train_circuits, train_seconds, test_circuits, test_seconds)

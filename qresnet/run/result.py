@@ -99,6 +99,7 @@ class RunResult:
     parameter_sets_evaluated_this_session: int | None = None
     head_encoding_noise: dict[str, Any] | None = None  # the quantum head's encoding check, when asked for
     reused: bool = False  # read back from a finished run, not trained by this invocation
+    filter: str = "quantum"  # the layers' filter: the circuit, or the classical control (rows of earlier versions: quantum)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", BackendSpec.coerce(self.backend))
@@ -172,7 +173,7 @@ class RunResult:
             "gradient": self.gradient, "head_notes": list(self.head_notes), "steps_this_session": self.steps_this_session,
             "stopped_at_max_steps": self.stopped_at_max_steps,
             "parameter_sets_evaluated_this_session": self.parameter_sets_evaluated_this_session,
-            "reused": self.reused, "predicted_reach": list(self.predicted_reach),
+            "reused": self.reused, "filter": self.filter, "predicted_reach": list(self.predicted_reach),
             "grad_norms_last_epoch": _list(self.grad_norms_last_epoch), "measured_reach": _list(self.measured_reach),
         }
         if self.head_encoding_noise is not None:

@@ -23,7 +23,9 @@ import torch
 from tqdm import tqdm
 
 from qresnet.backends import Backend, resolve_backend
-from qresnet.run.build import build_model, estimated_cost_notes, gradient_method, head_notes, step_cost
+from qresnet.run.build import (build_model, estimated_cost_notes, filter_notes, gradient_method, head_notes,
+                               step_cost)
+from qresnet.circuits import FilterSpec
 from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
@@ -270,6 +272,9 @@ def _train_locked(config: TrainConfig, run: RunDir, resume: bool, progress: bool
     from_seed = resume_session(session) if resume else False
     notes = head_notes(config, backend, model)
     if progress:
+        if config.quanv != FilterSpec() or config.filter != "quantum" or config.mode == "auto":
+            for line in filter_notes(config, backend, data.image_shape):
+                print(line)
         for line in estimated_cost_notes(model, config, len(data.y_train)):
             print(line)
         if session.on_device:
@@ -319,7 +324,7 @@ def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResu
         test_images=len(data.y_test), gradient=gradient_method(session.model), run_dir=str(run.path),
         wall_time_s=session.elapsed, head_notes=tuple(notes), steps_this_session=session.steps_taken,
         stopped_at_max_steps=session.budget_hit, parameter_sets_evaluated_this_session=evaluated,
-        head_encoding_noise=noise)
+        head_encoding_noise=noise, filter=config.filter)
     run.write_summary(result)
     if session.metrics:
         plot_curves(session.metrics, run.curves_path)

@@ -1,7 +1,7 @@
 """Evidence from a sweep: intervals over seeds, paired differences and their tests, and the audit's verdicts.
 
 Every comparison report answers the paper's question, *which part of the model is actually
-learning?*, with five audit questions per configuration. The rules that turn numbers into
+learning?*, with six audit questions per configuration. The rules that turn numbers into
 verdicts live here, once, and :data:`RULES` states them in every report.
 
 Statistics (``scipy.stats``): a mean over seeds has a 95% Student-t interval; a paired
@@ -39,7 +39,8 @@ RULES = (
     "cannot reach the head along skip edges (its weights never learn), yes when every layer reaches it and the head "
     "does not see the raw input X, inconclusive when it also sees X (the frozen benchmark then sees X too, and only Q3 "
     "says whether the layers add anything). Q5: yes when qubits, re-encoding boundaries, circuits per step, seconds "
-    "per epoch and device costs are all reported.")
+    "per epoch and device costs are all reported. Q6: the Q3 rule on trainable quantum minus its classical control "
+    "(the same windows, stride, channels and trainable parameter count, paired by seed); not tested without one.")
 
 
 @dataclass(frozen=True)

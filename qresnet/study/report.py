@@ -1,6 +1,6 @@
 """The comparison report: the audit checklist, intervals over seeds, paired differences, CSV/JSON and figures.
 
-Every report opens with the checklist: per configuration and setting (backend and head), the five
+Every report opens with the checklist: per configuration and setting (backend and head), the six
 audit questions of the paper's lesson, each with a verdict by the rules of :mod:`qresnet.study.evidence`
 and the numbers behind it (in ``report.md`` and in ``results.json`` under ``evidence``).
 """
@@ -19,31 +19,40 @@ from qresnet.config import TrainConfig
 from qresnet.provenance import environment
 from qresnet.residual import ResidualSpec
 from qresnet.run.cost import run_cost
-from qresnet.run.figures import save_figure
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 from qresnet.study import evidence as ev
+from qresnet.study.drift import Drifted, drift_section
+from qresnet.study.report_figures import comparison_figures, noise_families, robustness_figure
 
 if TYPE_CHECKING:  # for the annotations only: the sweep module trains (torch); a report only reads results
     from qresnet.study.sweep import SweepConfig, SweepResult
 
-RESULT_FIELDS = ("backend", "head", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
+RESULT_FIELDS = ("backend", "head", "filter", "config", "frozen", "seed", "final_test_acc", "best_test_acc", "final_train_loss",
                  "test_images", "epochs_completed", "wall_time_s", "grad_norms_last_epoch", "predicted_reach",
                  "measured_reach", "run_dir", "reused")
 REFERENCE_DEVICE = "aer:fake_torino"  # device costs of a sweep that has no device backend
 QUESTIONS = ("Q1 earlier layers get gradients", "Q2 survives a quantum head", "Q3 beats frozen",
-             "Q4 placement justified", "Q5 costs reported")
+             "Q4 placement justified", "Q5 costs reported", "Q6 beats a classical layer of its size")
+NOT_APPLICABLE = "-"  # Q6 of the classical control's own rows
 
 
 @dataclass(frozen=True)
 class Setting:
-    """Where a group of runs ran: the backend and the head."""
+    """Where a group of runs ran: the backend and the head, and the layers' filter (the classical control's runs
+    are a setting of their own, named so)."""
 
     backend: str
     head: str
+    filter: str = "quantum"
 
     def label(self, several_heads: bool) -> str:
-        return f"{self.backend}, {self.head} head" if several_heads else self.backend
+        base = f"{self.backend}, {self.head} head" if several_heads else self.backend
+        return base if self.filter == "quantum" else f"{base}, classical control"
+
+    def control(self) -> Setting:
+        """The classical control of this setting: same backend and head."""
+        return Setting(self.backend, self.head, "classical")
 
 
 class Runs:
@@ -51,12 +60,12 @@ class Runs:
 
     def __init__(self, rows: Sequence[RunResult]):
         self.rows = list(rows)
-        self.settings = list(dict.fromkeys(Setting(str(r.backend), r.head) for r in rows))
+        self.settings = list(dict.fromkeys(_setting(r) for r in rows))
         self.configs = list(dict.fromkeys(r.config for r in rows))
         self.seeds = sorted({r.seed for r in rows})
         self.groups: dict[tuple[Setting, str, bool], list[RunResult]] = {}
         for r in sorted(rows, key=lambda r: r.seed):
-            self.groups.setdefault((Setting(str(r.backend), r.head), r.config, r.frozen), []).append(r)
+            self.groups.setdefault((_setting(r), r.config, r.frozen), []).append(r)
 
     def get(self, setting: Setting, config: str, frozen: bool) -> list[RunResult]:
         return self.groups.get((setting, config, frozen), [])
@@ -73,6 +82,10 @@ class Runs:
         return ev.paired([left[s] for s in seeds], [right[s] for s in seeds]) if seeds else None
 
 
+def _setting(run: RunResult) -> Setting:
+    return Setting(str(run.backend), run.head, run.filter)
+
+
 def _device_backend(sweep: SweepConfig):
     """The backend whose device the costs are counted on: the sweep's first noisy one, else the reference."""
     options = sweep.backend_options
@@ -83,7 +96,7 @@ def _device_backend(sweep: SweepConfig):
 
 
 def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
-    """Per setting and configuration: the intervals, the paired differences and the five verdicts with their numbers."""
+    """Per setting and configuration: the intervals, the paired differences and the six verdicts with their numbers."""
     device, reference = _device_backend(sweep)
     layers = sweep.layers
     several = len({s.head for s in runs.settings}) > 1
@@ -96,12 +109,15 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
                 continue
             spec = ResidualSpec.coerce(config, layers)
             beat = runs.difference((setting, config, False), (setting, config, True))
-            quantum = Setting(setting.backend, "quantum")
+            quantum = Setting(setting.backend, "quantum", setting.filter)
             head_beat = runs.difference((quantum, config, False), (quantum, config, True))
+            control = None if setting.filter != "quantum" else runs.difference((setting, config, False),
+                                                                                (setting.control(), config, False))
             measured = [list(r.measured_reach) for r in trained]
             any_run = (trained or frozen)[0]  # train and test sizes are the same in every run of a sweep
             cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep.batch_size,
-                                        classes=sweep.classes, frozen=False), device, num_classes=_num_classes(sweep),
+                                        classes=sweep.classes, frozen=False, filter=setting.filter,
+                                        quanv=sweep.quanv), device, num_classes=_num_classes(sweep),
                             train_size=any_run.train_images, test_size=any_run.test_images)
             seconds = [sum(m.seconds for m in r.metrics) / len(r.metrics) for r in trained if r.metrics]
             costs = {"qubits": list(cost.qubits), "boundaries": cost.boundaries, "circuits_per_step": cost.circuits_per_step,
@@ -124,6 +140,7 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
                     QUESTIONS[2]: ev.beats(beat),
                     QUESTIONS[3]: ev.placement_justified(spec.reaches, spec.sees_input),
                     QUESTIONS[4]: ev.costs_reported(costs),
+                    QUESTIONS[5]: ev.beats(control) if setting.filter == "quantum" else NOT_APPLICABLE,
                 },
                 "numbers": {
                     "predicted_reach": list(spec.reaches),
@@ -131,8 +148,12 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
                     "grad_norm_per_epoch_mean_over_seeds": _mean_norms(trained, layers),
                     "quantum_head_trainable_minus_frozen": _dict(head_beat),
                     "quantum_head_command": None if head_beat is not None else _head_command(sweep),
+                    "classical_control": _dict(runs.accuracy(setting.control(), config, False)),
+                    "quantum_minus_classical": _dict(control),
+                    "classical_command": (None if control is not None or setting.filter != "quantum"
+                                          else _classical_command(sweep)),
                     "head_sees_input": spec.sees_input,
-                    "final_map": list(spec.node_shapes(_image_shape(sweep), 2)[-1]),
+                    "final_map": _final_map(spec, sweep),
                     "costs": costs,
                 },
             }
@@ -144,12 +165,25 @@ def _num_classes(sweep: SweepConfig) -> int:
     return len(sweep.classes) if sweep.classes else 10
 
 
-def _image_shape(sweep: SweepConfig) -> tuple[int, int]:
-    return (28, 28) if sweep.dataset == "mnist" else (8, 8)
+def _image_shape(sweep: SweepConfig) -> tuple[int, int] | None:
+    """The images' shape, where the sweep says it (npz: and idx: datasets of their own size do not)."""
+    if sweep.image_size is not None:
+        return (sweep.image_size, sweep.image_size)
+    return {"mnist": (28, 28), "digits": (8, 8)}.get(sweep.dataset)
 
 
 def _head_command(sweep: SweepConfig) -> str:
     return (f"qresnet compare --preset {sweep.preset} --head linear,quantum --classes 0,1,2,3"
+            + (" --data-dir DIR" if sweep.dataset == "mnist" else ""))
+
+
+def _final_map(spec: ResidualSpec, sweep: SweepConfig) -> list[int] | None:
+    shape, f = _image_shape(sweep), sweep.quanv
+    return None if shape is None else list(spec.node_shapes(shape, f.kernel_size, f.stride, f.padding)[-1])
+
+
+def _classical_command(sweep: SweepConfig) -> str:
+    return (f"qresnet compare --preset {sweep.preset} --filters quantum,classical"
             + (" --data-dir DIR" if sweep.dataset == "mnist" else ""))
 
 
@@ -172,8 +206,9 @@ def _interval(value: dict | None, signed: bool = False) -> str:
     return cls(**value).describe()
 
 
-def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
-    """results.csv, results.json, report.md and the figures of a sweep's result into ``out``; returns report.md's path."""
+def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequence[Drifted] = ()) -> Path:
+    """results.csv, results.json, report.md and the figures of a sweep's result into ``out``; returns report.md's path.
+    ``drift``: the runs evaluated under another backend (:func:`qresnet.study.drift.sweep_drift`), a section of its own."""
     out, sweep, rows = Path(out), result.sweep, result.runs
     runs = Runs(rows)
     assessed = assess(runs, sweep)
@@ -189,7 +224,8 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
     several = len({s.head for s in runs.settings}) > 1
     labels = {s.label(several): s for s in runs.settings}
     notes = sorted({note for r in rows for note in r.head_notes}
-                   | {f"quantum weight gradients on {r.backend}: {r.gradient}" for r in rows if r.gradient})
+                   | {f"{'quantum' if r.filter == 'quantum' else 'classical control'} weight gradients on {r.backend}: "
+                      f"{r.gradient}" for r in rows if r.gradient})
     seeds = runs.seeds
     seed_text = (f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else
                  f"one seed ({seeds[0]}): no interval can be given, and every verdict that needs one is inconclusive")
@@ -239,7 +275,25 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
         lines.append("")
     lines += _noisy_minus_ideal(runs, several)
     lines += _quantum_beside_linear(runs)
-    lines += ["## The numbers behind each verdict", ""]
+    lines += drift_section(drift)
+    lines += _numbers_behind(assessed)
+    lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
+              "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
+              "![training curves](curves.png)", ""]
+    if len(labels) > 1:
+        lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
+    if noise_families(runs):
+        lines += ["![accuracy against noise level](robustness.png)", ""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    comparison_figures(runs, assessed, labels, out)
+    robustness_figure(runs, out)
+    return report
+
+
+def _numbers_behind(assessed: dict[str, Any]) -> list[str]:
+    """The report's section of the numbers behind each verdict, per setting and configuration."""
+    lines = ["## The numbers behind each verdict", ""]
     for label, per_config in assessed.items():
         for config, item in per_config.items():
             n, c = item["numbers"], item["numbers"]["costs"]
@@ -253,30 +307,33 @@ def write_comparison_report(result: SweepResult, out: str | Path) -> Path:
                 f"- Q3: trainable - frozen {_interval(item['trainable_minus_frozen'], True)}.",
                 f"- Q4: layers connected to the head {_layers(n['predicted_reach'])}; the head "
                 f"{'also sees' if n['head_sees_input'] else 'does not see'} the raw input X; final map "
-                f"{n['final_map'][0]}x{n['final_map'][1]}.",
+                f"{'x'.join(map(str, n['final_map'])) if n['final_map'] else 'as the images give it'}.",
                 f"- Q5: {', '.join(map(str, c['qubits']))} qubits per circuit; {c['boundaries']} measure-and-re-encode "
                 f"boundaries per forward pass; {c['circuits_per_step']} circuits (parameter sets) per training step; "
                 f"{_fmt(c['seconds_per_epoch'], '.2f')} s of simulation per epoch; on {c['device']} at {c['shots']} shots: "
                 f"one epoch of training {c['device_train_epoch_circuits']} circuits, about "
                 f"{_fmt(c['device_train_epoch_qpu_seconds'], '.0f')} s of QPU time; one evaluation of the test set "
                 f"{c['device_test_eval_circuits']} circuits, about {_fmt(c['device_test_eval_qpu_seconds'], '.0f')} s.",
+                _q6_line(n),
                 "",
             ]
-    lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
-              "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
-              "![training curves](curves.png)", ""]
-    if len(labels) > 1:
-        lines += ["![trainable accuracy by setting](ideal_vs_noisy.png)", ""]
-    report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    _figures(runs, assessed, labels, out)
-    return report
+    return lines
+
+def _q6_line(numbers: dict[str, Any]) -> str:
+    """Q6's numbers: trainable quantum minus its classical control of the same size, paired by seed."""
+    if numbers["classical_command"] is None and numbers["quantum_minus_classical"] is None:
+        return "- Q6: this is the classical control (the quantum rows answer Q6)."
+    if numbers["quantum_minus_classical"] is None:
+        return f"- Q6: not tested, the sweep has no classical control: `{numbers['classical_command']}`."
+    return (f"- Q6: trainable quantum - classical control of the same size "
+            f"{_interval(numbers['quantum_minus_classical'], True)}; the control alone "
+            f"{_interval(numbers['classical_control'])}.")
 
 
 def _noisy_minus_ideal(runs: Runs, several: bool) -> list[str]:
     lines: list[str] = []
-    for head in dict.fromkeys(s.head for s in runs.settings):
-        group = [s for s in runs.settings if s.head == head]
+    for head, kind in dict.fromkeys((s.head, s.filter) for s in runs.settings):
+        group = [s for s in runs.settings if (s.head, s.filter) == (head, kind)]
         ideal = next((s for s in group if not BackendSpec.coerce(s.backend).noisy), group[0])
         for other in (s for s in group if s != ideal):
             lines += [f"## {other.label(several)} minus {ideal.label(several)} (paired by seed)", "",
@@ -314,93 +371,3 @@ def _layers(flags: Sequence[bool] | None) -> str:
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def _figures(runs: Runs, assessed: dict[str, Any], labels: dict[str, Setting], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    configs = runs.configs
-    x = np.arange(len(configs))
-    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 3.9), squeeze=False)
-    for ax, (label, per_config) in zip(axes[0], assessed.items()):
-        for offset, key in ((-0.2, "trainable"), (0.2, "frozen")):
-            means, errors = [], [[], []]
-            for c in configs:
-                value = per_config.get(c, {}).get(key)
-                mean = value["mean"] if value else np.nan
-                low = value["low"] if value and value["low"] is not None else mean
-                high = value["high"] if value and value["high"] is not None else mean
-                means.append(mean)
-                errors[0].append(mean - low)
-                errors[1].append(high - mean)
-            ax.bar(x + offset, means, 0.4, yerr=errors, capsize=3, label=key)
-        ax.set(title=f"test accuracy (95% interval), {label}", xticks=x, ylim=(0, 1))
-        ax.set_xticklabels(configs, rotation=30, ha="right")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, out / "accuracy.png")
-
-    entries = [(label, c, item["trainable_minus_frozen"]) for label, per_config in assessed.items()
-               for c, item in per_config.items() if item["trainable_minus_frozen"]]
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * max(len(entries), 4) + 1.2))
-    for i, (label, c, d) in enumerate(entries):
-        y = len(entries) - 1 - i
-        if d["low"] is not None:
-            ax.plot([d["low"], d["high"]], [y, y], "-", color="C0", lw=2)
-        ax.plot(d["mean"], y, "o", color="C3" if d["low"] is not None and d["low"] > 0 else "C0")
-    ax.axvline(0, color="k", lw=0.8)
-    ax.axvline(ev.MARGIN, color="k", lw=0.6, ls=":")
-    ax.set_yticks(range(len(entries)))
-    ax.set_yticklabels([f"{c} | {label}" for label, c, _ in reversed(entries)], fontsize=7)
-    ax.set(title="trainable - frozen: mean and 95% paired interval (red: above 0)", xlabel="accuracy difference")
-    fig.tight_layout()
-    save_figure(fig, out / "differences.png")
-
-    settings = list(labels.values())
-    fig, axes = plt.subplots(len(settings), len(configs), figsize=(3.2 * len(configs), 2.8 * len(settings)), squeeze=False)
-    for i, (label, per_config) in enumerate(assessed.items()):
-        for j, c in enumerate(configs):
-            ax = axes[i][j]
-            norms = per_config.get(c, {}).get("numbers", {}).get("grad_norm_per_epoch_mean_over_seeds") or []
-            for k, series in enumerate(norms):
-                ax.plot(range(1, len(series) + 1), series, "o-", ms=3, label=f"layer {k + 1}")
-            if norms:
-                ax.legend(fontsize=7)
-            ax.set_title(f"{c}\n{label}", fontsize=8)
-            ax.set_xlabel("epoch", fontsize=8)
-    fig.suptitle("quantum weight gradient norm over training (trainable runs, mean over seeds)", fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, out / "grad_norms.png", dpi=100)
-
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False)
-    for ax, (label, setting) in zip(axes[0], labels.items()):
-        for j, c in enumerate(configs):
-            for frozen, style in ((False, "-"), (True, "--")):
-                group = runs.get(setting, c, frozen)
-                if group:
-                    epochs = min(len(r.metrics) for r in group)
-                    mean = [sum(r.metrics[e].test_acc for r in group) / len(group) for e in range(epochs)]
-                    ax.plot(range(1, epochs + 1), mean, style, color=f"C{j}", label=f"{c}{' (frozen)' if frozen else ''}")
-        ax.set(title=f"test accuracy per epoch, mean over seeds, {label} (dashed: frozen)", xlabel="epoch", ylim=(0, 1))
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "curves.png")
-
-    if len(settings) > 1:
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-        width = 0.8 / len(settings)
-        for i, (label, per_config) in enumerate(assessed.items()):
-            values = [per_config.get(c, {}).get("trainable") for c in configs]
-            means = [v["mean"] if v else np.nan for v in values]
-            errors = [[v["mean"] - v["low"] if v and v["low"] is not None else 0 for v in values],
-                      [v["high"] - v["mean"] if v and v["high"] is not None else 0 for v in values]]
-            ax.bar(x + (i - (len(settings) - 1) / 2) * width, means, width, yerr=errors, capsize=2, label=label)
-        ax.set(title="trainable test accuracy by setting (95% interval)", xticks=x, ylim=(0, 1))
-        ax.set_xticklabels(configs, rotation=30, ha="right")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        save_figure(fig, out / "ideal_vs_noisy.png")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -32,8 +33,8 @@ from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
 from qresnet.run.build import check_layout_width
 from qresnet.run.cost import HEAD_QUBITS
-from qresnet.choices import EXECUTORS, HEADS
-from qresnet.circuits import quanv_filter
+from qresnet.choices import EXECUTORS, FILTER_KINDS, HEADS
+from qresnet.circuits import FilterSpec, quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, ResultError, RunDirError, SweepError
@@ -46,6 +47,7 @@ from qresnet.run.train import train
 from qresnet.values import checked_int
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"], "quanv": None, "image_size": None}  # SweepConfig fields a sweep.json of an earlier version lacks
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -80,22 +82,25 @@ class PlannedRun:
     frozen: bool
     seed: int
     config: TrainConfig
+    filter: str = "quantum"
 
     def directory(self, out: Path) -> Path:
-        return run_dir(out, self.backend, self.residual, self.frozen, self.head, self.seed)
+        return run_dir(out, self.backend, self.residual, self.frozen, self.head, self.seed, self.filter)
 
     def describe(self) -> str:
         return (f"{self.backend} {self.head} head {self.residual.notation} "
-                f"{'frozen' if self.frozen else 'trainable'} seed {self.seed}")
+                f"{'frozen' if self.frozen else 'trainable'}" + ("" if self.filter == "quantum" else f" {self.filter}")
+                + f" seed {self.seed}")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep: the shared training settings, the configurations, the backends and their options, the seeds.
 
-    Every configuration x {trainable, frozen} x backend x head runs once per seed. A seed fixes the
-    data split and the initial weights, so a trainable run and its frozen benchmark with the same
-    seed form a pair, and so do the same run on two backends.
+    Every configuration x {trainable, frozen} x backend x head x filter runs once per seed. A seed fixes
+    the data split and the initial weights, so a trainable run and its frozen benchmark with the same
+    seed form a pair, and so do the same run on two backends, and a quantum run and its classical control.
+    ``filters`` are ``quantum`` (the circuit) and ``classical`` (the control of the same size, Q6).
     """
 
     preset: str = "quick"
@@ -114,6 +119,9 @@ class SweepConfig:
     lr: float = 0.03
     seeds: tuple[int, ...] = (0,)
     backend_options: BackendOptions = field(default_factory=BackendOptions)
+    filters: tuple[str, ...] = ("quantum",)
+    quanv: FilterSpec | dict | None = None  # the filter of every run (TrainConfig.quanv); None: today's
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         seeds = tuple(checked_int(k, "seed", 0) for k in self.seeds)
@@ -127,6 +135,11 @@ class SweepConfig:
         for head in self.heads:
             if head not in HEADS:
                 raise ConfigError(f"unknown head {head!r}; heads: {', '.join(HEADS)}")
+        object.__setattr__(self, "quanv", FilterSpec.coerce(self.quanv))
+        object.__setattr__(self, "filters", tuple(self.filters))
+        if not self.filters or len(set(self.filters)) < len(self.filters) or set(self.filters) - set(FILTER_KINDS):
+            raise ConfigError(f"filters={','.join(self.filters)!r} must be distinct filters of "
+                              f"{', '.join(FILTER_KINDS)}, e.g. quantum,classical")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> SweepConfig:
@@ -137,30 +150,30 @@ class SweepConfig:
     def runs(self) -> list[PlannedRun]:
         """Every run of the sweep, seeds innermost (so a configuration's seeds finish together)."""
         out = []
-        for head in self.heads:
-            for backend in self.backends:
-                for residual in self.configs:
-                    for frozen in self.frozen_modes:
-                        for seed in self.seeds:
-                            config = TrainConfig(
-                                dataset=self.dataset, data_dir=self.data_dir, classes=self.classes,
-                                per_class=self.per_class, test_fraction=self.test_fraction, layers=self.layers,
-                                residual=residual, head=head, frozen=frozen, backend=backend,
-                                backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
-                                lr=self.lr, seed=seed)
-                            out.append(PlannedRun(backend, head, residual, frozen, seed, config))
+        for kind, head, backend in itertools.product(self.filters, self.heads, self.backends):
+            for residual in self.configs:
+                for frozen in self.frozen_modes:
+                    for seed in self.seeds:
+                        config = TrainConfig(
+                            dataset=self.dataset, data_dir=self.data_dir, classes=self.classes,
+                            per_class=self.per_class, test_fraction=self.test_fraction, layers=self.layers,
+                            residual=residual, head=head, frozen=frozen, backend=backend,
+                            backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
+                            lr=self.lr, seed=seed, filter=kind, quanv=self.quanv, image_size=self.image_size)
+                        out.append(PlannedRun(backend, head, residual, frozen, seed, config, kind))
         return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], what: str = "a sweep") -> SweepConfig:
         """The inverse of :meth:`to_dict` (``sweep.json``); a missing or unknown field is refused, naming it."""
         names = [f.name for f in dataclasses.fields(cls)]
+        values = {**ADDED_FIELDS, **values}  # sweeps written before these fields existed
         missing = [name for name in names if name not in values]
         unknown = sorted(set(values) - set(names))
         if missing or unknown:
             which = f"has no field {missing[0]!r}" if missing else f"has unknown field(s) {', '.join(map(repr, unknown))}"
             raise ResultError(f"{what} {which}: it was not written by qresnet compare, or is damaged")
-        sequences = ("configs", "backends", "heads", "frozen_modes", "seeds")
+        sequences = ("configs", "backends", "heads", "frozen_modes", "seeds", "filters")
         return cls(**{**values, **{k: tuple(values[k]) for k in sequences},
                       "classes": None if values["classes"] is None else tuple(values["classes"])})
 
@@ -172,6 +185,8 @@ class SweepConfig:
         out["heads"] = list(self.heads)
         out["frozen_modes"] = list(self.frozen_modes)
         out["seeds"] = list(self.seeds)
+        out["filters"] = list(self.filters)
+        out["quanv"] = self.quanv.to_dict()
         out["backend_options"] = self.backend_options.to_dict()
         return out
 
@@ -225,11 +240,13 @@ def slug(config: str) -> str:
 
 
 def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, frozen: bool, head: str = "linear",
-            seed: int = 0) -> Path:
-    """Where a sweep in ``out`` keeps one run: ``runs/<backend>/<config>-<trainable|frozen>[-<head>-head]-seed<k>``."""
+            seed: int = 0, filter: str = "quantum") -> Path:
+    """Where a sweep in ``out`` keeps one run:
+    ``runs/<backend>/<config>-<trainable|frozen>[-<head>-head][-classical]-seed<k>`` (the filter named only when it
+    is not the quantum one, so sweeps of earlier versions resume)."""
     notation = ResidualSpec.coerce(config).notation
     name = (f"{slug(notation)}-{'frozen' if frozen else 'trainable'}" + ("" if head == "linear" else f"-{head}-head")
-            + f"-seed{seed}")
+            + ("" if filter == "quantum" else f"-{filter}") + f"-seed{seed}")
     return out / "runs" / str(BackendSpec.coerce(backend)).replace(":", "_") / name
 
 
