@@ -26,6 +26,7 @@ same exact derivatives, summed in another order).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from qresnet.run.step import StepOutcome, finite_loss, measured
 from qresnet.run.train import Session, Tally, check_identity, finish, open_run_dir, record_epoch, resume_session
 
 VARYING = ("seed", "frozen")  # what may differ between the runs of a stack
+RUN_BYTES = 64 << 20  # the memory one more run takes in a stack, rounded up from benchmarks/sweep.py (README)
+MAX_STACK = 16  # past this the step's arrays, not its calls, set its time (README)
+MEMORY_SHARE = 0.5  # of the available memory, for the stacks of a sweep
 
 
 def stack_key(config: TrainConfig) -> str:
@@ -57,6 +61,33 @@ def stack_key(config: TrainConfig) -> str:
     # the backend's seed follows the run's; it seeds shot sampling only, and a stack is exact (no shots)
     values["backend_options"] = {k: v for k, v in values["backend_options"].items() if k != "seed"}
     return repr(sorted((k, repr(v)) for k, v in values.items() if k not in VARYING))
+
+
+def stackable(config: TrainConfig) -> bool:
+    """Whether a run may join a stack: an exact simulation trained by epochs (not a device, shots, or max_steps)."""
+    return not config.backend.on_device and config.backend_options.shots is None and config.max_steps is None
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable; the free pages where /proc is missing)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 30
+
+
+def default_stack_size(runs: int, jobs: int, available: int | None = None) -> int:
+    """K for ``runs`` unfinished runs in ``jobs`` processes: as many as half the available memory holds per process
+    at :data:`RUN_BYTES` a run, at most :data:`MAX_STACK`, and no more than spreads the runs over every process."""
+    jobs = max(1, jobs)
+    budget = (available_memory() if available is None else available) * MEMORY_SHARE // jobs
+    return max(1, min(MAX_STACK, budget // RUN_BYTES, -(-runs // jobs)))
 
 
 @dataclass

@@ -42,6 +42,7 @@ from qresnet.run.integrity import integrity_problems
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
+from qresnet.run.stack import default_stack_size, stack_key, stackable, train_stack
 from qresnet.run.train import train
 from qresnet.values import checked_int
 
@@ -251,6 +252,23 @@ def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -
     return train(config, run.path, resume=run.started(), progress=False, data=data)
 
 
+def _run_stack(configs: list[TrainConfig], directories: list[str], data: list[Dataset] | None = None
+               ) -> list[RunResult | str]:
+    """One stack of unfinished runs (:func:`train_stack`), in a worker process or the sweep's own: per run its
+    result or why it failed (a line: errors need not pickle)."""
+    return [r if isinstance(r, RunResult) else str(r) for r in train_stack(configs, directories, data)]
+
+
+def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list[int]]:
+    """``todo`` (plan indices) as stacks of at most ``size`` runs of one shape (:func:`stack_key`), in plan order;
+    runs that cannot stack (devices, shots) alone."""
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        config = plan[i].config
+        groups.setdefault(stack_key(config) if stackable(config) else f"alone {i}", []).append(i)
+    return [members[k:k + size] for members in groups.values() for k in range(0, len(members), size)]
+
+
 def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[tuple[Path, list[str]]]:
     """The runs under ``out`` that were trained with other settings than the plan's, with what differs."""
     digests = {seed: d.digest() for seed, d in data.items()}
@@ -297,14 +315,15 @@ def _watch_parent(parent: int) -> None:
 
 
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-              executor: str = "processes", ray_address: str | None = None) -> SweepResult:
+              executor: str = "processes", ray_address: str | None = None, stack: int | None = None) -> SweepResult:
     """:func:`_run_sweep_locked` with ``out`` locked (:class:`OutputLock`): a second sweep on it refuses."""
     with OutputLock(out):
-        return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address)
+        return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address, stack)
 
 
 def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-                      executor: str = "processes", ray_address: str | None = None) -> SweepResult:
+                      executor: str = "processes", ray_address: str | None = None, stack: int | None = None
+                      ) -> SweepResult:
     """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns their results.
 
     Finished runs under ``out`` are reused and started ones resumed, but only when their identity
@@ -312,6 +331,10 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
     trained again from scratch with ``overwrite``. Result rows name their run directory relative
     to ``out``, so a moved sweep still resumes and reports. A run that fails does not stop the
     others: once they are done, :class:`SweepError` carries the finished runs' result and each failure.
+
+    ``stack`` K trains up to K runs of one shape together in one process (:mod:`qresnet.run.stack`; a process
+    or a Ray task trains one stack); None picks K from memory (:func:`default_stack_size`); 1 trains each run
+    alone, as before stacks existed.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} must be one of {', '.join(EXECUTORS)}")
@@ -354,30 +377,52 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
             record(i, finished)
         else:
             todo.append(i)
+    size = default_stack_size(len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
+    units = [[i] for i in todo] if size == 1 else plan_stacks(plan, todo, size)
+
+    def submit(run: Any, unit: list[int], with_data: bool) -> Any:
+        """A unit of work: one run alone (today's path), or a stack."""
+        dirs = [str(plan[i].directory(out)) for i in unit]
+        if len(unit) == 1:
+            return run(_run_one, plan[unit[0]].config, dirs[0], *([data[plan[unit[0]].seed]] if with_data else []))
+        return run(_run_stack, [plan[i].config for i in unit], dirs,
+                   *([[data[plan[i].seed] for i in unit]] if with_data else []))
+
+    def deliver(unit: list[int], outcome: Any) -> None:
+        for i, result in zip(unit, [outcome] if len(unit) == 1 else outcome):
+            if isinstance(result, RunResult):
+                record(i, result)
+            else:
+                fail(i, result)
+
+    def failed(unit: list[int], exc: QresnetError) -> None:
+        for i in unit:
+            fail(i, str(exc))
+
     try:
         if executor == "ray":
             from qresnet.study.ray_sweep import run_on_ray
 
-            run_on_ray([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in todo], data, record, fail,
-                       ray_address)
+            run_on_ray([[(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in unit] for unit in units],
+                       data, record, fail, ray_address)
         elif jobs <= 1:
-            for i in todo:
+            for unit in units:
                 try:
-                    record(i, _run_one(plan[i].config, str(plan[i].directory(out)), data[plan[i].seed]))
+                    deliver(unit, submit(lambda f, *a: f(*a), unit, with_data=True))
                 except QresnetError as exc:
-                    fail(i, str(exc))
+                    failed(unit, exc)
         else:
             context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
                                        initargs=(os.getpid(),))
             futures: dict = {}
             try:
-                futures = {pool.submit(_run_one, plan[i].config, str(plan[i].directory(out))): i for i in todo}
+                futures = {submit(pool.submit, unit, with_data=False): unit for unit in units}
                 for future in as_completed(futures):
                     try:
-                        record(futures[future], future.result())
+                        deliver(futures[future], future.result())
                     except QresnetError as exc:
-                        fail(futures[future], str(exc))
+                        failed(futures[future], exc)
             except KeyboardInterrupt:
                 # stop now: the queued runs are dropped (leaving the pool would wait for every one of them);
                 # finished runs and the finished epochs of running ones are kept, and the same sweep resumes.
