@@ -104,14 +104,14 @@ def stack_task(configs: list[TrainConfig], files: list[dict[str, bytes]], data: 
 
 
 def run_on_ray(
-    units: Sequence[Sequence[tuple[int, TrainConfig, Path, int]]],
+    units: Sequence[tuple[Sequence[tuple[int, TrainConfig, Path, int]], bool]],
     data: dict[int, Dataset],
     record: Callable[[int, RunResult], None],
     fail: Callable[[int, str], None],
     address: str | None = None,
 ) -> None:
-    """Run ``units`` as Ray tasks: a unit of one item (plan index, config, run directory, seed) trains alone, a
-    longer one as a stack (one task); ``record`` each finished run's result as it comes in, ``fail`` each run that
+    """Run ``units`` as Ray tasks: a unit (items (plan index, config, run directory, seed), stacked) trains its one
+    item alone, or its items as a stack (one task); ``record`` each finished run's result as it comes in, ``fail`` each run that
     raised. Connects to ``address`` (or ``RAY_ADDRESS``), else starts Ray."""
     ray = import_ray()
     started_here = not ray.is_initialized()
@@ -124,18 +124,18 @@ def run_on_ray(
         task, stacked = ray.remote(**options)(train_task), ray.remote(**options)(stack_task)
         data_refs = {seed: ray.put(d) for seed, d in data.items()}  # once per seed, not once per task or retry
         pending = {}
-        for unit in units:
-            if len(unit) == 1:
+        for unit, stack in units:
+            if not stack:
                 index, config, directory, seed = unit[0]
                 ref = task.remote(config, ray.put(resume_state(RunDir(directory))), data_refs[seed])
             else:  # a list of object refs inside an argument is not resolved by Ray: the arrays go by value
                 ref = stacked.remote([item[1] for item in unit], [resume_state(RunDir(item[2])) for item in unit],
                                      [data[item[3]] for item in unit])
-            pending[ref] = unit
+            pending[ref] = (unit, stack)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                unit = pending.pop(ref)
+                unit, stack = pending.pop(ref)
                 try:
                     results, files, _ = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # the run's own error, raised in the task
@@ -147,7 +147,7 @@ def run_on_ray(
                     for item in unit:
                         fail(item[0], f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
                     continue
-                if len(unit) == 1:
+                if not stack:
                     results, files = [results], [files]
                 for (index, _, directory, _), result, blobs in zip(unit, results, files):
                     if blobs:  # a run that failed before its directory was made has none

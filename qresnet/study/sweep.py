@@ -380,16 +380,21 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
     size = default_stack_size(len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
     units = [[i] for i in todo] if size == 1 else plan_stacks(plan, todo, size)
 
+    def alone(unit: list[int]) -> bool:
+        # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a
+        # resume regroups its runs); --stack 1 and runs that cannot stack take today's path
+        return size == 1 or not stackable(plan[unit[0]].config)
+
     def submit(run: Any, unit: list[int], with_data: bool) -> Any:
         """A unit of work: one run alone (today's path), or a stack."""
         dirs = [str(plan[i].directory(out)) for i in unit]
-        if len(unit) == 1:
+        if alone(unit):
             return run(_run_one, plan[unit[0]].config, dirs[0], *([data[plan[unit[0]].seed]] if with_data else []))
         return run(_run_stack, [plan[i].config for i in unit], dirs,
                    *([[data[plan[i].seed] for i in unit]] if with_data else []))
 
     def deliver(unit: list[int], outcome: Any) -> None:
-        for i, result in zip(unit, [outcome] if len(unit) == 1 else outcome):
+        for i, result in zip(unit, [outcome] if alone(unit) else outcome):
             if isinstance(result, RunResult):
                 record(i, result)
             else:
@@ -403,8 +408,8 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
         if executor == "ray":
             from qresnet.study.ray_sweep import run_on_ray
 
-            run_on_ray([[(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in unit] for unit in units],
-                       data, record, fail, ray_address)
+            run_on_ray([([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in unit], not alone(unit))
+                        for unit in units], data, record, fail, ray_address)
         elif jobs <= 1:
             for unit in units:
                 try:
