@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from qresnet import cli, data
+from qresnet import cli, data, download
 from qresnet.data import MNIST_FILES, DataConfig, DataError, load_dataset
 
 REAL_MNIST = Path("/work/shared/data/mnist.npz")
@@ -291,12 +291,12 @@ def test_fetch_downloads_verifies_and_caches(tmp_path):
     mirror = write_idx_dir(tmp_path / "mirror", gz=True)
     cache = tmp_path / "cache" / "mnist"
     with serve(mirror) as (url, requests):
-        assert data.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False) == cache
+        assert download.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False) == cache
         assert requests == [f"/{name}.gz" for name in MNIST_FILES]
-        assert data.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False) == cache
+        assert download.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False) == cache
         assert len(requests) == 4  # everything was cached with the right checksum
     assert sorted(p.name for p in cache.iterdir()) == sorted(MNIST_FILES)
-    assert all(data.sha256_file(cache / n) == s for n, s in synthetic_checksums().items())
+    assert all(download.sha256_file(cache / n) == s for n, s in synthetic_checksums().items())
     assert load_dataset(DataConfig("mnist", data_dir=cache)).source == f"MNIST IDX files in {cache}"
 
 
@@ -306,9 +306,9 @@ def test_fetch_falls_back_to_uncompressed_and_replaces_a_bad_copy(tmp_path):
     cache.mkdir()
     (cache / MNIST_FILES[2]).write_bytes(b"stale")
     with serve(mirror) as (url, requests):
-        data.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
+        download.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
     assert requests[:2] == [f"/{MNIST_FILES[0]}.gz", f"/{MNIST_FILES[0]}"]
-    assert data.sha256_file(cache / MNIST_FILES[2]) == synthetic_checksums()[MNIST_FILES[2]]
+    assert download.sha256_file(cache / MNIST_FILES[2]) == synthetic_checksums()[MNIST_FILES[2]]
 
 
 def test_fetch_rejects_a_corrupt_file_and_keeps_nothing_of_it(tmp_path):
@@ -319,7 +319,7 @@ def test_fetch_rejects_a_corrupt_file_and_keeps_nothing_of_it(tmp_path):
     expected = synthetic_checksums()[MNIST_FILES[3]]
     actual = hashlib.sha256(gzip.decompress(bad.read_bytes())).hexdigest()
     with serve(mirror) as (url, _), pytest.raises(DataError) as err:
-        data.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
+        download.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
     assert MNIST_FILES[3] in str(err.value) and expected in str(err.value) and actual in str(err.value)
     assert not (cache / MNIST_FILES[3]).exists() and leftovers(cache) == []
     assert all((cache / n).is_file() for n in MNIST_FILES[:3])  # the verified ones stay
@@ -335,7 +335,7 @@ def test_fetch_rejects_invalid_or_truncated_gzip(tmp_path, damage, match):
     served.write_bytes(damage(served.read_bytes()))
     cache = tmp_path / "cache"
     with serve(mirror) as (url, _), pytest.raises(DataError, match=match):
-        data.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
+        download.fetch_mnist(cache, url, synthetic_checksums(), timeout=5, progress=False)
     assert list(cache.iterdir()) == []
 
 
@@ -344,24 +344,24 @@ def test_fetch_without_network_says_how_to_use_a_copy(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(DataError) as err:
-        data.fetch_mnist(tmp_path / "cache", f"http://127.0.0.1:{port}", timeout=5, progress=False)
+        download.fetch_mnist(tmp_path / "cache", f"http://127.0.0.1:{port}", timeout=5, progress=False)
     assert "may have no network" in str(err.value) and "QRESNET_DATA_DIR" in str(err.value) and "--data-dir" in str(err.value)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_fetch_requires_every_checksum(tmp_path):
     with pytest.raises(DataError, match=f"no SHA-256 given for {MNIST_FILES[1]}"):
-        data.fetch_mnist(tmp_path, checksums={n: "0" * 64 for n in MNIST_FILES if n != MNIST_FILES[1]})
+        download.fetch_mnist(tmp_path, checksums={n: "0" * 64 for n in MNIST_FILES if n != MNIST_FILES[1]})
 
 
 def test_cli_data_fetch(tmp_path, monkeypatch, capsys):
-    real_fetch = data.fetch_mnist
-    monkeypatch.setattr(data, "fetch_mnist", lambda d, u: real_fetch(d, u, synthetic_checksums(), timeout=5, progress=False))
+    real_fetch = download.fetch_mnist
+    monkeypatch.setattr(download, "fetch_mnist", lambda d, u: real_fetch(d, u, synthetic_checksums(), timeout=5, progress=False))
     with serve(write_idx_dir(tmp_path / "mirror", gz=True)) as (url, _):
         assert cli.main(["data", "fetch", "mnist", "--data-dir", str(tmp_path / "c"), "--url", url]) == 0
     out = capsys.readouterr().out
     assert f"MNIST is in {tmp_path / 'c'}" in out and str(tmp_path / "c" / MNIST_FILES[0]) in out
-    monkeypatch.setattr(data, "fetch_mnist", real_fetch)
+    monkeypatch.setattr(download, "fetch_mnist", real_fetch)
     assert cli.main(["data", "fetch", "mnist", "--data-dir", str(tmp_path / "d"), "--url", "http://127.0.0.1:9/"]) == 2
     assert "error: could not download" in capsys.readouterr().err
 
@@ -390,7 +390,7 @@ def test_real_mnist_idx_files_match_the_published_checksums(real_mnist_dir, tmp_
     cache.mkdir()
     for name, array in zip(MNIST_FILES, arrays):
         (cache / name).write_bytes(idx_bytes(array))
-    assert data.fetch_mnist(cache, "http://127.0.0.1:9/", progress=False) == cache  # nothing to download
+    assert download.fetch_mnist(cache, "http://127.0.0.1:9/", progress=False) == cache  # nothing to download
     config = dict(dataset="mnist", classes=(4, 9), per_class=50)
     from_idx = load_dataset(DataConfig(data_dir=cache, **config))
     assert torch.equal(from_idx.x_test, load_dataset(DataConfig(data_dir=real_mnist_dir, **config)).x_test)

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("qresnet.jobs",),
     ("qresnet.study",),
     ("qresnet.run",),
-    ("qresnet.config", "qresnet.data"),
+    ("qresnet.config", "qresnet.data", "qresnet.download"),
     ("qresnet.nn",),
     ("qresnet.qnn",),
     ("qresnet.backends",),

@@ -7,6 +7,8 @@ The kills are exact: the killed process runs the real command with a hook that S
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -84,7 +86,7 @@ def _command(hook: str, argv: list[str]) -> list[str]:
 
 
 def _metrics(path: Path) -> list[dict]:
-    return [{k: v for k, v in m.items() if k != "seconds"} for m in RunDir(path).read_metrics()]
+    return [{k: v for k, v in m.to_row().items() if k != "seconds"} for m in RunDir(path).read_metrics()]
 
 
 def _results(out: Path) -> list[dict]:
@@ -105,10 +107,11 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     shutil.copytree(tmp_path / "D", tmp_path / "copy")  # for --overwrite and --resume below
     assert cli.main(argv) == 0
     whole = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "whole", progress=False)  # uninterrupted
-    assert [{k: v for k, v in r.items() if k in whole[0] and k not in TIMING} for r in _results(tmp_path / "D")] == \
-           [{k: v for k, v in r.items() if k not in TIMING} for r in whole]
-    assert [_metrics(tmp_path / "D" / r["run_dir"]) for r in whole] == [_metrics(tmp_path / "whole" / r["run_dir"])
-                                                                       for r in whole]
+    expected = [{k: ([{f: x for f, x in m.items() if f != "seconds"} for m in v] if k == "metrics" else v)
+                 for k, v in r.to_dict().items() if k not in TIMING} for r in whole.runs]
+    assert [{k: v for k, v in r.items() if k in expected[0]} for r in _results(tmp_path / "D")] == expected
+    assert [_metrics(tmp_path / "D" / r.run_dir) for r in whole.runs] == [_metrics(tmp_path / "whole" / r.run_dir)
+                                                                       for r in whole.runs]
     assert not list((tmp_path / "D").rglob(LOCK_NAME)) and not list((tmp_path / "D").rglob("*.tmp"))
     # the other ways out of the same moment: the stuck run alone with --resume, the sweep with --overwrite
     alone = tmp_path / "alone"
@@ -116,8 +119,8 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     assert cli.main(["train", "--resume", str(alone)]) == 0
     assert _metrics(alone) == _metrics(tmp_path / "whole" / run.path.relative_to(tmp_path / "D"))
     overwritten = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "copy", progress=False, overwrite=True)
-    assert [_metrics(tmp_path / "copy" / r["run_dir"]) for r in overwritten] == \
-           [_metrics(tmp_path / "whole" / r["run_dir"]) for r in whole]
+    assert [_metrics(tmp_path / "copy" / r.run_dir) for r in overwritten.runs] == \
+           [_metrics(tmp_path / "whole" / r.run_dir) for r in whole.runs]
 
 
 def test_a_run_killed_writing_its_first_checkpoint_resumes_or_is_replaced(tmp_path, capsys):
@@ -287,9 +290,9 @@ def test_edited_metrics_are_reported_and_never_carried_forward(sweep, tmp_path, 
     shutil.copytree(sweep, out)
     run = RunDir(out / trainable)
     rows = run.read_metrics()
-    true_acc = rows[0]["test_acc"]
-    rows[0]["test_acc"] = 0.987
-    run.write_metrics(rows, 1)
+    true_acc = rows[0].test_acc
+    rows[0] = dataclasses.replace(rows[0], test_acc=0.987)
+    run.write_metrics(rows)
     with pytest.raises(RunDirError) as info:  # a sweep does not reuse it, nor its summary, nor its report rows
         run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False)
     assert f"metrics.csv epoch 1 test_acc is 0.987, training recorded {true_acc} (checkpoints/epoch_002.pt)" in \
@@ -306,7 +309,7 @@ def test_edited_metrics_are_reported_and_never_carried_forward(sweep, tmp_path, 
     config = SweepConfig.from_preset("quick", **{**TINY, "epochs": 3}).runs()[0].config
     whole = train(config, tmp_path / "whole", progress=False)
     assert _metrics(run.path) == _metrics(tmp_path / "whole")
-    assert json.loads(run.summary_path.read_text())["best_test_acc"] == whole["best_test_acc"] != 0.987
+    assert json.loads(run.summary_path.read_text())["best_test_acc"] == whole.best_test_acc != 0.987
 
 
 # --- 4. a diverging run says so --------------------------------------------------------------------------------

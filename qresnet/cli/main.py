@@ -116,7 +116,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> None:
-    from qresnet.data import DEFAULT_MNIST_URL, MNIST_FILES, fetch_mnist
+    from qresnet.data import MNIST_FILES
+    from qresnet.download import DEFAULT_MNIST_URL, fetch_mnist
 
     directory = fetch_mnist(args.data_dir, args.url or DEFAULT_MNIST_URL)
     print(f"MNIST is in {directory}:")
