@@ -10,17 +10,10 @@ a sweep started again with the same ``--out`` reuses finished runs and resumes u
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
-import multiprocessing
-import os
 import re
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +37,8 @@ from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
 from qresnet.run.stack import default_stack_size, stack_key, stackable, train_stack
 from qresnet.run.train import train
+from qresnet.study.execute import Work, execute
 from qresnet.values import checked_int
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -299,21 +291,6 @@ def check_backends(sweep: SweepConfig) -> None:
             resolve_backend(backend, sweep.backend_options)
 
 
-def _worker_init(parent: int) -> None:
-    """A sweep worker dies with the sweep, however the sweep dies (SIGKILL included)."""
-    if sys.platform.startswith("linux"):  # the kernel kills the worker when its parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:  # elsewhere than Linux: poll; re-parented means the parent is gone
-        time.sleep(0.5)
-    os._exit(1)
-
-
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
               executor: str = "processes", ray_address: str | None = None, stack: int | None = None) -> SweepResult:
     """:func:`_run_sweep_locked` with ``out`` locked (:class:`OutputLock`): a second sweep on it refuses."""
@@ -378,68 +355,13 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
         else:
             todo.append(i)
     size = default_stack_size(len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
-    units = [[i] for i in todo] if size == 1 else plan_stacks(plan, todo, size)
-
-    def alone(unit: list[int]) -> bool:
-        # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a
-        # resume regroups its runs); --stack 1 and runs that cannot stack take today's path
-        return size == 1 or not stackable(plan[unit[0]].config)
-
-    def submit(run: Any, unit: list[int], with_data: bool) -> Any:
-        """A unit of work: one run alone (today's path), or a stack."""
-        dirs = [str(plan[i].directory(out)) for i in unit]
-        if alone(unit):
-            return run(_run_one, plan[unit[0]].config, dirs[0], *([data[plan[unit[0]].seed]] if with_data else []))
-        return run(_run_stack, [plan[i].config for i in unit], dirs,
-                   *([[data[plan[i].seed] for i in unit]] if with_data else []))
-
-    def deliver(unit: list[int], outcome: Any) -> None:
-        for i, result in zip(unit, [outcome] if alone(unit) else outcome):
-            if isinstance(result, RunResult):
-                record(i, result)
-            else:
-                fail(i, result)
-
-    def failed(unit: list[int], exc: QresnetError) -> None:
-        for i in unit:
-            fail(i, str(exc))
-
+    # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a resume
+    # regroups its runs); --stack 1 and runs that cannot stack (devices, shots) take today's path
+    works = ([Work((i,), False) for i in todo] if size == 1 else
+             [Work(tuple(u), stackable(plan[u[0]].config)) for u in plan_stacks(plan, todo, size)])
     try:
-        if executor == "ray":
-            from qresnet.study.ray_sweep import run_on_ray
-
-            run_on_ray([([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in unit], not alone(unit))
-                        for unit in units], data, record, fail, ray_address)
-        elif jobs <= 1:
-            for unit in units:
-                try:
-                    deliver(unit, submit(lambda f, *a: f(*a), unit, with_data=True))
-                except QresnetError as exc:
-                    failed(unit, exc)
-        else:
-            context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
-                                       initargs=(os.getpid(),))
-            futures: dict = {}
-            try:
-                futures = {submit(pool.submit, unit, with_data=False): unit for unit in units}
-                for future in as_completed(futures):
-                    try:
-                        deliver(futures[future], future.result())
-                    except QresnetError as exc:
-                        failed(futures[future], exc)
-            except KeyboardInterrupt:
-                # stop now: the queued runs are dropped (leaving the pool would wait for every one of them);
-                # finished runs and the finished epochs of running ones are kept, and the same sweep resumes.
-                # Each future is cancelled here: the pool's own cancel_futures is lost if the executor is
-                # collected before its manager thread wakes
-                for future in futures:
-                    future.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                print(f"\ninterrupted: {sum(r is not None for r in rows)} of {len(plan)} runs are finished in {out}; "
-                      "run the same command again to resume", file=sys.stderr)
-                raise
-            pool.shutdown()
+        execute(works, plan, out, data, jobs, executor, ray_address, record, fail, _run_one, _run_stack,
+                lambda: sum(r is not None for r in rows))
     finally:
         bar.close()
     result = SweepResult(sweep, tuple(row for row in rows if row is not None), time.perf_counter() - began)
