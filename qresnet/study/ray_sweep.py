@@ -59,13 +59,19 @@ def resume_state(run: RunDir) -> dict[str, bytes]:
 
 
 def write_run(run: RunDir, files: dict[str, bytes]) -> None:
-    """The task's run directory, as the driver's copy: every file written atomically, pruned checkpoints removed;
-    the summary names the driver's run directory, not the task's temporary one."""
+    """The task's run directory, as the driver's copy: every file written atomically (in training's order), pruned
+    checkpoints removed; the summary names the driver's run directory, not the task's temporary one."""
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     if "summary.json" in files:
         summary = json.loads(files["summary.json"])
         files = {**files, "summary.json": json.dumps({**summary, "run_dir": str(run.path)}, indent=2).encode()}
-    for name, data in files.items():
+    # in the order training writes them, so that a driver killed in between leaves a resumable run: config.json, the
+    # metrics (a row without its checkpoint is trained again), the checkpoints, the rest, summary.json last
+    first = {"config.json": 0, "metrics.csv": 1}
+    order = sorted(files, key=lambda n: (first.get(n, 3 if n == "summary.json" else 2 if n.startswith("checkpoints/")
+                                                       else 2.5), n))
+    for name in order:
+        data = files[name]
         path = run.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
