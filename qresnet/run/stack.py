@@ -140,9 +140,13 @@ def _stacked_layers(models: list) -> list[int]:
 
 
 def _fix_stacked_responses(models: list, layers: list[int]) -> None:
-    """Each model's stacked layers get their response tensor from one engine call for all the models."""
+    """Each model's stacked layers with trainable weights get their response tensor from one engine call for all
+    the models. Frozen weights need no gradient: such a layer keeps its own call, as alone (its values are
+    memoised by its connector, so a frozen run's filters cost one engine call per run, not one per step)."""
     for j in layers:
-        column = [m.layers[j] for m in models]
+        column = [m.layers[j] for m in models if m.layers[j].weight.requires_grad]
+        if not column:
+            continue
         first = column[0]
         values = stacked_qnn(first.qnn, first.design_inputs, [l.weight for l in column])  # (S, 81, K)
         for layer, v in zip(column, values):
