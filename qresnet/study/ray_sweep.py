@@ -124,7 +124,9 @@ def run_on_ray(
     if started_here:
         local = address is None and not os.environ.get("RAY_ADDRESS")
         extra = {"_node_ip_address": "127.0.0.1"} if local else {}  # a local instance listens on loopback only
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **extra)
+        # "local": a new instance of our own, never a cluster another process started on this machine
+        ray.init(address="local" if local else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, **extra)
     try:
         options = {"num_cpus": 1, "max_retries": MAX_RETRIES, "retry_exceptions": False}
         task, stacked = ray.remote(**options)(train_task), ray.remote(**options)(stack_task)
