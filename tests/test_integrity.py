@@ -217,7 +217,8 @@ def test_an_interrupted_sweep_stops_without_running_its_queue_and_resumes(tmp_pa
     progress, says how many are finished, and the same command finishes the rest."""
     out = tmp_path / "C"
     argv = [sys.executable, "-m", "qresnet.cli.main", "compare", "--seeds", "0-3", "--configs", "none;O1+O2", "--backends",
-            "aer", "--classes", "0,1", "--per-class", "10", "--epochs", "3", "--jobs", "2", "--out", str(out)]
+            "aer", "--classes", "0,1", "--per-class", "10", "--epochs", "3", "--jobs", "2", "--stack", "2", "--out",
+            str(out)]  # stacks of 2: 8 stacks, 2 in progress, a queue to drop (the default would make 2 stacks of 8)
     # a child of a non-interactive shell's background job inherits SIGINT ignored: give the sweep Ctrl-C back
     sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

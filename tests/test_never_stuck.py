@@ -98,7 +98,8 @@ def _results(out: Path) -> list[dict]:
 # --- 1. a kill at any instant resumes ---------------------------------------------------------------------------
 
 def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_path):
-    argv = ["compare", *COMPARE_FLAGS, "--out", str(tmp_path / "D")]
+    # each run alone (--stack 1): compared bit for bit with `train --resume` below (tests/test_stack.py kills a stack)
+    argv = ["compare", *COMPARE_FLAGS, "--stack", "1", "--out", str(tmp_path / "D")]
     killed = subprocess.run(_command(KILL_IN_FIRST_EPOCH, argv), cwd=tmp_path, capture_output=True)
     assert killed.returncode == -signal.SIGKILL
     run = RunDir(tmp_path / "D" / "runs" / "aer" / "none-trainable-seed0")
@@ -106,7 +107,7 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     assert (tmp_path / "D" / LOCK_NAME).is_file()  # left by the dead sweep: taken over below
     shutil.copytree(tmp_path / "D", tmp_path / "copy")  # for --overwrite and --resume below
     assert cli.main(argv) == 0
-    whole = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "whole", progress=False)  # uninterrupted
+    whole = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "whole", progress=False, stack=1)  # uninterrupted
     expected = [{k: ([{f: x for f, x in m.items() if f != "seconds"} for m in v] if k == "metrics" else v)
                  for k, v in r.to_dict().items() if k not in TIMING} for r in whole.runs]
     assert [{k: v for k, v in r.items() if k in expected[0]} for r in _results(tmp_path / "D")] == expected
@@ -118,7 +119,8 @@ def test_a_sweep_killed_in_its_first_epoch_finishes_with_the_same_command(tmp_pa
     shutil.copytree(tmp_path / "copy" / run.path.relative_to(tmp_path / "D"), alone)
     assert cli.main(["train", "--resume", str(alone)]) == 0
     assert _metrics(alone) == _metrics(tmp_path / "whole" / run.path.relative_to(tmp_path / "D"))
-    overwritten = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "copy", progress=False, overwrite=True)
+    overwritten = run_sweep(SweepConfig.from_preset("quick", **TINY), tmp_path / "copy", progress=False, overwrite=True,
+                            stack=1)
     assert [_metrics(tmp_path / "copy" / r.run_dir) for r in overwritten.runs] == \
            [_metrics(tmp_path / "whole" / r.run_dir) for r in whole.runs]
 
@@ -248,9 +250,10 @@ def test_a_lock_on_a_network_filesystem_says_what_it_cannot_do(tmp_path, monkeyp
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A finished two-run sweep (trainable and frozen), never touched: each test edits its own copy."""
+    """A finished two-run sweep (trainable and frozen), never touched: each test edits its own copy. Each run alone
+    (stack=1): a test resumes one with `train --resume` and compares it bit for bit with `train`."""
     out = tmp_path_factory.mktemp("sweep") / "C"
-    run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False)
+    run_sweep(SweepConfig.from_preset("quick", **TINY), out, progress=False, stack=1)
     return out
 
 

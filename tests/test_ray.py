@@ -90,12 +90,13 @@ def _argv(out: Path, *extra: str) -> list[str]:
 
 
 def _task_pids() -> list[int]:
-    """Ray worker processes that are running a training task (Ray titles them ``ray::train_task``)."""
+    """Ray worker processes that are running a training task (Ray titles them ``ray::train_task``, or
+    ``ray::stack_task`` for a stack)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::train_task"):
+                if (entry / "cmdline").read_bytes().startswith((b"ray::train_task", b"ray::stack_task")):
                     pids.append(int(entry.name))
             except OSError:
                 continue

@@ -127,7 +127,8 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     from qresnet.study.reproduce import run_reproduction
 
     variants = ()
-    whole = run_reproduction(tmp_path / "whole", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+    # each run alone (--stack 1): the interruption is raised from the one-run path (tests/test_stack.py kills a stack)
+    whole = run_reproduction(tmp_path / "whole", "tiny", plan=_tiny_plan(), variants=variants, progress=False, stack=1)
     real, calls = sweep_module._run_one, []
 
     def dies_in_the_second_study(*args, **kwargs):
@@ -138,10 +139,10 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
 
     monkeypatch.setattr(sweep_module, "_run_one", dies_in_the_second_study)
     with pytest.raises(KeyboardInterrupt):
-        run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+        run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False, stack=1)
     monkeypatch.setattr(sweep_module, "_run_one", real)
     assert not (tmp_path / "parts" / "claims.json").exists()
-    again = run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False)
+    again = run_reproduction(tmp_path / "parts", "tiny", plan=_tiny_plan(), variants=variants, progress=False, stack=1)
     mine, theirs = (json.loads((p.parent / "claims.json").read_text()) for p in (again, whole))
     assert mine["claims"] == theirs["claims"] and mine["claims"][0]["result"].startswith("trainable - frozen +")
     skip = {"wall_time_s", "sweep_wall_time_s", "reused", "parameter_sets_evaluated_this_session", "steps_this_session",

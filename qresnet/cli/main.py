@@ -22,6 +22,8 @@ from qresnet.values import checked_int
 
 DATASET_HELP = f"{' | '.join(DATASETS)} | npz:PATH (x_train, y_train, x_test, y_test) | idx:DIR (the four IDX files)"
 WAIT_HELP = "if another process is using the output directory, wait for it to finish (default: refuse at once)"
+STACK_HELP = ("train up to K runs of one shape (seeds, trainable and frozen) together in one process (a --jobs "
+              "process or a Ray task trains one stack); default: from memory, at most 16; 1: each run alone")
 
 
 def _locked(directory: str | Path | None, wait: bool) -> contextlib.AbstractContextManager:
@@ -100,13 +102,18 @@ def cmd_grads(args: argparse.Namespace) -> int:
     return 0 if all(r.agrees for r in rows) else 1
 
 
+def _stack(args: argparse.Namespace) -> int | None:
+    return None if args.stack is None else checked_int(args.stack, "--stack", 1)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from qresnet.study.reproduce import run_reproduction
 
     checked_int(args.jobs, "--jobs")
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
     with _locked(out, args.wait):
-        report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address)
+        report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
+                                  stack=_stack(args))
     print(report.read_text().split("## Studies")[0])
     print(f"report: {report}")
 
@@ -187,7 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with _locked(out, args.wait):
         try:
             result = run_sweep(sweep, out, jobs=args.jobs, overwrite=args.overwrite, executor=args.executor,
-                               ray_address=args.ray_address)
+                               ray_address=args.ray_address, stack=_stack(args))
         except SweepError as exc:
             for line in exc.failures:
                 print(f"failed: {line}", file=sys.stderr)
@@ -301,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local processes (default), or one Ray task per run (pip install -e '.[ray]')")
     p.add_argument("--ray-address", default=None,
                    help="a running Ray cluster, e.g. HOST:6379 (default: $RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--stack", type=int, default=None, help=STACK_HELP)
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "
                    "with other settings are refused)")
     p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")
@@ -315,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")
     p.add_argument("--ray-address", default=None)
+    p.add_argument("--stack", type=int, default=None, help=STACK_HELP)
     p.add_argument("--out", default=None, help="study directory; an existing one resumes its studies")
     p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(run=cmd_reproduce)

@@ -18,6 +18,7 @@ from qresnet.qnn.connector import Float64TorchConnector
 from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall, QNNEvaluation
 from qresnet.qnn.gradient import BatchedParamShiftGradient
 from qresnet.qnn.response import design_points, evaluate_response, response_tensor
+from qresnet.qnn.stacked import stacked_qnn, stacks
 
 
 GRADIENTS = ("auto", "engine", "batched", "stock")
@@ -95,4 +96,6 @@ __all__ = [
     "QNNCall",
     "QNNEvaluation",
     "response_tensor",
+    "stacked_qnn",
+    "stacks",
 ]

@@ -170,6 +170,26 @@ class EngineGradient(ValidatedOnce):
         return QNNEvaluation(values, derivatives[:, :, :split] if call.input_gradients else None,
                              derivatives[:, :, split:] if len(layout.weight_columns) else None)
 
+    def evaluate_stacked(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray, jacobians: bool
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``qnn.forward`` at the same inputs (N, I) for S weight settings (S, W) in ONE engine call (the N x S rows
+        broadcast): values (S, N, K), and with ``jacobians`` the weight Jacobians (S, N, K, W), which keep the
+        settings apart (a pullback sums over every row, so it would mix them)."""
+        layout = self.layout(qnn)
+        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(layout.input_columns))
+        weights = np.asarray(weights, dtype=float).reshape(-1, len(layout.weight_columns))
+        settings, n = len(weights), len(inputs)
+        rows = np.empty((settings * n, layout.circuit.num_parameters))
+        rows[:, layout.input_columns] = np.tile(inputs, (settings, 1))
+        rows[:, layout.weight_columns] = np.repeat(weights, n, axis=0)
+        if not jacobians:
+            values = self.differentiator.exact_values(layout.circuit, layout.observables, rows)
+            return values.reshape(settings, n, -1), None
+        self.calls += 1
+        values, derivatives = self.differentiator.value_and_gradients(layout.circuit, layout.observables, rows,
+                                                                      layout.weight_params)
+        return values.reshape(settings, n, -1), derivatives.reshape(settings, n, values.shape[-1], -1)
+
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],
              **options) -> EstimatorGradientResult:

@@ -46,11 +46,23 @@ def train_step(model: Trainable, optimizer: torch.optim.Optimizer, x: torch.Tens
     """One optimizer step on the batch ``(x, y)``; a non-finite loss raises :class:`TrainingError` with no step taken."""
     optimizer.zero_grad()
     logits = model(x)
+    loss = finite_loss(logits, y)
+    loss.backward()
+    outcome = measured(model, logits, loss, y)
+    optimizer.step()
+    return outcome
+
+
+def finite_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The batch's mean cross-entropy; a non-finite one raises :class:`TrainingError` (no weight has moved yet)."""
     loss = torch.nn.functional.cross_entropy(logits, y)
     if not torch.isfinite(loss):
         raise TrainingError(f"the loss became {loss.item()}")
-    loss.backward()
+    return loss
+
+
+def measured(model: Trainable, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> StepOutcome:
+    """What a step measured, after its backward and before its optimizer step (:class:`StepOutcome`)."""
     layers = tuple(0.0 if w.grad is None else float(w.grad.norm()) for w in model.quantum_parameters())
     head = math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))
-    optimizer.step()
     return StepOutcome(loss.item(), int((logits.argmax(1) == y).sum()), len(y), layers, head)

@@ -26,6 +26,7 @@ from qresnet.data import Dataset
 from qresnet.errors import ConfigError
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_bytes
+from qresnet.run.stack import train_stack
 from qresnet.run.train import train
 
 MAX_RETRIES = 3  # a worker that dies (SIGKILL, a lost node) costs a retry; a run's own error costs none
@@ -58,13 +59,19 @@ def resume_state(run: RunDir) -> dict[str, bytes]:
 
 
 def write_run(run: RunDir, files: dict[str, bytes]) -> None:
-    """The task's run directory, as the driver's copy: every file written atomically, pruned checkpoints removed;
-    the summary names the driver's run directory, not the task's temporary one."""
+    """The task's run directory, as the driver's copy: every file written atomically (in training's order), pruned
+    checkpoints removed; the summary names the driver's run directory, not the task's temporary one."""
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     if "summary.json" in files:
         summary = json.loads(files["summary.json"])
         files = {**files, "summary.json": json.dumps({**summary, "run_dir": str(run.path)}, indent=2).encode()}
-    for name, data in files.items():
+    # in the order training writes them, so that a driver killed in between leaves a resumable run: config.json, the
+    # metrics (a row without its checkpoint is trained again), the checkpoints, the rest, summary.json last
+    first = {"config.json": 0, "metrics.csv": 1}
+    order = sorted(files, key=lambda n: (first.get(n, 3 if n == "summary.json" else 2 if n.startswith("checkpoints/")
+                                                       else 2.5), n))
+    for name in order:
+        data = files[name]
         path = run.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
@@ -77,51 +84,86 @@ def train_task(config: TrainConfig, files: dict[str, bytes], data: Dataset) -> t
     """One run on a Ray worker, in a directory of its own: (its result, every file of the run, the worker's pid)."""
     with tempfile.TemporaryDirectory(prefix="qresnet-run-") as tmp:
         run = RunDir(Path(tmp) / "run")
-        for name, blob in files.items():
-            path = run.path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob)
+        _unpack(run, files)
         result = train(config, run.path, resume=run.started(), progress=False, data=data)
         return result, run_files(run), os.getpid()
 
 
+def _unpack(run: RunDir, files: dict[str, bytes]) -> None:
+    for name, blob in files.items():
+        path = run.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+
+
+def stack_task(configs: list[TrainConfig], files: list[dict[str, bytes]], data: list[Dataset]
+               ) -> tuple[list[RunResult | str], list[dict[str, bytes]], int]:
+    """One stack on a Ray worker (:func:`train_stack`), each run in a directory of its own: (per run its result or
+    why it failed, per run every file of it, the worker's pid)."""
+    with tempfile.TemporaryDirectory(prefix="qresnet-stack-") as tmp:
+        runs = [RunDir(Path(tmp) / f"run{k}") for k in range(len(configs))]
+        for run, blobs in zip(runs, files):
+            _unpack(run, blobs)
+        results = train_stack(configs, [run.path for run in runs], data)
+        return ([r if isinstance(r, RunResult) else str(r) for r in results], [run_files(run) for run in runs],
+                os.getpid())
+
+
 def run_on_ray(
-    items: Sequence[tuple[int, TrainConfig, Path, int]],
+    units: Sequence[tuple[Sequence[tuple[int, TrainConfig, Path, int]], bool]],
     data: dict[int, Dataset],
     record: Callable[[int, RunResult], None],
     fail: Callable[[int, str], None],
     address: str | None = None,
 ) -> None:
-    """Run ``items`` (plan index, config, run directory, seed) as Ray tasks; ``record`` each finished run's result
-    as it comes in, ``fail`` each run that raised. Connects to ``address`` (or ``RAY_ADDRESS``), else starts Ray."""
+    """Run ``units`` as Ray tasks: a unit (items (plan index, config, run directory, seed), stacked) trains its one
+    item alone, or its items as a stack (one task); ``record`` each finished run's result as it comes in, ``fail`` each run that
+    raised. Connects to ``address`` (or ``RAY_ADDRESS``), else starts Ray."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         local = address is None and not os.environ.get("RAY_ADDRESS")
         extra = {"_node_ip_address": "127.0.0.1"} if local else {}  # a local instance listens on loopback only
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **extra)
+        # "local": a new instance of our own, never a cluster another process started on this machine
+        ray.init(address="local" if local else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, **extra)
     try:
-        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(train_task)
+        options = {"num_cpus": 1, "max_retries": MAX_RETRIES, "retry_exceptions": False}
+        task, stacked = ray.remote(**options)(train_task), ray.remote(**options)(stack_task)
         data_refs = {seed: ray.put(d) for seed, d in data.items()}  # once per seed, not once per task or retry
         pending = {}
-        for index, config, directory, seed in items:
-            state = resume_state(RunDir(directory))
-            pending[task.remote(config, ray.put(state), data_refs[seed])] = (index, directory)
+        for unit, stack in units:
+            if not stack:
+                index, config, directory, seed = unit[0]
+                ref = task.remote(config, ray.put(resume_state(RunDir(directory))), data_refs[seed])
+            else:  # a list of object refs inside an argument is not resolved by Ray: the arrays go by value
+                ref = stacked.remote([item[1] for item in unit], [resume_state(RunDir(item[2])) for item in unit],
+                                     [data[item[3]] for item in unit])
+            pending[ref] = (unit, stack)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                index, directory = pending.pop(ref)
+                unit, stack = pending.pop(ref)
                 try:
-                    result, files, _ = ray.get(ref)
+                    results, files, _ = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # the run's own error, raised in the task
                     cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                    fail(index, f"{type(cause).__name__}: {cause}")
+                    for item in unit:
+                        fail(item[0], f"{type(cause).__name__}: {cause}")
                     continue
                 except ray.exceptions.RayError as exc:  # the worker died more often than the retries allow
-                    fail(index, f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+                    for item in unit:
+                        fail(item[0], f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
                     continue
-                write_run(RunDir(directory), files)
-                record(index, result)
+                if not stack:
+                    results, files = [results], [files]
+                for (index, _, directory, _), result, blobs in zip(unit, results, files):
+                    if blobs:  # a run that failed before its directory was made has none
+                        write_run(RunDir(directory), blobs)
+                    if isinstance(result, RunResult):
+                        record(index, result)
+                    else:
+                        fail(index, result)
     finally:
         if started_here:
             ray.shutdown()

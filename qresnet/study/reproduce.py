@@ -377,16 +377,20 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
 
 def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None = None, jobs: int = 1,
                      executor: str = "processes", ray_address: str | None = None, progress: bool = True,
-                     plan: dict[str, SweepConfig] | None = None, variants: Sequence[Variant] | None = None) -> Path:
+                     plan: dict[str, SweepConfig] | None = None, variants: Sequence[Variant] | None = None,
+                     stack: int | None = None) -> Path:
     """Every study (resumable), the audits, the claims, the variants of claims that did not reproduce; writes
     ``reproduction.md``, its figures and ``claims.json``. ``plan`` replaces :func:`studies` (tests: a tiny plan).
-    ``out`` is locked throughout (:class:`OutputLock`): a second reproduction on it refuses."""
+    ``out`` is locked throughout (:class:`OutputLock`): a second reproduction on it refuses. ``stack``: as
+    :func:`run_sweep`'s (None: from memory)."""
     with OutputLock(out):
-        return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants)
+        return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants,
+                                 stack)
 
 
 def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, executor: str, ray_address: str | None,
-                      progress: bool, plan: dict[str, SweepConfig] | None, variants: Sequence[Variant] | None) -> Path:
+                      progress: bool, plan: dict[str, SweepConfig] | None, variants: Sequence[Variant] | None,
+                      stack: int | None = None) -> Path:
     """:func:`run_reproduction`, with ``out`` locked."""
     plan = studies(budget, data_dir) if plan is None else plan
     variants = VARIANTS if variants is None else variants
@@ -394,7 +398,8 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
     results: dict[str, Runs] = {}
 
     def study(name: str, sweep: SweepConfig) -> Runs:
-        result = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address)
+        result = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address,
+                           stack=stack)
         write_comparison_report(result, out / name)
         return Runs(result.runs)
 

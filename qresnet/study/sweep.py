@@ -10,18 +10,11 @@ a sweep started again with the same ``--out`` reuses finished runs and resumes u
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import itertools
 import json
-import multiprocessing
-import os
 import re
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +36,11 @@ from qresnet.run.integrity import integrity_problems
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
+from qresnet.run.stack import default_stack_size, stack_key, stackable, train_stack
 from qresnet.run.train import train
+from qresnet.study.execute import Work, execute
 from qresnet.values import checked_int
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"], "quanv": None, "image_size": None}  # SweepConfig fields a sweep.json of an earlier version lacks
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -268,6 +262,23 @@ def _run_one(config: TrainConfig, directory: str, data: Dataset | None = None) -
     return train(config, run.path, resume=run.started(), progress=False, data=data)
 
 
+def _run_stack(configs: list[TrainConfig], directories: list[str], data: list[Dataset] | None = None
+               ) -> list[RunResult | str]:
+    """One stack of unfinished runs (:func:`train_stack`), in a worker process or the sweep's own: per run its
+    result or why it failed (a line: errors need not pickle)."""
+    return [r if isinstance(r, RunResult) else str(r) for r in train_stack(configs, directories, data)]
+
+
+def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list[int]]:
+    """``todo`` (plan indices) as stacks of at most ``size`` runs of one shape (:func:`stack_key`), in plan order;
+    runs that cannot stack (devices, shots) alone."""
+    groups: dict[str, list[int]] = {}
+    for i in todo:
+        config = plan[i].config
+        groups.setdefault(stack_key(config) if stackable(config) else f"alone {i}", []).append(i)
+    return [members[k:k + size] for members in groups.values() for k in range(0, len(members), size)]
+
+
 def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[tuple[Path, list[str]]]:
     """The runs under ``out`` that were trained with other settings than the plan's, with what differs."""
     digests = {seed: d.digest() for seed, d in data.items()}
@@ -298,30 +309,16 @@ def check_backends(sweep: SweepConfig) -> None:
             resolve_backend(backend, sweep.backend_options)
 
 
-def _worker_init(parent: int) -> None:
-    """A sweep worker dies with the sweep, however the sweep dies (SIGKILL included)."""
-    if sys.platform.startswith("linux"):  # the kernel kills the worker when its parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:  # elsewhere than Linux: poll; re-parented means the parent is gone
-        time.sleep(0.5)
-    os._exit(1)
-
-
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-              executor: str = "processes", ray_address: str | None = None) -> SweepResult:
+              executor: str = "processes", ray_address: str | None = None, stack: int | None = None) -> SweepResult:
     """:func:`_run_sweep_locked` with ``out`` locked (:class:`OutputLock`): a second sweep on it refuses."""
     with OutputLock(out):
-        return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address)
+        return _run_sweep_locked(sweep, Path(out), jobs, progress, overwrite, executor, ray_address, stack)
 
 
 def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
-                      executor: str = "processes", ray_address: str | None = None) -> SweepResult:
+                      executor: str = "processes", ray_address: str | None = None, stack: int | None = None
+                      ) -> SweepResult:
     """Every run of the sweep (in ``jobs`` local processes, or as Ray tasks); returns their results.
 
     Finished runs under ``out`` are reused and started ones resumed, but only when their identity
@@ -329,6 +326,10 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
     trained again from scratch with ``overwrite``. Result rows name their run directory relative
     to ``out``, so a moved sweep still resumes and reports. A run that fails does not stop the
     others: once they are done, :class:`SweepError` carries the finished runs' result and each failure.
+
+    ``stack`` K trains up to K runs of one shape together in one process (:mod:`qresnet.run.stack`; a process
+    or a Ray task trains one stack); None picks K from memory (:func:`default_stack_size`); 1 trains each run
+    alone, as before stacks existed.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} must be one of {', '.join(EXECUTORS)}")
@@ -371,42 +372,14 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
             record(i, finished)
         else:
             todo.append(i)
+    size = default_stack_size(len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
+    # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a resume
+    # regroups its runs); --stack 1 and runs that cannot stack (devices, shots) take today's path
+    works = ([Work((i,), False) for i in todo] if size == 1 else
+             [Work(tuple(u), stackable(plan[u[0]].config)) for u in plan_stacks(plan, todo, size)])
     try:
-        if executor == "ray":
-            from qresnet.study.ray_sweep import run_on_ray
-
-            run_on_ray([(i, plan[i].config, plan[i].directory(out), plan[i].seed) for i in todo], data, record, fail,
-                       ray_address)
-        elif jobs <= 1:
-            for i in todo:
-                try:
-                    record(i, _run_one(plan[i].config, str(plan[i].directory(out)), data[plan[i].seed]))
-                except QresnetError as exc:
-                    fail(i, str(exc))
-        else:
-            context = multiprocessing.get_context("spawn")  # torch and the simulators do not survive fork well
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
-                                       initargs=(os.getpid(),))
-            futures: dict = {}
-            try:
-                futures = {pool.submit(_run_one, plan[i].config, str(plan[i].directory(out))): i for i in todo}
-                for future in as_completed(futures):
-                    try:
-                        record(futures[future], future.result())
-                    except QresnetError as exc:
-                        fail(futures[future], str(exc))
-            except KeyboardInterrupt:
-                # stop now: the queued runs are dropped (leaving the pool would wait for every one of them);
-                # finished runs and the finished epochs of running ones are kept, and the same sweep resumes.
-                # Each future is cancelled here: the pool's own cancel_futures is lost if the executor is
-                # collected before its manager thread wakes
-                for future in futures:
-                    future.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                print(f"\ninterrupted: {sum(r is not None for r in rows)} of {len(plan)} runs are finished in {out}; "
-                      "run the same command again to resume", file=sys.stderr)
-                raise
-            pool.shutdown()
+        execute(works, plan, out, data, jobs, executor, ray_address, record, fail, _run_one, _run_stack,
+                lambda: sum(r is not None for r in rows))
     finally:
         bar.close()
     result = SweepResult(sweep, tuple(row for row in rows if row is not None), time.perf_counter() - began)

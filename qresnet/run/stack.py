@@ -1,0 +1,280 @@
+"""Stacked training: K runs of one model shape in one process, each layer's engine work one call per step.
+
+    results = train_stack([config_seed0, config_seed1, config_seed0_frozen], [dir_a, dir_b, dir_c])
+
+The runs of a stack share everything but their seed (data split, batch order, initial weights) and their
+frozen flag (:func:`stack_key`). Each step, every quanvolution layer evaluates its design points for all
+the runs' weights in ONE engine call (:func:`qresnet.qnn.stacked_qnn`: the design points x K settings as
+broadcast rows, the per-setting weight Jacobians for the backward); each run's model then takes that
+response tensor, its own batch and its own head; the loss is the sum of the runs' mean losses, so one
+backward gives each run the gradient of its own loss, and each run's own Adam steps it exactly as if it
+trained alone. A quantum head is evaluated run by run within the step (its rows are the run's own images,
+so stacking them saves no sweep). Layers that cannot stack (parameter shift, shots, classical controls)
+run per run too: the stack is then correct, only not faster.
+
+Each run keeps its run directory, identity, lock, checkpoints, metrics and curves through the pieces of
+:mod:`qresnet.run.train` (``Session``, ``resume_session``, ``open_run_dir``, ``record_epoch``, ``finish``).
+Resuming: each run resumes from its own newest checkpoint; in each epoch the runs at that epoch train
+together, and a run further along joins when the stack reaches its epoch (runs are stacked only at the same
+point). A run that fails (bad data, a non-finite loss, a changed identity) is reported and leaves the stack;
+the others finish.
+
+Numbers equal the one-run path to rounding, not bit for bit: alone, a layer's values come from the engine's
+reverse-mode call and its gradient from a pullback; stacked, both come from the forward-mode Jacobians (the
+same exact derivatives, summed in another order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qresnet.backends import Backend, resolve_backend
+from qresnet.config import TrainConfig
+from qresnet.data import Dataset, load_dataset
+from qresnet.errors import ConfigError, QresnetError, TrainingError
+from qresnet.nn import QuanvLayer
+from qresnet.qnn import response_tensor, stacked_qnn, stacks
+from qresnet.run.build import build_model, head_notes
+from qresnet.run.divergence import check_data
+from qresnet.run.lock import OutputLock
+from qresnet.run.result import RunResult
+from qresnet.run.rundir import RunDir
+from qresnet.run.step import StepOutcome, finite_loss, measured
+from qresnet.run.train import Session, Tally, check_identity, finish, open_run_dir, record_epoch, resume_session
+
+VARYING = ("seed", "frozen")  # what may differ between the runs of a stack
+RUN_BYTES = 64 << 20  # the memory one more run takes in a stack, rounded up from benchmarks/sweep.py (README)
+MAX_STACK = 16  # past this the step's arrays, not its calls, set its time (README)
+MEMORY_SHARE = 0.5  # of the available memory, for the stacks of a sweep
+
+
+def stack_key(config: TrainConfig) -> str:
+    """What the runs of one stack share: the config less its seed and frozen flag, as a comparable string."""
+    values = config.to_dict()
+    # the backend's seed follows the run's; it seeds shot sampling only, and a stack is exact (no shots)
+    values["backend_options"] = {k: v for k, v in values["backend_options"].items() if k != "seed"}
+    return repr(sorted((k, repr(v)) for k, v in values.items() if k not in VARYING))
+
+
+def stackable(config: TrainConfig) -> bool:
+    """Whether a run may join a stack: an exact simulation trained by epochs (not a device, shots, or max_steps)."""
+    return not config.backend.on_device and config.backend_options.shots is None and config.max_steps is None
+
+
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable; the free pages where /proc is missing)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return 1 << 30
+
+
+def default_stack_size(runs: int, jobs: int, available: int | None = None) -> int:
+    """K for ``runs`` unfinished runs in ``jobs`` processes: as many as half the available memory holds per process
+    at :data:`RUN_BYTES` a run, at most :data:`MAX_STACK`, and no more than spreads the runs over every process."""
+    jobs = max(1, jobs)
+    budget = (available_memory() if available is None else available) * MEMORY_SHARE // jobs
+    return max(1, min(MAX_STACK, budget // RUN_BYTES, -(-runs // jobs)))
+
+
+@dataclass
+class Member:
+    """One run of a stack: its session and notes once set up, or why it failed."""
+
+    config: TrainConfig
+    directory: Path
+    session: Session | None = None
+    notes: list[str] | None = None
+    failure: QresnetError | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and self.session is not None
+
+
+def _set_up(member: Member, backend: Backend, data: Dataset | None) -> None:
+    """The run's session as ``train`` opens it: data checked, identity checked, model built, resumed if started,
+    run directory opened. A problem of this run's own becomes its failure."""
+    config = member.config
+    try:
+        data = data or load_dataset(config.data_config())
+        check_data(data)
+        identity = config.identity(data.digest())
+        run = RunDir(member.directory)
+        resume = run.started()
+        check_identity(run, identity, resume, overwrite=False)  # a sweep clears the runs it retrains first
+        model = build_model(config, backend, data.image_shape, data.num_classes)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+        session = Session(config, run, backend, model, optimizer, data, False, identity)
+        from_seed = resume_session(session) if resume else False
+        notes = head_notes(config, backend, model)
+        open_run_dir(session, notes, save_initial=not resume or from_seed)
+        member.session, member.notes = session, notes
+    except QresnetError as exc:
+        member.failure = exc
+
+
+def _stacked_layers(models: list) -> list[int]:
+    """The layer indices whose engine work stacks: quanvolution layers in response mode, one filter, on the
+    engine's exact gradient, in every model."""
+    out = []
+    for j, layer in enumerate(models[0].layers):
+        column = [m.layers[j] for m in models]
+        if all(isinstance(l, QuanvLayer) and l.mode == "response" and l.filters == 1 and stacks(l.qnn)
+               for l in column):
+            out.append(j)
+    return out
+
+
+def _fix_stacked_responses(models: list, layers: list[int]) -> None:
+    """Each model's stacked layers with trainable weights get their response tensor from one engine call for all
+    the models. Frozen weights need no gradient: such a layer keeps its own call, as alone (its values are
+    memoised by its connector, so a frozen run's filters cost one engine call per run, not one per step)."""
+    for j in layers:
+        column = [m.layers[j] for m in models if m.layers[j].weight.requires_grad]
+        if not column:
+            continue
+        first = column[0]
+        values = stacked_qnn(first.qnn, first.design_inputs, [l.weight for l in column])  # (S, 81, K)
+        for layer, v in zip(column, values):
+            layer.fix_response(response_tensor(v, first.template.num_inputs))
+
+
+def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> list[StepOutcome | TrainingError]:
+    """One optimizer step of every session on its own batch, as one computation: per session its
+    :class:`StepOutcome`, or the :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
+    models = [s.model for s in sessions]
+    layers = _stacked_layers(models)
+    for s in sessions:
+        s.optimizer.zero_grad()
+    try:
+        _fix_stacked_responses(models, layers)
+        outcomes: list[Any] = []
+        losses, kept = [], []
+        for s, (x, y) in zip(sessions, batches):
+            logits = s.model(x)
+            try:
+                loss = finite_loss(logits, y)
+            except TrainingError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append((logits, loss))
+            losses.append(loss)
+            kept.append(s)
+        if losses:
+            torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
+    finally:
+        for j in layers:
+            for m in models:
+                m.layers[j].fix_response(None)
+    out: list[StepOutcome | TrainingError] = []
+    for s, (_, y), outcome in zip(sessions, batches, outcomes):
+        if isinstance(outcome, TrainingError):
+            out.append(outcome)
+            continue
+        logits, loss = outcome
+        out.append(measured(s.model, logits, loss, y))
+        s.optimizer.step()
+    return out
+
+
+def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, Tally]]:
+    """The steps of one epoch for the members at this epoch; returns the ones still alive, with their tallies."""
+    active = [m for m in members if m.alive and m.session.start_epoch <= epoch]
+    if not active:
+        return []
+    sizes = {(len(m.session.data.y_train), m.config.batch_size) for m in active}
+    if len(sizes) != 1:
+        raise ConfigError(f"the runs of a stack need one training-set size and batch size, got {sorted(sizes)}")
+    n, batch = sizes.pop()
+    orders = [torch.randperm(n, generator=torch.Generator().manual_seed(m.config.seed * 100_003 + epoch))
+              for m in active]  # as train_epoch shuffles: a stacked run sees its batches in its own order
+    tallies = [Tally.start(m.config.layers, None) for m in active]
+    for start in range(0, n, batch):
+        number = start // batch + 1
+        live = [i for i, m in enumerate(active) if m.alive]
+        if not live:
+            break
+        batches = []
+        for i in live:
+            idx = orders[i][start:start + batch]
+            data = active[i].session.data
+            batches.append((data.x_train[idx], data.y_train[idx]))
+        outcomes = stacked_step([active[i].session for i in live], batches)
+        for i, outcome in zip(live, outcomes):
+            member, tally = active[i], tallies[i]
+            session = member.session
+            try:
+                if isinstance(outcome, TrainingError):
+                    raise session.watch.stop(str(outcome), epoch, number)
+                session.watch.loss(outcome.loss, epoch, number)
+                session.watch.step(session.model, epoch, number)
+            except TrainingError as exc:
+                member.failure = exc
+                continue
+            for k, norm in enumerate(outcome.layer_grad_norms):
+                tally.norms[k] += norm
+            tally.head_norm += outcome.head_grad_norm
+            tally.run_loss += outcome.loss * outcome.size
+            tally.run_correct += outcome.correct
+            tally.seen += outcome.size
+            session.steps_taken += 1
+    return [(m, t) for m, t in zip(active, tallies) if m.alive]
+
+
+def train_stack(configs: Sequence[TrainConfig], directories: Sequence[str | Path],
+                data: Sequence[Dataset | None] | None = None, stop_after_epoch: int | None = None
+                ) -> list[RunResult | QresnetError]:
+    """Train (or resume) the runs ``configs`` into ``directories`` as one stack; per run its result, or the error
+    that stopped it (the others finish). ``stop_after_epoch`` ends early, as an interruption would."""
+    configs = list(configs)
+    if not configs or len(directories) != len(configs) or (data is not None and len(data) != len(configs)):
+        raise ConfigError(f"train_stack takes one directory (and dataset) per config: {len(configs)} configs, "
+                          f"{len(directories)} directories")
+    keys = {stack_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ConfigError("the runs of a stack may differ only in seed and frozen flag")
+    first = configs[0]
+    if first.max_steps is not None or first.backend.on_device or first.backend_options.shots is not None:
+        raise ConfigError("a stack trains exact simulations by epochs: run device runs, shots or max_steps alone")
+    torch.set_num_threads(first.torch_threads)
+    members = [Member(c, Path(d)) for c, d in zip(configs, directories)]
+    with ExitStack() as locks:
+        for member in members:
+            locks.enter_context(OutputLock(member.directory))
+        backend = resolve_backend(first.backend, first.backend_options)  # one backend: one engine, one cache
+        for member, d in zip(members, data or [None] * len(members)):
+            _set_up(member, backend, d)
+        started = [m.session.start_epoch for m in members if m.alive]
+        for epoch in range(min(started, default=first.epochs + 1), first.epochs + 1):
+            for member, tally in _train_stack_epoch(members, epoch):
+                try:
+                    record_epoch(member.session, epoch, tally)
+                except QresnetError as exc:
+                    member.failure = exc
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                break
+        out: list[RunResult | QresnetError] = []
+        for member in members:
+            if not member.alive:
+                out.append(member.failure)
+                continue
+            try:
+                out.append(finish(member.session, member.notes, None))
+            except QresnetError as exc:
+                out.append(exc)
+        return out

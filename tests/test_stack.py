@@ -1,0 +1,154 @@
+"""Stacked training (issue 23): K runs of one shape in one process equal the same runs trained one by one; a killed
+stack resumes to the numbers of an uninterrupted one; a failing run leaves the stack and the others finish; Ray.
+
+The reference is the one-run path (``--stack 1``): alone, each layer's values and gradient come from the engine's
+reverse-mode call; stacked, from one forward-mode call for all the runs. Both are exact, summed in other orders,
+so losses agree to rounding and predictions (accuracies) exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qresnet import cli
+from qresnet.config import TrainConfig
+from qresnet.errors import ConfigError, SweepError
+from qresnet.run.rundir import RunDir
+from qresnet.run.stack import default_stack_size, stack_key, train_stack
+from qresnet.run.train import train
+from qresnet.study import sweep as sweep_module
+from qresnet.study.sweep import SweepConfig, plan_stacks, run_sweep
+
+SMALL = dict(classes=(0, 1), per_class=8, configs="O1+O2", epochs=2, batch_size=8, lr=0.05, seeds=(0, 1),
+             backends=("aer",))
+FLAGS = ["--configs", "O1+O2", "--backends", "aer", "--seeds", "0,1", "--classes", "0,1", "--per-class", "8",
+         "--epochs", "2", "--batch-size", "8", "--lr", "0.05"]
+# the killed process SIGKILLs itself at its 11th optimizer step: 4 runs x 2 steps an epoch, so inside epoch 2
+KILL_IN_SECOND_EPOCH = """
+import os, signal, torch
+_step, _calls = torch.optim.Adam.step, []
+def _dies(self, *a, **k):
+    _calls.append(1)
+    if len(_calls) == 11:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _step(self, *a, **k)
+torch.optim.Adam.step = _dies
+"""
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in dataclasses.asdict(m).items() if k != "seconds"} for m in RunDir(run_dir).read_metrics()]
+
+
+def _agree(stacked: list[dict], alone: list[dict]) -> None:
+    """Accuracies equal; losses and gradient norms to 1e-9."""
+    assert len(stacked) == len(alone)
+    for s, a in zip(stacked, alone):
+        assert (s["epoch"], s["train_acc"], s["test_acc"]) == (a["epoch"], a["train_acc"], a["test_acc"])
+        for name in ("train_loss", "test_loss", "grad_norm_head"):
+            assert s[name] == pytest.approx(a[name], abs=1e-9), name
+        assert s["grad_norm_layers"] == pytest.approx(a["grad_norm_layers"], abs=1e-9)
+
+
+def test_a_stacked_sweep_equals_the_same_sweep_run_one_by_one(tmp_path):
+    sweep = SweepConfig.from_preset("quick", **SMALL)
+    alone = run_sweep(sweep, tmp_path / "alone", progress=False, stack=1)
+    stacked = run_sweep(sweep, tmp_path / "stacked", progress=False, stack=4)
+    assert len(stacked.runs) == len(alone.runs) == 4
+    for s, a in zip(stacked.runs, alone.runs):
+        assert (s.seed, s.frozen, s.run_dir) == (a.seed, a.frozen, a.run_dir)
+        _agree(_metrics(tmp_path / "stacked" / s.run_dir), _metrics(tmp_path / "alone" / a.run_dir))
+        # each stacked run keeps its own directory: identity, initial weights, checkpoints, curves
+        run = tmp_path / "stacked" / s.run_dir
+        assert {"config.json", "metrics.csv", "summary.json", "curves.png"} <= {p.name for p in run.iterdir()}
+        assert {"initial.pt", "epoch_002.pt"} <= {p.name for p in (run / "checkpoints").iterdir()}
+        assert RunDir(run).read_identity() == RunDir(tmp_path / "alone" / a.run_dir).read_identity()
+    # the same initial weights: a stack builds each run from its own seed
+    for s in stacked.runs:
+        mine = torch.load(tmp_path / "stacked" / s.run_dir / "checkpoints" / "initial.pt", weights_only=False)["model"]
+        theirs = torch.load(tmp_path / "alone" / s.run_dir / "checkpoints" / "initial.pt", weights_only=False)["model"]
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def test_a_quantum_head_stack_equals_its_runs_alone(tmp_path):
+    common = dict(classes=(0, 1, 2, 3), per_class=4, head="quantum", epochs=1, batch_size=8, lr=0.05,
+                  backend="aer:fake_torino")
+    configs = [TrainConfig(seed=0, **common), TrainConfig(seed=1, frozen=True, **common)]
+    stacked = train_stack(configs, [tmp_path / "s0", tmp_path / "s1"])
+    for k, config in enumerate(configs):
+        train(config, tmp_path / f"a{k}", progress=False)
+        assert stacked[k].epochs_completed == 1
+        _agree(_metrics(tmp_path / f"s{k}"), _metrics(tmp_path / f"a{k}"))
+
+
+def _command(hook: str, argv: list[str]) -> list[str]:
+    script = hook + "\nimport sys\nfrom qresnet.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
+    return [sys.executable, "-c", script, *argv]
+
+
+def test_a_stack_killed_mid_epoch_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path):
+    argv = ["compare", *FLAGS, "--stack", "4", "--out", str(tmp_path / "D")]
+    killed = subprocess.run(_command(KILL_IN_SECOND_EPOCH, argv), cwd=tmp_path, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    runs = sorted((tmp_path / "D" / "runs" / "aer").iterdir())
+    assert len(runs) == 4 and all(len(RunDir(r).read_metrics()) == 1 for r in runs)  # every run inside epoch 2
+    assert cli.main(argv) == 0
+    whole = run_sweep(SweepConfig.from_preset("quick", **SMALL), tmp_path / "whole", progress=False, stack=4)
+    for r in whole.runs:
+        assert _metrics(tmp_path / "D" / r.run_dir) == _metrics(tmp_path / "whole" / r.run_dir)
+
+
+def test_a_failing_run_is_reported_and_its_neighbours_finish(tmp_path, monkeypatch):
+    load = sweep_module.load_dataset
+
+    def nan_for_seed_1(config):
+        data = load(config)
+        if config.seed == 1:
+            data.x_train[3, 2, 2] = float("nan")
+        return data
+
+    monkeypatch.setattr(sweep_module, "load_dataset", nan_for_seed_1)
+    with pytest.raises(SweepError) as info:
+        run_sweep(SweepConfig.from_preset("quick", **SMALL), tmp_path / "D", progress=False, stack=4)
+    finished, failures = info.value.result.runs, info.value.failures
+    assert [(r.seed, r.frozen, r.epochs_completed) for r in finished] == [(0, False, 2), (0, True, 2)]
+    assert len(failures) == 2 and all("seed 1" in f and "NaN" in f for f in failures), failures
+
+
+def test_stacks_group_runs_of_one_shape_and_refuse_others(tmp_path):
+    sweep = SweepConfig.from_preset("quick", **{**SMALL, "configs": "O1+O2;none", "seeds": (0, 1, 2)})
+    plan = sweep.runs()
+    stacks = plan_stacks(plan, list(range(len(plan))), 4)
+    assert [len(s) for s in stacks] == [4, 2, 4, 2]  # per configuration: 3 seeds x trainable/frozen, by 4
+    for s in stacks:
+        assert len({stack_key(plan[i].config) for i in s}) == 1
+        assert len({plan[i].config.residual for i in s}) == 1
+    other = TrainConfig(classes=(0, 1), lr=0.5)
+    with pytest.raises(ConfigError, match="differ only in seed and frozen"):
+        train_stack([TrainConfig(classes=(0, 1)), other], [tmp_path / "a", tmp_path / "b"])
+    # from memory: half the available memory over the processes, 64 MiB a run, at most 16, spread over the jobs
+    assert default_stack_size(40, 2, available=1 << 30) == 4
+    assert default_stack_size(40, 1, available=64 << 30) == 16
+    assert default_stack_size(3, 2, available=64 << 30) == 2
+    assert default_stack_size(40, 1, available=1 << 20) == 1
+
+
+def test_a_stacked_sweep_on_ray_equals_the_stacked_sweep_in_process(tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is the optional extra [ray]")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    sweep = SweepConfig.from_preset("quick", **SMALL)
+    local = run_sweep(sweep, tmp_path / "local", progress=False, stack=2)
+    ray = run_sweep(sweep, tmp_path / "ray", progress=False, stack=2, executor="ray")
+    for r in local.runs:
+        assert _metrics(tmp_path / "ray" / r.run_dir) == _metrics(tmp_path / "local" / r.run_dir)
+        summary = json.loads((tmp_path / "ray" / r.run_dir / "summary.json").read_text())
+        assert summary["run_dir"] == str(tmp_path / "ray" / r.run_dir)
