@@ -30,7 +30,7 @@ from qresnet.choices import EXECUTORS, FILTER_KINDS, HEADS
 from qresnet.circuits import FilterSpec, quanv_filter
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
-from qresnet.errors import ConfigError, QresnetError, ResultError, RunDirError, SweepError
+from qresnet.errors import ConfigError, ResultError, RunDirError, SweepError
 from qresnet.residual import ResidualSpec
 from qresnet.run.integrity import integrity_problems
 from qresnet.run.lock import OutputLock
