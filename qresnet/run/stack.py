@@ -226,12 +226,7 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
             except TrainingError as exc:
                 member.failure = exc
                 continue
-            for k, norm in enumerate(outcome.layer_grad_norms):
-                tally.norms[k] += norm
-            tally.head_norm += outcome.head_grad_norm
-            tally.run_loss += outcome.loss * outcome.size
-            tally.run_correct += outcome.correct
-            tally.seen += outcome.size
+            tally.add(outcome)
             session.steps_taken += 1
     return [(m, t) for m, t in zip(active, tallies) if m.alive]
 

@@ -38,7 +38,7 @@ from qresnet.run.integrity import check_untouched, resume_point
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import EpochMetrics, RunResult
 from qresnet.run.rundir import RunDir, atomic_write_json, identity_differences
-from qresnet.run.step import train_step
+from qresnet.run.step import StepOutcome, train_step
 
 EVAL_BATCH = 256  # images per evaluation call on simulators
 
@@ -115,6 +115,15 @@ class Tally:
         return cls(time.perf_counter() - partial["seconds"], partial["norms"].clone(), partial["head_norm"],
                    partial["run_loss"], partial["run_correct"], partial["seen"])
 
+    def add(self, step: StepOutcome) -> None:
+        """Count one step's loss, hits and gradient norms."""
+        for k, norm in enumerate(step.layer_grad_norms):
+            self.norms[k] += norm
+        self.head_norm += step.head_grad_norm
+        self.run_loss += step.loss * step.size
+        self.run_correct += step.correct
+        self.seen += step.size
+
     def to_partial(self) -> dict[str, Any]:
         return {"norms": self.norms.clone(), "head_norm": self.head_norm, "run_loss": self.run_loss,
                 "run_correct": self.run_correct, "seen": self.seen, "seconds": time.perf_counter() - self.began}
@@ -164,12 +173,7 @@ def train_epoch(session: Session, epoch: int) -> Tally | None:
             raise session.watch.stop(str(exc), epoch, number) from None
         session.watch.loss(step.loss, epoch, number)
         session.watch.step(session.model, epoch, number)
-        for k, norm in enumerate(step.layer_grad_norms):
-            tally.norms[k] += norm
-        tally.head_norm += step.head_grad_norm
-        tally.run_loss += step.loss * step.size
-        tally.run_correct += step.correct
-        tally.seen += step.size
+        tally.add(step)
         bar.set_postfix(loss=f"{tally.run_loss / tally.seen:.3f}", acc=f"{tally.run_correct / tally.seen:.3f}")
         session.steps_taken += 1
         if session.on_device:  # a dropped session loses at most the step in flight
