@@ -147,7 +147,10 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, serial, tmp_path):
     address, _ = cluster
     out = tmp_path / "ray"
-    argv = [sys.executable, "-m", "qresnet.cli.main", *_argv(out, "--executor", "ray", "--ray-address", address)]
+    # stacks of 2: four tasks, so runs are still in flight when the first one's files are written (one stack of
+    # all 8 would write every summary at once, leaving no moment to kill the driver between them)
+    argv = [sys.executable, "-m", "qresnet.cli.main",
+            *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "2")]
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/aer/*/summary.json")):  # one run finished, the others in flight
