@@ -29,6 +29,7 @@ from qresnet.values import checked_int
 DATA_DIR_VAR = "QRESNET_DATA_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/qresnet/mnist")
 MNIST_NPZ = "mnist.npz"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")  # an .npz dataset: mnist.npz, or any npz:PATH
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 GET_MNIST = (
     f"get them with `qresnet data fetch mnist` (downloads to the default directory), or point --data-dir "
@@ -238,7 +239,7 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
 def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train, y_train, x_test, y_test`` of an ``mnist.npz``: uint8 images (N, H, W) and matching labels."""
     path = Path(path)
-    keys = ("x_train", "y_train", "x_test", "y_test")
+    keys = NPZ_KEYS
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -273,10 +274,6 @@ def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # --- any image dataset: npz:PATH and idx:DIR (Fashion-MNIST, KMNIST), and resizing ---------------------------
 
 
-_SPLITS = ("x_train", "y_train", "x_test", "y_test")
-_IDX_ROLES = MNIST_FILES  # the names Fashion-MNIST and KMNIST ship too
-
-
 def load_image_arrays(spec: str) -> tuple[np.ndarray, np.ndarray, str, float]:
     """Train and test pooled from ``npz:PATH`` or ``idx:DIR``: images (N, H, W), integer labels >= 0, a
     description of the source, and the pixel maximum (255 for uint8, 1 for floats in [0, 1]).
@@ -294,11 +291,11 @@ def load_image_arrays(spec: str) -> tuple[np.ndarray, np.ndarray, str, float]:
     if kind == "npz":
         arrays, source = _read_npz_arrays(path), str(path)
     else:
-        files = [_find_idx(path, role) for role in _IDX_ROLES]
+        files = [_find_idx(path, role) for role in MNIST_FILES]  # the names Fashion-MNIST and KMNIST ship too
         arrays, source = tuple(read_idx(f, ndim=3 if i % 2 == 0 else 1) for i, f in enumerate(files)), f"IDX files in {path}"
     images, labels = [], []
     for split in (0, 2):
-        x, y, xk, yk = _grayscale(arrays[split], path, _SPLITS[split]), arrays[split + 1], _SPLITS[split], _SPLITS[split + 1]
+        x, y, xk, yk = _grayscale(arrays[split], path, NPZ_KEYS[split]), arrays[split + 1], NPZ_KEYS[split], NPZ_KEYS[split + 1]
         if y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: {xk} has shape {x.shape} and {yk} {y.shape} ({y.dtype}), but they must be "
                             "(N, H, W) images and N integer labels")
@@ -320,14 +317,14 @@ def load_image_arrays(spec: str) -> tuple[np.ndarray, np.ndarray, str, float]:
 def _read_npz_arrays(path: Path) -> tuple[np.ndarray, ...]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in _SPLITS if k not in archive.files]
+            missing = [k for k in NPZ_KEYS if k not in archive.files]
             if missing:
-                raise DataError(f"{path} lacks {', '.join(missing)}: a dataset .npz holds {', '.join(_SPLITS)}; "
+                raise DataError(f"{path} lacks {', '.join(missing)}: a dataset .npz holds {', '.join(NPZ_KEYS)}; "
                                 f"this one holds {', '.join(archive.files) or 'nothing'}")
-            return tuple(archive[k] for k in _SPLITS)
+            return tuple(archive[k] for k in NPZ_KEYS)
     except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
         # TypeError: a single .npy array is no archive; for a pickle numpy advises allow_pickle: never do that
-        raise DataError(f"cannot read {path} as an .npz archive of {', '.join(_SPLITS)} ({type(exc).__name__})") from None
+        raise DataError(f"cannot read {path} as an .npz archive of {', '.join(NPZ_KEYS)} ({type(exc).__name__})") from None
 
 
 def _grayscale(x: np.ndarray, path: Path, key: str) -> np.ndarray:
@@ -344,7 +341,7 @@ def _find_idx(directory: Path, role: str) -> Path:
     if len(plain or found) != 1:
         what = "no file" if not found else f"{len(plain or found)} files ({', '.join(p.name for p in plain or found)})"
         raise DataError(f"idx:{directory} has {what} named *{role} (or .gz); it needs exactly one of each of "
-                        f"{', '.join(_IDX_ROLES)}")
+                        f"{', '.join(MNIST_FILES)}")
     return (plain or found)[0]
 
 
