@@ -158,14 +158,22 @@ class QuanvLayer(QuantumModule):
 
     def fix_response(self, tensor: torch.Tensor | None) -> None:
         """Evaluate patches with ``tensor`` (a response tensor, e.g. rebuilt from device values) instead of
-        running the circuits; ``None`` runs them again. Response mode only."""
+        running the circuits; ``None`` runs them again. Response mode only. A tensor with a leading run axis
+        (R, 3, ..., 3, C) holds R runs' responses (a stack, :mod:`qresnet.run.stack`): the layer's input batch
+        is then R equal groups of samples, run-major, each evaluated with its own run's response."""
         if tensor is not None:
             if self.mode != "response":
                 raise ConfigError("a fixed response tensor needs mode='response'")
             expected = (3,) * self.template.num_inputs + (self.num_channels,)
-            if tuple(tensor.shape) != expected:
-                raise ConfigError(f"response tensor of shape {tuple(tensor.shape)}; this layer's is {expected}")
+            if tuple(tensor.shape) != expected and tuple(tensor.shape[1:]) != expected:
+                raise ConfigError(f"response tensor of shape {tuple(tensor.shape)}; this layer's is {expected}, "
+                                  f"or (runs, *{expected}) for a stack")
         self.fixed_response = tensor
+
+    def _runs(self) -> int | None:
+        """R when the fixed response holds a stack of R runs' (:meth:`fix_response`), else None."""
+        t = self.fixed_response
+        return None if t is None or t.dim() == self.template.num_inputs + 1 else t.shape[0]
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W) -> (B, H', W', k*k); (B, C, H, W) -> (B, C, H', W', k*k) (module docstring)."""
@@ -188,7 +196,10 @@ class QuanvLayer(QuantumModule):
             x = x.detach()  # the measurement boundary: measured values re-encoded carry no gradient
         patches = extract_patches(x, self.kernel_size, self.stride, self.padding)
         if self.mode == "response":
-            out = evaluate_response(self.response(), patches, self.template.input_scale)
+            runs = self._runs()
+            if runs is not None and len(patches) % runs:
+                raise ConfigError(f"a stack of {runs} runs needs a batch of {runs} equal groups, got {len(patches)}")
+            out = evaluate_response(self.response(), patches, self.template.input_scale, runs)
         else:
             out = self._qnn(patches)
         out = out[:, 0] if out.shape[1] == 1 else out.mean(dim=1)  # input channels averaged (module docstring)

@@ -44,27 +44,37 @@ def _inverse_design(num_inputs: int) -> torch.Tensor:
 
 
 def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
-    """T of shape (3,)*q + (K,) from design-point values of shape (3^q, K): one matrix product for a few inputs
-    (forward and backward), an axis at a time for more."""
-    shape = (3,) * num_inputs + (values.shape[-1],)
+    """T of shape (3,)*q + (K,) from design-point values of shape (3^q, K), or (..., 3,...,3, K) from (..., 3^q, K)
+    (a stack of runs): one matrix product for a few inputs (forward and backward), an axis at a time for more."""
+    lead = values.shape[:-2]
+    shape = (*lead,) + (3,) * num_inputs + (values.shape[-1],)
     if num_inputs <= KRONECKER_INPUTS:
         return (_inverse_design(num_inputs).to(values.dtype) @ values).reshape(shape)
     t = values.reshape(shape)
     a_inv = _A_INV.to(values.dtype)
-    for axis in range(num_inputs):
+    for axis in range(len(lead), len(lead) + num_inputs):
         t = torch.movedim(torch.tensordot(a_inv, t, dims=([1], [axis])), 0, axis)
     return t
 
 
-def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
-    """f at a batch of inputs (..., q) -> (..., K): the 3^q products prod_i v(theta_i)[a_i] of each input
-    (first input slowest, as T is laid out) times T as one matrix, so that autograd's backward to T is one
-    matrix product too."""
+def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:
+    """f at a batch of inputs (..., q) -> (..., K). The 3^(q-1) products prod_i v(theta_i)[a_i] of each input's
+    first q - 1 angles (first input slowest, as T is laid out) times T as one matrix give, per input, the 3
+    coefficients left for the last angle, contracted with its v. Never forming all 3^q products keeps the
+    memory a batch streams through three times smaller, and autograd's backward to T is one matrix product
+    too. ``runs`` R: ``tensor`` has a leading run axis (R, 3, ..., 3, K), the inputs' leading axis holds R
+    equal groups of samples (run-major), and each group is evaluated with its own run's T (one batched
+    product for a stack of runs)."""
     q = inputs.shape[-1]
     lead = inputs.shape[:-1]
     theta = scale * inputs.reshape(-1, q)
     v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (N, q, 3)
-    monomials = v[:, 0]
-    for i in range(1, q):
+    monomials = v[:, 0] if q > 1 else torch.ones_like(theta)  # (N, 1) when the last input is the only one
+    for i in range(1, q - 1):
         monomials = (monomials[:, :, None] * v[:, i, None, :]).reshape(len(monomials), -1)
-    return (monomials @ tensor.reshape(-1, tensor.shape[-1])).reshape(*lead, tensor.shape[-1])
+    k = tensor.shape[-1]
+    if runs is None:
+        partial = monomials @ tensor.reshape(-1, 3 * k)  # (N, 3K): T contracted with all but the last input
+    else:
+        partial = torch.bmm(monomials.reshape(runs, -1, monomials.shape[-1]), tensor.reshape(runs, -1, 3 * k))
+    return (partial.reshape(-1, 3, k) * v[:, -1, :, None]).sum(dim=1).reshape(*lead, k)

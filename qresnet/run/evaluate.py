@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -17,13 +18,22 @@ from qresnet.nn import QuantumHead, ResQuNN
 
 def loss_and_accuracy(model: ResQuNN, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on (x, y), in batches, without gradients."""
-    loss, correct = 0.0, 0
+    return stacked_loss_and_accuracy(lambda inputs: [model(inputs[0])], [x], [y], batch_size)[0]
+
+
+def stacked_loss_and_accuracy(logits_of: Callable[[list[torch.Tensor]], list[torch.Tensor]], xs: Sequence[torch.Tensor],
+                              ys: Sequence[torch.Tensor], batch_size: int) -> list[tuple[float, float]]:
+    """:func:`loss_and_accuracy` of R models at once, each on its own set (equal sizes): ``logits_of`` maps R
+    batches to R logits (one stacked forward, :func:`qresnet.run.stack.stacked_logits`)."""
+    n = len(ys[0])
+    loss, correct = [0.0] * len(ys), [0] * len(ys)
     with torch.no_grad():
-        for start in range(0, len(y), batch_size):
-            logits = model(x[start:start + batch_size])
-            loss += float(torch.nn.functional.cross_entropy(logits, y[start:start + batch_size], reduction="sum"))
-            correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
-    return loss / len(y), correct / len(y)
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            for r, (logits, y) in enumerate(zip(logits_of([x[part] for x in xs]), ys)):
+                loss[r] += float(torch.nn.functional.cross_entropy(logits, y[part], reduction="sum"))
+                correct[r] += int((logits.argmax(1) == y[part]).sum())
+    return [(total / n, right / n) for total, right in zip(loss, correct)]
 
 
 def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, samples: int, seed: int) -> dict[str, Any]:

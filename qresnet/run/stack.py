@@ -43,6 +43,7 @@ from qresnet.nn import QuanvLayer
 from qresnet.qnn import response_tensor, stacked_qnn, stacks
 from qresnet.run.build import build_model, head_notes
 from qresnet.run.divergence import check_data
+from qresnet.run.evaluate import stacked_loss_and_accuracy
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir
@@ -127,60 +128,62 @@ def _set_up(member: Member, backend: Backend, data: Dataset | None) -> None:
         member.failure = exc
 
 
-def _stacked_layers(models: list) -> list[int]:
-    """The layer indices whose engine work stacks: quanvolution layers in response mode, one filter, on the
-    engine's exact gradient, in every model."""
-    out = []
-    for j, layer in enumerate(models[0].layers):
-        column = [m.layers[j] for m in models]
-        if all(isinstance(l, QuanvLayer) and l.mode == "response" and l.filters == 1 and stacks(l.qnn)
-               for l in column):
-            out.append(j)
-    return out
+def _responses(models: list, j: int) -> torch.Tensor:
+    """Layer ``j``'s response tensors of every model, stacked (R, 3, ..., 3, C). The trainable one-filter layers
+    on the engine's exact gradient come from ONE engine call for all of them (:func:`stacked_qnn`, differentiable
+    in each run's weights); any other layer gives its own (a frozen layer's values are memoised by its
+    connector, so a frozen run's filters cost one engine call per run, not one per step)."""
+    column = [m.layers[j] for m in models]
+    tensors: list[torch.Tensor | None] = [None] * len(column)
+    joint = [i for i, l in enumerate(column) if l.weight.requires_grad and l.filters == 1 and stacks(l.qnn)]
+    if joint:
+        first = column[joint[0]]
+        values = stacked_qnn(first.qnn, first.design_inputs, [column[i].weight for i in joint])  # (S, 3^q, K)
+        for i, t in zip(joint, response_tensor(values, first.template.num_inputs)):
+            tensors[i] = t
+    return torch.stack([l.response() if t is None else t for l, t in zip(column, tensors)])
 
 
-def _fix_stacked_responses(models: list, layers: list[int]) -> None:
-    """Each model's stacked layers with trainable weights get their response tensor from one engine call for all
-    the models. Frozen weights need no gradient: such a layer keeps its own call, as alone (its values are
-    memoised by its connector, so a frozen run's filters cost one engine call per run, not one per step)."""
-    for j in layers:
-        column = [m.layers[j] for m in models if m.layers[j].weight.requires_grad]
-        if not column:
-            continue
-        first = column[0]
-        values = stacked_qnn(first.qnn, first.design_inputs, [l.weight for l in column])  # (S, 81, K)
-        for layer, v in zip(column, values):
-            layer.fix_response(response_tensor(v, first.template.num_inputs))
+def stacked_logits(models: list, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every model's logits on its own batch (equal sizes). Models whose layers are all response-mode
+    quanvolutions run as ONE forward: the batches concatenated run-major through the first model's layers with
+    every run's response tensor (:meth:`QuanvLayer.fix_response` with a run axis), then each run's own head on
+    its part of the final map. Others (classical controls, per-patch layers) run one by one."""
+    carrier = models[0]
+    if not all(isinstance(l, QuanvLayer) and l.mode == "response" for l in carrier.layers):
+        return [m(x) for m, x in zip(models, inputs)]
+    try:
+        for j, layer in enumerate(carrier.layers):
+            layer.fix_response(_responses(models, j))
+        features = carrier.features(torch.cat(inputs))
+    finally:
+        for layer in carrier.layers:
+            layer.fix_response(None)
+    parts = features.split([len(x) for x in inputs])
+    return [m.head(f.flatten(1)) for m, f in zip(models, parts)]
 
 
 def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torch.Tensor]]
                  ) -> list[StepOutcome | TrainingError]:
-    """One optimizer step of every session on its own batch, as one computation: per session its
-    :class:`StepOutcome`, or the :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
-    models = [s.model for s in sessions]
-    layers = _stacked_layers(models)
+    """One optimizer step of every session on its own batch, as one computation (:func:`stacked_logits`; the
+    loss is the sum of the runs' mean losses, so one backward gives each run the gradient of its own loss, and
+    each run's own Adam steps it exactly as alone): per session its :class:`StepOutcome`, or the
+    :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
     for s in sessions:
         s.optimizer.zero_grad()
-    try:
-        _fix_stacked_responses(models, layers)
-        outcomes: list[Any] = []
-        losses, kept = [], []
-        for s, (x, y) in zip(sessions, batches):
-            logits = s.model(x)
-            try:
-                loss = finite_loss(logits, y)
-            except TrainingError as exc:
-                outcomes.append(exc)
-                continue
-            outcomes.append((logits, loss))
-            losses.append(loss)
-            kept.append(s)
-        if losses:
-            torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
-    finally:
-        for j in layers:
-            for m in models:
-                m.layers[j].fix_response(None)
+    all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches])
+    outcomes: list[Any] = []
+    losses = []
+    for logits, (_, y) in zip(all_logits, batches):
+        try:
+            loss = finite_loss(logits, y)
+        except TrainingError as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append((logits, loss))
+        losses.append(loss)
+    if losses:
+        torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
     out: list[StepOutcome | TrainingError] = []
     for s, (_, y), outcome in zip(sessions, batches, outcomes):
         if isinstance(outcome, TrainingError):
@@ -231,6 +234,25 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
     return [(m, t) for m, t in zip(active, tallies) if m.alive]
 
 
+def _evaluate(members: list[Member]) -> list[tuple[tuple[float, float], tuple[float, float]] | None]:
+    """Each member's (training-set, test-set) loss and accuracy from one stacked forward per batch, as
+    ``record_epoch`` would measure them run by run; None (``record_epoch`` measures it alone) where the sets'
+    sizes differ."""
+    if not members:
+        return []
+    sessions = [m.session for m in members]
+    data = [s.data for s in sessions]
+    if len({(len(d.y_train), len(d.y_test)) for d in data}) != 1:
+        return [None] * len(members)
+    models = [s.model for s in sessions]
+    batch = sessions[0].eval_batch
+    def logits_of(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return stacked_logits(models, inputs)
+    train_set = stacked_loss_and_accuracy(logits_of, [d.x_train for d in data], [d.y_train for d in data], batch)
+    test_set = stacked_loss_and_accuracy(logits_of, [d.x_test for d in data], [d.y_test for d in data], batch)
+    return list(zip(train_set, test_set))
+
+
 def train_stack(configs: Sequence[TrainConfig], directories: Sequence[str | Path],
                 data: Sequence[Dataset | None] | None = None, stop_after_epoch: int | None = None
                 ) -> list[RunResult | QresnetError]:
@@ -256,9 +278,10 @@ def train_stack(configs: Sequence[TrainConfig], directories: Sequence[str | Path
             _set_up(member, backend, d)
         started = [m.session.start_epoch for m in members if m.alive]
         for epoch in range(min(started, default=first.epochs + 1), first.epochs + 1):
-            for member, tally in _train_stack_epoch(members, epoch):
+            trained = _train_stack_epoch(members, epoch)
+            for (member, tally), evaluated in zip(trained, _evaluate([m for m, _ in trained])):
                 try:
-                    record_epoch(member.session, epoch, tally)
+                    record_epoch(member.session, epoch, tally, evaluated)
                 except QresnetError as exc:
                     member.failure = exc
             if stop_after_epoch is not None and epoch >= stop_after_epoch:

@@ -184,11 +184,15 @@ def train_epoch(session: Session, epoch: int) -> Tally | None:
     return tally
 
 
-def record_epoch(session: Session, epoch: int, tally: Tally) -> None:
-    """Evaluate both sets, append the epoch's metrics, write them and the epoch checkpoint, prune the old ones."""
+def record_epoch(session: Session, epoch: int, tally: Tally,
+                 evaluated: tuple[tuple[float, float], tuple[float, float]] | None = None) -> None:
+    """Evaluate both sets (or take ``evaluated``, their (loss, accuracy) pairs from a stack's joint evaluation),
+    append the epoch's metrics, write them and the epoch checkpoint, prune the old ones."""
     config, data, run, model = session.config, session.data, session.run, session.model
-    train_loss, train_acc = loss_and_accuracy(model, data.x_train, data.y_train, session.eval_batch)
-    test_loss, test_acc = loss_and_accuracy(model, data.x_test, data.y_test, session.eval_batch)
+    if evaluated is None:
+        evaluated = (loss_and_accuracy(model, data.x_train, data.y_train, session.eval_batch),
+                     loss_and_accuracy(model, data.x_test, data.y_test, session.eval_batch))
+    (train_loss, train_acc), (test_loss, test_acc) = evaluated
     session.watch.evaluation({"training-set loss": train_loss, "test-set loss": test_loss}, epoch)
     seconds = time.perf_counter() - tally.began
     session.elapsed += seconds
