@@ -31,13 +31,14 @@ SMALL = dict(classes=(0, 1), per_class=8, configs="O1+O2", epochs=2, batch_size=
              backends=("aer",))
 FLAGS = ["--configs", "O1+O2", "--backends", "aer", "--seeds", "0,1", "--classes", "0,1", "--per-class", "8",
          "--epochs", "2", "--batch-size", "8", "--lr", "0.05"]
-# the killed process SIGKILLs itself at its 11th optimizer step: 4 runs x 2 steps an epoch, so inside epoch 2
+# the killed process SIGKILLs itself at its 3rd optimizer step: the stack of 4 runs takes one joint Adam step per
+# batch, 2 an epoch, so inside epoch 2
 KILL_IN_SECOND_EPOCH = """
 import os, signal, torch
 _step, _calls = torch.optim.Adam.step, []
 def _dies(self, *a, **k):
     _calls.append(1)
-    if len(_calls) == 11:
+    if len(_calls) == 3:
         os.kill(os.getpid(), signal.SIGKILL)
     return _step(self, *a, **k)
 torch.optim.Adam.step = _dies

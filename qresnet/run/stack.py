@@ -163,14 +163,28 @@ def stacked_logits(models: list, inputs: list[torch.Tensor]) -> list[torch.Tenso
     return [m.head(f.flatten(1)) for m, f in zip(models, parts)]
 
 
-def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torch.Tensor]]
-                 ) -> list[StepOutcome | TrainingError]:
+def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
+    """One Adam over every session's parameters, each session's groups with their own settings, holding each
+    parameter's state in the session optimizer's own dict (the same object): one step moves every run exactly
+    as its own Adam would (Adam is elementwise, and the same single-tensor arithmetic), and each session's
+    optimizer still checkpoints, and resumes, its own state. A parameter without a gradient (a failed run's)
+    does not move."""
+    joint = torch.optim.Adam([dict(group) for s in sessions for group in s.optimizer.param_groups])
+    for s in sessions:
+        for group in s.optimizer.param_groups:
+            for p in group["params"]:
+                joint.state[p] = s.optimizer.state[p]  # a defaultdict: the session's dict, made if new
+    return joint
+
+
+def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torch.Tensor]],
+                 optimizer: torch.optim.Optimizer | None = None) -> list[StepOutcome | TrainingError]:
     """One optimizer step of every session on its own batch, as one computation (:func:`stacked_logits`; the
     loss is the sum of the runs' mean losses, so one backward gives each run the gradient of its own loss, and
-    each run's own Adam steps it exactly as alone): per session its :class:`StepOutcome`, or the
-    :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
-    for s in sessions:
-        s.optimizer.zero_grad()
+    ``optimizer``, the sessions' :func:`joint_optimizer`, steps each run exactly as alone): per session its
+    :class:`StepOutcome`, or the :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
+    optimizer = optimizer or joint_optimizer(sessions)
+    optimizer.zero_grad()
     all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches])
     outcomes: list[Any] = []
     losses = []
@@ -184,14 +198,9 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
         losses.append(loss)
     if losses:
         torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
-    out: list[StepOutcome | TrainingError] = []
-    for s, (_, y), outcome in zip(sessions, batches, outcomes):
-        if isinstance(outcome, TrainingError):
-            out.append(outcome)
-            continue
-        logits, loss = outcome
-        out.append(measured(s.model, logits, loss, y))
-        s.optimizer.step()
+    out = [outcome if isinstance(outcome, TrainingError) else measured(s.model, *outcome, y)
+           for s, (_, y), outcome in zip(sessions, batches, outcomes)]
+    optimizer.step()
     return out
 
 
@@ -207,17 +216,20 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
     orders = [torch.randperm(n, generator=torch.Generator().manual_seed(m.config.seed * 100_003 + epoch))
               for m in active]  # as train_epoch shuffles: a stacked run sees its batches in its own order
     tallies = [Tally.start(m.config.layers, None) for m in active]
+    joint, joined = None, None
     for start in range(0, n, batch):
         number = start // batch + 1
         live = [i for i, m in enumerate(active) if m.alive]
         if not live:
             break
+        if live != joined:  # once an epoch, and again when a run leaves the stack
+            joint, joined = joint_optimizer([active[i].session for i in live]), live
         batches = []
         for i in live:
             idx = orders[i][start:start + batch]
             data = active[i].session.data
             batches.append((data.x_train[idx], data.y_train[idx]))
-        outcomes = stacked_step([active[i].session for i in live], batches)
+        outcomes = stacked_step([active[i].session for i in live], batches, joint)
         for i, outcome in zip(live, outcomes):
             member, tally = active[i], tallies[i]
             session = member.session
