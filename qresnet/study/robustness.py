@@ -172,12 +172,15 @@ class RobustnessBudget:
 
 CHANNEL_LEVELS = (0.1, 0.2, 0.4, 0.6, 1.0)
 BUDGET_PLANS = {
-    # MNIST at a reduced budget the lead can afford in 30-40 minutes on 2 cores (see estimate_seconds and
-    # docs/reproduction.md): 3 seeds (the fewest that decide), 4 epochs; the linear head on 10 classes x 40 (320
-    # train / 80 test images) over 5 levels per channel and 4 device scales: 30 backends, 900 runs, about 16 min of
-    # one core; the quantum head on classes 0-3 x 50 (160 / 40) over 3 levels and 3 scales: 19 backends, 570 runs,
-    # about 21 min of one core, at lr 0.05 (at the paper's 0.01 it stays at chance within 4 epochs); the scaled
-    # device models about 10 min of one core: about 31 min with --jobs 2.
+    # MNIST at a reduced budget that fits 30-40 minutes on 2 cores (estimate_seconds: 31 min with --jobs 2):
+    # 3 seeds (the fewest that decide), 4 epochs, batch 16.
+    # - linear head, 10 classes x 40 (320 train / 80 test images, 20 steps an epoch), the paper's lr 0.01, p in 0.1,
+    #   0.2, 0.4, 0.6, 1.0 for each channel and s in 1, 3, 10, 30: 30 backends x 5 configurations x 2 x 3 seeds =
+    #   900 runs x (1.2 s + 80 steps x 0.011 s) = 31 min of one core;
+    # - quantum head, classes 0-3 x 50 (160 / 40, 10 steps an epoch), lr 0.05 (at 0.01 it stays at chance within
+    #   4 epochs), p in 0.1, 0.4, 1.0 and s in 1, 10, 30: 19 backends, 570 runs x (1.2 s + 40 x 0.025 s) = 21 min;
+    # - the scaled device models, built once per worker and scale: 7 x 2 x 45 s = 10.5 min;
+    # 63 minutes of one core, 31 with --jobs 2 (the quantum head's coarser grid is what keeps it there).
     "full": RobustnessBudget(
         "full", "mnist", epochs=4, seeds=(0, 1, 2),
         heads=(HeadPlan("linear", None, 40, 0.01, CHANNEL_LEVELS, (1, 3, 10, 30)),
@@ -323,6 +326,7 @@ class Drop:
 
 
 def first_drops(runs: Runs) -> list[Drop]:
+    """Per family, head, configuration, trainable and frozen (those with runs at some level): the first drop."""
     out = []
     for family, levels in families(runs).items():
         for head in HEADS:

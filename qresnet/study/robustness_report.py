@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from qresnet.choices import HEADS
+from qresnet.choices import BUDGETS, HEADS
 from qresnet.provenance import environment
 from qresnet.run.figures import save_figure
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
@@ -147,14 +147,17 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
     heads = "; ".join(f"{h['head']} head: classes {h['classes'] or 'all'} x {h['per_class']}, lr {h['lr']:g}, p in "
                       f"{', '.join(f'{p:g}' for p in h['channel_levels'])}, s in "
                       f"{', '.join(f'{s:g}' for s in h['device_scales']) or '-'}" for h in budget["heads"])
+    command = ("`qresnet reproduce --study robustness --budget " + budget["name"]
+               + (" --data-dir ../shared/data" if budget["dataset"] == "mnist" else "") + " --jobs 2 --out "
+               "reports/robustness`" if budget["name"] in BUDGETS else f"a budget of its own (`{budget['name']}`)")
     lines = [f"{heading} Robustness: the lowest noise level at which a verdict of the paper changes", "",
-             "**Command:** `qresnet reproduce --study robustness --budget " + budget["name"]
-             + " --data-dir ../shared/data --jobs 2 --out reports/robustness`", "",
-             f"**What ran:** {document['runs']} runs: the five two-layer paper configurations, trainable and frozen, "
-             f"on {budget['dataset']}, {budget['epochs']} epochs, seeds {', '.join(map(str, document['seeds']))}; "
-             f"{heads}; channels {', '.join(budget['channels'])} (`noise:<channel>:<p>`), device `aer:{budget['device']}"
-             "@<s>`; `aer` is level 0 of every family (`@0` is the ideal circuit on the device's layout, whose exact "
-             "values are aer's, so it is not run again).", "",
+             f"**Command:** {command}", "",
+             f"**What ran:** {document['runs']} runs: the two-layer configurations {', '.join(budget['configs'])}, "
+             f"trainable and frozen, on {budget['dataset']}, {budget['epochs']} epoch(s), batch {budget['batch_size']}, "
+             f"seeds {', '.join(map(str, document['seeds']))}; {heads}; channels {', '.join(budget['channels'])} "
+             f"(`noise:<channel>:<p>`), device `aer:{budget['device']}@<s>`; `aer` is level 0 of every family "
+             "(`@0` is the ideal circuit on the device's layout, whose exact values are aer's, so it is not run "
+             "again).", "",
              f"**Wall time:** {seconds['this_invocation'] / 60:.1f} min this invocation (sweeps: "
              + ", ".join(f"{h} {s / 60:.1f} min" for h, s in seconds["sweeps"].items())
              + f"; runs a sweep already held are reused); the budget's cost model predicted "
@@ -172,12 +175,13 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
 
 def _detail_tables(document: dict[str, Any], heading: str) -> list[str]:
     lines = [f"{heading} Accuracy against noise level", "",
-             "Final test accuracy, mean [95% interval] over seeds; level 0 is aer.", ""]
+             "Final test accuracy, mean [95% interval] over seeds.", ""]
     for family, per_head in document["accuracy"].items():
         for head, table in per_head.items():
             unit = "p" if family.startswith("noise:") else "s"
             lines += [f"**{_family_name(family)}, {head} head**", "",
-                      "| configuration | runs | " + " | ".join(f"{unit} = {lv:g}" for lv in table["levels"]) + " |",
+                      "| configuration | runs | " + " | ".join("aer" if lv == 0 else f"{unit} = {lv:g}"
+                                                              for lv in table["levels"]) + " |",
                       "|---|---|" + "---|" * len(table["levels"])]
             lines += [f"| {row['config']} | {'frozen' if row['frozen'] else 'trainable'} | "
                       + " | ".join(_cell(c) for c in row["cells"]) + " |" for row in table["rows"]]
