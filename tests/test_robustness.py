@@ -104,7 +104,23 @@ def test_accuracy_first_drops_where_the_paired_interval_lies_below_zero():
                 + rows("noise:depolarizing:0.6", {"none": ([a - 0.2 for a in base], base)}))
     drops = {(d.config, d.frozen): d for d in first_drops(runs)}
     assert drops[("none", False)].level == 0.6 and drops[("none", False)].difference.startswith("-0.200")
-    assert drops[("none", True)].level is None
+    assert drops[("none", True)].level is None and drops[("none", True)].decidable
+
+
+def test_with_fewer_seeds_than_the_rule_needs_no_drop_is_decidable_and_the_comparison_says_so():
+    from dataclasses import asdict
+
+    from qresnet.study.robustness_report import noisy_hqnns_paragraph
+
+    base, lower = [0.90, 0.88], [0.50, 0.48]
+    runs = Runs(rows("aer", {"none": (base, base)}) + rows("noise:depolarizing:1", {"none": (lower, base)}))
+    drops = first_drops(runs)
+    assert [(d.level, d.seeds, d.decidable) for d in drops] == [(None, 2, False), (None, 2, False)]
+    text = noisy_hqnns_paragraph([asdict(d) for d in drops])
+    assert "depolarizing: linear head undecidable (fewer than 3 seeds)" in text and "depolarizing: undecidable here" in text
+    decided = [asdict(d) for d in first_drops(Runs(rows("aer", {"none": WIN}) + rows(
+        "noise:amplitude_damping:0.6", {"none": ([a - 0.3 for a in WIN[0]], WIN[1])})))]
+    assert "amplitude_damping: first drop at p = 0.6, in line with their 0.5" in noisy_hqnns_paragraph(decided)
 
 
 def _head(levels=(0.5,), scales=(), head="linear"):

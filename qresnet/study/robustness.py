@@ -52,6 +52,7 @@ CHANGED, LOST = "changed", "lost its decision"  # how a verdict at a level stand
 RUN_SECONDS = 1.2
 STEP_SECONDS = {"linear": 0.011, "quantum": 0.025}
 DEVICE_LEVEL_SECONDS = 45.0
+SWEEP_SECONDS = 30.0  # per sweep: its worker processes' imports, the data, its comparison report
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ class RobustnessBudget:
         return out
 
     def estimate_seconds(self, jobs: int = 2, train_images: dict[str, int] | None = None) -> float:
-        """The wall time the cost model above predicts with ``jobs`` processes. ``train_images`` per head (default:
-        80% of classes x per_class, 10 classes when all)."""
+        """The wall time the cost model above predicts with ``jobs`` processes on an otherwise idle machine.
+        ``train_images`` per head (default: 80% of classes x per_class, 10 classes when all)."""
         total = 0.0
         for plan in self.heads:
             images = (train_images or {}).get(plan.head) or int(0.8 * (len(plan.classes or range(10))) * plan.per_class)
@@ -162,7 +163,7 @@ class RobustnessBudget:
             steps = self.epochs * -(-images // self.batch_size)
             total += runs * (RUN_SECONDS + steps * STEP_SECONDS[plan.head])
             total += len(plan.device_scales) * max(1, jobs) * DEVICE_LEVEL_SECONDS  # each worker builds each scale
-        return total / max(1, jobs)
+        return total / max(1, jobs) + SWEEP_SECONDS * len(self.heads)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -172,7 +173,7 @@ class RobustnessBudget:
 
 CHANNEL_LEVELS = (0.1, 0.2, 0.4, 0.6, 1.0)
 BUDGET_PLANS = {
-    # MNIST at a reduced budget that fits 30-40 minutes on 2 cores (estimate_seconds: 31 min with --jobs 2):
+    # MNIST at a reduced budget that fits 30-40 minutes on 2 cores (estimate_seconds: 32 min with --jobs 2):
     # 3 seeds (the fewest that decide), 4 epochs, batch 16.
     # - linear head, 10 classes x 40 (320 train / 80 test images, 20 steps an epoch), the paper's lr 0.01, p in 0.1,
     #   0.2, 0.4, 0.6, 1.0 for each channel and s in 1, 3, 10, 30: 30 backends x 5 configurations x 2 x 3 seeds =
@@ -180,7 +181,8 @@ BUDGET_PLANS = {
     # - quantum head, classes 0-3 x 50 (160 / 40, 10 steps an epoch), lr 0.05 (at 0.01 it stays at chance within
     #   4 epochs), p in 0.1, 0.4, 1.0 and s in 1, 10, 30: 19 backends, 570 runs x (1.2 s + 40 x 0.025 s) = 21 min;
     # - the scaled device models, built once per worker and scale: 7 x 2 x 45 s = 10.5 min;
-    # 63 minutes of one core, 31 with --jobs 2 (the quantum head's coarser grid is what keeps it there).
+    # 63 minutes of one core, 31 with --jobs 2, and a minute for the two sweeps' start-up and reports (the quantum
+    # head's coarser grid is what keeps it in the window).
     "full": RobustnessBudget(
         "full", "mnist", epochs=4, seeds=(0, 1, 2),
         heads=(HeadPlan("linear", None, 40, 0.01, CHANNEL_LEVELS, (1, 3, 10, 30)),
@@ -315,7 +317,8 @@ def decide(runs: Runs) -> list[FamilyClaim]:
 @dataclass(frozen=True)
 class Drop:
     """Where accuracy first drops under a family's noise: the lowest level whose paired (level - aer) interval lies
-    below 0 (the drop exceeds the interval), per head, configuration and trainable or frozen; None: no drop."""
+    below 0 (the drop exceeds the interval), per head, configuration and trainable or frozen. ``level`` None: no drop
+    up to the largest level, or, when ``seeds`` (the fewest paired at a level) is below MIN_SEEDS, none decidable."""
 
     family: str
     head: str
@@ -323,27 +326,31 @@ class Drop:
     frozen: bool
     level: float | None
     difference: str
+    seeds: int
+
+    @property
+    def decidable(self) -> bool:
+        return self.level is not None or self.seeds >= ev.MIN_SEEDS
+
+
+def _first_drop(runs: Runs, family: str, levels: dict[float, str], head: str, config: str, frozen: bool
+                ) -> Drop | None:
+    seeds = None
+    for level, backend in levels.items():
+        d = runs.difference((Setting(backend, head), config, frozen), (Setting(REFERENCE, head), config, frozen))
+        if d is None:
+            continue
+        seeds = d.n if seeds is None else min(seeds, d.n)
+        if d.n >= ev.MIN_SEEDS and d.high is not None and d.high < 0:
+            return Drop(family, head, config, frozen, level, d.describe(), seeds)
+    return None if seeds is None else Drop(family, head, config, frozen, None, "", seeds)
 
 
 def first_drops(runs: Runs) -> list[Drop]:
-    """Per family, head, configuration, trainable and frozen (those with runs at some level): the first drop."""
-    out = []
-    for family, levels in families(runs).items():
-        for head in HEADS:
-            for config in runs.configs:
-                for frozen in (False, True):
-                    found = None
-                    for level, backend in levels.items():
-                        d = runs.difference((Setting(backend, head), config, frozen),
-                                            (Setting(REFERENCE, head), config, frozen))
-                        if d is not None and d.n >= ev.MIN_SEEDS and d.high is not None and d.high < 0:
-                            found = Drop(family, head, config, frozen, level, d.describe())
-                            break
-                    if found is None and any(runs.get(Setting(b, head), config, frozen) for b in levels.values()):
-                        found = Drop(family, head, config, frozen, None, "")
-                    if found is not None:
-                        out.append(found)
-    return out
+    """Per family, head, configuration, trainable and frozen (those paired with aer at some level): the first drop."""
+    found = [_first_drop(runs, family, levels, head, config, frozen) for family, levels in families(runs).items()
+             for head in HEADS for config in runs.configs for frozen in (False, True)]
+    return [d for d in found if d is not None]
 
 
 # --- the study ------------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ CLAIM_RULE = (
     "rule; O1+O2 beats X+O1 with the linear head; (X+O1)+O2 beats each other trainable configuration with the quantum "
     "head) is decided again by the same rules, over the seeds the level and aer share, and compared with its verdict "
     "on aer. A verdict *changes* when the level decides it (yes or no) differently from aer; one aer decides and the "
-    "level leaves inconclusive has *lost its decision* (the noise widened the interval), which is not a change.")
+    "level leaves inconclusive has *lost its decision* (the noise widened the interval), which is not a change. "
+    "A head is compared at the levels it ran (the quantum head's grid may be coarser than the linear head's).")
 NOISY_HQNNS = ("Noisy HQNNs (Ahmed, Marchisio, Kashif, Shafique, arXiv:2505.03378) apply five channels at "
                "probabilities 0.1 to 1.0 and report quanvolutional networks robust up to about 0.4 and degrading from "
                "about 0.5 under depolarizing and amplitude damping")
@@ -97,7 +98,9 @@ def _cell(cell: dict | None) -> str:
 
 
 def _drop(drop: dict) -> str:
-    return "-" if drop["level"] is None else f"{drop['level']:g}: {drop['difference']}"
+    if drop["level"] is not None:
+        return f"{drop['level']:g}: {drop['difference']}"
+    return "-" if drop["seeds"] >= ev.MIN_SEEDS else f"undecidable ({drop['seeds']} seed(s))"
 
 
 def _family_name(family: str) -> str:
@@ -116,17 +119,20 @@ def noisy_hqnns_paragraph(drops: Sequence[dict]) -> str:
             levels = [d["level"] for d in mine if d["level"] is not None]
             first = min(levels, default=None)
             where = ", ".join(d["config"] for d in mine if d["level"] == first) if first is not None else ""
-            per_head.append(f"{head} head " + (f"p = {first:g} ({where}); {len(levels)} of {len(mine)} configurations "
-                                               "drop by the largest p" if first is not None else
-                                               f"no drop in any of {len(mine)} configurations"))
+            open_ = [d["config"] for d in mine if d["level"] is None and d["seeds"] < ev.MIN_SEEDS]
+            per_head.append(f"{head} head " + (
+                f"p = {first:g} ({where}); {len(levels)} of {len(mine)} configurations drop by the largest p"
+                if first is not None else f"no drop in any of {len(mine)} configurations" if not open_ else
+                f"undecidable (fewer than {ev.MIN_SEEDS} seeds)"))
             if head == "linear":
-                verdicts[family] = first
+                verdicts[family] = first if first is not None or not open_ else "undecidable"
         parts.append(f"{_family_name(family)}: " + "; ".join(per_head))
     compared = []
     for family in ("noise:depolarizing", "noise:amplitude_damping"):
         if family in verdicts:
             first = verdicts[family]
             compared.append(f"{_family_name(family)}: " + (
+                "undecidable here" if first == "undecidable" else
                 "no drop at any level, more robust than theirs" if first is None else
                 f"first drop at p = {first:g}, " + ("earlier than their 0.5" if first < 0.5 else
                                                     "in line with their 0.5 (our grid has no 0.5)" if first <= 0.6
@@ -161,7 +167,7 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
              f"**Wall time:** {seconds['this_invocation'] / 60:.1f} min this invocation (sweeps: "
              + ", ".join(f"{h} {s / 60:.1f} min" for h, s in seconds["sweeps"].items())
              + f"; runs a sweep already held are reused); the budget's cost model predicted "
-             f"{seconds['estimate'] / 60:.0f} min with --jobs {seconds['estimate_jobs']}.", "",
+             f"{seconds['estimate'] / 60:.0f} min with --jobs {seconds['estimate_jobs']} on an otherwise idle machine.", "",
              "| noise | levels | lowest level at which a verdict changes |", "|---|---|---|"]
     for claim in document["claims"]:
         levels = ", ".join(f"{lv:g}" for lv in claim["levels"])
