@@ -152,9 +152,10 @@ def robustness_figure(runs: Runs, out: Path) -> bool:
     return True
 
 
-def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], title: str) -> None:
+def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], title: str, legend: bool = True) -> None:
     """One panel of ``robustness.png``: test accuracy (mean, 95% interval bars) against the levels of one noise family,
-    per configuration, trainable (solid) and frozen (dashed); device scales on a symmetric-log axis (0, 1, 3, 10, 30)."""
+    per configuration, trainable (solid) and frozen (dashed); device scales on a symmetric-log axis (0, 1, 3, 10, 30),
+    ticked at the levels."""
     for j, config in enumerate(runs.configs):
         for frozen, style in ((False, "-"), (True, "--")):
             points = [(level, runs.accuracy(s, config, frozen)) for level, s in levels.items()]
@@ -170,7 +171,9 @@ def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], 
     channel = family.startswith("noise:")
     if not channel and max(levels, default=0) > 3:
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(list(levels), [f"{level:g}" for level in levels])
     ax.set(title=title, xlabel=f"noise level ({'p' if channel else 'scale s'}; 0: aer)", ylabel="test accuracy",
            ylim=(0, 1))
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
 

@@ -64,14 +64,21 @@ def robustness_figure(runs: Runs, out: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(heads), len(found), figsize=(4.6 * len(found), 3.8 * len(heads)), squeeze=False)
+    fig, axes = plt.subplots(len(heads), len(found), figsize=(4.2 * len(found), 3.4 * len(heads) + 0.8),
+                             squeeze=False)
     for i, head in enumerate(heads):
         for j, (family, levels) in enumerate(found.items()):
             settings = {lv: Setting(b, head) for lv, b in {0.0: REFERENCE, **levels}.items()}
             settings = {lv: s for lv, s in settings.items() if s in runs.settings}
-            noise_panel(axes[i][j], runs, family, settings, f"{family}, {head} head")
+            if len(settings) < 2:  # this head did not run this family
+                axes[i][j].set_axis_off()
+                axes[i][j].set_title(f"{family}, {head} head: not run", fontsize=9)
+                continue
+            noise_panel(axes[i][j], runs, family, settings, f"{family}, {head} head", legend=False)
+    handles, labels = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.lines), ([], []))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels) or 1, fontsize=8)
     fig.suptitle("test accuracy against noise level (mean and 95% interval over seeds; dashed: frozen)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, out / "robustness.png", dpi=90)
     return True
 
