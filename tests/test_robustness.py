@@ -117,7 +117,8 @@ def test_with_fewer_seeds_than_the_rule_needs_no_drop_is_decidable_and_the_compa
     drops = first_drops(runs)
     assert [(d.level, d.seeds, d.decidable) for d in drops] == [(None, 2, False), (None, 2, False)]
     text = noisy_hqnns_paragraph([asdict(d) for d in drops])
-    assert "depolarizing: linear head undecidable (fewer than 3 seeds)" in text and "depolarizing: undecidable here" in text
+    assert "depolarizing: linear head undecidable (fewer than 3 seeds)" in text
+    assert "depolarizing: undecidable here" in text
     decided = [asdict(d) for d in first_drops(Runs(rows("aer", {"none": WIN}) + rows(
         "noise:amplitude_damping:0.6", {"none": ([a - 0.3 for a in WIN[0]], WIN[1])})))]
     assert "amplitude_damping: first drop at p = 0.6, in line with their 0.5" in noisy_hqnns_paragraph(decided)

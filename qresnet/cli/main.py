@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
     p.add_argument("--study", choices=REPRODUCE_STUDIES, default="claims",
                    help="claims: the paper's claims on aer and aer:fake_torino; robustness: its verdicts re-decided "
-                        "over noise levels (five channels, scaled device noise) and the lowest level at which one changes")
+                        "over noise levels (five channels, scaled device noise), the lowest level at which one "
+                        "changes")
     p.add_argument("--budget", choices=BUDGETS, default="full",
                    help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
                         "configurations (about 1.5 h with --jobs 2 here; robustness: a reduced MNIST budget, about "

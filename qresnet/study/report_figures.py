@@ -152,7 +152,8 @@ def robustness_figure(runs: Runs, out: Path) -> bool:
     return True
 
 
-def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], title: str, legend: bool = True) -> None:
+def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], title: str,
+                legend: bool = True) -> None:
     """One panel of ``robustness.png``: test accuracy (mean, 95% interval bars) against the levels of one noise family,
     per configuration, trainable (solid) and frozen (dashed); device scales on a symmetric-log axis (0, 1, 3, 10, 30),
     ticked at the levels."""

@@ -1,4 +1,4 @@
-"""The robustness study: the paper's verdicts re-decided at every noise level, and the lowest level at which one changes.
+"""The robustness study: the paper's verdicts re-decided at every noise level; the lowest level at which one changes.
 
     qresnet reproduce --study robustness --data-dir ../shared/data --jobs 2 --out reports/robustness
     qresnet reproduce --study robustness --budget tiny --out /tmp/r     # the pipeline on the embedded digits
@@ -143,7 +143,7 @@ class RobustnessBudget:
         return BUDGET_PLANS[value]
 
     def sweeps(self, data_dir: str | None = None) -> dict[str, SweepConfig]:
-        """One sweep per head (``OUT/<head>/``): every backend of its plan, configuration, trainable and frozen, seed."""
+        """One sweep per head (``OUT/<head>/``): every backend of its plan, configuration, trainable, frozen, seed."""
         out = {}
         for plan in self.heads:
             preset = "paper" if plan.head == "linear" else "paper-quantum"

@@ -166,7 +166,8 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
     lines = [f"{heading} Robustness: the lowest noise level at which a verdict of the paper changes", "",
              f"**Command:** {command}", "",
              f"**What ran:** {document['runs']} runs: the two-layer configurations {', '.join(budget['configs'])}, "
-             f"trainable and frozen, on {budget['dataset']}, {budget['epochs']} epoch(s), batch {budget['batch_size']}, "
+             f"trainable and frozen, on {budget['dataset']}, {budget['epochs']} epoch(s), batch "
+             f"{budget['batch_size']}, "
              f"seeds {', '.join(map(str, document['seeds']))}; {heads}; channels {', '.join(budget['channels'])} "
              f"(`noise:<channel>:<p>`), device `aer:{budget['device']}@<s>`; `aer` is level 0 of every family "
              "(`@0` is the ideal circuit on the device's layout, whose exact values are aer's, so it is not run "
@@ -174,7 +175,8 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
              f"**Wall time:** {seconds['this_invocation'] / 60:.1f} min this invocation (sweeps: "
              + ", ".join(f"{h} {s / 60:.1f} min" for h, s in seconds["sweeps"].items())
              + f"; runs a sweep already held are reused); the budget's cost model predicted "
-             f"{seconds['estimate'] / 60:.0f} min with --jobs {seconds['estimate_jobs']} on an otherwise idle machine.", "",
+             f"{seconds['estimate'] / 60:.0f} min with --jobs {seconds['estimate_jobs']} on an otherwise idle "
+             "machine.", "",
              "| noise | levels | lowest level at which a verdict changes |", "|---|---|---|"]
     for claim in document["claims"]:
         levels = ", ".join(f"{lv:g}" for lv in claim["levels"])
@@ -209,8 +211,9 @@ def _detail_tables(document: dict[str, Any], heading: str) -> list[str]:
     if not any(claim["differences"] for claim in document["claims"]):
         lines.append("| - | - | none | | | |")
     lines += ["", f"{heading} Where accuracy first drops", "",
-              "The lowest level whose paired (level - aer) interval lies below 0; '-': no drop up to the largest level.",
+              "The lowest level whose paired (level - aer) interval lies below 0; '-': no drop up to the largest "
+              "level.",
               "", "| noise | head | configuration | runs | first drop |", "|---|---|---|---|---|"]
-    lines += [f"| {_family_name(d['family'])} | {d['head']} | {d['config']} | {'frozen' if d['frozen'] else 'trainable'} "
-              f"| {_drop(d)} |" for d in document["first_drops"]]
+    lines += [f"| {_family_name(d['family'])} | {d['head']} | {d['config']} | "
+              f"{'frozen' if d['frozen'] else 'trainable'} | {_drop(d)} |" for d in document["first_drops"]]
     return lines + [""]
