@@ -191,3 +191,26 @@ def test_the_study_end_to_end_on_digits(tmp_path):
     assert "| depolarizing | p = 1 |" in text and "Noisy HQNNs" in text and "## Accuracy against noise level" in text
     again = run_robustness(tmp_path / "r", budget, progress=False)  # resumed: every run reused, the same claims
     assert json.loads((again.parent / "robustness.json").read_text())["claims"] == document["claims"]
+
+
+def test_failed_runs_are_reported_and_the_study_still_decides_over_the_rest(tmp_path, monkeypatch):
+    """A sweep whose runs partly fail: the report is written over the runs that finished, names each failure, and
+    the study ends with the sweep error (a non-zero exit)."""
+    import qresnet.study.robustness as robustness
+    from qresnet.errors import SweepError
+    from qresnet.study.sweep import SweepResult
+
+    finished = rows("aer", {"none": WIN}) + rows("noise:depolarizing:1", {"none": TIE})
+
+    def partly_failing(sweep, out, **kwargs):
+        raise SweepError(SweepResult(sweep, tuple(finished)), ["noise:depolarizing:1 none seed 4: diverged"])
+
+    monkeypatch.setattr(robustness, "run_sweep", partly_failing)
+    monkeypatch.setattr(robustness, "write_comparison_report", lambda result, out: None)
+    budget = RobustnessBudget("t", "digits", epochs=1, seeds=(0, 1, 2, 3), configs=("none",),
+                              channels=("depolarizing",), heads=(_head((1.0,)),))
+    with pytest.raises(SweepError, match="seed 4: diverged"):
+        run_robustness(tmp_path / "r", budget, progress=False)
+    text = (tmp_path / "r" / "robustness.md").read_text()
+    assert "**1 run(s) failed**" in text and "- noise:depolarizing:1 none seed 4: diverged" in text
+    assert "| depolarizing | p = 1 | p = 1: none beats frozen (linear head): yes on aer" in text

@@ -31,14 +31,14 @@ from typing import Any
 
 from qresnet.backends.spec import CHANNELS
 from qresnet.choices import BUDGETS, HEADS
-from qresnet.errors import ConfigError
+from qresnet.errors import ConfigError, SweepError
 from qresnet.residual import ResidualSpec
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.study import evidence as ev
 from qresnet.study.report import Runs, Setting, write_comparison_report
 from qresnet.study.report_figures import noise_level
-from qresnet.study.sweep import SweepConfig, run_sweep
+from qresnet.study.sweep import SweepConfig, SweepResult, run_sweep
 from qresnet.values import checked_int
 
 REFERENCE = "aer"
@@ -368,14 +368,22 @@ def run_robustness(out: str | Path, budget: str | RobustnessBudget = "full", dat
     with OutputLock(out):
         began = time.perf_counter()
         rows: list[RunResult] = []
-        sweep_seconds = {}
-        for head, sweep in budget.sweeps(data_dir).items():
-            result = run_sweep(sweep, out / head, jobs=jobs, progress=progress, executor=executor,
-                               ray_address=ray_address, stack=stack)
+        sweep_seconds, failures = {}, []
+        sweeps = budget.sweeps(data_dir)
+        for head, sweep in sweeps.items():
+            try:
+                result = run_sweep(sweep, out / head, jobs=jobs, progress=progress, executor=executor,
+                                   ray_address=ray_address, stack=stack)
+            except SweepError as exc:  # the study goes on with the runs that finished; the failures are reported
+                result, failures = exc.result, failures + exc.failures
             write_comparison_report(result, out / head)
             rows += result.runs
             sweep_seconds[head] = result.wall_time_s
         runs = Runs(rows)
-        return write_robustness(out, budget, runs, decide(runs), first_drops(runs),
-                                {"this_invocation": time.perf_counter() - began, "sweeps": sweep_seconds,
-                                 "estimate_jobs": jobs, "estimate": budget.estimate_seconds(jobs)})
+        report = write_robustness(out, budget, runs, decide(runs), first_drops(runs),
+                                  {"this_invocation": time.perf_counter() - began, "sweeps": sweep_seconds,
+                                   "estimate_jobs": jobs, "estimate": budget.estimate_seconds(jobs)}, failures)
+    if failures:  # the exit status says so; the error carries every finished run (under the first sweep's config)
+        raise SweepError(SweepResult(next(iter(sweeps.values())), tuple(rows)),
+                         failures + [f"the report over the runs that finished: {report}"])
+    return report

@@ -84,13 +84,14 @@ def robustness_figure(runs: Runs, out: Path) -> bool:
 
 
 def write_robustness(out: Path, budget: RobustnessBudget, runs: Runs, claims: Sequence[FamilyClaim],
-                     drops: Sequence[Drop], seconds: dict[str, Any]) -> Path:
+                     drops: Sequence[Drop], seconds: dict[str, Any], failures: Sequence[str] = ()) -> Path:
     """``robustness.json``, ``robustness.png`` and ``robustness.md`` in ``out``; returns the path of the last."""
     figure = robustness_figure(runs, out)
     document = {"study": "robustness", "budget": budget.to_dict(), "rules": ev.RULES, "claim_rule": CLAIM_RULE,
                 "runs": len(runs.rows), "seeds": runs.seeds, "claims": [c.to_dict() for c in claims],
                 "first_drops": [asdict(d) for d in drops], "accuracy": _accuracy_tables(runs),
-                "seconds": seconds, "figure": "robustness.png" if figure else None, "environment": environment()}
+                "seconds": seconds, "failures": list(failures), "figure": "robustness.png" if figure else None,
+                "environment": environment()}
     atomic_write_json(out / "robustness.json", document)
     report = out / "robustness.md"
     sweeps = ["## Sweeps", "", *(f"- [{plan.head} head]({plan.head}/report.md)" for plan in budget.heads), ""]
@@ -181,6 +182,10 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
     for claim in document["claims"]:
         levels = ", ".join(f"{lv:g}" for lv in claim["levels"])
         lines.append(f"| {_family_name(claim['family'])} | {claim['unit']} = {levels} | {claim['claim']} |")
+    failed = document.get("failures") or []
+    if failed:
+        lines += ["", f"**{len(failed)} run(s) failed**; every verdict is over the seeds that finished at both levels:",
+                  "", *(f"- {line}" for line in failed)]
     lines += ["", document["claim_rule"], "", document["rules"], "", noisy_hqnns_paragraph(document["first_drops"]), ""]
     if figure:
         lines += [f"![accuracy against noise level]({figure})", ""]
