@@ -144,24 +144,37 @@ def robustness_figure(runs: Runs, out: Path) -> bool:
 
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 3.9), squeeze=False)
     for ax, ((family, head, kind), levels) in zip(axes[0], families.items()):
-        for j, config in enumerate(runs.configs):
-            for frozen, style in ((False, "-"), (True, "--")):
-                points = [(level, runs.accuracy(s, config, frozen)) for level, s in levels.items()]
-                points = [(level, a) for level, a in points if a is not None]
-                if not points:
-                    continue
-                x = [level for level, _ in points]
-                mean = [a.mean for _, a in points]
-                low = [a.mean - (a.low if a.low is not None else a.mean) for _, a in points]
-                high = [(a.high if a.high is not None else a.mean) - a.mean for _, a in points]
-                ax.errorbar(x, mean, yerr=[low, high], fmt=style + "o", ms=3, capsize=3, color=f"C{j}",
-                            label=f"{config}{' (frozen)' if frozen else ''}")
-        what = "p" if family.startswith("noise:") else "scale s"
         extra = "" if kind == "quantum" else ", classical control"
-        ax.set(title=f"{family}, {head} head{extra}", xlabel=f"noise level ({what}; 0: aer)",
-               ylabel="test accuracy", ylim=(0, 1))
-        ax.legend(fontsize=7)
+        noise_panel(ax, runs, family, levels, f"{family}, {head} head{extra}")
     fig.suptitle("accuracy against noise level (mean and 95% interval over seeds; dashed: frozen)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "robustness.png")
     return True
+
+
+def noise_panel(ax: Any, runs: Runs, family: str, levels: dict[float, Setting], title: str,
+                legend: bool = True) -> None:
+    """One panel of ``robustness.png``: test accuracy (mean, 95% interval bars) against the levels of one noise family,
+    per configuration, trainable (solid) and frozen (dashed); device scales on a symmetric-log axis (0, 1, 3, 10, 30),
+    ticked at the levels."""
+    for j, config in enumerate(runs.configs):
+        for frozen, style in ((False, "-"), (True, "--")):
+            points = [(level, runs.accuracy(s, config, frozen)) for level, s in levels.items()]
+            points = [(level, a) for level, a in points if a is not None]
+            if not points:
+                continue
+            x = [level for level, _ in points]
+            mean = [a.mean for _, a in points]
+            low = [a.mean - (a.low if a.low is not None else a.mean) for _, a in points]
+            high = [(a.high if a.high is not None else a.mean) - a.mean for _, a in points]
+            ax.errorbar(x, mean, yerr=[low, high], fmt=style + "o", ms=3, capsize=3, color=f"C{j}",
+                        label=f"{config}{' (frozen)' if frozen else ''}")
+    channel = family.startswith("noise:")
+    if not channel and max(levels, default=0) > 3:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(list(levels), [f"{level:g}" for level in levels])
+    ax.set(title=title, xlabel=f"noise level ({'p' if channel else 'scale s'}; 0: aer)", ylabel="test accuracy",
+           ylim=(0, 1))
+    if legend:
+        ax.legend(fontsize=7)
+
