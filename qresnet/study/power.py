@@ -16,8 +16,8 @@ The rule, fixed before the main runs (no optional stopping: the observed verdict
 4. At the cap, the plan states the smallest half-width the cap reaches, t_{0.975, cap-1} s / sqrt(cap): the claim
    is decided only if its mean lies at least that far from the boundary.
 
-A part without an estimate (fewer than 2 pilot seeds, or a comparison the pilot lacks) keeps the pilot's seeds and
-says so. Claims 2 and 6 (gradients, exact) and 7 (a fixed reduced budget over 64 configurations) are not planned.
+A part without an estimate (fewer than 2 pilot seeds, or a comparison the pilot lacks) asks for no more seeds than
+the pilot ran, and says so. Claims 2 and 6 (gradients, exact) and 7 (a fixed reduced budget over 64 configurations) are not planned.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ class ClaimPlan:
 
 def plan_part(part_label: str, rule: str, backend: str, value: ev.Paired | None, power: PowerRule) -> PartPlan:
     """One part's seeds from its pilot difference."""
-    if value is None or value.std is None:
-        return PartPlan(part_label, backend, rule, 0 if value is None else value.n, None if value is None else value.mean,
-                        None, None, None, power.pilot, False)
+    if value is None or value.std is None:  # nothing to estimate from: the part keeps the seeds the pilot has
+        n = 0 if value is None else value.n
+        return PartPlan(part_label, backend, rule, n, None if value is None else value.mean, None, None, None, n, False)
     distance = decisive_distance(rule, value.mean)
     w = distance / power.factor
     n, capped = power.seeds(value.std, w)
@@ -161,7 +161,7 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
         capped = any(p.capped for p in part_plans)
         driver = max(part_plans, key=lambda p: (p.n, p.s or 0.0))
         if driver.s is None:
-            why = f"no estimate from the pilot ({driver.label} on {driver.backend}): the pilot's {n} seeds"
+            why = f"no estimate from the pilot ({driver.label} on {driver.backend}): the study keeps the pilot's seeds"
             plans.append(ClaimPlan(number, parts[0].study, n, False, part_plans, why))
             continue
         why = (f"{driver.label} on {driver.backend}: pilot mean {driver.mean:+.3f}, s {driver.s:.3f}, "
