@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
-                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, RUN_MODES, TEMPLATES)
+                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, REPRODUCTION_STUDIES, RUN_MODES,
+                             TEMPLATES)
 from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
                                   parse_ints, parse_seeds, print_table)
 from qresnet.cli.evaluate import add_evaluate_parser
@@ -109,11 +110,12 @@ def _stack(args: argparse.Namespace) -> int | None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from qresnet.study.reproduce import run_reproduction
 
+    runners = {"claims": run_reproduction}  # --study: each a study of its own, with the same arguments
     checked_int(args.jobs, "--jobs")
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
     with _locked(out, args.wait):
-        report = run_reproduction(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
-                                  stack=_stack(args))
+        report = runners[args.study](out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
+                                     stack=_stack(args))
     print(report.read_text().split("## Studies")[0])
     print(f"report: {report}")
 
@@ -317,8 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
     p.add_argument("--budget", choices=BUDGETS, default="full",
-                   help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
-                        "configurations (about 1.5 h with --jobs 2 here); tiny: the pipeline on digits (minutes)")
+                   help="full: the paper's settings (30 epochs), MNIST, a 5-seed pilot then the seeds the power "
+                        "plan asks for (at most 40), and all 64 three-layer configurations; tiny: the pipeline on "
+                        "digits (minutes)")
+    p.add_argument("--study", choices=REPRODUCTION_STUDIES, default="claims",
+                   help="claims: each of the paper's claims decided, seeds planned by power (power.json)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")
