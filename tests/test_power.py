@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -70,7 +71,7 @@ def test_the_plan_per_claim_from_a_pilot_and_per_study_from_its_claims():
     pilot = {"paper": _runs({("O1+O2", False): wide, ("X+O2", False): narrow, ("(X+O1)+O2", False): narrow})}
     plans = {p.claim: p for p in plan_claims(pilot, rule, ("aer",))}
     s = stats.tstd(wide)
-    w = sum(wide) / 5 / 2  # beats: the mean's distance to 0, halved
+    w = sum(wide) / 5 / (1 + stats.norm.ppf(0.80) / stats.norm.ppf(0.975))  # beats: the mean's distance to 0
     n = next(k for k in range(5, 41) if expected_half_width(s, k) <= w)
     assert plans[11].n == n and not plans[11].capped and n > 5
     assert plans[11].driver.s == pytest.approx(s) and plans[11].driver.w == pytest.approx(w)
@@ -103,3 +104,17 @@ def test_the_main_study_extends_the_pilots_seeds_and_the_rule_is_checked():
         PowerRule(factor=0)
     with pytest.raises(ConfigError, match="power rule"):
         PowerRule.coerce("many")
+
+
+def test_the_planned_seeds_decide_about_80_percent_of_studies_when_the_pilot_is_right():
+    """The default factor, 1 + z(0.80) / z(0.975): a study of the planned n, drawn with the pilot's mean and spread,
+    has its interval above 0 (beats: reproduced) in about 80% of draws."""
+    from qresnet.study.power import FACTOR
+
+    assert FACTOR == pytest.approx(1 + stats.norm.ppf(0.80) / stats.norm.ppf(0.975))
+    mean, s = 0.10, 0.11
+    n, capped = PowerRule().seeds(s, decisive_distance("beats", mean) / FACTOR)
+    assert not capped and 5 < n < 40
+    draws = np.random.default_rng(3).normal(mean, s, (4000, n))
+    low = draws.mean(axis=1) - stats.t.ppf(0.975, n - 1) * draws.std(axis=1, ddof=1) / math.sqrt(n)
+    assert 0.75 <= (low > 0).mean() <= 0.90

@@ -112,10 +112,14 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     runners = {"claims": run_reproduction}  # --study: each a study of its own, with the same arguments
     checked_int(args.jobs, "--jobs")
+    for flag, value, least in (("--pilot-seeds", args.pilot_seeds, 2), ("--max-seeds", args.max_seeds, 1)):
+        if value is not None:
+            checked_int(value, flag, least)
     out = Path(args.out) if args.out else Path("reports") / f"reproduction-{time.strftime('%Y%m%d-%H%M%S')}"
     with _locked(out, args.wait):
+        power = {k: v for k, v in (("pilot", args.pilot_seeds), ("cap", args.max_seeds)) if v is not None}
         report = runners[args.study](out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
-                                     stack=_stack(args))
+                                     stack=_stack(args), power=power)
     print(report.read_text().split("## Studies")[0])
     print(f"report: {report}")
 
@@ -324,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "digits (minutes)")
     p.add_argument("--study", choices=REPRODUCTION_STUDIES, default="claims",
                    help="claims: each of the paper's claims decided, seeds planned by power (power.json)")
+    p.add_argument("--pilot-seeds", type=int, default=None,
+                   help="seeds of the pilot that plans the rest (default: 5; tiny: 2)")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help="the most seeds the power plan may ask a study for (default: 40; tiny: 3)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")

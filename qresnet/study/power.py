@@ -5,11 +5,12 @@ The rule, fixed before the main runs (no optional stopping: the observed verdict
 1. The pilot runs every planned study with the first ``pilot`` seeds (5 by default). Those runs are the main
    study's first seeds: the main study reuses them and adds seeds after them.
 2. For each part of each claim (:data:`qresnet.study.claims.PARTS`) and each backend, the pilot gives the paired
-   differences' mean d and standard deviation s. Its rule's decisive distance D (:func:`~qresnet.study.claims.decisive_distance`:
-   how far the interval's half-width may reach from d and still decide: d to 0 or +MARGIN - d for *beats*,
-   ||d| - MARGIN| for *close*, |d - MARGIN| for *little*) sets the target half-width w = D / ``factor`` (2: the
-   interval is then expected to decide even when the main study's mean lands half the distance from the pilot's,
-   about 97.5% power if s holds).
+   differences' mean d and standard deviation s. Its rule's decisive distance D
+   (:func:`~qresnet.study.claims.decisive_distance`: how far the interval's half-width may reach from d and still
+   decide: d to 0 or +MARGIN - d for *beats*, ||d| - MARGIN| for *close*, |d - MARGIN| for *little*) sets the target half-width w = D / ``factor``, with
+   factor = 1 + z(POWER) / z(0.975) = 1.43 for POWER = 80%: the main study's mean, normal around d with standard
+   error w / z(0.975), then clears the boundary in 80% of studies if the pilot's d and s hold (the usual
+   n = ((z(0.975) + z(0.80)) s / D)^2, with Student-t quantiles).
 3. n is the smallest number of seeds, at least the pilot's (and 3, the fewest that decide), whose expected 95%
    half-width t_{0.975, n-1} s / sqrt(n) is at most w; at most ``cap`` (40). A claim takes the largest n over
    its parts and backends; a study, the largest over the claims it serves.
@@ -17,7 +18,8 @@ The rule, fixed before the main runs (no optional stopping: the observed verdict
    is decided only if its mean lies at least that far from the boundary.
 
 A part without an estimate (fewer than 2 pilot seeds, or a comparison the pilot lacks) asks for no more seeds than
-the pilot ran, and says so. Claims 2 and 6 (gradients, exact) and 7 (a fixed reduced budget over 64 configurations) are not planned.
+the pilot ran, and says so. Claims 2 and 6 (gradients, exact) and 7 (a fixed reduced budget over 64
+configurations) are not planned.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from qresnet.values import checked_int
 
 PILOT_SEEDS = 5
 MAX_SEEDS = 40
-FACTOR = 2.0
+POWER = 0.80  # the chance the planned study decides the claim, if the pilot's mean and spread hold
+FACTOR = 1 + float(stats.norm.ppf(POWER) / stats.norm.ppf(0.5 + ev.CONFIDENCE / 2))  # about 1.43
 POWER_TEXT = (
     "A pilot (the first seeds of every planned study, which stay the main study's first seeds) gives each part of "
     "each claim, per backend, its paired mean d and standard deviation s. The decisive distance D is how far the "
     "interval's half-width may reach from d and still decide the part's rule: max(d, MARGIN - d) for beats, "
-    "||d| - MARGIN| for close, |d - MARGIN| for little. The target half-width is w = D / factor, and the planned n "
+    "||d| - MARGIN| for close, |d - MARGIN| for little. The target half-width is w = D / factor (factor = 1 + "
+    "z(0.80) / z(0.975) = 1.43: 80% power if the pilot's d and s hold), and the planned n "
     "is the smallest n, at least the pilot's and 3, with t(0.975, n - 1) s / sqrt(n) <= w, at most the cap; a claim "
     "takes the largest n over its parts and backends, a study the largest over its claims. n is fixed before the main "
     "runs: no seed is added for the verdict it would give. At the cap the table states the cap's half-width "

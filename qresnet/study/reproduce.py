@@ -207,20 +207,27 @@ def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None
     """The pilot, the power plan (``power.json``), every study with its planned seeds (resumable), the audits, the
     claims, the variants of claims that did not reproduce; writes ``reproduction.md``, its figures and
     ``claims.json``. ``plan`` replaces :func:`studies` as the pilot (tests: a tiny plan; its seeds are the pilot's),
-    ``power`` the budget's :data:`POWER` rule. ``out`` is locked throughout (:class:`OutputLock`): a second
+    ``power`` the budget's :data:`POWER` rule (a mapping: the fields that differ from it, e.g. ``{"cap": 20}``). ``out`` is locked throughout (:class:`OutputLock`): a second
     reproduction on it refuses. ``stack``: as :func:`run_sweep`'s (None: from memory)."""
     with OutputLock(out):
         return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants,
-                                 stack, POWER.get(budget) if power is None else PowerRule.coerce(power))
+                                 stack, _power_rule(budget, power))
+
+
+def _power_rule(budget: str, power: PowerRule | Mapping[str, Any] | None) -> PowerRule:
+    """The budget's :data:`POWER` rule, or ``power``: a rule, or a mapping of the fields that differ from the budget's."""
+    if budget not in POWER:
+        raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
+    if isinstance(power, Mapping):
+        return PowerRule.coerce({**dataclasses.asdict(POWER[budget]), **power})
+    return POWER[budget] if power is None else PowerRule.coerce(power)
 
 
 def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, executor: str, ray_address: str | None,
                       progress: bool, plan: dict[str, SweepConfig] | None, variants: Sequence[Variant] | None,
-                      stack: int | None, power: PowerRule | None) -> Path:
+                      stack: int | None, power: PowerRule) -> Path:
     """:func:`run_reproduction`, with ``out`` locked."""
-    if power is None:
-        raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
-    pilot = studies(budget, data_dir) if plan is None else plan
+    pilot = studies(budget, data_dir, dict.fromkeys(PLANNED, power.pilot)) if plan is None else plan
     variants = VARIANTS if variants is None else variants
     began = time.perf_counter()
 
