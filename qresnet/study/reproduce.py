@@ -207,8 +207,9 @@ def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None
     """The pilot, the power plan (``power.json``), every study with its planned seeds (resumable), the audits, the
     claims, the variants of claims that did not reproduce; writes ``reproduction.md``, its figures and
     ``claims.json``. ``plan`` replaces :func:`studies` as the pilot (tests: a tiny plan; its seeds are the pilot's),
-    ``power`` the budget's :data:`POWER` rule (a mapping: the fields that differ from it, e.g. ``{"cap": 20}``). ``out`` is locked throughout (:class:`OutputLock`): a second
-    reproduction on it refuses. ``stack``: as :func:`run_sweep`'s (None: from memory)."""
+    ``power`` the budget's :data:`POWER` rule (a mapping: the fields that differ from it, e.g. ``{"cap": 20}``).
+    ``out`` is locked throughout (:class:`OutputLock`): a second reproduction on it refuses. ``stack``: as
+    :func:`run_sweep`'s (None: from memory)."""
     with OutputLock(out):
         return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants,
                                  stack, _power_rule(budget, power))
@@ -231,14 +232,16 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
     variants = VARIANTS if variants is None else variants
     began = time.perf_counter()
 
-    def study(name: str, sweep: SweepConfig) -> Runs:
+    def study(name: str, sweep: SweepConfig, report: bool = True) -> Runs:
         result = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address,
                            stack=stack)
-        write_comparison_report(result, out / name)
+        if report:
+            write_comparison_report(result, out / name)
         return Runs(result.runs)
 
-    # the pilot: the planned studies' first seeds; the plan it gives is fixed (power.json) before any further run
-    pilot_results = {name: study(name, sweep) for name, sweep in pilot.items() if name in PLANNED}
+    # the pilot: the planned studies' first seeds (a resumed reproduction reads them back, so it plans the same
+    # seeds); the plan is fixed (power.json) before any further run, and the main study reports them with the rest
+    pilot_results = {name: study(name, sweep, report=False) for name, sweep in pilot.items() if name in PLANNED}
     backends = tuple(dict.fromkeys(str(b) for sweep in pilot.values() for b in sweep.backends))
     plans = plan_claims(pilot_results, power, [b for b in BACKENDS if b in backends])
     counts = study_seeds(plans, {name: len(pilot[name].seeds) for name in pilot_results})
@@ -248,8 +251,8 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
     atomic_write_json(out / "power.json", {
         "rule": dataclasses.asdict(power), "formula": POWER_TEXT, "claims": [p.to_dict() for p in plans],
         "unplanned": {str(k): v for k, v in UNPLANNED.items()},
-        "studies": {name: {"pilot_seeds": len(pilot[name].seeds) if name in pilot else None,
-                           "seeds": len(sweep.seeds), "runs": len(sweep.runs())} for name, sweep in main.items()}})
+        "studies": {name: {"pilot_seeds": len(pilot[name].seeds), "seeds": len(sweep.seeds), "runs": len(sweep.runs())}
+                    for name, sweep in main.items()}})
     results = {name: study(name, sweep) for name, sweep in main.items()}
     audit = audits(budget, backends)
     claims = decide(results, audit)
