@@ -48,6 +48,10 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     # main study reuses the pilot's runs as its first seeds (trained once) and trains seed 2 only
     power = json.loads((whole.parent / "power.json").read_text())
     assert power["studies"]["single"] == {"pilot_seeds": 2, "seeds": 3, "runs": 6}
+    text = whole.read_text()  # the claims table first, each claim, then the paper's figures and the power plan
+    assert text.index("| 1. One trainable") < text.index("### Claim 1") < text.index("## The paper's figures beside ours") \
+        < text.index("## Seeds planned by power")
+    assert "| 11 | O1+O2 - frozen | aer | held-out test (the paper's validation) |" in text
     single = json.loads((whole.parent / "single" / "results.json").read_text())["results"]
     assert sorted((r["seed"], r["reused"]) for r in single) == [(0, True), (0, True), (1, True), (1, True),
                                                                  (2, False), (2, False)]
