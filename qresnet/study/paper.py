@@ -118,7 +118,7 @@ class PaperRow:
     def line(self) -> str:
         inside = {True: "yes", False: "**no**", None: "-"}[self.inside]
         relative = "-" if self.relative is None else self.relative.describe()
-        gap = "-" if self.gap is None else f"{self.gap * 100:+.1f} points"
+        gap = "-" if self.gap is None else f"{self.gap * 100:+.1f} pp"
         return (f"| {self.claim} | {self.label} | {self.backend} | {SPLIT_NAMES[self.split]} | {self.mean_a:.3f} / "
                 f"{self.mean_b:.3f} | {self.absolute.describe()} | {relative} | {self.paper:+.0%} (at our b: "
                 f"{self.paper * self.mean_b:+.3f}) | {gap} | {inside} |")
@@ -146,5 +146,6 @@ def paper_table(rows: Sequence[PaperRow], figures: Sequence[PaperFigure] = PAPER
     """The markdown table of :func:`paper_rows`, with the reading of the paper's figures stated."""
     notes = [f"- claim {f.claim}: {f.note}" for f in figures if f.note]
     return ["| claim | comparison a - b | backend | split | ours: mean a / mean b | ours: a - b (absolute) | ours: "
-            "(a - b) / b (relative) | paper (relative; absolute at our b) | ours - paper | paper inside our interval |",
+            "(a - b) / b (relative) | paper (relative; absolute at our b) | ours - paper (relative, percentage points) | "
+            "paper inside our interval |",
             "|---|---|---|---|---|---|---|---|---|---|", *(r.line() for r in rows), "", *notes]

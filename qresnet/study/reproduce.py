@@ -60,7 +60,7 @@ def studies(budget: str = "full", data_dir: str | None = None,
     if budget not in BUDGETS:
         raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
     counts = {name: (seeds or {}).get(name, POWER[budget].pilot) for name in PLANNED}
-    if budget == "tiny":  # the pipeline end to end in minutes: too small for any verdict but "inconclusive"
+    if budget == "tiny":  # the pipeline end to end in minutes: its verdicts say nothing about the paper
         common = dict(dataset="digits", per_class=8, epochs=1, backends=BACKENDS, lr=0.05)
         return {"single": SweepConfig.from_preset("single", **common, seeds=range(counts["single"])),
                 "paper": SweepConfig.from_preset("paper", **common, seeds=range(counts["paper"])),
