@@ -147,7 +147,7 @@ def _choices_of(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> dict[
     (("train",), "--optimization-level", "OPTIMIZATION_LEVELS"), (("train",), "--resilience-level", "RESILIENCE_LEVELS"),
     (("compare",), "--preset", "PRESET_NAMES"), (("compare",), "--executor", "EXECUTORS"),
     (("reproduce",), "--executor", "EXECUTORS"),
-    (("reproduce",), "--budget", "BUDGETS"), (("reproduce",), "--study", "REPRODUCE_STUDIES"), (("grads",), "--configs", "CONFIG_SETS"),
+    (("reproduce",), "--budget", "BUDGETS"), (("reproduce",), "--study", "REPRODUCTION_STUDIES"), (("grads",), "--configs", "CONFIG_SETS"),
     (("transpile",), "--template", "TEMPLATES"), (("transpile",), "--readout", "READOUTS"),
     (("transpile",), "--entanglement", "ENTANGLEMENTS"), (("backends",), "--format", "FORMATS"),
     (("jobs", "submit"), "--engine", "ENGINES"),

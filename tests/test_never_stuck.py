@@ -64,7 +64,7 @@ os.replace = _dies
 TINY_REPRODUCTION = """
 import qresnet.study.reproduce as r
 from qresnet.study.sweep import SweepConfig
-r.studies = lambda budget="tiny", data_dir=None: {"single": SweepConfig.from_preset(
+r.studies = lambda budget="tiny", data_dir=None, seeds=None: {"single": SweepConfig.from_preset(
     "single", dataset="digits", classes=(0, 1), per_class=6, epochs=2, batch_size=4, seeds=(0,), backends=("aer",),
     lr=0.05)}
 r.VARIANTS = ()

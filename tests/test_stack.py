@@ -148,7 +148,8 @@ def test_a_stacked_sweep_on_ray_equals_the_stacked_sweep_in_process(tmp_path, mo
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     sweep = SweepConfig.from_preset("quick", **SMALL)
     local = run_sweep(sweep, tmp_path / "local", progress=False, stack=2)
-    ray = run_sweep(sweep, tmp_path / "ray", progress=False, stack=2, executor="ray")
+    on_ray = run_sweep(sweep, tmp_path / "ray", progress=False, stack=2, executor="ray")
+    assert [r.run_dir for r in on_ray.runs] == [r.run_dir for r in local.runs]
     for r in local.runs:
         assert _metrics(tmp_path / "ray" / r.run_dir) == _metrics(tmp_path / "local" / r.run_dir)
         summary = json.loads((tmp_path / "ray" / r.run_dir / "summary.json").read_text())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
-                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, REPRODUCE_STUDIES, RUN_MODES,
+                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, REPRODUCTION_STUDIES, RUN_MODES,
                              TEMPLATES)
 from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
                                   parse_ints, parse_seeds, print_table)
@@ -111,12 +111,18 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from qresnet.study.reproduce import run_reproduction
     from qresnet.study.robustness import run_robustness
 
+    runners = {"claims": run_reproduction, "robustness": run_robustness}  # --study: each a study of its own
     checked_int(args.jobs, "--jobs")
+    for flag, value, least in (("--pilot-seeds", args.pilot_seeds, 2), ("--max-seeds", args.max_seeds, 1)):
+        if value is not None:
+            checked_int(value, flag, least)
     name = "reproduction" if args.study == "claims" else args.study
     out = Path(args.out) if args.out else Path("reports") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = {"claims": run_reproduction, "robustness": run_robustness}[args.study]
     with _locked(out, args.wait):
-        report = run(out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address, stack=_stack(args))
+        power = {k: v for k, v in (("pilot", args.pilot_seeds), ("cap", args.max_seeds)) if v is not None}
+        options = {"power": power} if args.study == "claims" else {}
+        report = runners[args.study](out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
+                                     stack=_stack(args), **options)
     print(report.read_text().split("## Studies")[0].split("## Accuracy against noise level")[0])
     print(f"report: {report}")
 
@@ -319,14 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
-    p.add_argument("--study", choices=REPRODUCE_STUDIES, default="claims",
-                   help="claims: the paper's claims on aer and aer:fake_torino; robustness: its verdicts re-decided "
-                        "over noise levels (five channels, scaled device noise), the lowest level at which one "
-                        "changes")
+    p.add_argument("--study", choices=REPRODUCTION_STUDIES, default="claims",
+                   help="claims: each of the paper's claims decided on aer and aer:fake_torino, seeds planned by "
+                        "power (power.json); robustness: its verdicts re-decided over noise levels (five channels, "
+                        "scaled device noise), the lowest level at which one changes")
     p.add_argument("--budget", choices=BUDGETS, default="full",
-                   help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
-                        "configurations (about 1.5 h with --jobs 2 here; robustness: a reduced MNIST budget, about "
-                        "30 min); tiny: the pipeline on digits (minutes)")
+                   help="full: the paper's settings (30 epochs), MNIST, a 5-seed pilot then the seeds the power "
+                        "plan asks for (at most 40), and all 64 three-layer configurations; tiny: the pipeline on "
+                        "digits (minutes); robustness: a reduced MNIST budget, about 30 min")
+    p.add_argument("--pilot-seeds", type=int, default=None,
+                   help="claims: seeds of the pilot that plans the rest (default: 5; tiny: 2)")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help="the most seeds the power plan may ask a study for (default: 40; tiny: 3)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")

@@ -1,19 +1,21 @@
 """The reproduction study: each of the paper's claims decided with intervals, on ``aer`` and ``aer:fake_torino``.
 
-Claims 1 to 8 are decided here: 1 to 6 the paper's, 7 (all 64 three-layer configurations) and 8
-(does device noise change a verdict, and by how much in each configuration) beyond it.
+The claims (:mod:`qresnet.study.claims`): 1 to 6 and 9 to 11 the paper's, 7 (all 64 three-layer
+configurations) and 8 (does device noise change a verdict, and by how much in each configuration) beyond it.
 
     qresnet reproduce --data-dir ../shared/data --jobs 2 --out reports/reproduction
     qresnet reproduce --budget tiny --out /tmp/r            # the whole pipeline on the embedded digits, in minutes
 
-The studies are ordinary sweeps (:func:`qresnet.study.sweep.run_sweep`) in ``OUT/<study>/``, each
-with its own comparison report, so the study is resumable and runs on processes or Ray like any
-sweep; the gradient-access claims also use the gradient audit. :func:`decide` turns their results
-into one row per claim and backend: the claim, the test that decides it, the result with its
-interval, and a verdict (reproduced / not reproduced / inconclusive) by the rules of
-:mod:`qresnet.study.evidence`. A claim that does not reproduce gets its :data:`VARIANTS` run (one targeted
-change each, in ``OUT/variant-<name>/``) and reported as variant rows beside the default verdict.
-``reproduction.md`` (with its figures) and ``claims.json`` hold them.
+At the paper's settings without deviation (:data:`FULL_EPOCHS` = 30 epochs, batch 16, Adam 0.01, 10 classes x 200
+for the linear head, classes 0-3 x 200 for the quantum head). The studies are ordinary sweeps
+(:func:`qresnet.study.sweep.run_sweep`) in ``OUT/<study>/``, each with its own comparison report, so the study is
+resumable and runs on processes or Ray like any sweep. First a pilot (:mod:`qresnet.study.power`: the first
+``pilot`` seeds of every planned study) estimates each comparison's spread; the plan it gives (``power.json``)
+fixes each study's seeds before the main runs, which reuse the pilot's runs as their first seeds. The gradient
+claims also use the gradient audit. :func:`~qresnet.study.claims.decide` turns the results into one row per claim
+and backend; :mod:`qresnet.study.paper` sets the paper's figures beside ours. A claim that does not reproduce gets
+its :data:`VARIANTS` run (one targeted change each, in ``OUT/variant-<name>/``) and reported beside the default
+verdict. ``reproduction.md`` (with its figures), ``claims.json`` and ``power.json`` hold them.
 """
 
 from __future__ import annotations
@@ -21,65 +23,55 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qresnet.study import evidence as ev
-from qresnet.study.audit import AuditRow, gradient_audit
 from qresnet.backends import resolve_backend
-from qresnet.study.report import Runs, Setting, write_comparison_report
 from qresnet.choices import BUDGETS
 from qresnet.data import load_digits_images
 from qresnet.errors import ConfigError
-from qresnet.study.sweep import SweepConfig, run_sweep
-from qresnet.residual import ResidualSpec
 from qresnet.provenance import environment
+from qresnet.residual import ResidualSpec
 from qresnet.run.lock import OutputLock
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
+from qresnet.study import evidence as ev
+from qresnet.study.audit import AuditRow, gradient_audit
+from qresnet.study.claims import BACKENDS, CLAIMS, NOT_REPRODUCED, PARTS, ClaimRow, decide, noise_changes
+from qresnet.study.paper import PAPER_TEXT, PaperRow, paper_rows, paper_table
+from qresnet.study.power import POWER_TEXT, UNPLANNED, ClaimPlan, PowerRule, extend_seeds, plan_claims, study_seeds
+from qresnet.study.report import Runs, Setting, write_comparison_report
+from qresnet.study.sweep import SweepConfig, run_sweep
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-BACKENDS = ("aer", "aer:fake_torino")
-
-
-@dataclass(frozen=True)
-class ClaimRow:
-    """One claim on one backend: what it says, how it is tested, what came out, and the verdict."""
-
-    number: int
-    claim: str
-    test: str
-    backend: str
-    result: str
-    verdict: str
-    variant: str | None = None  # the variant's name for a variant row
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-FULL_EPOCHS = 15  # the paper trains 30; 15 keeps the 320 runs of the paper's settings within about an hour here
+FULL_EPOCHS = 30  # the paper's schedule: with stacked runs the paper's settings need no shortcut
 THREE_LAYER = dict(per_class=50, epochs=4, seeds=(0, 1, 2))  # claim 7's reduced budget: 384 runs in minutes
+PLANNED = ("single", "paper", "paper-quantum")  # the studies whose seeds the power plan sets (claim 7's are fixed)
+POWER = {"full": PowerRule(), "tiny": PowerRule(pilot=2, cap=3)}  # tiny: a pilot and a plan small enough for tests
 
 
-def studies(budget: str = "full", data_dir: str | None = None) -> dict[str, SweepConfig]:
-    """The sweeps the claims need: the paper's settings with 5 seeds (``full``, MNIST, :data:`FULL_EPOCHS`
-    epochs) and every three-layer configuration at :data:`THREE_LAYER`'s budget, or a tiny digits run."""
+def studies(budget: str = "full", data_dir: str | None = None,
+            seeds: Mapping[str, int] | None = None) -> dict[str, SweepConfig]:
+    """The sweeps the claims need: the paper's settings (``full``, MNIST, :data:`FULL_EPOCHS` epochs) and every
+    three-layer configuration at :data:`THREE_LAYER`'s budget, or a tiny digits run. ``seeds`` gives each planned
+    study's seed count (seeds 0 to n-1; the power plan's), by default the pilot's."""
     if budget not in BUDGETS:
         raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
-    if budget == "tiny":  # the pipeline end to end in minutes: too small for any verdict but "inconclusive"
-        common = dict(dataset="digits", per_class=8, epochs=1, seeds=(0,), backends=BACKENDS, lr=0.05)
-        return {"single": SweepConfig.from_preset("single", **common),
-                "paper": SweepConfig.from_preset("paper", **common),
-                "paper-quantum": SweepConfig.from_preset("paper-quantum", **{**common, "heads": ("quantum",)}),
-                "three": SweepConfig.from_preset("paper", **{**common, "layers": 3, "backends": BACKENDS[:1]})}
-    full = dict(data_dir=data_dir, seeds=(0, 1, 2, 3, 4), backends=BACKENDS, epochs=FULL_EPOCHS)
-    return {"single": SweepConfig.from_preset("single", **full),
-            "paper": SweepConfig.from_preset("paper", **full),
-            "paper-quantum": SweepConfig.from_preset("paper-quantum", **full),
+    counts = {name: (seeds or {}).get(name, POWER[budget].pilot) for name in PLANNED}
+    if budget == "tiny":  # the pipeline end to end in minutes: its verdicts say nothing about the paper
+        common = dict(dataset="digits", per_class=8, epochs=1, backends=BACKENDS, lr=0.05)
+        return {"single": SweepConfig.from_preset("single", **common, seeds=range(counts["single"])),
+                "paper": SweepConfig.from_preset("paper", **common, seeds=range(counts["paper"])),
+                "paper-quantum": SweepConfig.from_preset("paper-quantum", **common, heads=("quantum",),
+                                                         seeds=range(counts["paper-quantum"])),
+                "three": SweepConfig.from_preset("paper", **{**common, "layers": 3, "backends": BACKENDS[:1],
+                                                             "seeds": (0,)})}
+    full = dict(data_dir=data_dir, backends=BACKENDS, epochs=FULL_EPOCHS)
+    return {"single": SweepConfig.from_preset("single", **full, seeds=range(counts["single"])),
+            "paper": SweepConfig.from_preset("paper", **full, seeds=range(counts["paper"])),
+            "paper-quantum": SweepConfig.from_preset("paper-quantum", **full, seeds=range(counts["paper-quantum"])),
             "three": SweepConfig.from_preset("paper", **{**full, **THREE_LAYER, "layers": 3, "configs": "all",
                                                          "backends": BACKENDS[:1]})}
 
@@ -93,162 +85,6 @@ def audits(budget: str, backends: Sequence[str] = BACKENDS) -> dict[str, list[Au
         out[backend] = (gradient_audit(chosen, images, labels, 2, "paper")
                         + gradient_audit(chosen, images, labels, 3, "paper"))
     return out
-
-
-# --- the claims ---------------------------------------------------------------------------------------------------
-
-def _beats_verdict(value: ev.Paired | None) -> str:
-    return {ev.YES: REPRODUCED, ev.NO: NOT_REPRODUCED}.get(ev.beats(value), INCONCLUSIVE)
-
-
-def _all(verdicts: Sequence[str]) -> str:
-    """A claim made of parts: reproduced if every part is, not reproduced if any part is not."""
-    if NOT_REPRODUCED in verdicts:
-        return NOT_REPRODUCED
-    return REPRODUCED if all(v == REPRODUCED for v in verdicts) else INCONCLUSIVE
-
-
-def _describe(value: ev.Paired | None) -> str:
-    return "-" if value is None else value.describe()
-
-
-def claim_single(runs: Runs, backend: str) -> tuple[str, str]:
-    diff = runs.difference((Setting(backend, "linear"), "none", False), (Setting(backend, "linear"), "none", True))
-    return f"trainable - frozen {_describe(diff)}", _beats_verdict(diff)
-
-
-def claim_gradient_access(runs: Runs, audit: Sequence[AuditRow], backend: str) -> tuple[str, str]:
-    expected = {"none": (False, True), "X+O1": (False, True), "X+O2": (False, True),
-                "O1+O2": (True, True), "(X+O1)+O2": (True, True)}
-    measured = {c: [r.measured_reach for r in runs.get(Setting(backend, "linear"), c, False)] for c in expected}
-    audited = {row.config: tuple(row.reaches) for row in audit if len(row.reaches) == 2}
-    wrong = [c for c, flags in expected.items()
-             if any(m != flags for m in measured[c]) or (c in audited and audited[c] != flags)]
-    seeds = min((len(m) for m in measured.values()), default=0)
-    text = (f"measured in {seeds} seeds and the audit: " + ("as the rule says" if not wrong else f"differs for {', '.join(wrong)}"))
-    return text, NOT_REPRODUCED if wrong else (REPRODUCED if seeds else INCONCLUSIVE)
-
-
-def claim_o1o2(runs: Runs, backend: str) -> tuple[str, str]:
-    s = Setting(backend, "linear")
-    over_x = runs.difference((s, "O1+O2", False), (s, "X+O1", False))
-    over_frozen = runs.difference((s, "O1+O2", False), (s, "O1+O2", True))
-    return (f"O1+O2 - X+O1 {_describe(over_x)}; O1+O2 - frozen {_describe(over_frozen)}",
-            _all([_beats_verdict(over_x), _beats_verdict(over_frozen)]))
-
-
-def _close(value: ev.Paired | None) -> str:
-    """Sits close to its benchmark: the paired interval within +-MARGIN; far: entirely outside it."""
-    if value is None or value.low is None or value.n < ev.MIN_SEEDS:
-        return INCONCLUSIVE
-    if -ev.MARGIN < value.low and value.high < ev.MARGIN:
-        return REPRODUCED
-    if value.low > ev.MARGIN or value.high < -ev.MARGIN:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def claim_carried(runs: Runs, backend: str) -> tuple[str, str]:
-    s = Setting(backend, "linear")
-    diffs = {c: runs.difference((s, c, False), (s, c, True)) for c in ("X+O2", "(X+O1)+O2")}
-    return ("; ".join(f"{c} - frozen {_describe(d)}" for c, d in diffs.items()), _all([_close(d) for d in diffs.values()]))
-
-
-def claim_quantum_head(runs: Runs, backend: str) -> tuple[str, str]:
-    s = Setting(backend, "quantum")
-    gains = {c: runs.difference((s, c, False), (s, c, True)) for c in ("none", "X+O1", "O1+O2", "X+O2", "(X+O1)+O2")}
-    little = [NOT_REPRODUCED if g is not None and g.low is not None and g.n >= ev.MIN_SEEDS and g.low > ev.MARGIN
-              else REPRODUCED if ev.beats(g) == ev.NO else INCONCLUSIVE for c, g in gains.items()
-              if c in ("none", "X+O1", "X+O2")]
-    trains = _beats_verdict(gains["O1+O2"])
-    best = [_beats_verdict(runs.difference((s, "(X+O1)+O2", False), (s, c, False)))
-            for c in ("none", "X+O1", "O1+O2", "X+O2")]
-    text = ("; ".join(f"{c} - frozen {_describe(g)}" for c, g in gains.items())
-            + "; (X+O1)+O2 above every other trainable: " + ", ".join(best))
-    return text, _all(little + [trains, _all(best)])
-
-
-def claim_three_layers(audit: Sequence[AuditRow]) -> tuple[str, str]:
-    three = {row.config: row for row in audit if len(row.reaches) == 3}
-    full = sorted(c for c, row in three.items() if all(row.reaches))
-    agrees = all(row.agrees for row in three.values())
-    expected = sorted(["(O1+O2)+O3", "((X+O1)+O2)+O3"])
-    return (f"all three layers get a gradient in {', '.join(full) or 'none'}; the rule agrees: {agrees}",
-            REPRODUCED if three and full == expected and agrees else NOT_REPRODUCED if three else INCONCLUSIVE)
-
-
-def claim_reach_pays(runs: Runs, backend: str) -> tuple[str, str]:
-    """Beyond the paper: over every three-layer configuration, does each extra layer the gradient reaches buy
-    accuracy over the frozen benchmark? The slope of the per-configuration mean gain on the layers reached."""
-    s = Setting(backend, "linear")
-    points = []
-    for config in runs.configs:
-        trained = runs.get(s, config, False)
-        gain = runs.difference((s, config, False), (s, config, True))
-        if trained and gain is not None:
-            points.append((sum(trained[0].predicted_reach), gain.mean))
-    if len({x for x, _ in points}) < 2 or len(points) < 3:
-        return "fewer than 3 configurations with paired runs", INCONCLUSIVE
-    groups = {}
-    for reach, gain in points:
-        groups.setdefault(reach, []).append(gain)
-    trend = ev.slope([x for x, _ in points], [y for _, y in points])
-    seeds = min(len(runs.get(s, c, False)) for c in runs.configs)
-    text = (f"{len(points)} configurations, {seeds} seeds each; mean trainable - frozen by layers reached: "
-            + ", ".join(f"{k}: {ev.mean_interval(v).describe()} ({len(v)} configs)" for k, v in sorted(groups.items()))
-            + f"; slope per layer {trend.describe()}")
-    if seeds < ev.MIN_SEEDS:
-        return text, INCONCLUSIVE
-    return text, REPRODUCED if trend.low > 0 else NOT_REPRODUCED if trend.high < ev.MARGIN else INCONCLUSIVE
-
-
-CLAIMS: tuple[tuple[int, str, str], ...] = (
-    (1, "One trainable quanvolution layer beats its frozen benchmark (MNIST, 10 classes, 200 per class).",
-     "study single: paired trainable - frozen over seeds; reproduced if its 95% interval lies above 0"),
-    (2, "Without residuals, and with X+O1 and X+O2, only the last layer receives gradients; O1+O2 and (X+O1)+O2 "
-        "reach both layers.", "study paper: measured gradient norms of every trainable seed, and the gradient audit"),
-    (3, "With the linear head, O1+O2 beats X+O1 and beats its own frozen benchmark clearly.",
-     "study paper: paired O1+O2 - X+O1 and O1+O2 - frozen; reproduced if both intervals lie above 0"),
-    (4, "With the linear head, X+O2 and (X+O1)+O2 sit close to their frozen benchmarks.",
-     f"study paper: paired trainable - frozen; reproduced if both intervals lie within +-{ev.MARGIN:g}"),
-    (5, "With the quantum head (MNIST 0-3), none, X+O1 and X+O2 train little or not at all, O1+O2 trains, and "
-        "(X+O1)+O2 is best.", "study paper-quantum: paired trainable - frozen per configuration, and (X+O1)+O2 - each "
-                               "other trainable"),
-    (6, "For three layers, exactly (O1+O2)+O3 and ((X+O1)+O2)+O3 of the paper's configurations give gradients to "
-        "all three layers.", "gradient audit, 3 layers, the paper's configurations"),
-    (7, "Beyond the paper: over all 64 three-layer configurations (linear head), each extra layer the gradient "
-        "reaches buys accuracy over the frozen benchmark.",
-     "study three: slope of the per-configuration mean trainable - frozen on the number of layers the rule says "
-     f"learn; reproduced if its 95% interval lies above 0, not if it lies below +{ev.MARGIN:g} per layer"),
-)
-CLAIM_BACKENDS = {7: BACKENDS[:1]}  # claim 7 is tested on the ideal backend only (its 384 runs at a reduced budget)
-
-
-def decide(results: dict[str, Runs], audit: dict[str, Sequence[AuditRow]]) -> list[ClaimRow]:
-    """Every claim on every backend, from the studies' runs and the gradient audits."""
-    results = {name: results.get(name) or Runs([]) for name in ("single", "paper", "paper-quantum", "three")}
-    deciders: dict[int, Callable[[str], tuple[str, str]]] = {
-        1: lambda b: claim_single(results["single"], b),
-        2: lambda b: claim_gradient_access(results["paper"], audit.get(b, ()), b),
-        3: lambda b: claim_o1o2(results["paper"], b),
-        4: lambda b: claim_carried(results["paper"], b),
-        5: lambda b: claim_quantum_head(results["paper-quantum"], b),
-        6: lambda b: claim_three_layers(audit.get(b, ())),
-        7: lambda b: claim_reach_pays(results["three"], b),
-    }
-    rows = []
-    for number, claim, test in CLAIMS:
-        for backend in CLAIM_BACKENDS.get(number, BACKENDS):
-            result, verdict = deciders[number](backend)
-            rows.append(ClaimRow(number, claim, test, backend, result, verdict))
-    return rows
-
-
-def noise_changes(rows: Sequence[ClaimRow]) -> list[str]:
-    """Claim 8: the claims whose verdict differs between the ideal and the noisy backend."""
-    by = {(r.number, r.backend): r.verdict for r in rows}
-    return [f"claim {n}: {by[(n, BACKENDS[0])]} on {BACKENDS[0]}, {by[(n, BACKENDS[1])]} on {BACKENDS[1]}"
-            for n, _, _ in CLAIMS if (n, BACKENDS[1]) in by and by[(n, BACKENDS[0])] != by[(n, BACKENDS[1])]]
 
 
 @dataclass(frozen=True)
@@ -266,11 +102,6 @@ class Variant:
 
 
 VARIANTS: tuple[Variant, ...] = (
-    # claim 3 at 15 epochs: O1+O2 is above X+O1 by less than the margin. The one setting this study changed from
-    # the paper's is the schedule, so it is the first suspect.
-    Variant(3, "epochs30", "the paper's 30 epochs instead of 15: the schedule is the one setting this study changed "
-            "from the paper's, and a small but positive gap may need the longer one", "paper",
-            {"epochs": 30, "configs": ("O1+O2", "X+O1")}),
     # claim 7: in the full study the gain falls with the layers reached; but the head sees the input X in 21 of
     # the 24 configurations that reach all three layers and in 8 of the 16 that reach one, and a head that sees X
     # is carried by it (claim 4). The same budget, only the configurations whose head does not see X.
@@ -308,7 +139,7 @@ def _excludes_zero(row: str) -> bool:
 
 
 def _figures(results: dict[str, Runs], out: Path) -> list[str]:
-    """reproduction_claims.png: the paired differences behind claims 1, 3, 4 and 5 per backend;
+    """reproduction_claims.png: the paired differences behind every claim made of parts, per backend;
     reproduction_reach.png: claim 7, each three-layer configuration's mean gain over its frozen benchmark
     against the layers the gradient reaches. Returns the names written."""
     import matplotlib
@@ -318,21 +149,15 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
 
     from qresnet.run.figures import save_figure
 
-    pairs = [("1", "single", "linear", ("none", False), ("none", True)),
-             ("3", "paper", "linear", ("O1+O2", False), ("X+O1", False)),
-             ("3", "paper", "linear", ("O1+O2", False), ("O1+O2", True)),
-             ("4", "paper", "linear", ("X+O2", False), ("X+O2", True)),
-             ("4", "paper", "linear", ("(X+O1)+O2", False), ("(X+O1)+O2", True)),
-             *[("5", "paper-quantum", "quantum", (c, False), (c, True)) for c in ("none", "X+O1", "X+O2", "O1+O2", "(X+O1)+O2")]]
+    pairs = [(number, part) for number, _, _ in CLAIMS for part in PARTS.get(number, ())]
     written = []
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(pairs) + 1.5))
     labels = []
-    for i, (claim, study, head, a, b) in enumerate(pairs):
-        labels.append(f"claim {claim}: {a[0]}{' frozen' if a[1] else ''} - {b[0]}{' frozen' if b[1] else ''}"
-                      + (" (quantum head)" if head == "quantum" else ""))
+    for i, (claim, part) in enumerate(pairs):
+        labels.append(f"claim {claim}: {part.label}" + (" (quantum head)" if part.head == "quantum" else ""))
         for j, backend in enumerate(BACKENDS):
-            runs = results.get(study)
-            d = runs.difference((Setting(backend, head), *a), (Setting(backend, head), *b)) if runs else None
+            runs = results.get(part.study)
+            d = part.difference(runs, backend) if runs else None
             if d is None:
                 continue
             y = i + (j - 0.5) * 0.3
@@ -378,49 +203,92 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
 def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None = None, jobs: int = 1,
                      executor: str = "processes", ray_address: str | None = None, progress: bool = True,
                      plan: dict[str, SweepConfig] | None = None, variants: Sequence[Variant] | None = None,
-                     stack: int | None = None) -> Path:
-    """Every study (resumable), the audits, the claims, the variants of claims that did not reproduce; writes
-    ``reproduction.md``, its figures and ``claims.json``. ``plan`` replaces :func:`studies` (tests: a tiny plan).
+                     stack: int | None = None, power: PowerRule | Mapping[str, Any] | None = None) -> Path:
+    """The pilot, the power plan (``power.json``), every study with its planned seeds (resumable), the audits, the
+    claims, the variants of claims that did not reproduce; writes ``reproduction.md``, its figures and
+    ``claims.json``. ``plan`` replaces :func:`studies` as the pilot (tests: a tiny plan; its seeds are the pilot's),
+    ``power`` the budget's :data:`POWER` rule (a mapping: the fields that differ from it, e.g. ``{"cap": 20}``).
     ``out`` is locked throughout (:class:`OutputLock`): a second reproduction on it refuses. ``stack``: as
     :func:`run_sweep`'s (None: from memory)."""
     with OutputLock(out):
         return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants,
-                                 stack)
+                                 stack, _power_rule(budget, power))
+
+
+def _power_rule(budget: str, power: PowerRule | Mapping[str, Any] | None) -> PowerRule:
+    """The budget's :data:`POWER` rule, or ``power``: a rule, or a mapping of the fields that differ from the budget's."""
+    if budget not in POWER:
+        raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
+    if isinstance(power, Mapping):
+        return PowerRule.coerce({**dataclasses.asdict(POWER[budget]), **power})
+    return POWER[budget] if power is None else PowerRule.coerce(power)
 
 
 def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, executor: str, ray_address: str | None,
                       progress: bool, plan: dict[str, SweepConfig] | None, variants: Sequence[Variant] | None,
-                      stack: int | None = None) -> Path:
+                      stack: int | None, power: PowerRule) -> Path:
     """:func:`run_reproduction`, with ``out`` locked."""
-    plan = studies(budget, data_dir) if plan is None else plan
+    pilot = studies(budget, data_dir, dict.fromkeys(PLANNED, power.pilot)) if plan is None else plan
     variants = VARIANTS if variants is None else variants
     began = time.perf_counter()
-    results: dict[str, Runs] = {}
 
-    def study(name: str, sweep: SweepConfig) -> Runs:
+    def study(name: str, sweep: SweepConfig, report: bool = True) -> Runs:
         result = run_sweep(sweep, out / name, jobs=jobs, progress=progress, executor=executor, ray_address=ray_address,
                            stack=stack)
-        write_comparison_report(result, out / name)
+        if report:
+            write_comparison_report(result, out / name)
         return Runs(result.runs)
 
-    for name, sweep in plan.items():
-        results[name] = study(name, sweep)
-    audit = audits(budget, tuple(dict.fromkeys(str(b) for sweep in plan.values() for b in sweep.backends)))
+    # the pilot: the planned studies' first seeds (a resumed reproduction reads them back, so it plans the same
+    # seeds); the plan is fixed (power.json) before any further run, and the main study reports them with the rest
+    pilot_results = {name: study(name, sweep, report=False) for name, sweep in pilot.items() if name in PLANNED}
+    backends = tuple(dict.fromkeys(str(b) for sweep in pilot.values() for b in sweep.backends))
+    plans = plan_claims(pilot_results, power, [b for b in BACKENDS if b in backends])
+    counts = study_seeds(plans, {name: len(pilot[name].seeds) for name in pilot_results})
+    main = (studies(budget, data_dir, counts) if plan is None else
+            {name: dataclasses.replace(sweep, seeds=extend_seeds(sweep.seeds, counts[name])) if name in counts else sweep
+             for name, sweep in plan.items()})
+    atomic_write_json(out / "power.json", {
+        "rule": dataclasses.asdict(power), "formula": POWER_TEXT, "claims": [p.to_dict() for p in plans],
+        "unplanned": {str(k): v for k, v in UNPLANNED.items()},
+        "studies": {name: {"pilot_seeds": len(pilot[name].seeds), "seeds": len(sweep.seeds), "runs": len(sweep.runs())}
+                    for name, sweep in main.items()}})
+    results = {name: study(name, sweep) for name, sweep in main.items()}
+    audit = audits(budget, backends)
     claims = decide(results, audit)
     variant_rows = []
     for variant in variants_needed(claims, variants):
-        varied = {**results, variant.study: study(f"variant-{variant.name}", variant.sweep(plan))}
+        varied = {**results, variant.study: study(f"variant-{variant.name}", variant.sweep(main))}
         variant_rows += [dataclasses.replace(r, variant=variant.name, test=f"{r.test}; variant: {variant.change}")
                          for r in decide(varied, audit) if r.number == variant.claim]
-    changes = noise_changes(claims)
     figures = _figures(results, out)
     seconds = time.perf_counter() - began
+    against_paper = paper_rows(results, [b for b in BACKENDS if b in backends])
     atomic_write_json(out / "claims.json", {
         "budget": budget, "rules": ev.RULES, "claims": [r.to_dict() for r in claims],
-        "variants": [r.to_dict() for r in variant_rows], "noise_changes_verdicts": changes,
-        "studies": {name: sweep.to_dict() for name, sweep in plan.items()},
+        "variants": [r.to_dict() for r in variant_rows], "noise_changes_verdicts": noise_changes(claims),
+        "paper": [r.to_dict() for r in against_paper], "power": [p.to_dict() for p in plans],
+        "studies": {name: sweep.to_dict() for name, sweep in main.items()},
         "seconds_this_invocation": seconds, "environment": environment()})
-    lines = [f"# Reproduction of the ResQuNN claims (budget `{budget}`)", "", ev.RULES, "",
+    lines = _report(budget, main, results, claims, variant_rows, variants, against_paper, plans, power)
+    lines += ["## Figures", "", *(f"![{f}]({f})" for f in figures), "",
+              "## Studies", "", *(f"- [{name}]({name}/report.md): {len(results[name].rows)} runs" for name in results),
+              *(f"- [variant-{v.name}](variant-{v.name}/report.md)" for v in variants_needed(claims, variants)), "",
+              f"This invocation took {seconds:.0f} s (runs a study already held are reused, not repeated).", ""]
+    report = out / "reproduction.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report
+
+
+def _report(budget: str, main: Mapping[str, SweepConfig], results: Mapping[str, Runs], claims: Sequence[ClaimRow],
+            variant_rows: Sequence[ClaimRow], variants: Sequence[Variant], against_paper: Sequence[PaperRow],
+            plans: Sequence[ClaimPlan], power: PowerRule) -> list[str]:
+    """reproduction.md up to its figures: the claims table, each claim's test, result and verdict, the paper's
+    figures beside ours, the power plan, and claim 8 configuration by configuration."""
+    changes = noise_changes(claims)
+    settings = "; ".join(f"{name}: {s.epochs} epochs, batch {s.batch_size}, Adam {s.lr:g}, {len(s.seeds)} seeds, "
+                         f"{len(s.runs())} runs" for name, s in main.items())
+    lines = [f"# Reproduction of the ResQuNN claims (budget `{budget}`)", "", f"Studies: {settings}.", "", ev.RULES, "",
              "| claim | " + " | ".join(BACKENDS) + " |", "|---|" + "---|" * len(BACKENDS)]
     by = {(r.number, r.backend): r for r in claims}
     lines += [f"| {n}. {claim} | " + " | ".join(f"**{by[(n, b)].verdict}**" if (n, b) in by else "not tested"
@@ -434,17 +302,20 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
             lines += ["", f"Variant `{v.name}`: {v.change}.", "", "| backend | result | verdict |", "|---|---|---|"]
             lines += [f"| {r.backend} | {r.result} | **{r.verdict}** |" for r in variant_rows if r.variant == v.name]
         lines.append("")
+    lines += ["## The paper's figures beside ours", "", PAPER_TEXT, "", *paper_table(against_paper), ""]
+    lines += ["## Seeds planned by power", "", POWER_TEXT, "",
+              f"This study: a pilot of {power.pilot} seeds, w = D / {power.factor:g}, at most {power.cap} seeds.", "",
+              "| claim | study | pilot seeds | s | w | planned seeds | capped | why |", "|---|---|---|---|---|---|---|---|"]
+    for p in plans:
+        d = p.driver
+        lines.append(f"| {p.claim} | {p.study} | {d.pilot_n if d else '-'} | {f'{d.s:.3f}' if d else '-'} | "
+                     f"{f'{d.w:.4f}' if d else '-'} | {p.n} | {'yes' if p.capped else 'no'} | {p.why} |")
+    lines += [f"| {n} | - | - | - | - | - | - | {why} |" for n, why in UNPLANNED.items()]
     differences = noisy_minus_ideal(results)
     outside = [d for d in differences if _excludes_zero(d)]
-    lines += ["### Claim 8: noisy minus ideal", "",
+    lines += ["", "### Claim 8: noisy minus ideal", "",
               *(f"- verdict changed: {c}" for c in changes or ["no claim has a different verdict on the two backends"]),
               f"- configuration by configuration (aer:fake_torino - aer, paired by seed): {len(outside)} of "
               f"{len(differences)} intervals exclude 0", "",
-              "| study | head | configuration | runs | noisy - ideal |", "|---|---|---|---|---|", *differences, "",
-              "## Figures", "", *(f"![{f}]({f})" for f in figures), "",
-              "## Studies", "", *(f"- [{name}]({name}/report.md): {len(results[name].rows)} runs" for name in results),
-              *(f"- [variant-{v.name}](variant-{v.name}/report.md)" for v in variants_needed(claims, variants)), "",
-              f"This invocation took {seconds:.0f} s (runs a study already held are reused, not repeated).", ""]
-    report = out / "reproduction.md"
-    atomic_write_text(report, "\n".join(lines))
-    return report
+              "| study | head | configuration | runs | noisy - ideal |", "|---|---|---|---|---|", *differences, ""]
+    return lines
