@@ -40,7 +40,7 @@ from qresnet.choices import DEFAULT_HEAD_SCALE
 from qresnet.circuits import CircuitTemplate, amplitude_angles
 from qresnet.errors import CapabilityError, ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
-from qresnet.qnn import make_qnn
+from qresnet.qnn import make_qnn, segmented_qnn, stacks
 
 NO_INPUT_GRADIENT = ("the head's input gradient does not exist with the angle encoding (hardware, local:, ibm:, "
                      "--engine aer): the quanvolution layers behind a quantum head get no gradient through it")
@@ -80,6 +80,11 @@ class QuantumHead(QuantumModule):
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """<Z_q> for each sample, shape (B, m), before scaling."""
+        return self.connector(self.qnn_inputs(features))
+
+    def qnn_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """The QNN's inputs for ``features`` (B, F): the zero-padded features (``state``, detached without input
+        gradients) or their amplitude angles (``angles``)."""
         if features.dim() != 2:
             raise ConfigError(f"QuantumHead takes (batch, features) inputs, got shape {tuple(features.shape)}")
         if features.shape[1] > self.num_features:
@@ -91,9 +96,30 @@ class QuantumHead(QuantumModule):
         if self.encoding == "state":
             if x.shape[1] < self.num_features:
                 x = torch.nn.functional.pad(x, (0, self.num_features - x.shape[1]))
-            return self.connector(x if self.input_gradients else x.detach())
+            return x if self.input_gradients else x.detach()
         angles = amplitude_angles(x.detach().cpu().numpy(), self.num_qubits)
-        return self.connector(torch.as_tensor(angles, dtype=torch.float64))
+        return torch.as_tensor(angles, dtype=torch.float64)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * self.scores(features)
+
+
+def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call where the heads
+    stack (:func:`qresnet.qnn.segmented_qnn`: one shape, the engine's exact gradient): each head's weights get
+    the gradient of its own logits only, and the features theirs where the heads have input gradients. Batches
+    may differ in size. Heads that do not stack (parameter shift, shots) are run one by one."""
+    if len(heads) != len(features):
+        raise ConfigError(f"stacked_head_logits: {len(heads)} heads for {len(features)} feature batches")
+    if not heads:
+        return []
+    first = heads[0]
+    same = all(h.template.settings == first.template.settings and h.input_gradients == first.input_gradients
+               and h.weight.shape == first.weight.shape for h in heads)
+    if len(heads) == 1 or not same or not all(stacks(h.qnn) for h in heads):
+        return [h(f) for h, f in zip(heads, features)]
+    inputs = [h.qnn_inputs(f) for h, f in zip(heads, features)]
+    sizes = [len(x) for x in inputs]
+    segments = np.repeat(np.arange(len(heads)), sizes)
+    scores = segmented_qnn(first.qnn, torch.cat(inputs), [h.weight for h in heads], segments)
+    return [h.scale * part for h, part in zip(heads, torch.split(scores, sizes))]
