@@ -176,14 +176,17 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
     k, g_count = observables.shape[0], len(settings)
     h, images, ops = _images(program, observables, representatives)
     matrices = _light_cone_matrices(ep, h, embed)  # (G, K, 2^k, 2^k): Re E^dagger(O) on the encoded qubits
-    table = (matrices.reshape(g_count * k, -1) @ rho.reshape(len(rho), -1).T).reshape(g_count, k, len(rho))
-    out = table[group, :, sample].T
+    members = group_members(group, g_count)
+    out = np.empty((k, len(values)))
+    flat, rho_flat = matrices.reshape(g_count, k, -1), rho.reshape(len(rho), -1)
+    for gi, rows in enumerate(members):  # each group against its own samples only (a stack: S groups, S batches)
+        mine, at = np.unique(sample[rows], return_inverse=True)
+        out[:, rows] = (flat[gi] @ rho_flat[mine].T)[:, at.reshape(-1)]
 
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(len(values), k)
         full = np.zeros((g_count, k, 1 << n, 1 << n))
-        for gi in range(g_count):
-            rows = np.flatnonzero(group == gi)
+        for gi, rows in enumerate(members):
             weighted = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
             full[gi][:, embed[:, None], embed[None, :]] = weighted.reshape(k, len(embed), len(embed))
         s = pauli_to_matrix_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
@@ -191,19 +194,22 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
                           segment_count(segments))
         d_features = None
         if want_features:
-            d_features = _feature_pullback(ep, matrices, g, group, samples, sample)
+            d_features = _feature_pullback(ep, matrices, g, members, samples, sample)
         return d_features, _by_setting(d_weights, segments)
 
     return out, pull
 
 
-def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, group: np.ndarray, samples: np.ndarray,
-                      sample: np.ndarray) -> np.ndarray:
-    """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere."""
+def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, members: list[np.ndarray],
+                      samples: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere;
+    ``members`` the rows of each group."""
     psi, a = _amplitudes(ep, samples, ep.reduced_layout[0])
-    rows = len(group)
-    m = matrices.reshape(matrices.shape[0], matrices.shape[1], -1)[group]  # (R, K, 4^k)
-    combined = np.matmul(g[:, None, :], m).reshape(rows, a.shape[1], a.shape[1])  # sum_k g_rk O'_k
+    rows, d = len(g), a.shape[1]
+    combined = np.empty((rows, d * d))
+    for gi, mine in enumerate(members):  # sum_k g_rk O'_k, one product per group rather than a gather per row
+        combined[mine] = g[mine] @ matrices[gi].reshape(matrices.shape[1], -1)
+    combined = combined.reshape(rows, d, d)
     v = amplitude_order(ep, 2.0 * combined @ a[sample])  # d/dpsi, back from light-cone bits in front
     return project_to_features(ep, v[:, None], psi[sample], samples[sample])[:, 0]
 
