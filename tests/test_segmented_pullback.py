@@ -177,3 +177,19 @@ def test_stacked_head_by_jacobians_equals_by_pullback(rng):
         grads.append((values.detach().numpy(), inputs.grad.numpy(), weights.grad.numpy()))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+
+
+def test_a_setting_without_rows_gets_a_zero_gradient(rng):
+    """segmented_qnn with the last of three settings naming no row: its weights get 0, the others their rows'."""
+    from qresnet.qnn import segmented_qnn
+
+    qnn = filter_qnn("aer")
+    x = torch.tensor(rng.uniform(0, 1, (4, qnn.num_inputs)))
+    weights = torch.tensor(rng.uniform(-np.pi, np.pi, (3, qnn.num_weights)), requires_grad=True)
+    segments = np.array([1, 0, 1, 0])
+    segmented_qnn(qnn, x, weights, segments).sum().backward()
+    for s in (0, 1):
+        alone = qnn.gradient.evaluate(qnn, x[segments == s].numpy(), weights[s].detach().numpy(),
+                                      QNNCall(Derivatives.JACOBIANS))
+        np.testing.assert_allclose(weights.grad[s].numpy(), alone.weight_jacobian.sum(axis=(0, 1)), atol=1e-12, rtol=0)
+    assert np.all(weights.grad[2].numpy() == 0.0) and np.abs(weights.grad[:2].numpy()).max() > 1e-3

@@ -53,6 +53,8 @@ class _Segmented(torch.autograd.Function):
         result = ctx.result
         if result.pullback is not None:
             d_inputs, d_weights = result.pullback(g)
+            if len(d_weights) < ctx.settings:  # the last settings had no rows: the engine counts S from the segments
+                d_weights = np.concatenate([d_weights, np.zeros((ctx.settings - len(d_weights), d_weights.shape[1]))])
         else:
             d_inputs = None if result.input_jacobian is None else np.einsum("rk,rki->ri", g, result.input_jacobian)
             per_row = np.einsum("rk,rkw->rw", g, result.weight_jacobian)
