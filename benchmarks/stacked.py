@@ -2,7 +2,8 @@
 
 Filters: one quanvolution layer's 2x2 filter (``qresnet.run.build.quanv_layers``) at its 81 design points
 for S runs' weights, ``qresnet.qnn.stacked_qnn`` forward then backward of a random cotangent, by the
-segmented pullback and by forward-mode Jacobians, S in ``--settings`` (default 1, 4, 8, 16).
+segmented pullback and by forward-mode Jacobians, and S separate one-run calls (pullback), S in ``--settings``
+(default 1, 4, 8, 16).
 
 Heads: the paper-quantum head (``quantum_head_layer``: 10 qubits, 4 classes, ``--features`` of the final map,
 default 49 and 784, the 7x7 and 28x28 maps of MNIST 0-3), batch 16 per run: S runs' heads in one call
@@ -44,12 +45,16 @@ def filter_case(spec: str, settings: int, rounds: int) -> dict:
     def step(derivatives: Derivatives) -> None:
         (stacked_qnn(layer.qnn, layer.design_inputs, weights, derivatives) * g).sum().backward()
 
-    times: dict[str, list[float]] = {"pullback": [], "jacobians": []}
+    def separate() -> None:
+        sum((stacked_qnn(layer.qnn, layer.design_inputs, [w]) * g[s]).sum() for s, w in enumerate(weights)).backward()
+
+    times: dict[str, list[float]] = {"pullback": [], "jacobians": [], "separate": []}
     for d in (Derivatives.PULLBACK, Derivatives.JACOBIANS):  # warm the engine's caches
         step(d)
     for _ in range(rounds):
         times["pullback"].append(timed(lambda: step(Derivatives.PULLBACK)))
         times["jacobians"].append(timed(lambda: step(Derivatives.JACOBIANS)))
+        times["separate"].append(timed(separate))
     return {"backend": spec, "settings": settings, "rows": settings * len(layer.design_inputs),
             **{f"{k}_ms": 1e3 * median(v) for k, v in times.items()}}
 

@@ -23,8 +23,9 @@ from qresnet.errors import CapabilityError, ConfigError
 from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall
 
 # How a stacked filter's weight gradient is taken, measured by benchmarks/stacked.py (2x2 filter, 81 design
-# points, forward + backward): the segmented pullback took 0.6x to 0.95x the time of forward-mode Jacobians at
-# S = 1, 4, 8, 16 on aer and on aer:fake_torino (47 ms against 57 to 60 ms at S = 16).
+# points, forward + backward, a loaded 2-core machine): the segmented pullback took 0.3x to 0.9x the time of
+# forward-mode Jacobians at S = 1, 4, 8, 16 on aer and aer:fake_torino (S = 16: 27 to 33 ms against 38 to 40 ms;
+# S separate one-run calls: 65 to 69 ms).
 FILTER_DERIVATIVES = Derivatives.PULLBACK
 
 
