@@ -193,3 +193,14 @@ def test_a_setting_without_rows_gets_a_zero_gradient(rng):
                                       QNNCall(Derivatives.JACOBIANS))
         np.testing.assert_allclose(weights.grad[s].numpy(), alone.weight_jacobian.sum(axis=(0, 1)), atol=1e-12, rtol=0)
     assert np.all(weights.grad[2].numpy() == 0.0) and np.abs(weights.grad[:2].numpy()).max() > 1e-3
+
+
+def test_heads_of_different_backends_run_one_by_one(monkeypatch, rng):
+    """An ideal and a noisy head do not share a QNN: no stacked call, each head's own logits."""
+    heads = [quantum_head_layer(resolve_backend(spec), 49, 4) for spec in ("aer", "aer:fake_torino")]
+    for h in heads:
+        monkeypatch.setattr(h.qnn.gradient, "evaluate_segmented", lambda *a, **k: pytest.fail("stacked"))
+    batches = [torch.tensor(rng.normal(size=(3, 49))) for _ in heads]
+    for h, b, logits in zip(heads, batches, stacked_head_logits(heads, batches)):
+        np.testing.assert_allclose(logits.detach().numpy(), h(b).detach().numpy(), atol=0, rtol=0)
+    assert heads[0].stack_shape != heads[1].stack_shape

@@ -28,6 +28,7 @@ Two encodings of the same state (``template.settings["encoding"]``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,10 +104,21 @@ class QuantumHead(QuantumModule):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * self.scores(features)
 
+    @functools.cached_property
+    def stack_shape(self) -> tuple:
+        """What heads evaluated by one head's QNN must share (:func:`stacked_head_logits`): template, input
+        gradients, estimator kind, weights and the transpiled gates, read once (the QNN cannot change). The
+        backend's noise itself is the caller's to match, as a stack's runs share their backend."""
+        circuit = self.qnn.circuit
+        gates = tuple((ci.operation.name, tuple(circuit.find_bit(q).index for q in ci.qubits)) for ci in circuit.data)
+        return (repr(sorted(self.template.settings.items())), self.input_gradients, type(self.qnn.estimator), gates,
+                tuple(self.weight.shape))
+
 
 def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call where the heads
-    stack (:func:`qresnet.qnn.segmented_qnn`: one shape, the engine's exact gradient): each head's weights get
+    stack (:func:`qresnet.qnn.segmented_qnn`: one shape on one backend, the engine's exact gradient; the first
+    head's QNN evaluates all of them): each head's weights get
     the gradient of its own logits only, and the features theirs where the heads have input gradients. Batches
     may differ in size. Heads that do not stack (parameter shift, shots) are run one by one."""
     if len(heads) != len(features):
@@ -114,9 +126,7 @@ def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.T
     if not heads:
         return []
     first = heads[0]
-    same = all(h.template.settings == first.template.settings and h.input_gradients == first.input_gradients
-               and h.weight.shape == first.weight.shape for h in heads)
-    if len(heads) == 1 or not same or not all(stacks(h.qnn) for h in heads):
+    if len(heads) == 1 or not all(stacks(h.qnn) and h.stack_shape == first.stack_shape for h in heads):
         return [h(f) for h, f in zip(heads, features)]
     inputs = [h.qnn_inputs(f) for h, f in zip(heads, features)]
     sizes = [len(x) for x in inputs]
