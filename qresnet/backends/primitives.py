@@ -17,7 +17,8 @@ from qiskit.primitives import BasePrimitiveJob, PrimitiveResult
 from qiskit.providers import JobStatus
 from qiskit.quantum_info import SparsePauliOp
 
-# reverse mode's answer: the cotangent g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,))
+# reverse mode's answer: the cotangent g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,),
+# or over each setting's rows (S, W) when the call was given segments)
 Pullback = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
 
 
@@ -47,9 +48,11 @@ class Differentiator(Protocol):
         ...
 
     def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
-                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Pullback]:
+                           inputs: Sequence[Parameter], weights: Sequence[Parameter],
+                           segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
         """Reverse mode: (R, K) values and the pullback g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights
-        summed over rows (W,)), one extra sweep whatever the number of weights."""
+        summed over rows (W,)), one extra sweep whatever the number of weights. With ``segments`` (R,) ints
+        (row -> setting, S settings) the weight part is (S, W), each setting's sum over its own rows."""
         ...
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],

@@ -28,6 +28,7 @@ Two encodings of the same state (``template.settings["encoding"]``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ from qresnet.choices import DEFAULT_HEAD_SCALE
 from qresnet.circuits import CircuitTemplate, amplitude_angles
 from qresnet.errors import CapabilityError, ConfigError, TemplateError
 from qresnet.nn.module import QuantumModule
-from qresnet.qnn import make_qnn
+from qresnet.qnn import make_qnn, segmented_qnn, stacks
 
 NO_INPUT_GRADIENT = ("the head's input gradient does not exist with the angle encoding (hardware, local:, ibm:, "
                      "--engine aer): the quanvolution layers behind a quantum head get no gradient through it")
@@ -80,6 +81,11 @@ class QuantumHead(QuantumModule):
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """<Z_q> for each sample, shape (B, m), before scaling."""
+        return self.connector(self.qnn_inputs(features))
+
+    def qnn_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """The QNN's inputs for ``features`` (B, F): the zero-padded features (``state``, detached without input
+        gradients) or their amplitude angles (``angles``)."""
         if features.dim() != 2:
             raise ConfigError(f"QuantumHead takes (batch, features) inputs, got shape {tuple(features.shape)}")
         if features.shape[1] > self.num_features:
@@ -91,9 +97,39 @@ class QuantumHead(QuantumModule):
         if self.encoding == "state":
             if x.shape[1] < self.num_features:
                 x = torch.nn.functional.pad(x, (0, self.num_features - x.shape[1]))
-            return self.connector(x if self.input_gradients else x.detach())
+            return x if self.input_gradients else x.detach()
         angles = amplitude_angles(x.detach().cpu().numpy(), self.num_qubits)
-        return self.connector(torch.as_tensor(angles, dtype=torch.float64))
+        return torch.as_tensor(angles, dtype=torch.float64)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.scale * self.scores(features)
+
+    @functools.cached_property
+    def stack_shape(self) -> tuple:
+        """What heads evaluated by one head's QNN must share (:func:`stacked_head_logits`): template, input
+        gradients, estimator kind, weights and the transpiled gates, read once (the QNN cannot change). The
+        backend's noise itself is the caller's to match, as a stack's runs share their backend."""
+        circuit = self.qnn.circuit
+        gates = tuple((ci.operation.name, tuple(circuit.find_bit(q).index for q in ci.qubits)) for ci in circuit.data)
+        return (repr(sorted(self.template.settings.items())), self.input_gradients, type(self.qnn.estimator), gates,
+                tuple(self.weight.shape))
+
+
+def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call where the heads
+    stack (:func:`qresnet.qnn.segmented_qnn`: one shape on one backend, the engine's exact gradient; the first
+    head's QNN evaluates all of them): each head's weights get
+    the gradient of its own logits only, and the features theirs where the heads have input gradients. Batches
+    may differ in size. Heads that do not stack (parameter shift, shots) are run one by one."""
+    if len(heads) != len(features):
+        raise ConfigError(f"stacked_head_logits: {len(heads)} heads for {len(features)} feature batches")
+    if not heads:
+        return []
+    first = heads[0]
+    if len(heads) == 1 or not all(stacks(h.qnn) and h.stack_shape == first.stack_shape for h in heads):
+        return [h(f) for h, f in zip(heads, features)]
+    inputs = [h.qnn_inputs(f) for h, f in zip(heads, features)]
+    sizes = [len(x) for x in inputs]
+    segments = np.repeat(np.arange(len(heads)), sizes)
+    scores = segmented_qnn(first.qnn, torch.cat(inputs), [h.weight for h in heads], segments)
+    return [h.scale * part for h, part in zip(heads, torch.split(scores, sizes))]

@@ -56,7 +56,7 @@ class QNNEvaluation:
     values: np.ndarray
     input_jacobian: np.ndarray | None = None  # (N, K, I): JACOBIANS with input_gradients
     weight_jacobian: np.ndarray | None = None  # (N, K, W): JACOBIANS, for a QNN with weights
-    pullback: Pullback | None = None  # PULLBACK: g (N, K) -> (d/d inputs (N, I) or None, d/d weights (W,))
+    pullback: Pullback | None = None  # PULLBACK: g (N, K) -> (d/d inputs (N, I) or None, d/d weights (W,) or (S, W))
 
 
 @dataclass
@@ -158,11 +158,18 @@ class EngineGradient(ValidatedOnce):
                 return QNNEvaluation(self.differentiator.exact_values(layout.circuit, layout.observables, rows))
             except EngineUnsupportedError:
                 return QNNEvaluation(np.asarray(qnn.forward(inputs, weights), dtype=float))
+        return self._derivatives(layout, rows, call)
+
+    def _derivatives(self, layout: _QNNLayout, rows: np.ndarray, call: QNNCall,
+                     segments: np.ndarray | None = None) -> QNNEvaluation:
+        """One engine call with derivatives (``call`` asks for some): a pullback, with ``segments`` if given, or
+        the Jacobians per row."""
         self.calls += 1
         if call.derivatives is Derivatives.PULLBACK:
+            inputs = layout.input_params if call.input_gradients else ()
             values, pullback = self.differentiator.value_and_pullback(
-                layout.circuit, layout.observables, rows, layout.input_params if call.input_gradients else (),
-                layout.weight_params)
+                layout.circuit, layout.observables, rows, inputs, layout.weight_params,
+                segments=segments)
             return QNNEvaluation(values, pullback=pullback)
         wanted = layout.all_params if call.input_gradients else layout.weight_params
         values, derivatives = self.differentiator.value_and_gradients(layout.circuit, layout.observables, rows, wanted)
@@ -170,25 +177,49 @@ class EngineGradient(ValidatedOnce):
         return QNNEvaluation(values, derivatives[:, :, :split] if call.input_gradients else None,
                              derivatives[:, :, split:] if len(layout.weight_columns) else None)
 
+    def evaluate_segmented(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray, segments: np.ndarray,
+                           call: QNNCall) -> QNNEvaluation:
+        """``qnn.forward`` of rows r at inputs (R, I) with the weights of their setting, ``weights[segments[r]]``
+        (S settings (S, W)), in ONE engine call: a stack of runs. ``PULLBACK``: the pullback's weight part is
+        (S, W), each setting's rows apart; ``JACOBIANS``: the Jacobians are per row (R, K, W), as in :meth:`evaluate`;
+        ``NONE``: the values (R, K), run by setting through ``qnn.forward`` if the circuit is too wide."""
+        layout = self.layout(qnn)
+        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(layout.input_columns))
+        weights = np.asarray(weights, dtype=float).reshape(-1, len(layout.weight_columns))
+        segments = np.asarray(segments)
+        if segments.shape != (len(inputs),) or segments.dtype.kind not in "iu" or (
+                len(segments) and not 0 <= segments.min() <= segments.max() < len(weights)):
+            raise ConfigError(f"segments={segments!r} must name one of the {len(weights)} settings for each of "
+                              f"the {len(inputs)} rows")
+        rows = np.empty((len(inputs), layout.circuit.num_parameters))
+        rows[:, layout.input_columns] = inputs
+        rows[:, layout.weight_columns] = weights[segments]
+        if call.derivatives is Derivatives.NONE:
+            try:
+                return QNNEvaluation(self.differentiator.exact_values(layout.circuit, layout.observables, rows))
+            except EngineUnsupportedError:
+                values = np.empty((len(inputs), len(layout.observables)))
+                for setting, w in enumerate(weights):
+                    mine = segments == setting
+                    values[mine] = np.asarray(qnn.forward(inputs[mine], w), dtype=float).reshape(-1, values.shape[1])
+                return QNNEvaluation(values)
+        return self._derivatives(layout, rows, call, segments)
+
     def evaluate_stacked(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray, jacobians: bool
                          ) -> tuple[np.ndarray, np.ndarray | None]:
         """``qnn.forward`` at the same inputs (N, I) for S weight settings (S, W) in ONE engine call (the N x S rows
-        broadcast): values (S, N, K), and with ``jacobians`` the weight Jacobians (S, N, K, W), which keep the
-        settings apart (a pullback sums over every row, so it would mix them)."""
+        broadcast): values (S, N, K), and with ``jacobians`` the weight Jacobians (S, N, K, W)."""
         layout = self.layout(qnn)
         inputs = np.asarray(inputs, dtype=float).reshape(-1, len(layout.input_columns))
         weights = np.asarray(weights, dtype=float).reshape(-1, len(layout.weight_columns))
         settings, n = len(weights), len(inputs)
-        rows = np.empty((settings * n, layout.circuit.num_parameters))
-        rows[:, layout.input_columns] = np.tile(inputs, (settings, 1))
-        rows[:, layout.weight_columns] = np.repeat(weights, n, axis=0)
+        result = self.evaluate_segmented(qnn, np.tile(inputs, (settings, 1)), weights,
+                                         np.repeat(np.arange(settings), n),
+                                         QNNCall(Derivatives.JACOBIANS if jacobians else Derivatives.NONE))
+        values = result.values.reshape(settings, n, -1)
         if not jacobians:
-            values = self.differentiator.exact_values(layout.circuit, layout.observables, rows)
-            return values.reshape(settings, n, -1), None
-        self.calls += 1
-        values, derivatives = self.differentiator.value_and_gradients(layout.circuit, layout.observables, rows,
-                                                                      layout.weight_params)
-        return values.reshape(settings, n, -1), derivatives.reshape(settings, n, values.shape[-1], -1)
+            return values, None
+        return values, result.weight_jacobian.reshape(settings, n, values.shape[-1], -1)
 
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],

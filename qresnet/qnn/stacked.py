@@ -1,10 +1,13 @@
 """One QNN at S weight settings in one engine call, differentiable in each setting: the torch side of a stack.
 
-    values = stacked_qnn(qnn, inputs, [w_1, ..., w_S])    # (S, N, K); autograd reaches every w_s
+    values = stacked_qnn(qnn, inputs, [w_1, ..., w_S])     # (S, N, K): the same inputs for every setting (filters)
+    values = stacked_head(qnn, inputs, [w_1, ..., w_S])    # (S, B, K): inputs (S, B, F), each run its own batch
+    values = segmented_qnn(qnn, inputs, weights, segments) # (R, K): row r at weights[segments[r]]
 
-A stack of runs (:mod:`qresnet.run.stack`) trains S models of one shape together: each layer's design points
-are evaluated for every run's weights at once (:meth:`EngineGradient.evaluate_stacked`), and the backward
-gives each run's weights the gradient of its own outputs only, from the per-setting weight Jacobians.
+A stack of runs (:mod:`qresnet.run.stack`) trains S models of one shape together: each layer's rows are
+evaluated for every run's weights at once (:meth:`EngineGradient.evaluate_segmented`), and the backward gives
+each run's weights the gradient of its own rows only: by the engine's segmented pullback (reverse mode, the
+weight gradient summed over each setting's rows apart) or by the per-row weight Jacobians summed by setting.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ import numpy as np
 import torch
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qresnet.errors import CapabilityError
-from qresnet.qnn.engine_gradient import EngineGradient
+from qresnet.errors import CapabilityError, ConfigError
+from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall
+
+# How a stacked filter's weight gradient is taken, measured by benchmarks/stacked.py (2x2 filter, 81 design
+# points, forward + backward, a loaded 2-core machine): the segmented pullback took 0.3x to 0.9x the time of
+# forward-mode Jacobians at S = 1, 4, 8, 16 on aer and aer:fake_torino (S = 16: 27 to 33 ms against 38 to 40 ms;
+# S separate one-run calls: 65 to 69 ms).
+FILTER_DERIVATIVES = Derivatives.PULLBACK
 
 
 def stacks(qnn: Any) -> bool:
@@ -26,25 +35,89 @@ def stacks(qnn: Any) -> bool:
     return isinstance(qnn, EstimatorQNN) and isinstance(qnn.gradient, EngineGradient)
 
 
-class _Stacked(torch.autograd.Function):
+class _Segmented(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, weights: torch.Tensor, qnn: EstimatorQNN, inputs: np.ndarray) -> torch.Tensor:
+    def forward(ctx: Any, weights: torch.Tensor, inputs: torch.Tensor, qnn: EstimatorQNN, segments: np.ndarray,
+                derivatives: Derivatives) -> torch.Tensor:
+        want_weights, want_inputs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (want_weights or want_inputs):
+            derivatives = Derivatives.NONE
         w = weights.detach().cpu().numpy().astype(float)
-        values, jacobians = qnn.gradient.evaluate_stacked(qnn, inputs, w, jacobians=ctx.needs_input_grad[0])
-        ctx.jacobians = jacobians
-        return torch.as_tensor(values, dtype=torch.float64)
+        x = inputs.detach().cpu().numpy().astype(float)
+        result = qnn.gradient.evaluate_segmented(qnn, x, w, segments, QNNCall(derivatives, input_gradients=want_inputs))
+        ctx.result, ctx.segments, ctx.settings = result, segments, len(w)
+        return torch.as_tensor(result.values, dtype=torch.float64)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
         g = grad_output.detach().to(torch.float64).cpu().numpy()
-        return torch.as_tensor(np.einsum("snk,snkw->sw", g, ctx.jacobians)), None, None
+        result = ctx.result
+        if result.pullback is not None:
+            d_inputs, d_weights = result.pullback(g)
+            if len(d_weights) < ctx.settings:  # the last settings had no rows: the engine counts S from the segments
+                d_weights = np.concatenate([d_weights, np.zeros((ctx.settings - len(d_weights), d_weights.shape[1]))])
+        else:
+            d_inputs = None if result.input_jacobian is None else np.einsum("rk,rki->ri", g, result.input_jacobian)
+            per_row = np.einsum("rk,rkw->rw", g, result.weight_jacobian)
+            d_weights = np.zeros((ctx.settings, per_row.shape[1]))
+            np.add.at(d_weights, ctx.segments, per_row)
+        return (torch.as_tensor(d_weights) if ctx.needs_input_grad[0] else None,
+                torch.as_tensor(d_inputs) if ctx.needs_input_grad[1] else None, None, None, None)
 
 
-def stacked_qnn(qnn: EstimatorQNN, inputs: torch.Tensor | np.ndarray, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``qnn`` at ``inputs`` (N, I) for each weight tensor (W,) of ``weights``: (S, N, K), one engine call; the
-    gradient of the result reaches each weight that requires it (none is computed when none does)."""
+def _checked(qnn: EstimatorQNN, caller: str) -> None:
     if not stacks(qnn):
-        raise CapabilityError(f"stacked_qnn needs an EstimatorQNN on the engine's exact gradient, not "
+        raise CapabilityError(f"{caller} needs an EstimatorQNN on the engine's exact gradient, not "
                               f"{type(getattr(qnn, 'gradient', qnn)).__name__}")
-    x = np.asarray(inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs, dtype=float)
-    return _Stacked.apply(torch.stack([w.to(torch.float64) for w in weights]), qnn, x)
+
+
+def segmented_qnn(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[torch.Tensor] | torch.Tensor,
+                  segments: np.ndarray, derivatives: Derivatives | None = None) -> torch.Tensor:
+    """``qnn`` for rows r at ``inputs[r]`` (R, I) with weights ``weights[segments[r]]`` (S settings (W,) each):
+    (R, K), one engine call. The gradient reaches each setting's weights from its own rows only, and the inputs
+    where they require it (a QNN with input gradients). ``derivatives``: PULLBACK (the default where the engine
+    pulls the QNN back) or JACOBIANS."""
+    _checked(qnn, "segmented_qnn")
+    if derivatives is None:
+        derivatives = Derivatives.PULLBACK if qnn.gradient.pulls_back(qnn) else Derivatives.JACOBIANS
+    if derivatives is Derivatives.NONE:
+        raise ConfigError("segmented_qnn(derivatives=NONE): the derivatives come when the weights require them")
+    w = weights if isinstance(weights, torch.Tensor) else torch.stack([v.to(torch.float64) for v in weights])
+    x = inputs if qnn.input_gradients else inputs.detach()
+    return _Segmented.apply(w.to(torch.float64), x.to(torch.float64), qnn, np.asarray(segments, dtype=np.int64),
+                            derivatives)
+
+
+def stacked_qnn(qnn: EstimatorQNN, inputs: torch.Tensor | np.ndarray, weights: Sequence[torch.Tensor],
+                derivatives: Derivatives | None = None) -> torch.Tensor:
+    """``qnn`` at ``inputs`` (N, I) for each weight tensor (W,) of ``weights``: (S, N, K), one engine call; the
+    gradient of the result reaches each weight that requires it (none is computed when none does). The inputs
+    (a filter's design points) are not differentiated. ``derivatives`` defaults to :data:`FILTER_DERIVATIVES`
+    (the pullback only where the engine pulls the QNN back)."""
+    _checked(qnn, "stacked_qnn")
+    if derivatives is None:
+        derivatives = FILTER_DERIVATIVES
+    if derivatives is Derivatives.PULLBACK and not qnn.gradient.pulls_back(qnn):
+        derivatives = Derivatives.JACOBIANS
+    x = torch.as_tensor(np.asarray(inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs,
+                                   dtype=float))
+    x = x.reshape(len(x), -1)
+    settings = len(weights)
+    rows = x.repeat(settings, 1)
+    w = torch.stack([v.to(torch.float64) for v in weights])
+    segments = np.repeat(np.arange(settings), len(x))
+    return _Segmented.apply(w, rows, qnn, segments, derivatives).reshape(settings, len(x), -1)
+
+
+def stacked_head(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[torch.Tensor] | torch.Tensor,
+                 derivatives: Derivatives | None = None) -> torch.Tensor:
+    """S runs' heads in one engine call: run s's inputs ``inputs[s]`` (S, B, F) with its weights ``weights[s]``
+    (S, W): (S, B, K), differentiable in each run's weights (its own rows only) and, for a QNN with input
+    gradients, in the inputs."""
+    if inputs.dim() != 3 or len(inputs) != len(weights):
+        raise ConfigError(f"stacked_head takes inputs (S, B, F) for S={len(weights)} weight settings, got shape "
+                          f"{tuple(inputs.shape)}")
+    settings, batch = inputs.shape[0], inputs.shape[1]
+    segments = np.repeat(np.arange(settings), batch)
+    return segmented_qnn(qnn, inputs.reshape(settings * batch, -1), weights, segments,
+                         derivatives).reshape(settings, batch, -1)

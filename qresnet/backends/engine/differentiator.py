@@ -31,7 +31,14 @@ from qresnet.backends.engine.adjoint import statevector_value_gradients
 from qresnet.backends.engine.core import Terms, parameter_rows, route_values, support_of
 from qresnet.backends.engine.encoded import EncodedProgram, encoded_gradients, encoded_value_gradients
 from qresnet.backends.engine.gradient import heisenberg_gradients
-from qresnet.backends.engine.pullback import Pullback, heisenberg_pullback, program_pullback, statevector_pullback
+from qresnet.backends.engine.pullback import (
+    Pullback,
+    heisenberg_pullback,
+    program_pullback,
+    segment_count,
+    segment_sum,
+    statevector_pullback,
+)
 from qresnet.backends.engine.route import Route, RouteKind
 from qresnet.backends.engine.simulate import observable_vectors
 from qresnet.errors import ConfigError, EngineUnsupportedError
@@ -120,9 +127,13 @@ class EngineDifferentiator:
         return not set(self._core.columns(circuit, inputs)) & set(route.program.body_columns)
 
     def value_and_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp], values: np.ndarray,
-                           inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> tuple[np.ndarray, Pullback]:
+                           inputs: Sequence[Parameter], weights: Sequence[Parameter],
+                           segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
         """(R, K) exact values, and the pullback g (R, K) -> (sum_k g_rk df_rk / d inputs per row (R, I), or None
         without inputs; sum_rk g_rk df_rk / d weights (W,)).
+
+        ``segments`` (R,) ints, row -> setting s < S (a stack of runs, each row carrying its setting's weights):
+        the weight part is then (S, W), each setting's sum over its own rows only.
 
         ``inputs`` must be per-row parameters the engine can differentiate row by row (see :meth:`pulls_back`).
         Reverse mode (:mod:`qresnet.backends.engine.pullback`): one extra sweep whatever the number of
@@ -136,12 +147,13 @@ class EngineDifferentiator:
             raise EngineUnsupportedError("value_and_pullback differentiates inputs row by row only where they enter "
                                          "before any multi-qubit gate (or are an amplitude encoding's features)")
         terms, values, support = self._prepare(circuit, observables, values)
+        segments = _checked_segments(segments, len(values))
         route = self._derivative_route(circuit, support)
         if not route.kind.encoded:
             out, pullback = program_pullback(route.program, observable_vectors(terms, route.program), values,
-                                             input_columns, weight_columns)
+                                             input_columns, weight_columns, segments)
             return out.T, pullback
-        return _encoded_pullback(route, terms, values, input_columns, weight_columns)
+        return _encoded_pullback(route, terms, values, input_columns, weight_columns, segments)
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
@@ -161,8 +173,18 @@ class EngineDifferentiator:
         return encoded_gradients(route.encoded, terms, values)
 
 
+def _checked_segments(segments: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """``segments`` as an int array of one setting index (>= 0) per row, or None."""
+    if segments is None:
+        return None
+    checked = np.asarray(segments)
+    if checked.shape != (rows,) or (rows and (checked.dtype.kind not in "iu" or checked.min() < 0)):
+        raise ConfigError(f"segments={segments!r} must be {rows} setting indices >= 0 (one int per row)")
+    return checked.astype(np.int64)
+
+
 def _encoded_pullback(route: Route, terms: list[Terms], values: np.ndarray, input_columns: list[int],
-                      weight_columns: list[int]) -> tuple[np.ndarray, Pullback]:
+                      weight_columns: list[int], segments: np.ndarray | None) -> tuple[np.ndarray, Pullback]:
     """:meth:`EngineDifferentiator.value_and_pullback` on an encoded route: the features are the inputs."""
     ep: EncodedProgram = route.encoded
     feature_at = {int(c): f for f, c in enumerate(ep.feature_columns)}
@@ -178,16 +200,23 @@ def _encoded_pullback(route: Route, terms: list[Terms], values: np.ndarray, inpu
         def contracted(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
             g = np.asarray(g, dtype=float).reshape(len(values), len(terms))
             d_inputs = np.einsum("rk,krp->rp", g, grads[:, :, input_columns]) if input_columns else None
-            return d_inputs, np.einsum("rk,krp->p", g, grads[:, :, weight_columns])
+            if segments is None:
+                return d_inputs, np.einsum("rk,krp->p", g, grads[:, :, weight_columns])
+            per_row = np.einsum("rk,krp->rp", g, grads[:, :, weight_columns])
+            return d_inputs, segment_sum(per_row, segments, segment_count(segments))
 
         return out.T, contracted
     sweep = statevector_pullback if route.kind is RouteKind.ENCODED_STATEVECTOR else heisenberg_pullback
-    out, pull = sweep(ep, terms, values, bool(input_columns))
+    out, pull = sweep(ep, terms, values, bool(input_columns), segments)
     features = [feature_at[c] for c in input_columns]
+    # a weight the circuit does not use (absent from the body) gets 0
+    present = [j for j, c in enumerate(weight_columns) if c in program_at]
+    body = [program_at[weight_columns[j]] for j in present]
 
     def pullback(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         d_features, d_body = pull(g)
-        d_weights = np.array([d_body[program_at[c]] if c in program_at else 0.0 for c in weight_columns])
+        d_weights = np.zeros(d_body.shape[:-1] + (len(weight_columns),))
+        d_weights[..., present] = d_body[..., body]
         return (None if d_features is None else d_features[:, features]), d_weights
 
     return out.T, pullback

@@ -22,7 +22,9 @@ sweep whatever the number of weights.
   (:mod:`qresnet.backends.engine.adjoint`), one lambda per row instead of one per observable.
 
 The input (feature) part is per row; the weight part is summed over rows, which is what
-autograd wants of a weight shared by the batch.
+autograd wants of a weight shared by the batch. With ``segments`` (row -> setting, S settings: a stack of
+runs whose rows carry different weights) the weight part is summed over each setting's rows apart, (S, W);
+the rows are then grouped by (setting, body values), so that no group's cotangent mixes two settings.
 """
 
 from __future__ import annotations
@@ -68,17 +70,52 @@ def _images(program: Program, observables: np.ndarray, representatives: np.ndarr
     return h, images[::-1], ops[::-1]
 
 
-def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int) -> np.ndarray:
+def segment_count(segments: np.ndarray | None) -> int:
+    """S, the number of settings ``segments`` (row -> setting) names; 1 without segments."""
+    return 1 if segments is None or not len(segments) else int(segments.max()) + 1
+
+
+def segment_sum(x: np.ndarray, segments: np.ndarray | None, count: int) -> np.ndarray:
+    """(count, ...): the sums of ``x``'s rows by segment (row -> setting); (1, ...) the sum of all without."""
+    if segments is None:
+        return x.sum(axis=0)[None]
+    onehot = np.zeros((count, len(segments)))
+    onehot[segments, np.arange(len(segments))] = 1.0
+    return (onehot @ x.reshape(len(x), -1)).reshape((count,) + x.shape[1:])
+
+
+def group_by_setting(body: np.ndarray, segments: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct body values (G, B), row -> group (R,), group -> setting (G,)): rows grouped by their body values,
+    and by their setting too with ``segments``, so that a group never spans two settings."""
+    if segments is None:
+        settings, group = group_rows(body)
+        return settings, group, np.zeros(len(settings), dtype=np.int64)
+    keyed, group = group_rows(np.column_stack([segments.astype(float), body]))
+    return keyed[:, 1:], group, keyed[:, 0].astype(np.int64)
+
+
+def _walk(s: np.ndarray, images: list, ops: list, n: int, size: int, owner: np.ndarray | None = None,
+          count: int = 1) -> np.ndarray:
     """Sum over body operations j and their parameters p of h_j (dR_j/dp) s_(j-1): the cotangent state s
-    (G, K, 4^n) carried forward through the body, s -> R_j s. Returns (size,) by program parameter."""
-    out = np.zeros(size)
+    (G, K, 4^n) carried forward through the body, s -> R_j s. Returns (count, size) by setting and program
+    parameter: with ``owner`` (group -> setting) each group's terms go to its setting, else all to one."""
+    out = np.zeros((count, size))
     for h_j, (op, r, derivatives) in zip(images, ops):
         if derivatives:
             m = op_environment(h_j, s, op.qubits, n)  # (G, d, d): one product for all of the op's parameters
             stacked = np.stack([np.broadcast_to(dr, m.shape) for dr in derivatives.values()])
-            out[list(derivatives)] += stacked.reshape(len(stacked), -1) @ m.reshape(-1)  # sum(dR/dp * M) for each p
+            if owner is None:
+                out[0, list(derivatives)] += stacked.reshape(len(stacked), -1) @ m.reshape(-1)  # sum(dR/dp * M)
+            else:  # per group first: dR/dp may differ between groups
+                per_group = np.einsum("pgx,gx->gp", stacked.reshape(len(stacked), len(m), -1), m.reshape(len(m), -1))
+                out[:, list(derivatives)] += segment_sum(per_group, owner, count)
         s = _apply(s, r.T if r.ndim == 2 else np.swapaxes(r, -1, -2), op.qubits, n)
     return out
+
+
+def _by_setting(d: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
+    """(count, P) -> (P,) without segments (the one sum), else unchanged."""
+    return d[0] if segments is None else d
 
 
 def cotangent_states(g: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], count: int,
@@ -97,14 +134,15 @@ def cotangent_states(g: np.ndarray, group: np.ndarray, bloch: list[np.ndarray], 
 
 
 def program_pullback(program: Program, observables: np.ndarray, values: np.ndarray, inputs: list[int],
-                     weights: list[int]) -> tuple[np.ndarray, Pullback]:
+                     weights: list[int], segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
     """(values (K, R), pullback) of a product-state program: ``inputs`` (prefix columns, per row) and
-    ``weights`` (any columns, summed over rows), both in ``program.parameters`` order."""
-    n, rows, k = program.num_qubits, len(values), observables.shape[0]
+    ``weights`` (any columns, summed over rows, or over each segment's rows), in ``program.parameters`` order."""
+    n, rows, k, count = program.num_qubits, len(values), observables.shape[0], segment_count(segments)
     if n == 0:  # nothing simulated: the identity coefficient, no derivative
+        zeros = np.zeros(len(weights)) if segments is None else np.zeros((count, len(weights)))
         return np.repeat(observables[:, :1], rows, axis=1), lambda g: (np.zeros((rows, len(inputs))) if inputs else None,
-                                                                       np.zeros(len(weights)))
-    settings, group = group_rows(values[:, program.body_columns])
+                                                                       zeros)
+    settings, group, owner = group_by_setting(values[:, program.body_columns], segments)
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     folded, images, ops = _images(program, observables, representatives)
@@ -114,20 +152,21 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(rows, k)
         s = cotangent_states(g, group, prefix.bloch, len(settings))  # (G, K, 4^n)
-        d = _walk(s, images, ops, n, len(program.parameters))
+        d = _walk(s, images, ops, n, len(program.parameters), None if segments is None else owner, count)
         per_row = prefix.pullback(env, g)  # the prefix parameters, row by row
-        d += per_row.sum(axis=0)
-        return (per_row[:, inputs] if inputs else None), d[weights]
+        d += segment_sum(per_row, segments, count)
+        return (per_row[:, inputs] if inputs else None), _by_setting(d[:, weights], segments)
 
     return out, pull
 
 
 def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
-                        want_features: bool) -> tuple[np.ndarray, Pullback]:
-    """(values (K, R), pullback) on the light cone of ``terms``, noise included."""
+                        want_features: bool, segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
+    """(values (K, R), pullback) on the light cone of ``terms``, noise included; the body's derivatives (P,), or
+    (S, P) by setting with ``segments``."""
     program, n = ep.program, ep.program.num_qubits
     observables = observable_vectors(terms, program)
-    settings, group = group_rows(values[:, ep.body_columns])
+    settings, group, owner = group_by_setting(values[:, ep.body_columns], segments)
     samples, sample = group_rows(values[:, ep.feature_columns])
     axes, embed = ep.reduced_layout
     _, a = _amplitudes(ep, samples, axes)
@@ -137,40 +176,48 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
     k, g_count = observables.shape[0], len(settings)
     h, images, ops = _images(program, observables, representatives)
     matrices = _light_cone_matrices(ep, h, embed)  # (G, K, 2^k, 2^k): Re E^dagger(O) on the encoded qubits
-    table = (matrices.reshape(g_count * k, -1) @ rho.reshape(len(rho), -1).T).reshape(g_count, k, len(rho))
-    out = table[group, :, sample].T
+    members = group_members(group, g_count)
+    out = np.empty((k, len(values)))
+    flat, rho_flat = matrices.reshape(g_count, k, -1), rho.reshape(len(rho), -1)
+    for gi, rows in enumerate(members):  # each group against its own samples only (a stack: S groups, S batches)
+        mine, at = np.unique(sample[rows], return_inverse=True)
+        out[:, rows] = (flat[gi] @ rho_flat[mine].T)[:, at.reshape(-1)]
 
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(len(values), k)
         full = np.zeros((g_count, k, 1 << n, 1 << n))
-        for gi in range(g_count):
-            rows = np.flatnonzero(group == gi)
+        for gi, rows in enumerate(members):
             weighted = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
             full[gi][:, embed[:, None], embed[None, :]] = weighted.reshape(k, len(embed), len(embed))
         s = pauli_to_matrix_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
-        d_weights = _walk(s, images, ops, n, len(program.parameters))
+        d_weights = _walk(s, images, ops, n, len(program.parameters), None if segments is None else owner,
+                          segment_count(segments))
         d_features = None
         if want_features:
-            d_features = _feature_pullback(ep, matrices, g, group, samples, sample)
-        return d_features, d_weights
+            d_features = _feature_pullback(ep, matrices, g, members, samples, sample)
+        return d_features, _by_setting(d_weights, segments)
 
     return out, pull
 
 
-def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, group: np.ndarray, samples: np.ndarray,
-                      sample: np.ndarray) -> np.ndarray:
-    """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere."""
+def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, members: list[np.ndarray],
+                      samples: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere;
+    ``members`` the rows of each group."""
     psi, a = _amplitudes(ep, samples, ep.reduced_layout[0])
-    rows = len(group)
-    m = matrices.reshape(matrices.shape[0], matrices.shape[1], -1)[group]  # (R, K, 4^k)
-    combined = np.matmul(g[:, None, :], m).reshape(rows, a.shape[1], a.shape[1])  # sum_k g_rk O'_k
+    rows, d = len(g), a.shape[1]
+    combined = np.empty((rows, d * d))
+    for gi, mine in enumerate(members):  # sum_k g_rk O'_k, one product per group rather than a gather per row
+        combined[mine] = g[mine] @ matrices[gi].reshape(matrices.shape[1], -1)
+    combined = combined.reshape(rows, d, d)
     v = amplitude_order(ep, 2.0 * combined @ a[sample])  # d/dpsi, back from light-cone bits in front
     return project_to_features(ep, v[:, None], psi[sample], samples[sample])[:, 0]
 
 
 def statevector_pullback(ep: EncodedProgram, terms: list[dict[str, float]], values: np.ndarray,
-                         want_features: bool) -> tuple[np.ndarray, Pullback]:
-    """(values (K, R), pullback) for an ideal encoded circuit over its whole register."""
+                         want_features: bool, segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
+    """(values (K, R), pullback) for an ideal encoded circuit over its whole register; the body's derivatives
+    (P,), or (S, P) by setting with ``segments``."""
     program, n = ep.program, ep.program.num_qubits
     weights = values[:, ep.body_columns]
     features = values[:, ep.feature_columns]
@@ -185,7 +232,8 @@ def statevector_pullback(ep: EncodedProgram, terms: list[dict[str, float]], valu
         g = np.asarray(g, dtype=float).reshape(len(values), len(terms))
         lam = np.einsum("rk,kri->ri", g, o_phi)  # sum_k g_rk O_k phi_r
         state = phi
-        d_weights = np.zeros(len(program.parameters))
+        count = segment_count(segments)
+        d_weights = np.zeros((count, len(program.parameters)))
         for step in reversed(program.steps):
             u = _step_unitary(step, weights, program.parameters)
             used = [] if step.angles is None else np.flatnonzero(np.any(step.angles.coeffs != 0, axis=1))
@@ -194,18 +242,19 @@ def statevector_pullback(ep: EncodedProgram, terms: list[dict[str, float]], valu
                     raise EngineUnsupportedError(
                         f"the statevector adjoint differentiates Pauli rotations with affine angles; instruction "
                         f"{step.operation.name!r} on qubits {step.qubits} is not one (transpile to rz, sx, cx first)")
-                d_angle = np.einsum("ri,ri->", lam.conj(), _apply_unitary(state, step.generator, step.qubits, n)).imag
+                d_row = np.einsum("ri,ri->r", lam.conj(), _apply_unitary(state, step.generator, step.qubits, n)).imag
+                d_angle = segment_sum(d_row, segments, count)  # (count,): each setting's rows apart
                 for p in used:
-                    d_weights[p] += step.angles.coeffs[p, 0] * d_angle
+                    d_weights[:, p] += step.angles.coeffs[p, 0] * d_angle
             u_dagger = u.conj().T if u.ndim == 2 else np.swapaxes(u, -1, -2).conj()
             state = _apply_unitary(state, u_dagger, step.qubits, n)
             lam = _apply_unitary(lam, u_dagger, step.qubits, n)
         d_features = None
         if want_features:
             d_features = _input_gradients(ep, lam[None], psi, features)[0]  # lam already carries g
-        return d_features, d_weights
+        return d_features, _by_setting(d_weights, segments)
 
     return out, pull
 
 
-__all__ = ["Pullback", "heisenberg_pullback", "program_pullback", "statevector_pullback"]
+__all__ = ["Pullback", "heisenberg_pullback", "program_pullback", "segment_count", "segment_sum", "statevector_pullback"]
