@@ -40,8 +40,8 @@ class _Segmented(torch.autograd.Function):
     def forward(ctx: Any, weights: torch.Tensor, inputs: torch.Tensor, qnn: EstimatorQNN, segments: np.ndarray,
                 derivatives: Derivatives) -> torch.Tensor:
         want_weights, want_inputs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (want_weights or want_inputs):
-            derivatives = Derivatives.NONE
+        if not (want_weights or want_inputs) or derivatives is Derivatives.NONE:
+            derivatives, want_inputs = Derivatives.NONE, False
         w = weights.detach().cpu().numpy().astype(float)
         x = inputs.detach().cpu().numpy().astype(float)
         result = qnn.gradient.evaluate_segmented(qnn, x, w, segments, QNNCall(derivatives, input_gradients=want_inputs))
@@ -65,6 +65,12 @@ class _Segmented(torch.autograd.Function):
                 torch.as_tensor(d_inputs) if ctx.needs_input_grad[1] else None, None, None, None)
 
 
+def _wanted(derivatives: Derivatives) -> Derivatives:
+    """``derivatives``, or none under ``torch.no_grad`` (an evaluation): a Function's ``needs_input_grad`` follows
+    the inputs' ``requires_grad`` whatever the grad mode, so the engine would differentiate for nothing."""
+    return derivatives if torch.is_grad_enabled() else Derivatives.NONE
+
+
 def _checked(qnn: EstimatorQNN, caller: str) -> None:
     if not stacks(qnn):
         raise CapabilityError(f"{caller} needs an EstimatorQNN on the engine's exact gradient, not "
@@ -85,7 +91,7 @@ def segmented_qnn(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[tor
     w = weights if isinstance(weights, torch.Tensor) else torch.stack([v.to(torch.float64) for v in weights])
     x = inputs if qnn.input_gradients else inputs.detach()
     return _Segmented.apply(w.to(torch.float64), x.to(torch.float64), qnn, np.asarray(segments, dtype=np.int64),
-                            derivatives)
+                            _wanted(derivatives))
 
 
 def stacked_qnn(qnn: EstimatorQNN, inputs: torch.Tensor | np.ndarray, weights: Sequence[torch.Tensor],
@@ -106,7 +112,7 @@ def stacked_qnn(qnn: EstimatorQNN, inputs: torch.Tensor | np.ndarray, weights: S
     rows = x.repeat(settings, 1)
     w = torch.stack([v.to(torch.float64) for v in weights])
     segments = np.repeat(np.arange(settings), len(x))
-    return _Segmented.apply(w, rows, qnn, segments, derivatives).reshape(settings, len(x), -1)
+    return _Segmented.apply(w, rows, qnn, segments, _wanted(derivatives)).reshape(settings, len(x), -1)
 
 
 def stacked_head(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[torch.Tensor] | torch.Tensor,

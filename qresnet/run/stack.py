@@ -3,14 +3,22 @@
     results = train_stack([config_seed0, config_seed1, config_seed0_frozen], [dir_a, dir_b, dir_c])
 
 The runs of a stack share everything but their seed (data split, batch order, initial weights) and their
-frozen flag (:func:`stack_key`). Each step, every quanvolution layer evaluates its design points for all
-the runs' weights in ONE engine call (:func:`qresnet.qnn.stacked_qnn`: the design points x K settings as
-broadcast rows, the per-setting weight Jacobians for the backward); each run's model then takes that
-response tensor, its own batch and its own head; the loss is the sum of the runs' mean losses, so one
-backward gives each run the gradient of its own loss, and each run's own Adam steps it exactly as if it
-trained alone. A quantum head is evaluated run by run within the step (its rows are the run's own images,
-so stacking them saves no sweep). Layers that cannot stack (parameter shift, shots, classical controls)
-run per run too: the stack is then correct, only not faster.
+frozen flag (:func:`stack_key`). A step is one computation (:func:`stacked_step`):
+
+- every quanvolution layer evaluates its design points for all the trainable runs' weights in ONE engine
+  call (:func:`qresnet.qnn.stacked_qnn`, the engine's segmented pullback for the backward: each run's weights
+  get the gradient of their own rows only); a frozen run's response is memoised by its layer's connector;
+- the runs' batches go through the layers as ONE batch, run-major, each run's part contracted with its own
+  response tensor (:meth:`QuanvLayer.fix_response` with a run axis), residuals and all;
+- each run's head takes its part of the final map; quantum heads of one shape are ONE engine call
+  (:func:`qresnet.nn.stacked_head_logits`);
+- the loss is the sum of the runs' mean losses, so one backward gives each run the gradient of its own loss,
+  and one Adam over every run's parameters (:func:`joint_optimizer`, each run's state in its own optimizer)
+  steps each run exactly as alone;
+- each epoch's evaluation of both sets is stacked the same way.
+
+Layers that are not response-mode quanvolutions (classical controls, per-patch layers) run model by model: the
+stack is then correct, only not faster.
 
 Each run keeps its run directory, identity, lock, checkpoints, metrics and curves through the pieces of
 :mod:`qresnet.run.train` (``Session``, ``resume_session``, ``open_run_dir``, ``record_epoch``, ``finish``).
@@ -19,9 +27,8 @@ together, and a run further along joins when the stack reaches its epoch (runs a
 point). A run that fails (bad data, a non-finite loss, a changed identity) is reported and leaves the stack;
 the others finish.
 
-Numbers equal the one-run path to rounding, not bit for bit: alone, a layer's values come from the engine's
-reverse-mode call and its gradient from a pullback; stacked, both come from the forward-mode Jacobians (the
-same exact derivatives, summed in another order).
+Numbers equal the one-run path to rounding, not bit for bit: the same exact values and derivatives, summed in
+another order (a batched product, a segmented pullback).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from qresnet.backends import Backend, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, TrainingError
-from qresnet.nn import QuanvLayer
+from qresnet.nn import QuantumHead, QuanvLayer, stacked_head_logits
 from qresnet.qnn import response_tensor, stacked_qnn, stacks
 from qresnet.run.build import build_model, head_notes
 from qresnet.run.divergence import check_data
@@ -159,8 +166,10 @@ def stacked_logits(models: list, inputs: list[torch.Tensor]) -> list[torch.Tenso
     finally:
         for layer in carrier.layers:
             layer.fix_response(None)
-    parts = features.split([len(x) for x in inputs])
-    return [m.head(f.flatten(1)) for m, f in zip(models, parts)]
+    parts = [f.flatten(1) for f in features.split([len(x) for x in inputs])]
+    if all(isinstance(m.head, QuantumHead) for m in models):
+        return stacked_head_logits([m.head for m in models], parts)  # one engine call where the heads stack
+    return [m.head(f) for m, f in zip(models, parts)]
 
 
 def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
