@@ -37,6 +37,7 @@ FILTER_KINDS = ("quantum", "classical")  # a layer's filter: the circuit, or the
 PRESET_NAMES = ("quick", "paper", "paper-quantum", "quick-quantum", "single")  # their settings: qresnet.study.sweep.PRESETS
 EXECUTORS = ("processes", "ray")
 BUDGETS = ("full", "tiny")
+REPRODUCE_STUDIES = ("claims", "design")  # qresnet reproduce --study: the paper's claims, or the design study
 
 # output
 FORMATS = ("table", "json")
