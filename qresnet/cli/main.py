@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the paper's claims, each decided with intervals on aer and aer:fake_torino")
     p.add_argument("--study", choices=REPRODUCE_STUDIES, default="claims",
                    help="claims: the paper's claims (default); design: the two central claims under other filters "
-                        "and against the classical control (full: MNIST, 360 runs, about 16 to 28 min with --jobs 2 here)")
+                        "and against the classical control (full: MNIST, 360 runs, 16 to 28 min with --jobs 2 here)")
     p.add_argument("--budget", choices=BUDGETS, default="full",
                    help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
                         "configurations (about 1.5 h with --jobs 2 here); tiny: the pipeline on digits (minutes)")

@@ -347,7 +347,8 @@ def design_section(document: Mapping[str, Any], figure_dir: str = "reproduction"
         f"**Command:** `qresnet reproduce --study design --budget {document['budget']}"
         + (" --data-dir ../shared/data --jobs 2" if sweep["dataset"] == "mnist" else "") + "`", "",
         f"**What ran:** {document['runs']} runs on `{document['backend']}`: {sweep['dataset']}, "
-        f"{sweep['per_class']} per class, {sweep['epochs']} epoch(s), {len(seeds)} seed(s) ({', '.join(map(str, seeds))}),"
+        f"{sweep['per_class']} per class, {sweep['epochs']} epoch(s), {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}),"
         f" batch {sweep['batch_size']}, Adam {sweep['lr']:g}; per variant one layer and the two-layer O1+O2 and X+O1, "
         "trainable and frozen. A seed fixes the split and the initial weights, so every difference is paired by seed.",
         "", "**Variants:**", "", *(f"- `{v['name']}`: {v['change']}" for v in variants), "",
