@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from qresnet.errors import ConfigError
+from qresnet.errors import QresnetError
 from qresnet.residual import ResidualSpec
 from qresnet.run.result import EpochMetrics, RunResult
 from qresnet.study.design_study import (
@@ -116,9 +116,10 @@ def test_the_plan_runs_the_control_in_the_reference_sweeps():
      "its filter must be the reference's"),
     (lambda: run_design_study("/nonexistent/never", "tiny", plan={"ghost/single": design_plan("tiny")["ry/single"]}),
      "design plan sweeps ghost name no chosen variant"),
+    (lambda: design_section("/nonexistent/design.json"), "cannot read the design study's /nonexistent/design.json"),
 ])
 def test_bad_input_is_one_line(call, message):
-    with pytest.raises(ConfigError, match=None) as caught:
+    with pytest.raises(QresnetError) as caught:
         call()
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
@@ -142,7 +143,7 @@ def test_the_tiny_study_end_to_end_on_the_digits(tmp_path, capsys):
     text = report.read_text()
     assert "| default | **inconclusive**" in text and "[default/pair](default/pair/report.md)" in text
     assert (tmp_path / "d" / "default" / "pair" / "report.md").is_file()
-    section = design_section(document)
+    section = design_section(tmp_path / "d" / "design.json")
     assert section.startswith("## Design study") and "![design.png](reproduction/design.png)" in section
     assert "--budget tiny" in section and "12 runs" in section
     again = run_design_study(tmp_path / "d", "tiny", variants=("default", "classical"), progress=False)

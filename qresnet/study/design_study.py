@@ -32,7 +32,7 @@ at 5 to 10 ms; stacking (the default) takes about 1.6x off the steps. The study 
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +41,7 @@ from typing import Any
 
 from qresnet.choices import BUDGETS
 from qresnet.circuits import FilterSpec
-from qresnet.errors import ConfigError
+from qresnet.errors import ConfigError, ResultError
 from qresnet.provenance import environment
 from qresnet.run.lock import OutputLock
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
@@ -330,10 +330,18 @@ def design_figure(results: Mapping[str, Runs], variants: Sequence[DesignVariant]
     return path.name
 
 
-def design_section(document: Mapping[str, Any], figure_dir: str = "reproduction") -> str:
-    """The design study as a section of docs/reproduction.md (and the body of design.md), from ``design.json``'s
-    contents: what ran, the table (variant x claim: verdict, paired difference with its interval), the summary
-    per claim, the figure (under ``figure_dir``), the wall time and the machine."""
+def design_section(document: Mapping[str, Any] | str | Path, figure_dir: str = "reproduction") -> str:
+    """The design study as a section of docs/reproduction.md (and the body of design.md), from ``design.json`` (its
+    path or its contents): what ran, the table (variant x claim: verdict, paired difference with its interval), the
+    summary per claim, the figure (under ``figure_dir``), the wall time and the machine.
+
+        python -c "from qresnet.study.design_study import design_section; print(design_section('OUT/design.json'))"
+    """
+    if not isinstance(document, Mapping):
+        try:
+            document = json.loads(Path(document).read_text())
+        except (OSError, ValueError) as exc:
+            raise ResultError(f"cannot read the design study's {document} ({exc})") from None
     rows = [DesignRow(**{**r, "difference": None if r["difference"] is None else ev.Paired(**r["difference"])})
             for r in document["rows"]]
     variants = document["variants"]
