@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and against the classical control (full: MNIST, 360 runs, 16 to 28 min with --jobs 2 here)")
     p.add_argument("--budget", choices=BUDGETS, default="full",
                    help="full: the paper's settings (15 epochs), MNIST, 5 seeds, and all 64 three-layer "
-                        "configurations (about 1.5 h with --jobs 2 here); tiny: the pipeline on digits (minutes)")
+                        "configurations (about 1.5 h with --jobs 2 here; --study design: see --study); tiny: the "
+                        "pipeline on digits (minutes)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")

@@ -104,7 +104,8 @@ def device_problem(config: TrainConfig) -> str | None:
     spec = config.quanv
     if spec.channels > 1:
         return (f"its layers have {spec.channels} channels ({spec.filters_per_layer} filter(s) x "
-                f"{spec.outputs_per_filter} output(s)); device evaluation rebuilds one filter with one output per layer")
+                f"{spec.outputs_per_filter} output(s)); device evaluation rebuilds one filter with one output "
+                "per layer")
     return None
 
 

@@ -377,6 +377,6 @@ def design_section(document: Mapping[str, Any] | str | Path, figure_dir: str = "
               f"({document['training_seconds'] / 60:.1f} min of training summed over runs; runs a study already held "
               "are reused, not repeated).", "",
               f"**Machine:** {env.get('platform', '?')}, {env.get('cpu_count', '?')} cores, load "
-              f"{env.get('load_average', ['?'])[0]:.3g} at the end, Python {env.get('python', '?')}; "
+              f"{(env.get('load_average') or [float('nan')])[0]:.3g} at the end, Python {env.get('python', '?')}; "
               + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v) + ".", ""]
     return "\n".join(lines)
