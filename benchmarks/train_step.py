@@ -19,6 +19,12 @@ optimizer step.
   (patches, response contraction, residuals, head, loss, Adam) costs alone. It bounds what any
   engine speed-up can give.
 
+* ``--kernel3``: the 3x3 filter's figure (issue 26): the same model with 3x3 windows at stride 3 on 9 qubits
+  (28x28 -> 10x10 -> 4x4, linear head 100 -> 10), on ``aer`` and ``aer:fake_torino``, in the mode the run
+  would take (``--mode auto``: response mode's 2 x 3^9 design points or per-patch mode's patch rows, whichever
+  is fewer); the mode, why, and the rows a step evaluates are printed before it is timed. Its contenders
+  take ``--kernel3-steps`` timed steps a round (slower than the 2x2 ones) and are left out of every ratio.
+
 Ideal peers are compared with ``aer``, noisy ones with ``aer:fake_torino``: ratio = ours / peer.
 Every contender takes one warm-up step, then ``--rounds`` rounds in which each takes its timed
 steps in turn; figures are medians over all its timed steps. Interleaving spreads the machine's
@@ -39,7 +45,8 @@ import torch
 import torch_peer
 from _common import Contender, describe_noise, mnist_batch, run_rounds, torino_noise, train_step, write_json
 from qresnet.backends import resolve_backend
-from qresnet.run.build import quanv_layers
+from qresnet.config import TrainConfig
+from qresnet.run.build import build_model, filter_notes, quanv_layers
 from qresnet.nn import ResQuNN
 
 OURS = {False: "aer", True: "aer:fake_torino"}  # noisy -> our backend the peer is compared with
@@ -52,6 +59,21 @@ def ours(spec: str, images: torch.Tensor, labels: torch.Tensor, steps: int, seed
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     return Contender(f"qresnet {spec}", lambda: train_step(model, opt, images, labels), len(labels), len(labels), steps,
                      info={"backend": spec, "mode": "response"})
+
+
+def kernel3(spec: str, images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> Contender:
+    """The 3x3 filter at stride 3 on ``spec``, built as a ``--kernel-size 3 --mode auto`` run builds it; its
+    filter and cost (the mode chosen and the rows of a step) are printed first."""
+    config = TrainConfig(layers=2, residual="O1+O2", quanv={"kernel_size": 3}, mode="auto", backend=spec,
+                         batch_size=len(labels), lr=0.01, seed=seed)
+    backend = resolve_backend(spec)
+    shape = tuple(images.shape[-2:])
+    for line in filter_notes(config, backend, shape):
+        print(f"  3x3 on {spec}: {line}")
+    model = build_model(config, backend, shape, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    return Contender(f"qresnet 3x3 {spec}", lambda: train_step(model, opt, images, labels), len(labels), len(labels),
+                     steps, info={"backend": spec, "mode": model.layers[0].mode, "kernel_size": 3, "stride": 3})
 
 
 def floor(images: torch.Tensor, labels: torch.Tensor, steps: int, seed: int) -> Contender:
@@ -104,6 +126,9 @@ def main() -> None:
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="ours only, even with PennyLane installed")
     parser.add_argument("--channel", default="noise:depolarizing:0.1",
                         help="a noise:<channel>:<p> backend timed beside aer ('' to skip)")
+    parser.add_argument("--kernel3", action="store_true",
+                        help="also time the 3x3 filter at stride 3 on aer and aer:fake_torino (module docstring)")
+    parser.add_argument("--kernel3-steps", type=int, default=1, help="timed steps per round of each 3x3 contender")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -117,8 +142,11 @@ def main() -> None:
     mine = {noisy: ours(spec, images, labels, args.steps, args.seed) for noisy, spec in OURS.items()}
     channel = ours(args.channel, images, labels, args.steps, args.seed) if args.channel else None
     bound = floor(images, labels, args.steps, args.seed)
+    wide = ([kernel3(spec, images, labels, args.kernel3_steps, args.seed) for spec in OURS.values()]
+            if args.kernel3 else [])
     others = peers(args, images, labels) if args.peers else {}
-    run_rounds([*mine.values(), *([channel] if channel else []), bound, *(c for c, _ in others.values())], args.rounds)
+    run_rounds([*mine.values(), *([channel] if channel else []), bound, *wide, *(c for c, _ in others.values())],
+               args.rounds)
     load_end = os.getloadavg()
 
     record: dict = {"benchmark": "train_step", "batch": args.batch, "data": source, "torch_threads": args.torch_threads,
@@ -126,7 +154,7 @@ def main() -> None:
                     "ours": {c.info["backend"]: c.record() for c in mine.values()}, "peers": {}, "ratios": {}}
     record["ideal_images_per_s"] = mine[False].images_per_s
     record["noisy_images_per_s"] = mine[True].images_per_s
-    width = max(26, *(len(c.name) + 1 for c in [*mine.values(), *([channel] if channel else [])]))
+    width = max(26, *(len(c.name) + 1 for c in [*mine.values(), *([channel] if channel else []), *wide]))
     print(f"\n{'contender':{width}s} {'images/s':>10s}  {'timed':>14s}  ours / peer")
     for c in mine.values():
         print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}")
@@ -139,6 +167,10 @@ def main() -> None:
     record["floor"] = {**bound.record(), "images_per_s": bound.images_per_s}
     print(f"{bound.name:{width}s} {bound.images_per_s:10.1f}  {len(bound.times):3d} steps x {bound.images:2d}  "
           f"(the torch side of our step; ours reach {mine[False].images_per_s / bound.images_per_s:.0%} of it on aer)")
+    for c in wide:
+        record.setdefault("kernel3", {})[c.info["backend"]] = {**c.record(), "images_per_s": c.images_per_s}
+        print(f"{c.name:{width}s} {c.images_per_s:10.1f}  {len(c.times):3d} steps x {c.images:2d}  "
+              f"(3x3 filter, stride 3, {c.info['mode']} mode)")
     for key, (c, noisy) in others.items():
         ratio = mine[noisy].images_per_s / c.images_per_s
         record["peers"][key] = {**c.record(), "versus": OURS[noisy], "ratio_ours_over_peer": ratio}

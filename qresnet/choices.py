@@ -37,7 +37,9 @@ FILTER_KINDS = ("quantum", "classical")  # a layer's filter: the circuit, or the
 PRESET_NAMES = ("quick", "paper", "paper-quantum", "quick-quantum", "single")  # their settings: qresnet.study.sweep.PRESETS
 EXECUTORS = ("processes", "ray")
 BUDGETS = ("full", "tiny")
-REPRODUCTION_STUDIES = ("claims", "robustness")  # qresnet reproduce --study: the paper's claims (qresnet.study.reproduce), or the noise-level study (qresnet.study.robustness)
+# qresnet reproduce --study: the paper's claims (qresnet.study.reproduce), the noise-level study
+# (qresnet.study.robustness), or the filter design study (qresnet.study.design_study)
+REPRODUCTION_STUDIES = ("claims", "robustness", "design")
 
 # output
 FORMATS = ("table", "json")

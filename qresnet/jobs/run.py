@@ -67,7 +67,13 @@ class TrainedRun:
         return cls(run.path, checkpoint, config, state, load_dataset(config.data_config()), tuple(skipped))
 
     def model(self, backend: Backend) -> ResQuNN:
-        """The checkpoint's model with its quanvolution layers on ``backend``, in response mode."""
+        """The checkpoint's model with its quanvolution layers on ``backend``, in response mode whatever mode the run
+        trained in: a device evaluates each layer's 3^q design points (81 for 2x2, 19,683 for 3x3; the cost is
+        printed before anything is sent) and rebuilds its response tensor. Designs that path cannot rebuild (the
+        classical control, several filters or outputs per layer) are refused in one line."""
+        problem = device_problem(self.config)
+        if problem is not None:
+            raise JobsError(f"{self.run_dir}: {problem}; evaluate it on a simulator with `qresnet evaluate`")
         config = dataclasses.replace(self.config, mode="response")
         model = build_model(config, backend, self.data.image_shape, self.data.num_classes)
         missing, unexpected = model.load_state_dict(self.state, strict=False)
@@ -88,6 +94,19 @@ class TrainedRun:
 
     def accuracy(self, predictions: torch.Tensor) -> float:
         return float((predictions == self.data.y_test).double().mean())
+
+
+def device_problem(config: TrainConfig) -> str | None:
+    """Why device evaluation (one response tensor of one output per layer, rebuilt from its design points) cannot
+    evaluate a run of ``config``, or None."""
+    if config.filter == "classical":
+        return "it is a classical control run, whose layers run no circuit"
+    spec = config.quanv
+    if spec.channels > 1:
+        return (f"its layers have {spec.channels} channels ({spec.filters_per_layer} filter(s) x "
+                f"{spec.outputs_per_filter} output(s)); device evaluation rebuilds one filter with one output "
+                "per layer")
+    return None
 
 
 @contextmanager

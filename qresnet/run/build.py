@@ -216,15 +216,28 @@ def estimated_cost_notes(model: ResQuNN, config: TrainConfig, train_size: int) -
             f"{steps * step / 3600:.1f} h for {steps} steps; --classes 0,1,2,3 gives the paper's 4-class head"]
 
 
-def step_cost(model: ResQuNN, backend: Backend, batch_size: int) -> StepCost:
-    """Upper bound for one step: each layer's 81 design points, and 81 x 2W shifts for trainable weights;
-    a quantum head's batch, and B x 2W shifts. Counted from the templates the backend runs."""
+def step_cost(model: ResQuNN, backend: Backend, batch_size: int, image_shape: tuple[int, int]) -> StepCost:
+    """Upper bound for one step: each layer's rows (response mode: its 3^q design points; per-patch mode: every
+    window of every image and input channel of the batch) per filter, each with 2W shifts for trainable weights
+    (and 2q for the inputs of a per-patch layer with input gradients); a quantum head's batch, and B x 2W shifts.
+    Counted from the templates the backend runs."""
+    first = model.layers[0]
+    shapes = model.residual.node_shapes(tuple(image_shape), first.kernel_size, first.stride, first.padding)
+    channels = model.residual.node_channels([layer.num_channels for layer in model.layers])
     circuits = gates = 0
-    for layer in (layer for layer in model.layers if isinstance(layer, QuanvLayer)):  # the control runs none
-        per = (layer.filters * 3 ** layer.template.num_inputs
-               * (1 + (2 * layer.template.num_weights if layer.weight.requires_grad else 0)))
+    for k, layer in enumerate(model.layers):
+        if not isinstance(layer, QuanvLayer):  # the classical control runs none
+            continue
+        template = layer.template
+        if layer.mode == "response":
+            rows, shifts = 3 ** template.num_inputs, 0
+        else:
+            rows = batch_size * channels[k] * math.prod(layer.output_shape(*shapes[k]))
+            shifts = 2 * template.num_inputs if layer.input_gradients else 0
+        shifts += 2 * template.num_weights if layer.weight.requires_grad else 0
+        per = layer.filters * rows * (1 + shifts)
         circuits += per
-        gates += per * backend.transpile(layer.template).cost.two_qubit_gates
+        gates += per * backend.transpile(template).cost.two_qubit_gates
     if isinstance(model.head, QuantumHead):
         per = batch_size * (1 + 2 * model.head.template.num_weights)
         circuits += per

@@ -286,7 +286,7 @@ def _train_locked(config: TrainConfig, run: RunDir, resume: bool, progress: bool
         for line in estimated_cost_notes(model, config, len(data.y_train)):
             print(line)
         if session.on_device:
-            print(step_cost(model, backend, config.batch_size).describe(config.max_steps or 1))
+            print(step_cost(model, backend, config.batch_size, data.image_shape).describe(config.max_steps or 1))
         for note in notes:
             print(note)
     if replace:
