@@ -159,7 +159,18 @@ def test_a_resumed_multi_seed_sweep_equals_an_uninterrupted_one(sweep_dir, tmp_p
         return [({k: v for k, v in r.to_dict().items() if k not in skip},
                  [{k: v for k, v in m.to_row().items() if k != "seconds"} for m in r.metrics]) for r in result.runs]
 
-    assert strip(again) == strip(rows)
+    def close(a, b) -> bool:  # the resumed run trains in another stack: losses and norms agree to rounding
+        if isinstance(a, float) and isinstance(b, float):
+            return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+        return a == b
+
+    assert close(strip(again), strip(rows))
+    accuracies = [[(m.train_acc, m.test_acc) for m in r.metrics] for r in again.runs]
+    assert accuracies == [[(m.train_acc, m.test_acc) for m in r.metrics] for r in rows.runs]  # predictions exactly
     assert cli.main(["compare", "--seeds", "0-2", "--configs", "none;O1+O2", "--backends", "aer", "--classes", "0,1",
                      "--per-class", "8", "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--out", str(parts)]) == 0
     # the evidence is the same but for timings (seconds per epoch)

@@ -79,9 +79,12 @@ def segment_sum(x: np.ndarray, segments: np.ndarray | None, count: int) -> np.nd
     """(count, ...): the sums of ``x``'s rows by segment (row -> setting); (1, ...) the sum of all without."""
     if segments is None:
         return x.sum(axis=0)[None]
-    onehot = np.zeros((count, len(segments)))
-    onehot[segments, np.arange(len(segments))] = 1.0
-    return (onehot @ x.reshape(len(x), -1)).reshape((count,) + x.shape[1:])
+    # each setting's own rows summed alone (not one product over every row: its rounding would depend on the
+    # other settings), so a run's numbers do not depend on which runs share its stack
+    out = np.zeros((count,) + x.shape[1:])
+    for setting, rows in enumerate(group_members(segments, count)):
+        out[setting] = x[rows].sum(axis=0)
+    return out
 
 
 def group_by_setting(body: np.ndarray, segments: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
