@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,8 +198,8 @@ def single_frozen_config(seed: int, data_dir: str | None = None, epochs: int = 1
     return TrainConfig(**values)
 
 
-def diagnose_seeds(seeds: Sequence[int], make_config=single_frozen_config, accuracy: bool = True,
-                   progress: bool = False) -> list[dict[str, Any]]:
+def diagnose_seeds(seeds: Sequence[int], make_config: Callable[[int], TrainConfig] = single_frozen_config,
+                   accuracy: bool = True, progress: bool = False) -> list[dict[str, Any]]:
     """One row per seed: the frozen filter's :class:`FilterStats` over the training images and, if ``accuracy``,
     the replayed frozen run's test accuracy (``frozen_acc``)."""
     rows = []
