@@ -21,8 +21,8 @@ import tomllib
 
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.choices import (DATASETS, DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE, FILTER_KINDS, HEAD_ENCODING_NOISE, HEADS, IMAGE_SOURCES,
-                             RUN_MODES)
+from qresnet.choices import (DATASETS, DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE, FILTER_KINDS, HEAD_ENCODING_NOISE, HEADS,
+                             IMAGE_SOURCES, RUN_MODES)
 from qresnet.circuits.filter_spec import FilterSpec
 from qresnet.errors import ConfigError, DataError, QresnetError
 from qresnet.provenance import package_versions

@@ -192,3 +192,13 @@ def test_choose_takes_the_best_validation_accuracy_first_of_equals():
     assert choose(rows)["name"] == "b"
     with pytest.raises(ConfigError):
         choose([])
+
+
+def test_a_deeper_head_costs_more_circuits_per_step():
+    from qresnet.run.cost import run_cost
+
+    backend = resolve_backend("aer")
+    costs = [run_cost(TrainConfig(head="quantum", classes=(0, 1), head_reps=reps, batch_size=4), backend, 2, 8, 2)
+             for reps in (2, 3)]
+    # a head step: batch x (1 + 2 x weights) circuits, 20 weights per repetition (RY, RZ on 10 qubits)
+    assert costs[1].circuits_per_step - costs[0].circuits_per_step == 4 * 2 * 20
