@@ -202,3 +202,13 @@ def test_a_deeper_head_costs_more_circuits_per_step():
              for reps in (2, 3)]
     # a head step: batch x (1 + 2 x weights) circuits, 20 weights per repetition (RY, RZ on 10 qubits)
     assert costs[1].circuits_per_step - costs[0].circuits_per_step == 4 * 2 * 20
+
+
+def test_train_head_reps_flag_is_recorded_in_config_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--head", "quantum", "--classes", "0,1", "--per-class", "6", "--epochs", "1", "--batch-size", "8",
+            "--residual", "X+O2", "--frozen", "--head-reps", "1", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    written = json.loads((out / "config.json").read_text())
+    assert written["config"]["head_reps"] == 1
+    assert written["identity"]["config"]["head_reps"] == 1
