@@ -9,6 +9,7 @@ What a name *means* lives with its user: a preset's settings in ``qresnet.study.
 # the model
 HEADS = ("linear", "quantum")
 DEFAULT_HEAD_SCALE = 5.0  # quantum head: logits = scale * <Z>; scores in [-1, 1] are too flat for a softmax
+DEFAULT_HEAD_REPS = 2  # quantum head: ansatz repetitions (the paper's)
 HEAD_ENCODING_NOISE = ("exact", "transpiled")  # quantum head on a noisy model: also run the transpiled encoding
 MODES = ("response", "per-patch")  # quanvolution: contract the response tensor, or run every patch
 RUN_MODES = (*MODES, "auto")  # a run may leave the choice to the row count (qresnet.run.build.choose_mode)

@@ -21,8 +21,8 @@ import tomllib
 
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.choices import (DATASETS, DEFAULT_HEAD_SCALE, FILTER_KINDS, HEAD_ENCODING_NOISE, HEADS, IMAGE_SOURCES,
-                             RUN_MODES)
+from qresnet.choices import (DATASETS, DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE, FILTER_KINDS, HEAD_ENCODING_NOISE, HEADS,
+                             IMAGE_SOURCES, RUN_MODES)
 from qresnet.circuits.filter_spec import FilterSpec
 from qresnet.errors import ConfigError, DataError, QresnetError
 from qresnet.provenance import package_versions
@@ -36,10 +36,11 @@ SAFE_TO_CHANGE = ("epochs", "max_steps", "keep_checkpoints", "data_dir")
 NUMERIC_PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning", "qiskit-ibm-runtime", "torch",
                     "numpy", "scipy", "scikit-learn")
 # TrainConfig's fields that count something
-COUNTS = ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints", "head_noise_samples")
+COUNTS = ("layers", "epochs", "batch_size", "torch_threads", "keep_checkpoints", "head_noise_samples", "head_reps")
 # fields added after run identities existed: at these values they stay out of the identity, so a run of today's
 # filter on today's data keeps the identity it was trained under (and resumes)
-IDENTITY_DEFAULTS = {"filter": "quantum", "quanv": FilterSpec().to_dict(), "image_size": None}
+IDENTITY_DEFAULTS = {"filter": "quantum", "quanv": FilterSpec().to_dict(), "image_size": None,
+                     "head_reps": DEFAULT_HEAD_REPS}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -134,6 +135,7 @@ class TrainConfig:
     residual: ResidualSpec | str = "O1+O2"
     head: str = "linear"
     head_scale: float = DEFAULT_HEAD_SCALE  # quantum head: logits = head_scale * <Z>
+    head_reps: int = DEFAULT_HEAD_REPS  # quantum head: ansatz repetitions
     head_encoding_noise: str = "exact"  # quantum head on a noisy model: "transpiled" also checks the encoding under noise
     head_noise_samples: int = 4  # test samples evaluated with the transpiled encoding under noise
     mode: str | None = None  # None: response for today's 2x2 filter, else auto (fewer rows, chosen when built)

@@ -114,6 +114,23 @@ def load_dataset(config: DataConfig) -> Dataset:
     )
 
 
+def validation_split(data: Dataset, fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """A validation split carved from ``data``'s training images (stratified, seeded): the rest trains, the carved
+    part stands in ``x_test``/``y_test``, and ``data``'s test set is not looked at, so settings chosen on it never
+    saw the test set.
+
+    >>> data = load_dataset(DataConfig(classes=(3, 7), per_class=20, seed=1))
+    >>> carved = validation_split(data, 0.25, seed=0)
+    >>> len(carved.y_train), len(carved.y_test), carved.y_test.bincount().tolist()
+    (24, 8, [4, 4])
+    """
+    train, held = _stratified_split(data.y_train.numpy(), fraction, seed)
+    return Dataset(x_train=data.x_train[train], y_train=data.y_train[train], x_test=data.x_train[held],
+                   y_test=data.y_train[held], num_classes=data.num_classes, image_shape=data.image_shape,
+                   source=f"{data.source}, validation split ({fraction:g} of the training images, seed {seed})",
+                   classes=data.classes)
+
+
 def _pick_per_class(
     labels: np.ndarray, classes: tuple[int, ...], per_class: int | None, seed: int, source: str
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -11,11 +11,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS, EXECUTORS, FORMATS,
-                             HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS, REPRODUCTION_STUDIES, RUN_MODES,
-                             TEMPLATES)
+from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE, ENTANGLEMENTS,
+                             EXECUTORS, FORMATS, HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS,
+                             REPRODUCTION_STUDIES, RUN_MODES, TEMPLATES)
 from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
                                   parse_ints, parse_seeds, print_table)
+from qresnet.cli.diagnose import add_diagnose_parser
 from qresnet.cli.evaluate import add_evaluate_parser
 from qresnet.cli.jobs import add_jobs_parser
 from qresnet.errors import LayoutError, QresnetError, RunDirError, SweepError
@@ -156,7 +157,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         "dataset": args.dataset, "data_dir": args.data_dir, "per_class": args.per_class, "test_fraction": args.test_fraction,
         "layers": args.layers, "residual": args.residual, "head": args.head, "mode": args.mode, "backend": args.backend,
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale, "max_steps": args.max_steps,
+        "seed": args.seed, "torch_threads": args.torch_threads, "head_scale": args.head_scale,
+        "head_reps": args.head_reps, "max_steps": args.max_steps,
         "keep_checkpoints": args.keep_checkpoints,
         "head_encoding_noise": args.head_encoding_noise, "head_noise_samples": args.head_noise_samples,
         "classes": parse_ints(args.classes, "--classes", "labels"),
@@ -271,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--residual", default=None, help='residual configuration, e.g. "O1+O2" or "(X+O1)+O2"')
     p.add_argument("--head", default=None, choices=HEADS)
     p.add_argument("--head-scale", type=float, default=None, help=f"quantum head: logits = scale * <Z> (default {DEFAULT_HEAD_SCALE:g})")
+    p.add_argument("--head-reps", type=int, default=None, help=f"quantum head: ansatz repetitions (default {DEFAULT_HEAD_REPS})")
     p.add_argument("--head-encoding-noise", default=None, choices=HEAD_ENCODING_NOISE,
                    help="quantum head on aer:<device>: 'transpiled' also runs the whole transpiled encoding under "
                         "noise for --head-noise-samples test samples (Aer density matrix; slow) and reports the difference")
@@ -357,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to store them (default: $QRESNET_DATA_DIR, else ~/.cache/qresnet/mnist)")
     p.add_argument("--url", default=None, help="base URL of a mirror of the gzipped IDX files")
     p.set_defaults(run=cmd_data_fetch)
+    add_diagnose_parser(sub)
     add_evaluate_parser(sub)
     add_jobs_parser(sub)
     return parser

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
-from qresnet.choices import DEFAULT_HEAD_SCALE
+from qresnet.choices import DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE
 from qresnet.circuits import CircuitTemplate, FilterSpec, quantum_head
 from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
@@ -109,14 +109,15 @@ def head_encoding(backend: Backend) -> str:
 
 
 def quantum_head_layer(backend: Backend, num_features: int, num_classes: int, *, scale: float = DEFAULT_HEAD_SCALE,
-                       seed: int = 0) -> QuantumHead:
-    """The 10-qubit head on ``backend``: exact state preparation on the engine, the transpiled encoding elsewhere."""
+                       seed: int = 0, reps: int = DEFAULT_HEAD_REPS) -> QuantumHead:
+    """The 10-qubit head on ``backend`` (``reps`` ansatz repetitions): exact state preparation on the engine, the
+    transpiled encoding elsewhere."""
     if not 1 <= num_classes <= HEAD_QUBITS:
         raise ConfigError(f"the quantum head measures one of its {HEAD_QUBITS} qubits per class; got {num_classes} classes")
     if num_features > 1 << HEAD_QUBITS:
         raise ConfigError(f"the final map has {num_features} values; {HEAD_QUBITS} qubits encode at most {1 << HEAD_QUBITS}")
     encoding = head_encoding(backend)
-    template = quantum_head(HEAD_QUBITS, num_classes, encoding=encoding,
+    template = quantum_head(HEAD_QUBITS, num_classes, reps, encoding=encoding,
                             num_features=num_features if encoding == "state" else None)
     transpiled = backend.transpile(template)
     return QuantumHead(template, backend.estimator(), circuit=transpiled.circuit, observables=transpiled.observables,
@@ -173,7 +174,7 @@ def build_model(config: TrainConfig, backend: Backend, image_shape: tuple[int, i
         size = config.residual.node_shapes(tuple(image_shape), spec.kernel_size, spec.stride, spec.padding)[-1]
         channels = config.residual.node_channels([spec.channels] * config.layers)[-1]
         head = quantum_head_layer(backend, channels * size[0] * size[1], num_classes, scale=config.head_scale,
-                                  seed=config.seed)
+                                  seed=config.seed, reps=config.head_reps)
         templates.append(head.template)
     if templates:
         check_layout_width(backend.options.initial_layout, [(t.name, t.num_qubits) for t in templates])

@@ -43,10 +43,10 @@ def _device_filter():
 
 
 @cache
-def _angle_head(num_classes: int):
-    """The hardware form of the head (the transpiled Mottonen encoding), one template object per class count,
-    so that a backend transpiles it once."""
-    return quantum_head(HEAD_QUBITS, num_classes)
+def _angle_head(num_classes: int, reps: int):
+    """The hardware form of the head (the transpiled Mottonen encoding), one template object per class count and
+    depth, so that a backend transpiles it once."""
+    return quantum_head(HEAD_QUBITS, num_classes, reps)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size
         per_step, evaluation = [(quanv, config.layers * per_layer)], [(quanv, config.layers * design)]
         qubits = [quanv.num_qubits]
     if config.head == "quantum":
-        head = _angle_head(num_classes)
+        head = _angle_head(num_classes, config.head_reps)
         per_step.append((head, config.batch_size * (1 + 2 * head.num_weights)))
         evaluation.append((head, test_size))
         qubits.append(head.num_qubits)

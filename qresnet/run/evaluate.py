@@ -45,7 +45,7 @@ def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, sample
     from qresnet.backends.aer import aer_estimator
 
     head = model.head
-    transpiled = backend.transpile(quantum_head(HEAD_QUBITS, head.num_outputs))
+    transpiled = backend.transpile(quantum_head(HEAD_QUBITS, head.num_outputs, head.template.settings["reps"]))
     aer = aer_estimator(backend.noise_model, backend.readout(), None, seed)
     noisy_head = QuantumHead(transpiled.template, aer, circuit=transpiled.circuit, observables=transpiled.observables,
                              scale=head.scale, initial_weights=head.weight.detach().numpy())

@@ -55,7 +55,8 @@ from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir
 from qresnet.run.step import StepOutcome, finite_loss, measured
-from qresnet.run.train import Session, Tally, check_identity, finish, open_run_dir, record_epoch, resume_session
+from qresnet.run.train import (Session, Tally, check_identity, epoch_order, finish, open_run_dir, record_epoch,
+                               resume_session)
 
 VARYING = ("seed", "frozen")  # what may differ between the runs of a stack
 RUN_BYTES = 64 << 20  # the memory one more run takes in a stack, rounded up from benchmarks/sweep.py (README)
@@ -222,8 +223,7 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
     if len(sizes) != 1:
         raise ConfigError(f"the runs of a stack need one training-set size and batch size, got {sorted(sizes)}")
     n, batch = sizes.pop()
-    orders = [torch.randperm(n, generator=torch.Generator().manual_seed(m.config.seed * 100_003 + epoch))
-              for m in active]  # as train_epoch shuffles: a stacked run sees its batches in its own order
+    orders = [epoch_order(m.config.seed, epoch, n) for m in active]  # each run its own batches, as alone
     tallies = [Tally.start(m.config.layers, None) for m in active]
     joint, joined = None, None
     for start in range(0, n, batch):

@@ -150,11 +150,17 @@ def resume_session(session: Session) -> bool:
     return point.from_seed
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order of the ``n`` training images in ``epoch`` of a run seeded ``seed``: fixed by both, so a resumed
+    (or replayed) epoch sees its batches as the uninterrupted one did."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 def train_epoch(session: Session, epoch: int) -> Tally | None:
     """The steps of one epoch (from where a step checkpoint left off); None if ``max_steps`` ended it first."""
     config, data, run = session.config, session.data, session.run
     n = len(data.y_train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+    order = epoch_order(config.seed, epoch, n)
     batches = range(0, n, config.batch_size)
     resumed = epoch == session.start_epoch
     first = session.start_batch if resumed else 0
