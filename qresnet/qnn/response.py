@@ -57,24 +57,47 @@ def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
     return t
 
 
-def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:
-    """f at a batch of inputs (..., q) -> (..., K). The 3^(q-1) products prod_i v(theta_i)[a_i] of each input's
-    first q - 1 angles (first input slowest, as T is laid out) times T as one matrix give, per input, the 3
-    coefficients left for the last angle, contracted with its v. Never forming all 3^q products keeps the
-    memory a batch streams through three times smaller, and autograd's backward to T is one matrix product
-    too. ``runs`` R: ``tensor`` has a leading run axis (R, 3, ..., 3, K), the inputs' leading axis holds R
-    equal groups of samples (run-major), and each group is evaluated with its own run's T (one batched
-    product for a stack of runs)."""
-    q = inputs.shape[-1]
-    lead = inputs.shape[:-1]
+def _contract(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
+    """f at inputs (R, M, q) with each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K): the 3^(q-1) products
+    prod_i v(theta_i)[a_i] of each input's first q - 1 angles (first input slowest, as T is laid out) times T as
+    one (batched) matrix give the 3 coefficients left for the last angle, contracted with its v. Never forming
+    all 3^q products keeps the memory a batch streams through three times smaller, and autograd's backward to
+    T is one matrix product too."""
+    runs, m, q = inputs.shape
     theta = scale * inputs.reshape(-1, q)
-    v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (N, q, 3)
-    monomials = v[:, 0] if q > 1 else torch.ones_like(theta)  # (N, 1) when the last input is the only one
+    v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (R*M, q, 3)
+    monomials = v[:, 0] if q > 1 else torch.ones_like(theta)  # (R*M, 1) when the last input is the only one
     for i in range(1, q - 1):
         monomials = (monomials[:, :, None] * v[:, i, None, :]).reshape(len(monomials), -1)
-    k = tensor.shape[-1]
-    if runs is None:
-        partial = monomials @ tensor.reshape(-1, 3 * k)  # (N, 3K): T contracted with all but the last input
-    else:
-        partial = torch.bmm(monomials.reshape(runs, -1, monomials.shape[-1]), tensor.reshape(runs, -1, 3 * k))
-    return (partial.reshape(-1, 3, k) * v[:, -1, :, None]).sum(dim=1).reshape(*lead, k)
+    partial = torch.bmm(monomials.reshape(runs, m, -1), tensor)  # (R, M, 3K): T contracted but for the last input
+    k = tensor.shape[-1] // 3
+    return (partial.reshape(-1, 3, k) * v[:, -1, :, None]).sum(dim=1).reshape(runs, m, k)
+
+
+def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:
+    """f at a batch of inputs (..., q) -> (..., K) (:func:`_contract`). ``runs`` R: ``tensor`` has a leading run
+    axis (R, 3, ..., 3, K), the inputs' leading axis holds R equal groups of samples (run-major), and each group
+    is evaluated with its own run's T (one batched product for a stack of runs).
+
+    Inputs that are all exactly 0 (a blank patch: most of an MNIST image) are the design point (0, ..., 0),
+    whose value is computed once per run; only the other inputs are contracted (a run's are padded to the
+    largest run's count, the padding dropped), so a batch costs what its inked patches cost. Inputs that need a
+    gradient are all contracted."""
+    q, k = inputs.shape[-1], tensor.shape[-1]
+    lead = inputs.shape[:-1]
+    r = 1 if runs is None else runs
+    t = tensor.reshape(r, -1, 3 * k)
+    flat = inputs.reshape(r, -1, q)
+    inked = flat.any(dim=-1)  # (R, M)
+    if inputs.requires_grad or bool(inked.all()):  # a blank input's gradient needs its own row
+        return _contract(t, flat, scale).reshape(*lead, k)
+    blank_value = _contract(t, flat.new_zeros(r, 1, q), scale)  # (R, 1, K): the design point 0 of each run
+    counts = inked.sum(dim=1)
+    width = int(counts.max())
+    # each run's inked inputs first, in order (a stable sort puts True before False when sorted descending)
+    order = torch.sort(inked.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :width]  # (R, W)
+    valid = torch.arange(width)[None, :] < counts[:, None]  # (R, W): the padding is False
+    values = _contract(t, torch.gather(flat, 1, order[:, :, None].expand(-1, -1, q)), scale)  # (R, W, K)
+    out = blank_value.expand(r, flat.shape[1], k)
+    rows = (torch.arange(r)[:, None].expand(-1, width)[valid], order[valid])
+    return out.index_put(rows, values[valid]).reshape(*lead, k)
