@@ -205,22 +205,6 @@ class EngineGradient(ValidatedOnce):
                 return QNNEvaluation(values)
         return self._derivatives(layout, rows, call, segments)
 
-    def evaluate_stacked(self, qnn: EstimatorQNN, inputs: np.ndarray, weights: np.ndarray, jacobians: bool
-                         ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``qnn.forward`` at the same inputs (N, I) for S weight settings (S, W) in ONE engine call (the N x S rows
-        broadcast): values (S, N, K), and with ``jacobians`` the weight Jacobians (S, N, K, W)."""
-        layout = self.layout(qnn)
-        inputs = np.asarray(inputs, dtype=float).reshape(-1, len(layout.input_columns))
-        weights = np.asarray(weights, dtype=float).reshape(-1, len(layout.weight_columns))
-        settings, n = len(weights), len(inputs)
-        result = self.evaluate_segmented(qnn, np.tile(inputs, (settings, 1)), weights,
-                                         np.repeat(np.arange(settings), n),
-                                         QNNCall(Derivatives.JACOBIANS if jacobians else Derivatives.NONE))
-        values = result.values.reshape(settings, n, -1)
-        if not jacobians:
-            return values, None
-        return values, result.weight_jacobian.reshape(settings, n, values.shape[-1], -1)
-
     def _run(self, circuits: Sequence[QuantumCircuit], observables: Sequence[BaseOperator],
              parameter_values: Sequence[Sequence[float]] | np.ndarray, parameters: Sequence[Sequence[Parameter]],
              **options) -> EstimatorGradientResult:
