@@ -66,3 +66,27 @@ def test_response_tensor_recovers_a_multilinear_function(q, rng):
     direct = _outer(v).reshape(len(v), -1) @ tensor.numpy().reshape(-1, k)
     np.testing.assert_allclose(values.numpy(), direct, atol=1e-12)
     np.testing.assert_allclose(response_tensor(values, q).numpy(), tensor.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("blank", ["none", "some", "all"])
+def test_a_stack_of_responses_with_blank_patches_equals_the_direct_sum(blank, rng):
+    """Three runs' responses on one run-major batch (``runs=3``), patches exactly 0 among them (a blank patch takes
+    the design point 0's value), against the direct sum over {0,1,2}^q in numpy: values and the gradient of each
+    run's T (the direct sum is linear in T: its gradient is the sum of the monomials weighted by the cotangent)."""
+    q, k, runs, per_run = 4, 2, 3, 5
+    tensors = torch.as_tensor(rng.normal(size=(runs,) + (3,) * q + (k,)), dtype=torch.float64).requires_grad_(True)
+    x = rng.uniform(0, 1, size=(runs * per_run, q))
+    if blank == "some":
+        x[[0, 3, 6, 7, 8, 9, 12]] = 0.0  # run 1 has blank patches only but one
+    elif blank == "all":
+        x[:] = 0.0
+    values = evaluate_response(tensors, torch.as_tensor(x), np.pi, runs)
+    g = rng.normal(size=values.shape)
+    values.backward(torch.as_tensor(g))
+    theta = np.pi * x
+    monomials = _outer(np.stack([np.ones_like(theta), np.sin(theta), np.cos(theta)], -1)).reshape(len(x), -1)
+    for r in range(runs):
+        rows = slice(r * per_run, (r + 1) * per_run)
+        t = tensors.detach().numpy()[r].reshape(-1, k)
+        np.testing.assert_allclose(values.detach().numpy()[rows], monomials[rows] @ t, atol=1e-12)
+        np.testing.assert_allclose(tensors.grad.numpy()[r].reshape(-1, k), monomials[rows].T @ g[rows], atol=1e-12)

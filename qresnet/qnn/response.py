@@ -69,7 +69,7 @@ def _contract(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch
     monomials = v[:, 0] if q > 1 else torch.ones_like(theta)  # (R*M, 1) when the last input is the only one
     for i in range(1, q - 1):
         monomials = (monomials[:, :, None] * v[:, i, None, :]).reshape(len(monomials), -1)
-    partial = torch.bmm(monomials.reshape(runs, m, -1), tensor)  # (R, M, 3K): T contracted but for the last input
+    partial = torch.bmm(monomials.reshape(runs, m, monomials.shape[-1]), tensor)  # (R, M, 3K): T contracted but for the last input
     k = tensor.shape[-1] // 3
     return (partial.reshape(-1, 3, k) * v[:, -1, :, None]).sum(dim=1).reshape(runs, m, k)
 
@@ -94,10 +94,12 @@ def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, 
     blank_value = _contract(t, flat.new_zeros(r, 1, q), scale)  # (R, 1, K): the design point 0 of each run
     counts = inked.sum(dim=1)
     width = int(counts.max())
+    out = blank_value.expand(r, flat.shape[1], k)
+    if width == 0:  # every input blank
+        return out.reshape(*lead, k)
     # each run's inked inputs first, in order (a stable sort puts True before False when sorted descending)
     order = torch.sort(inked.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :width]  # (R, W)
     valid = torch.arange(width)[None, :] < counts[:, None]  # (R, W): the padding is False
     values = _contract(t, torch.gather(flat, 1, order[:, :, None].expand(-1, -1, q)), scale)  # (R, W, K)
-    out = blank_value.expand(r, flat.shape[1], k)
     rows = (torch.arange(r)[:, None].expand(-1, width)[valid], order[valid])
     return out.index_put(rows, values[valid]).reshape(*lead, k)
