@@ -10,7 +10,7 @@ from qresnet.backends import resolve_backend
 from qresnet.circuits import quantum_head
 from qresnet.errors import ConfigError
 from qresnet.nn import stacked_head_logits
-from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, make_qnn, stacked_head, stacked_qnn
+from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, make_qnn, segmented_qnn, stacked_qnn
 from qresnet.run.build import quantum_head_layer
 from test_engine_gradient import FILTER, qnn_with
 
@@ -163,8 +163,9 @@ def test_stacked_head_logits_equal_each_head_alone(spec, monkeypatch, rng):
         assert np.abs(d_weights.numpy()).max() > 1e-3 and np.abs(d_features.numpy()).max() > 1e-4
 
 
-def test_stacked_head_by_jacobians_equals_by_pullback(rng):
-    """stacked_head (S, B, F) by the segmented pullback and by per-row Jacobians: the same values and gradients."""
+def test_stacked_heads_by_jacobians_equal_by_pullback(rng):
+    """Two heads' batches (S, B, F) in one segmented call, by the segmented pullback and by per-row Jacobians: the
+    same values and gradients."""
     qnn = head_qnn(NOISY, 5, 3, 25)
     x = rng.normal(size=(2, 3, 25))
     w = rng.uniform(-np.pi, np.pi, (2, qnn.num_weights))
@@ -172,7 +173,8 @@ def test_stacked_head_by_jacobians_equals_by_pullback(rng):
     grads = []
     for derivatives in (Derivatives.PULLBACK, Derivatives.JACOBIANS):
         inputs, weights = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-        values = stacked_head(qnn, inputs, weights, derivatives)
+        segments = np.repeat(np.arange(2), 3)
+        values = segmented_qnn(qnn, inputs.reshape(6, -1), weights, segments, derivatives).reshape(2, 3, -1)
         (values * g).sum().backward()
         grads.append((values.detach().numpy(), inputs.grad.numpy(), weights.grad.numpy()))
     for a, b in zip(*grads):
@@ -181,8 +183,6 @@ def test_stacked_head_by_jacobians_equals_by_pullback(rng):
 
 def test_a_setting_without_rows_gets_a_zero_gradient(rng):
     """segmented_qnn with the last of three settings naming no row: its weights get 0, the others their rows'."""
-    from qresnet.qnn import segmented_qnn
-
     qnn = filter_qnn("aer")
     x = torch.tensor(rng.uniform(0, 1, (4, qnn.num_inputs)))
     weights = torch.tensor(rng.uniform(-np.pi, np.pi, (3, qnn.num_weights)), requires_grad=True)

@@ -18,7 +18,7 @@ from qresnet.qnn.connector import Float64TorchConnector
 from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall, QNNEvaluation
 from qresnet.qnn.gradient import BatchedParamShiftGradient
 from qresnet.qnn.response import design_points, evaluate_response, response_tensor
-from qresnet.qnn.stacked import segmented_qnn, stacked_head, stacked_qnn, stacks
+from qresnet.qnn.stacked import segmented_qnn, stacked_qnn, stacks
 
 
 GRADIENTS = ("auto", "engine", "batched", "stock")
@@ -97,7 +97,6 @@ __all__ = [
     "QNNEvaluation",
     "response_tensor",
     "segmented_qnn",
-    "stacked_head",
     "stacked_qnn",
     "stacks",
 ]

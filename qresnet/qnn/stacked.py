@@ -1,7 +1,6 @@
 """One QNN at S weight settings in one engine call, differentiable in each setting: the torch side of a stack.
 
     values = stacked_qnn(qnn, inputs, [w_1, ..., w_S])     # (S, N, K): the same inputs for every setting (filters)
-    values = stacked_head(qnn, inputs, [w_1, ..., w_S])    # (S, B, K): inputs (S, B, F), each run its own batch
     values = segmented_qnn(qnn, inputs, weights, segments) # (R, K): row r at weights[segments[r]]
 
 A stack of runs (:mod:`qresnet.run.stack`) trains S models of one shape together: each layer's rows are
@@ -21,13 +20,6 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qresnet.errors import CapabilityError, ConfigError
 from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall
-
-# How a stacked filter's weight gradient is taken, measured by benchmarks/stacked.py (2x2 filter, 81 design
-# points, forward + backward, a loaded 2-core machine): the segmented pullback took 0.3x to 0.9x the time of
-# forward-mode Jacobians at S = 1, 4, 8, 16 on aer and aer:fake_torino (S = 16: 27 to 33 ms against 38 to 40 ms;
-# S separate one-run calls: 65 to 69 ms).
-FILTER_DERIVATIVES = Derivatives.PULLBACK
-
 
 def stacks(qnn: Any) -> bool:
     """Whether ``qnn`` can be evaluated for many weight settings in one call: an EstimatorQNN on the engine's exact
@@ -82,7 +74,8 @@ def segmented_qnn(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[tor
     """``qnn`` for rows r at ``inputs[r]`` (R, I) with weights ``weights[segments[r]]`` (S settings (W,) each):
     (R, K), one engine call. The gradient reaches each setting's weights from its own rows only, and the inputs
     where they require it (a QNN with input gradients). ``derivatives``: PULLBACK (the default where the engine
-    pulls the QNN back) or JACOBIANS."""
+    pulls the QNN back: for the 2x2 filter's 81 design points at S = 1 to 16 it took 0.3x to 0.9x the time of
+    the Jacobians, benchmarks/stacked.py) or JACOBIANS."""
     _checked(qnn, "segmented_qnn")
     if derivatives is None:
         derivatives = Derivatives.PULLBACK if qnn.gradient.pulls_back(qnn) else Derivatives.JACOBIANS
@@ -96,34 +89,12 @@ def segmented_qnn(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[tor
 
 def stacked_qnn(qnn: EstimatorQNN, inputs: torch.Tensor | np.ndarray, weights: Sequence[torch.Tensor],
                 derivatives: Derivatives | None = None) -> torch.Tensor:
-    """``qnn`` at ``inputs`` (N, I) for each weight tensor (W,) of ``weights``: (S, N, K), one engine call; the
-    gradient of the result reaches each weight that requires it (none is computed when none does). The inputs
-    (a filter's design points) are not differentiated. ``derivatives`` defaults to :data:`FILTER_DERIVATIVES`
-    (the pullback only where the engine pulls the QNN back)."""
-    _checked(qnn, "stacked_qnn")
-    if derivatives is None:
-        derivatives = FILTER_DERIVATIVES
-    if derivatives is Derivatives.PULLBACK and not qnn.gradient.pulls_back(qnn):
-        derivatives = Derivatives.JACOBIANS
+    """``qnn`` at the same ``inputs`` (N, I) for each weight tensor (W,) of ``weights``: (S, N, K), one engine call
+    (:func:`segmented_qnn` on the N x S rows); the gradient reaches each weight that requires it. The inputs (a
+    filter's design points) are not differentiated."""
     x = torch.as_tensor(np.asarray(inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else inputs,
                                    dtype=float))
     x = x.reshape(len(x), -1)
     settings = len(weights)
-    rows = x.repeat(settings, 1)
-    w = torch.stack([v.to(torch.float64) for v in weights])
     segments = np.repeat(np.arange(settings), len(x))
-    return _Segmented.apply(w, rows, qnn, segments, _wanted(derivatives)).reshape(settings, len(x), -1)
-
-
-def stacked_head(qnn: EstimatorQNN, inputs: torch.Tensor, weights: Sequence[torch.Tensor] | torch.Tensor,
-                 derivatives: Derivatives | None = None) -> torch.Tensor:
-    """S runs' heads in one engine call: run s's inputs ``inputs[s]`` (S, B, F) with its weights ``weights[s]``
-    (S, W): (S, B, K), differentiable in each run's weights (its own rows only) and, for a QNN with input
-    gradients, in the inputs."""
-    if inputs.dim() != 3 or len(inputs) != len(weights):
-        raise ConfigError(f"stacked_head takes inputs (S, B, F) for S={len(weights)} weight settings, got shape "
-                          f"{tuple(inputs.shape)}")
-    settings, batch = inputs.shape[0], inputs.shape[1]
-    segments = np.repeat(np.arange(settings), batch)
-    return segmented_qnn(qnn, inputs.reshape(settings * batch, -1), weights, segments,
-                         derivatives).reshape(settings, batch, -1)
+    return segmented_qnn(qnn, x.repeat(settings, 1), weights, segments, derivatives).reshape(settings, len(x), -1)
