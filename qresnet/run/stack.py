@@ -152,17 +152,28 @@ def _responses(models: list, j: int) -> torch.Tensor:
     return torch.stack([l.response() if t is None else t for l, t in zip(column, tensors)])
 
 
-def stacked_logits(models: list, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def stack_responses(models: list) -> list[torch.Tensor] | None:
+    """Every layer's stacked response tensors (:func:`_responses`), or None where a layer is not a response-mode
+    quanvolution (the models then run one by one)."""
+    if not all(isinstance(l, QuanvLayer) and l.mode == "response" for l in models[0].layers):
+        return None
+    return [_responses(models, j) for j in range(len(models[0].layers))]
+
+
+def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
+                   ) -> list[torch.Tensor]:
     """Every model's logits on its own batch (equal sizes). Models whose layers are all response-mode
     quanvolutions run as ONE forward: the batches concatenated run-major through the first model's layers with
-    every run's response tensor (:meth:`QuanvLayer.fix_response` with a run axis), then each run's own head on
-    its part of the final map. Others (classical controls, per-patch layers) run one by one."""
-    carrier = models[0]
-    if not all(isinstance(l, QuanvLayer) and l.mode == "response" for l in carrier.layers):
+    every run's response tensor (``responses``, from :func:`stack_responses` when not given; an evaluation
+    passes them once for all its batches) fixed (:meth:`QuanvLayer.fix_response` with a run axis), then each
+    run's own head on its part of the final map. Others (classical controls, per-patch layers) run one by one."""
+    responses = stack_responses(models) if responses is None else responses
+    if responses is None:
         return [m(x) for m, x in zip(models, inputs)]
+    carrier = models[0]
     try:
-        for j, layer in enumerate(carrier.layers):
-            layer.fix_response(_responses(models, j))
+        for layer, tensor in zip(carrier.layers, responses):
+            layer.fix_response(tensor)
         features = carrier.features(torch.cat(inputs))
     finally:
         for layer in carrier.layers:
@@ -267,8 +278,11 @@ def _evaluate(members: list[Member]) -> list[tuple[tuple[float, float], tuple[fl
         return [None] * len(members)
     models = [s.model for s in sessions]
     batch = sessions[0].eval_batch
+    with torch.no_grad():
+        responses = stack_responses(models)  # the weights do not move while the sets are evaluated: once, not a batch
+
     def logits_of(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return stacked_logits(models, inputs)
+        return stacked_logits(models, inputs, responses)
     train_set = stacked_loss_and_accuracy(logits_of, [d.x_train for d in data], [d.y_train for d in data], batch)
     test_set = stacked_loss_and_accuracy(logits_of, [d.x_test for d in data], [d.y_test for d in data], batch)
     return list(zip(train_set, test_set))
