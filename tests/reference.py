@@ -1,6 +1,23 @@
-"""Independent numpy references: the filter of docs/design.md section 1, simulated gate by gate."""
+"""Independent numpy references: the filter of docs/design.md section 1, simulated gate by gate; and the one
+tolerance by which two runs' numbers count as equal to rounding."""
 
 import numpy as np
+import pytest
+
+
+def equal_to_rounding(a, b) -> bool:
+    """True when ``a`` and ``b`` (nested dicts, lists, numbers) agree, floats to rounding, everything else exactly.
+
+    A run trained in another stack (a resume that regroups its stack) sums the same terms in another order, so its
+    losses and gradient norms may differ in the last bits; its predictions, hence accuracies, must not.
+    """
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal_to_rounding(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(equal_to_rounding(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def ry(theta):

@@ -18,6 +18,7 @@ from qresnet.cli.arguments import parse_seeds
 from qresnet.errors import ConfigError
 from qresnet.study.sweep import SweepConfig, run_sweep
 from qresnet.run.rundir import RunDir
+from reference import equal_to_rounding
 
 TINY = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0, 1, 2))
 
@@ -159,16 +160,7 @@ def test_a_resumed_multi_seed_sweep_equals_an_uninterrupted_one(sweep_dir, tmp_p
         return [({k: v for k, v in r.to_dict().items() if k not in skip},
                  [{k: v for k, v in m.to_row().items() if k != "seconds"} for m in r.metrics]) for r in result.runs]
 
-    def close(a, b) -> bool:  # the resumed run trains in another stack: losses and norms agree to rounding
-        if isinstance(a, float) and isinstance(b, float):
-            return a == pytest.approx(b, rel=1e-9, abs=1e-12)
-        if isinstance(a, dict):
-            return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
-        if isinstance(a, (list, tuple)):
-            return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
-        return a == b
-
-    assert close(strip(again), strip(rows))
+    assert equal_to_rounding(strip(again), strip(rows))  # the resumed run trains in another stack
     accuracies = [[(m.train_acc, m.test_acc) for m in r.metrics] for r in again.runs]
     assert accuracies == [[(m.train_acc, m.test_acc) for m in r.metrics] for r in rows.runs]  # predictions exactly
     assert cli.main(["compare", "--seeds", "0-2", "--configs", "none;O1+O2", "--backends", "aer", "--classes", "0,1",

@@ -33,6 +33,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional extra [ray]: pip in
 from qresnet import cli  # noqa: E402
 from qresnet.study.sweep import SweepConfig, run_sweep  # noqa: E402
 import torch  # noqa: E402
+from reference import equal_to_rounding  # noqa: E402
 
 RAY = Path(sys.executable).parent / "ray"
 TINY = dict(classes=(0, 1), per_class=8, epochs=3, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0, 1))
@@ -49,6 +50,14 @@ def _numbers(path: Path) -> list[dict]:
         row["metrics"] = [{k: v for k, v in m.items() if k != "seconds"} for m in r["metrics"]]
         out.append(row)
     return out
+
+
+def _equals_serial(out: Path, serial: list[dict]) -> bool:
+    """A resumed run may finish in a smaller stack: losses and norms equal to rounding, accuracies exactly."""
+    mine = _numbers(out)
+    accuracies = [[(m["train_acc"], m["test_acc"]) for m in r["metrics"]] for r in mine]
+    return (equal_to_rounding(mine, serial)
+            and accuracies == [[(m["train_acc"], m["test_acc"]) for m in r["metrics"]] for r in serial])
 
 
 def _free_port() -> int:
@@ -141,7 +150,7 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
     assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
     killer.join()
     assert killed, "no task was running to be killed"
-    assert _numbers(out) == serial
+    assert _equals_serial(out, serial)
 
 
 def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, serial, tmp_path):
@@ -163,7 +172,7 @@ def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, seria
     assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert sum(r["reused"] for r in rows) >= finished
-    assert _numbers(out) == serial
+    assert _equals_serial(out, serial)
 
 
 def test_a_run_that_fails_is_reported_and_the_others_finish(cluster, tmp_path, monkeypatch):
