@@ -107,9 +107,10 @@ class CompletedJob(BasePrimitiveJob):
 def group_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct rows, inverse) of a 2D array, like ``np.unique(axis=0)`` but by a 1D key.
 
-    The key is a fixed random projection of each row; equal rows get equal keys, and the
-    grouping is checked row by row, with the exact (slower) ``np.unique`` if two distinct
-    rows ever share a key.
+    The key is a fixed random projection of each row. Equal rows may get keys that differ in the
+    last bits (a matrix product rounds some rows by another kernel than others), so neighbours in
+    key order whose rows are equal are merged; the grouping is checked row by row, with the exact
+    (slower) ``np.unique`` if two distinct rows ever share a key.
 
     >>> rows, inverse = group_rows(np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]]))
     >>> rows.tolist(), inverse.tolist()
@@ -120,6 +121,11 @@ def group_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = x @ _PROJECTION[: x.shape[1]]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     distinct = x[first]
+    if len(distinct) > 1:
+        same = np.all(distinct[1:] == distinct[:-1], axis=1)  # equal rows split by their keys' rounding
+        if same.any():
+            merged = np.concatenate([[0], np.cumsum(~same)])
+            distinct, inverse = distinct[np.concatenate([[True], ~same])], merged[inverse]
     if not np.array_equal(distinct[inverse], x):
         distinct, inverse = np.unique(x, axis=0, return_inverse=True)
     return distinct, inverse.reshape(-1)
