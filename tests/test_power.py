@@ -90,6 +90,12 @@ def test_at_the_cap_the_plan_states_the_smallest_half_width_it_reaches():
     assert plans[11].n == 8 and plans[11].capped
     assert plans[11].cap_half_width == pytest.approx(expected_half_width(stats.tstd(spread), 8))
     assert "capped at 8" in plans[11].why
+    # and what it would have asked for without the cap: the smallest n whose expected half-width reaches w
+    part = next(p for p in plans[11].parts if p.s is not None)
+    asks = next(n for n in range(5, 100000) if expected_half_width(part.s, n) <= part.w)
+    assert plans[11].asks == part.asks == asks > 8 and f"it asks for {asks}" in plans[11].why
+    assert PowerRule(pilot=5, cap=asks).seeds(part.s, part.w) == (asks, False)  # the same n once the cap allows it
+    assert PowerRule().uncapped(0.05, 0.0) is None  # a mean on the boundary: no n decides it
 
 
 def test_the_main_study_extends_the_pilots_seeds_and_the_rule_is_checked():

@@ -92,12 +92,21 @@ class PowerRule:
 
     def seeds(self, s: float, w: float) -> tuple[int, bool]:
         """The smallest n in [least, cap] with expected half-width <= w, and whether the cap stopped the search."""
+        n = self.uncapped(s, w)
+        return (n, False) if n is not None and n <= self.cap else (self.cap, True)
+
+    def uncapped(self, s: float, w: float) -> int | None:
+        """The smallest n, at least :attr:`least`, with expected half-width <= w, whatever the cap (None if w <= 0
+        while s > 0: no n decides). What a capped plan would have asked for."""
         if s == 0:
-            return self.least, False
-        for n in range(self.least, self.cap + 1):
-            if w > 0 and half_width(s, n) <= w:
-                return n, False
-        return self.cap, True
+            return self.least
+        if w <= 0:
+            return None
+        # t >= z, so no n below (z s / w)^2 qualifies: start there, not at least
+        n = max(self.least, math.floor((float(stats.norm.ppf(0.5 + ev.CONFIDENCE / 2)) * s / w) ** 2))
+        while half_width(s, n) > w:
+            n += 1
+        return n
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ class PartPlan:
     w: float | None
     n: int
     capped: bool
+    asks: int | None = None  # the n the rule asks for without the cap (None: no n decides)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +142,13 @@ class ClaimPlan:
     cap_half_width: float | None = None  # at the cap: the smallest half-width the cap reaches for the driving part
 
     @property
+    def asks(self) -> int | None:
+        """The seeds the claim would take without the cap: the largest its parts ask for (None: a part that no n
+        decides)."""
+        wanted = [p.asks for p in self.parts if p.s is not None]
+        return None if None in wanted else max(wanted, default=self.n)
+
+    @property
     def driver(self) -> PartPlan | None:
         planned = [p for p in self.parts if p.s is not None]
         return max(planned, key=lambda p: (p.n, p.s)) if planned else None
@@ -140,6 +157,7 @@ class ClaimPlan:
         d = self.driver
         return {"claim": self.claim, "study": self.study, "pilot_n": d.pilot_n if d else None,
                 "s": d.s if d else None, "w": d.w if d else None, "planned_n": self.n, "capped": self.capped,
+                "asks_uncapped": self.asks,
                 "cap_half_width": self.cap_half_width, "why": self.why, "parts": [p.to_dict() for p in self.parts]}
 
 
@@ -147,11 +165,13 @@ def plan_part(part_label: str, rule: str, backend: str, value: ev.Paired | None,
     """One part's seeds from its pilot difference."""
     if value is None or value.std is None:  # nothing to estimate from: the part keeps the seeds the pilot has
         n = 0 if value is None else value.n
-        return PartPlan(part_label, backend, rule, n, None if value is None else value.mean, None, None, None, n, False)
+        return PartPlan(part_label, backend, rule, n, None if value is None else value.mean, None, None, None, n, False,
+                        n)
     distance = decisive_distance(rule, value.mean)
     w = distance / power.factor
     n, capped = power.seeds(value.std, w)
-    return PartPlan(part_label, backend, rule, value.n, value.mean, value.std, distance, w, n, capped)
+    return PartPlan(part_label, backend, rule, value.n, value.mean, value.std, distance, w, n, capped,
+                    power.uncapped(value.std, w))
 
 
 def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[str] = BACKENDS) -> list[ClaimPlan]:
@@ -172,8 +192,10 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
                f"{driver.rule} boundary {driver.distance:.3f} away, w = {driver.w:.4f}")
         cap_half = half_width(driver.s, power.cap) if capped else None
         if capped:
-            why += (f"; capped at {power.cap}: the cap's half-width is {cap_half:.3f}, so the claim is decided only "
-                    f"if its mean lies at least that far from the boundary")
+            asks = max((p.asks for p in part_plans if p.s is not None and p.asks is not None), default=None)
+            wanted = f"it asks for {asks}" if asks is not None else "no number of seeds decides it"
+            why += (f"; capped at {power.cap} ({wanted}): the cap's half-width is {cap_half:.3f}, so the claim is "
+                    f"decided only if its mean lies at least that far from the boundary")
         plans.append(ClaimPlan(number, parts[0].study, n, capped, part_plans, why, cap_half))
     return plans
 

@@ -305,11 +305,13 @@ def _report(budget: str, main: Mapping[str, SweepConfig], results: Mapping[str, 
     lines += ["## The paper's figures beside ours", "", PAPER_TEXT, "", *paper_table(against_paper), ""]
     lines += ["## Seeds planned by power", "", POWER_TEXT, "",
               f"This study: a pilot of {power.pilot} seeds, w = D / {power.factor:g}, at most {power.cap} seeds.", "",
-              "| claim | study | pilot seeds | s | w | planned seeds | capped | why |", "|---|---|---|---|---|---|---|---|"]
+              "| claim | study | pilot seeds | s | w | planned seeds | capped (asks for) | why |",
+              "|---|---|---|---|---|---|---|---|"]
     for p in plans:
         d = p.driver
+        capped = f"yes ({p.asks if p.asks is not None else 'no n decides'})" if p.capped else "no"
         lines.append(f"| {p.claim} | {p.study} | {d.pilot_n if d else '-'} | {f'{d.s:.3f}' if d else '-'} | "
-                     f"{f'{d.w:.4f}' if d else '-'} | {p.n} | {'yes' if p.capped else 'no'} | {p.why} |")
+                     f"{f'{d.w:.4f}' if d else '-'} | {p.n} | {capped} | {p.why} |")
     lines += [f"| {n} | - | - | - | - | - | - | {why} |" for n, why in UNPLANNED.items()]
     differences = noisy_minus_ideal(results)
     outside = [d for d in differences if _excludes_zero(d)]
