@@ -63,6 +63,10 @@ BAD_INPUTS = [
     (["reproduce", "--max-seeds", "0"], "--max-seeds=0 must be a positive integer"),
     (["reproduce", "--pilot-seeds", "1"], "--pilot-seeds=1 must be"),
     (["reproduce", "--budget", "tiny", "--pilot-seeds", "4", "--max-seeds", "3", "--out", "r"], "seed cap=3 must be"),
+    (["reproduce", "--max-seeds", "40,paper-quantum=3", "--out", "r"], "seed cap of study paper-quantum=3 must be"),
+    (["reproduce", "--max-seeds", "40,three=10", "--out", "r"], "the power plan sets the seeds of single, paper"),
+    (["reproduce", "--max-seeds", "40,50"], "--max-seeds '40,50' must be a count, STUDY=count pairs"),
+    (["reproduce", "--max-seeds", "paper=0"], "--max-seeds paper=0 must be a positive integer"),
     (["grads", "--seed", "-1"], "--seed=-1 must be a non-negative integer"),
     (["grads", "--batch-size", "0"], "--batch-size=0 must be a positive integer"),
     (["jobs", "submit", "r", "--backend", "local:fake_manila", "--validate-patches", "-1", "--ledger", "l.sqlite"],
@@ -82,6 +86,7 @@ def test_every_bad_input_ends_in_one_line_and_a_nonzero_exit(tmp_path, monkeypat
             caret = 2 if "malformed residual spec" in message else 0  # the spec and a caret under the fault
             assert len(lines) == 1 + caret and lines[0].startswith("error: "), (argv, err)
     assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "r").exists() and not (tmp_path / "reports").exists()  # refused before --out is made
 
 
 def test_train_takes_the_transpiler_flags(tmp_path, capsys):

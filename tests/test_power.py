@@ -98,6 +98,18 @@ def test_at_the_cap_the_plan_states_the_smallest_half_width_it_reaches():
     assert PowerRule().uncapped(0.05, 0.0) is None  # a mean on the boundary: no n decides it
 
 
+def test_a_study_with_its_own_cap_is_planned_to_it_and_the_others_to_the_cap():
+    spread = [0.30, -0.20, 0.25, -0.15, 0.05]  # wide: the uncapped plan asks for far more than 8 seeds
+    pilot = {"paper": _runs({("O1+O2", False): spread})}
+    alone = {p.claim: p for p in plan_claims(pilot, PowerRule(pilot=5, cap=40), ("aer",))}
+    own = {p.claim: p for p in plan_claims(pilot, PowerRule(pilot=5, cap=40, study_caps={"paper": 8}), ("aer",))}
+    other = {p.claim: p for p in plan_claims(pilot, PowerRule(pilot=5, cap=40, study_caps={"single": 6}), ("aer",))}
+    assert alone[11].n == other[11].n == 40 and alone[11].capped
+    assert own[11].n == 8 and own[11].capped and "capped at 8" in own[11].why
+    assert own[11].asks == alone[11].asks > 40  # the ask does not depend on the cap
+    assert study_seeds(list(own.values()), {"paper": 5})["paper"] == 8
+
+
 def test_the_main_study_extends_the_pilots_seeds_and_the_rule_is_checked():
     assert extend_seeds((0, 1, 2, 3, 4), 8) == (0, 1, 2, 3, 4, 5, 6, 7)
     assert extend_seeds((0, 3), 4) == (0, 3, 4, 5) and extend_seeds((0, 1), 2) == (0, 1)

@@ -15,6 +15,7 @@ from qresnet.backends.options import BackendOptions
 from qresnet.choices import (ANSATZES, ENGINES, ENTANGLEMENTS, EXECUTION_MODES, FILTER_ENCODINGS, FILTER_KINDS,
                              OPTIMIZATION_LEVELS, READOUTS, RESILIENCE_LEVELS)
 from qresnet.errors import ConfigError, LayoutError
+from qresnet.values import checked_int
 
 BACKEND_HELP = ("aer | aer:<fake device>[@<scale>] | noise:<channel>:<p> | local:<fake device> | ibm:<device> "
                 "(default: aer; `qresnet backends` lists them)")
@@ -70,6 +71,36 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
     if len(set(seeds)) < len(seeds):
         raise ConfigError(f"--seeds {text!r} names a seed twice")
     return tuple(seeds)
+
+
+def parse_seed_caps(text: str | None) -> tuple[int | None, dict[str, int] | None]:
+    """``--max-seeds 40`` (every planned study's cap), ``paper-quantum=10`` (one study's), or both:
+    ``40,paper-quantum=10``. Returns (the cap or None, {study: cap} or None); the counts are checked where the
+    rule is made.
+
+    >>> parse_seed_caps("40,paper-quantum=10"), parse_seed_caps("12")
+    ((40, {'paper-quantum': 10}), (12, None))
+    """
+    if text is None:
+        return None, None
+    cap, studies = None, {}
+    try:
+        for part in text.split(","):
+            study, equals, count = part.strip().rpartition("=")
+            if equals and study.strip() and study.strip() not in studies:
+                studies[study.strip()] = int(count)
+            elif not equals and cap is None:
+                cap = int(count)
+            else:
+                raise ValueError
+    except ValueError:
+        raise ConfigError(f"--max-seeds {text!r} must be a count, STUDY=count pairs, or both, each once: e.g. 40 or "
+                          "40,paper-quantum=10") from None
+    if cap is not None:
+        checked_int(cap, "--max-seeds")
+    for study, count in studies.items():
+        checked_int(count, f"--max-seeds {study}")
+    return cap, studies or None
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, *, backend: str | None = BACKEND_HELP,

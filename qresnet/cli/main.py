@@ -15,7 +15,7 @@ from qresnet.choices import (BUDGETS, CONFIG_SETS, DATASETS, DEFAULT_HEAD_REPS, 
                              EXECUTORS, FORMATS, HEAD_ENCODING_NOISE, HEADS, MODES, PRESET_NAMES, READOUTS,
                              REPRODUCTION_STUDIES, RUN_MODES, TEMPLATES)
 from qresnet.cli.arguments import (add_backend_arguments, add_filter_arguments, backend_options, filter_values,
-                                  parse_ints, parse_seeds, print_table)
+                                  parse_ints, parse_seed_caps, parse_seeds, print_table)
 from qresnet.cli.diagnose import add_diagnose_parser
 from qresnet.cli.evaluate import add_evaluate_parser
 from qresnet.cli.jobs import add_jobs_parser
@@ -110,19 +110,19 @@ def _stack(args: argparse.Namespace) -> int | None:
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from qresnet.study.design_study import run_design_study
-    from qresnet.study.reproduce import run_reproduction
+    from qresnet.study.reproduce import power_rule, run_reproduction
     from qresnet.study.robustness import run_robustness
 
     runners = {"claims": run_reproduction, "robustness": run_robustness, "design": run_design_study}  # --study
     checked_int(args.jobs, "--jobs")
-    for flag, value, least in (("--pilot-seeds", args.pilot_seeds, 2), ("--max-seeds", args.max_seeds, 1)):
-        if value is not None:
-            checked_int(value, flag, least)
+    if args.pilot_seeds is not None:
+        checked_int(args.pilot_seeds, "--pilot-seeds", 2)
+    cap, study_caps = parse_seed_caps(args.max_seeds)
+    power = {k: v for k, v in (("pilot", args.pilot_seeds), ("cap", cap), ("study_caps", study_caps)) if v is not None}
+    options = {"power": power_rule(args.budget, power)} if args.study == "claims" else {}  # refused before --out
     name = "reproduction" if args.study == "claims" else args.study
     out = Path(args.out) if args.out else Path("reports") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with _locked(out, args.wait):
-        power = {k: v for k, v in (("pilot", args.pilot_seeds), ("cap", args.max_seeds)) if v is not None}
-        options = {"power": power} if args.study == "claims" else {}
         report = runners[args.study](out, args.budget, args.data_dir, args.jobs, args.executor, args.ray_address,
                                      stack=_stack(args), **options)
     print(report.read_text().split("## Studies")[0].split("## Accuracy against noise level")[0])
@@ -341,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tiny: the pipeline on digits (minutes)")
     p.add_argument("--pilot-seeds", type=int, default=None,
                    help="claims: seeds of the pilot that plans the rest (default: 5; tiny: 2)")
-    p.add_argument("--max-seeds", type=int, default=None,
-                   help="the most seeds the power plan may ask a study for (default: 40; tiny: 3)")
+    p.add_argument("--max-seeds", default=None, metavar="N[,STUDY=N...]",
+                   help="the most seeds the power plan may ask a study for (default: 40; tiny: 3); STUDY=N sets one "
+                        "study's own cap, e.g. 40,paper-quantum=10 (a capped claim states what it asks for)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $QRESNET_DATA_DIR)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (--executor processes)")
     p.add_argument("--executor", choices=EXECUTORS, default="processes")

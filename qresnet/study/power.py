@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from scipy import stats
@@ -69,12 +69,21 @@ class PowerRule:
     pilot: int = PILOT_SEEDS
     cap: int = MAX_SEEDS
     factor: float = FACTOR
+    study_caps: tuple[tuple[str, int], ...] = ()  # (study, cap) pairs that replace ``cap`` for those studies
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pilot", checked_int(self.pilot, "pilot seeds", 2))
         object.__setattr__(self, "cap", checked_int(self.cap, "seed cap", self.pilot))
         if not (isinstance(self.factor, (int, float)) and math.isfinite(self.factor) and self.factor > 0):
             raise ConfigError(f"factor={self.factor!r} must be a positive number")
+        pairs = dict(self.study_caps.items() if isinstance(self.study_caps, Mapping) else self.study_caps)
+        object.__setattr__(self, "study_caps", tuple(sorted(
+            (str(study), checked_int(cap, f"seed cap of study {study}", self.pilot)) for study, cap in pairs.items())))
+
+    def for_study(self, study: str | None) -> PowerRule:
+        """This rule with ``study``'s own cap, if it has one."""
+        caps = dict(self.study_caps)
+        return self if study not in caps else replace(self, cap=caps[study], study_caps=())
 
     @classmethod
     def coerce(cls, value: PowerRule | Mapping[str, Any] | None) -> PowerRule:
@@ -179,7 +188,8 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
     plans = []
     for number, parts in PARTS.items():
         runs = pilot.get(parts[0].study) or Runs([])
-        part_plans = tuple(plan_part(p.label, p.rule, b, p.difference(runs, b), power)
+        rule = power.for_study(parts[0].study)
+        part_plans = tuple(plan_part(p.label, p.rule, b, p.difference(runs, b), rule)
                            for p in parts for b in backends)
         n = max(p.n for p in part_plans)
         capped = any(p.capped for p in part_plans)
@@ -190,11 +200,11 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
             continue
         why = (f"{driver.label} on {driver.backend}: pilot mean {driver.mean:+.3f}, s {driver.s:.3f}, "
                f"{driver.rule} boundary {driver.distance:.3f} away, w = {driver.w:.4f}")
-        cap_half = half_width(driver.s, power.cap) if capped else None
+        cap_half = half_width(driver.s, rule.cap) if capped else None
         if capped:
             asks = max((p.asks for p in part_plans if p.s is not None and p.asks is not None), default=None)
             wanted = f"it asks for {asks}" if asks is not None else "no number of seeds decides it"
-            why += (f"; capped at {power.cap} ({wanted}): the cap's half-width is {cap_half:.3f}, so the claim is "
+            why += (f"; capped at {rule.cap} ({wanted}): the cap's half-width is {cap_half:.3f}, so the claim is "
                     f"decided only if its mean lies at least that far from the boundary")
         plans.append(ClaimPlan(number, parts[0].study, n, capped, part_plans, why, cap_half))
     return plans

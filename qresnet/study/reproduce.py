@@ -212,16 +212,20 @@ def run_reproduction(out: str | Path, budget: str = "full", data_dir: str | None
     :func:`run_sweep`'s (None: from memory)."""
     with OutputLock(out):
         return _reproduce_locked(Path(out), budget, data_dir, jobs, executor, ray_address, progress, plan, variants,
-                                 stack, _power_rule(budget, power))
+                                 stack, power_rule(budget, power))
 
 
-def _power_rule(budget: str, power: PowerRule | Mapping[str, Any] | None) -> PowerRule:
+def power_rule(budget: str, power: PowerRule | Mapping[str, Any] | None) -> PowerRule:
     """The budget's :data:`POWER` rule, or ``power``: a rule, or a mapping of the fields that differ from the budget's."""
     if budget not in POWER:
         raise ConfigError(f"budget={budget!r} must be one of {', '.join(BUDGETS)}")
-    if isinstance(power, Mapping):
-        return PowerRule.coerce({**dataclasses.asdict(POWER[budget]), **power})
-    return POWER[budget] if power is None else PowerRule.coerce(power)
+    rule = PowerRule.coerce({**dataclasses.asdict(POWER[budget]), **power}) if isinstance(power, Mapping) else (
+        POWER[budget] if power is None else PowerRule.coerce(power))
+    unknown = [study for study, _ in rule.study_caps if study not in PLANNED]
+    if unknown:
+        raise ConfigError(f"seed cap for study {unknown[0]!r}: the power plan sets the seeds of {', '.join(PLANNED)} "
+                          "only")
+    return rule
 
 
 def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, executor: str, ray_address: str | None,
@@ -304,7 +308,8 @@ def _report(budget: str, main: Mapping[str, SweepConfig], results: Mapping[str, 
         lines.append("")
     lines += ["## The paper's figures beside ours", "", PAPER_TEXT, "", *paper_table(against_paper), ""]
     lines += ["## Seeds planned by power", "", POWER_TEXT, "",
-              f"This study: a pilot of {power.pilot} seeds, w = D / {power.factor:g}, at most {power.cap} seeds.", "",
+              f"This study: a pilot of {power.pilot} seeds, w = D / {power.factor:g}, at most {power.cap} seeds"
+              + "".join(f"; at most {cap} for `{study}`" for study, cap in power.study_caps) + ".", "",
               "| claim | study | pilot seeds | s | w | planned seeds | capped (asks for) | why |",
               "|---|---|---|---|---|---|---|---|"]
     for p in plans:
