@@ -52,6 +52,8 @@ def test_a_resumed_reproduction_equals_an_uninterrupted_one(tmp_path, monkeypatc
     assert text.index("| 1. One trainable") < text.index("### Claim 1") < text.index("## The paper's figures beside ours") \
         < text.index("## Seeds planned by power")
     assert "| 11 | O1+O2 - frozen | aer | held-out test (the paper's validation) |" in text
+    for figure in ("reproduction_claims.png", "reproduction_paper.png"):  # the paper's figures drawn beside ours
+        assert f"![{figure}]({figure})" in text and (whole.parent / figure).stat().st_size > 0
     single = json.loads((whole.parent / "single" / "results.json").read_text())["results"]
     assert sorted((r["seed"], r["reused"]) for r in single) == [(0, True), (0, True), (1, True), (1, True),
                                                                  (2, False), (2, False)]

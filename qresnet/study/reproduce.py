@@ -138,14 +138,16 @@ def _excludes_zero(row: str) -> bool:
     return found is not None and (float(found.group(1)) > 0 or float(found.group(2)) < 0)
 
 
-def _figures(results: dict[str, Runs], out: Path) -> list[str]:
+def _figures(results: dict[str, Runs], out: Path, against_paper: Sequence[PaperRow] = ()) -> list[str]:
     """reproduction_claims.png: the paired differences behind every claim made of parts, per backend;
-    reproduction_reach.png: claim 7, each three-layer configuration's mean gain over its frozen benchmark
+    reproduction_paper.png: our relative gain with its interval beside the paper's figure, per claim, split and
+    backend; reproduction_reach.png: claim 7, each three-layer configuration's mean gain over its frozen benchmark
     against the layers the gradient reaches. Returns the names written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     from qresnet.run.figures import save_figure
 
@@ -172,6 +174,28 @@ def _figures(results: dict[str, Runs], out: Path) -> list[str]:
     fig.tight_layout()
     save_figure(fig, out / "reproduction_claims.png")
     written.append("reproduction_claims.png")
+    if against_paper:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(against_paper) + 1.5))
+        for i, row in enumerate(against_paper):
+            color = f"C{BACKENDS.index(row.backend)}" if row.backend in BACKENDS else "C2"
+            if row.relative is not None:
+                err = None if row.relative.low is None else [[row.relative.mean - row.relative.low],
+                                                             [row.relative.high - row.relative.mean]]
+                ax.errorbar(row.relative.mean, i, xerr=err, fmt="o", color=color, capsize=3,
+                            label=f"ours, {row.backend}" if row.backend not in [r.backend for r in against_paper[:i]]
+                            else None)
+            ax.plot(row.paper, i, "D", color="black", markersize=5, label="the paper" if i == 0 else None)
+        ax.set_yticks(range(len(against_paper)),
+                      [f"claim {r.claim}: {r.label}, {'training' if r.split == 'train' else 'held-out'}, {r.backend}"
+                       for r in against_paper], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("relative gain (a - b) / b: ours with its 95% interval, the paper's figure")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        save_figure(fig, out / "reproduction_paper.png")
+        written.append("reproduction_paper.png")
     three = results.get("three")
     if three is not None and three.rows:
         s = Setting(BACKENDS[0], "linear")
@@ -265,9 +289,9 @@ def _reproduce_locked(out: Path, budget: str, data_dir: str | None, jobs: int, e
         varied = {**results, variant.study: study(f"variant-{variant.name}", variant.sweep(main))}
         variant_rows += [dataclasses.replace(r, variant=variant.name, test=f"{r.test}; variant: {variant.change}")
                          for r in decide(varied, audit) if r.number == variant.claim]
-    figures = _figures(results, out)
-    seconds = time.perf_counter() - began
     against_paper = paper_rows(results, [b for b in BACKENDS if b in backends])
+    figures = _figures(results, out, against_paper)
+    seconds = time.perf_counter() - began
     atomic_write_json(out / "claims.json", {
         "budget": budget, "rules": ev.RULES, "claims": [r.to_dict() for r in claims],
         "variants": [r.to_dict() for r in variant_rows], "noise_changes_verdicts": noise_changes(claims),
