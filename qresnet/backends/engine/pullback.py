@@ -41,6 +41,7 @@ from qresnet.backends.engine.encoded import (
     project_to_features,
 )
 from qresnet.backends.engine.gradient import body_operations, prefix_states
+from qresnet.backends.engine.grid import prefix_grid
 from qresnet.backends.engine.program import Program
 from qresnet.backends.engine.simulate import (
     _apply,
@@ -149,6 +150,16 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     folded, images, ops = _images(program, observables, representatives)
+    grid = None if inputs else prefix_grid(program, values, group, len(settings))
+    if grid is not None:  # the design points of a filter: a few Bloch vectors per qubit, not one per row
+        def pull_grid(g: np.ndarray) -> tuple[None, np.ndarray]:
+            on_grid = grid.scatter(np.asarray(g, dtype=float).reshape(rows, k))
+            d = _walk(grid.cotangent_state(on_grid), images, ops, n, len(program.parameters),
+                      None if segments is None else owner, count)
+            d += segment_sum(grid.prefix_gradients(folded, on_grid), None if segments is None else owner, count)
+            return None, _by_setting(d[:, weights], segments)
+
+        return grid.values(folded), pull_grid
     prefix = prefix_states(program, values, frozenset(inputs) | frozenset(weights))
     out, env = environments(folded, group, prefix.bloch)
 
