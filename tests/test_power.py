@@ -3,6 +3,7 @@ than the cap, and the formula against scipy's t quantiles computed here."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -108,6 +109,20 @@ def test_a_study_with_its_own_cap_is_planned_to_it_and_the_others_to_the_cap():
     assert own[11].n == 8 and own[11].capped and "capped at 8" in own[11].why
     assert own[11].asks == alone[11].asks > 40  # the ask does not depend on the cap
     assert study_seeds(list(own.values()), {"paper": 5})["paper"] == 8
+
+
+def test_at_the_cap_the_part_that_asks_for_most_seeds_drives_the_claim():
+    # claim 11's parts on two backends, both capped at 8: on aer a mean near the boundary with a small spread asks
+    # for far more seeds than a wide spread far from it on aer:fake_torino; the one that asks more drives the
+    # plan (not the wider one), and its spread sets the cap's half-width
+    near, wide = [0.06, -0.04, 0.05, -0.03, 0.01], [0.45, -0.10, 0.30, -0.05, 0.15]
+    runs = _runs({("O1+O2", False): near}).rows + [
+        dataclasses.replace(r, backend="aer:fake_torino") for r in _runs({("O1+O2", False): wide}).rows]
+    plan = {p.claim: p for p in plan_claims({"paper": Runs(runs)}, PowerRule(pilot=5, cap=8))}[11]
+    part = {p.backend: p for p in plan.parts if p.s is not None}
+    assert plan.capped and part["aer"].asks > part["aer:fake_torino"].asks > 8 and part["aer"].s < part["aer:fake_torino"].s
+    assert plan.driver.backend == "aer" and plan.asks == part["aer"].asks and "on aer:" in plan.why
+    assert plan.cap_half_width == pytest.approx(expected_half_width(stats.tstd(near), 8))
 
 
 def test_the_main_study_extends_the_pilots_seeds_and_the_rule_is_checked():

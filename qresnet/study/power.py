@@ -160,7 +160,7 @@ class ClaimPlan:
     @property
     def driver(self) -> PartPlan | None:
         planned = [p for p in self.parts if p.s is not None]
-        return max(planned, key=lambda p: (p.n, p.s)) if planned else None
+        return max(planned, key=_demand) if planned else None
 
     def to_dict(self) -> dict[str, Any]:
         d = self.driver
@@ -168,6 +168,12 @@ class ClaimPlan:
                 "s": d.s if d else None, "w": d.w if d else None, "planned_n": self.n, "capped": self.capped,
                 "asks_uncapped": self.asks,
                 "cap_half_width": self.cap_half_width, "why": self.why, "parts": [p.to_dict() for p in self.parts]}
+
+
+def _demand(part: PartPlan) -> tuple[int, float, float]:
+    """What makes a part drive its claim's plan: its seeds, then (at the cap, where many parts share that n) the
+    seeds it asks for without the cap (none decides: the most), then its spread."""
+    return part.n, math.inf if part.asks is None else part.asks, part.s or 0.0
 
 
 def plan_part(part_label: str, rule: str, backend: str, value: ev.Paired | None, power: PowerRule) -> PartPlan:
@@ -193,7 +199,7 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
                            for p in parts for b in backends)
         n = max(p.n for p in part_plans)
         capped = any(p.capped for p in part_plans)
-        driver = max(part_plans, key=lambda p: (p.n, p.s or 0.0))
+        driver = max(part_plans, key=_demand)
         if driver.s is None:
             why = f"no estimate from the pilot ({driver.label} on {driver.backend}): the study keeps the pilot's seeds"
             plans.append(ClaimPlan(number, parts[0].study, n, False, part_plans, why))
