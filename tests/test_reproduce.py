@@ -3,6 +3,7 @@ variants run only for claims that did not reproduce (the claims themselves: test
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from qresnet.study.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
@@ -80,3 +81,14 @@ def test_variants_run_only_for_claims_that_did_not_reproduce():
     assert variants_needed([ClaimRow(3, "c", "t", "aer", "r", NOT_REPRODUCED, variant="lr")], (lr,)) == []
     sweep = lr.sweep({"paper": SweepConfig.from_preset("paper", seeds=(0, 1, 2))})
     assert sweep.lr == 0.05 and sweep.seeds == (0, 1, 2) and sweep.preset == "paper"
+
+
+def test_claim_8_counts_the_intervals_that_exclude_0_from_their_numbers_not_their_rounded_text():
+    from qresnet.study import evidence as ev
+    from qresnet.study.reproduce import _excludes_zero
+
+    b = np.linspace(0.80, 0.90, 8)
+    below = ev.paired(b - 0.0004 + np.linspace(-1e-4, 1e-4, 8), b)  # high < 0, but it prints as -0.000
+    assert below.high < 0 and "-0.000]" in below.describe() and _excludes_zero(below)
+    assert not _excludes_zero(ev.paired(b + np.linspace(-0.01, 0.01, 8), b))
+    assert _excludes_zero(ev.paired(b + 0.01 + np.linspace(-1e-3, 1e-3, 8), b))
