@@ -5,6 +5,7 @@ and noisy; and the rows that must keep the row-by-row route."""
 import numpy as np
 import pytest
 
+import qresnet.backends.engine.grid as grid_module
 import qresnet.backends.engine.pullback as pullback_module
 from qresnet.backends.engine.grid import prefix_grid
 from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, design_points
@@ -16,8 +17,10 @@ WEIGHTS_ONLY = QNNCall(Derivatives.PULLBACK, input_gradients=False)  # what a re
 
 @pytest.fixture
 def routes(monkeypatch):
-    """The grids :func:`prefix_grid` built (None where it declined), call by call."""
+    """The grids :func:`prefix_grid` built (None where it declined), call by call; any number of rows may take the
+    grid (by default a few rows keep the row route, as fast there)."""
     seen = []
+    monkeypatch.setattr(grid_module, "GRID_MIN_ROWS", 0)
 
     def spy(*args):
         grid = prefix_grid(*args)
@@ -98,3 +101,17 @@ def test_rows_that_are_no_small_grid_keep_the_row_route(rng, routes):
     segments = np.repeat([0, 1], [len(x), len(uneven) - len(x)])
     result = qnn.gradient.evaluate_segmented(qnn, uneven, np.stack([w, w + 0.1]), segments, WEIGHTS_ONLY)
     assert routes[-1] is None and result.values.shape == (len(uneven), 1)
+
+
+def test_one_runs_design_points_keep_the_row_route_and_a_stack_takes_the_grid(rng, monkeypatch):
+    seen = []
+    monkeypatch.setattr(pullback_module, "prefix_grid", lambda *args: seen.append(prefix_grid(*args)) or seen[-1])
+    qnn = filter_qnn("aer")
+    x = design_rows(rng)
+    qnn.gradient.evaluate(qnn, x, rng.uniform(-np.pi, np.pi, qnn.num_weights), WEIGHTS_ONLY)
+    assert seen[-1] is None  # 81 rows: below GRID_MIN_ROWS
+    runs = 4
+    segments = np.repeat(np.arange(runs), len(x))
+    qnn.gradient.evaluate_segmented(qnn, np.tile(x, (runs, 1)), rng.uniform(-np.pi, np.pi, (runs, qnn.num_weights)),
+                                    segments, WEIGHTS_ONLY)
+    assert seen[-1] is not None and seen[-1].groups == runs
