@@ -101,8 +101,11 @@ class PowerRule:
 
     def seeds(self, s: float, w: float) -> tuple[int, bool]:
         """The smallest n in [least, cap] with expected half-width <= w, and whether the cap stopped the search."""
-        n = self.uncapped(s, w)
-        return (n, False) if n is not None and n <= self.cap else (self.cap, True)
+        return self.within_cap(self.uncapped(s, w))
+
+    def within_cap(self, asks: int | None) -> tuple[int, bool]:
+        """(n, capped) for a part that asks for ``asks`` seeds (None: no n decides it)."""
+        return (asks, False) if asks is not None and asks <= self.cap else (self.cap, True)
 
     def uncapped(self, s: float, w: float) -> int | None:
         """The smallest n, at least :attr:`least`, with expected half-width <= w, whatever the cap (None if w <= 0
@@ -152,10 +155,10 @@ class ClaimPlan:
 
     @property
     def asks(self) -> int | None:
-        """The seeds the claim would take without the cap: the largest its parts ask for (None: a part that no n
-        decides)."""
-        wanted = [p.asks for p in self.parts if p.s is not None]
-        return None if None in wanted else max(wanted, default=self.n)
+        """The seeds the claim would take without the cap: its driver's (the most any part asks for; None: a part
+        that no n decides)."""
+        d = self.driver
+        return self.n if d is None else d.asks
 
     @property
     def driver(self) -> PartPlan | None:
@@ -184,9 +187,9 @@ def plan_part(part_label: str, rule: str, backend: str, value: ev.Paired | None,
                         n)
     distance = decisive_distance(rule, value.mean)
     w = distance / power.factor
-    n, capped = power.seeds(value.std, w)
-    return PartPlan(part_label, backend, rule, value.n, value.mean, value.std, distance, w, n, capped,
-                    power.uncapped(value.std, w))
+    asks = power.uncapped(value.std, w)
+    n, capped = power.within_cap(asks)
+    return PartPlan(part_label, backend, rule, value.n, value.mean, value.std, distance, w, n, capped, asks)
 
 
 def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[str] = BACKENDS) -> list[ClaimPlan]:
@@ -208,8 +211,7 @@ def plan_claims(pilot: Mapping[str, Runs], power: PowerRule, backends: Sequence[
                f"{driver.rule} boundary {driver.distance:.3f} away, w = {driver.w:.4f}")
         cap_half = half_width(driver.s, rule.cap) if capped else None
         if capped:
-            asks = max((p.asks for p in part_plans if p.s is not None and p.asks is not None), default=None)
-            wanted = f"it asks for {asks}" if asks is not None else "no number of seeds decides it"
+            wanted = f"it asks for {driver.asks}" if driver.asks is not None else "no number of seeds decides it"
             why += (f"; capped at {rule.cap} ({wanted}): the cap's half-width is {cap_half:.3f}, so the claim is "
                     f"decided only if its mean lies at least that far from the boundary")
         plans.append(ClaimPlan(number, parts[0].study, n, capped, part_plans, why, cap_half))
