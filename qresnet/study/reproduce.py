@@ -175,14 +175,15 @@ def _figures(results: dict[str, Runs], out: Path, against_paper: Sequence[PaperR
     written.append("reproduction_claims.png")
     if against_paper:
         fig, ax = plt.subplots(figsize=(8, 0.4 * len(against_paper) + 1.5))
+        labelled: set[str] = set()  # one legend entry per backend
         for i, row in enumerate(against_paper):
             color = f"C{BACKENDS.index(row.backend)}" if row.backend in BACKENDS else "C2"
             if row.relative is not None:
                 err = None if row.relative.low is None else [[row.relative.mean - row.relative.low],
                                                              [row.relative.high - row.relative.mean]]
                 ax.errorbar(row.relative.mean, i, xerr=err, fmt="o", color=color, capsize=3,
-                            label=f"ours, {row.backend}" if row.backend not in [r.backend for r in against_paper[:i]]
-                            else None)
+                            label=None if row.backend in labelled else f"ours, {row.backend}")
+                labelled.add(row.backend)
             ax.plot(row.paper, i, "D", color="black", markersize=5, label="the paper" if i == 0 else None)
         ax.set_yticks(range(len(against_paper)),
                       [f"claim {r.claim}: {r.label}, {'training' if r.split == 'train' else 'held-out'}, {r.backend}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qresnet.backends.engine.chains import PrefixTangents, prefix_chains
+from qresnet.backends.engine.chains import Chains, PrefixTangents, prefix_chains
 from qresnet.backends.engine.program import Program
 from qresnet.backends.primitives import group_rows
 
@@ -99,17 +99,17 @@ def along_qubits(t: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
 
 def prefix_grid(program: Program, values: np.ndarray, group: np.ndarray, groups: int) -> PrefixGrid | None:
     """The rows' :class:`PrefixGrid` (``group``: row -> body setting, ``groups`` of them), or None where the
-    rows do not form a small grid (or are fewer than :data:`GRID_MIN_ROWS`): prefixes that are not chains, two qubits' prefixes sharing a parameter, a
-    qubit with a different number of settings in two groups, or more than :data:`GRID_GROWTH` cells a row."""
-    chains = prefix_chains(program)
-    columns = program.prefix_columns
-    if len(values) < GRID_MIN_ROWS or chains is None or len(set().union(*map(set, columns))) != sum(map(len, columns)):
+    rows do not form a small grid: fewer than :data:`GRID_MIN_ROWS`, prefixes that are not chains or share a
+    parameter between qubits, a qubit with a different number of settings in two groups, or more than
+    :data:`GRID_GROWTH` cells a row."""
+    chains = _grid_chains(program)
+    if len(values) < GRID_MIN_ROWS or chains is None:
         return None
+    columns = program.prefix_columns
     sizes, locals_, representatives, cells = [], [], [], 1
     for q in range(program.num_qubits):
-        keys = values[:, columns[q]] if groups == 1 else np.column_stack([group, values[:, columns[q]]])
-        distinct, inverse = group_rows(keys)
-        owner = np.zeros(len(distinct), dtype=np.int64) if groups == 1 else distinct[:, 0].astype(np.int64)
+        distinct, inverse = group_rows(np.column_stack([group, values[:, columns[q]]]))  # settings within groups
+        owner = distinct[:, 0].astype(np.int64)
         counts = np.bincount(owner, minlength=groups)
         if counts.min() != counts.max() or groups * counts[0] * cells > GRID_GROWTH * len(values):
             return None
@@ -120,7 +120,7 @@ def prefix_grid(program: Program, values: np.ndarray, group: np.ndarray, groups:
         sizes.append(size)
         cells *= size
         locals_.append(local[inverse])
-        representatives.append(distinct[order][:, -len(columns[q]):] if columns[q] else None)
+        representatives.append(distinct[order][:, 1:] if columns[q] else None)
     u = max(sizes)
     table_rows = np.zeros((groups * u, values.shape[1]))
     for q, (size, chosen) in enumerate(zip(sizes, representatives)):
@@ -131,3 +131,13 @@ def prefix_grid(program: Program, values: np.ndarray, group: np.ndarray, groups:
     cell = sum(s * idx for s, idx in zip(strides, locals_))
     return PrefixGrid(tuple(sizes), np.asarray(cell, dtype=np.int64), group, groups,
                       chains.prefix_tangents(table_rows))
+
+
+def _grid_chains(program: Program) -> Chains | None:
+    """``program``'s prefix chains if its qubits' prefixes read disjoint parameters (a table row then sets each
+    qubit's columns alone), else None; decided once per program."""
+    if "grid_chains" not in program.derived:
+        columns = program.prefix_columns
+        disjoint = len(set().union(*map(set, columns))) == sum(map(len, columns))
+        program.derived["grid_chains"] = prefix_chains(program) if disjoint else None
+    return program.derived["grid_chains"]

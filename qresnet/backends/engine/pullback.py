@@ -150,25 +150,27 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     folded, images, ops = _images(program, observables, representatives)
+    # the design points of a filter (or a stack's): a few Bloch vectors per qubit, not one per row
     grid = None if inputs else prefix_grid(program, values, group, len(settings))
-    if grid is not None:  # the design points of a filter: a few Bloch vectors per qubit, not one per row
-        def pull_grid(g: np.ndarray) -> tuple[None, np.ndarray]:
-            on_grid = grid.scatter(np.asarray(g, dtype=float).reshape(rows, k))
-            d = _walk(grid.cotangent_state(on_grid), images, ops, n, len(program.parameters),
-                      None if segments is None else owner, count)
-            d += segment_sum(grid.prefix_gradients(folded, on_grid), None if segments is None else owner, count)
-            return None, _by_setting(d[:, weights], segments)
-
-        return grid.values(folded), pull_grid
-    prefix = prefix_states(program, values, frozenset(inputs) | frozenset(weights))
-    out, env = environments(folded, group, prefix.bloch)
+    if grid is not None:
+        out = grid.values(folded)
+    else:
+        prefix = prefix_states(program, values, frozenset(inputs) | frozenset(weights))
+        out, env = environments(folded, group, prefix.bloch)
+    by_group = None if segments is None else owner
 
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(rows, k)
-        s = cotangent_states(g, group, prefix.bloch, len(settings))  # (G, K, 4^n)
-        d = _walk(s, images, ops, n, len(program.parameters), None if segments is None else owner, count)
-        per_row = prefix.pullback(env, g)  # the prefix parameters, row by row
-        d += segment_sum(per_row, segments, count)
+        per_row = None
+        if grid is not None:
+            on_grid = grid.scatter(g)
+            s = grid.cotangent_state(on_grid)  # (G, K, 4^n)
+            prefix_part = segment_sum(grid.prefix_gradients(folded, on_grid), by_group, count)
+        else:
+            s = cotangent_states(g, group, prefix.bloch, len(settings))
+            per_row = prefix.pullback(env, g)  # the prefix parameters, row by row
+            prefix_part = segment_sum(per_row, segments, count)
+        d = _walk(s, images, ops, n, len(program.parameters), by_group, count) + prefix_part
         return (per_row[:, inputs] if inputs else None), _by_setting(d[:, weights], segments)
 
     return out, pull
