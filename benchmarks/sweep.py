@@ -1,17 +1,24 @@
-"""Runs per hour of one sweep: stacked (K runs of one shape per process) and one run per process, in one invocation.
+"""Runs per hour of one sweep: stacked (K trainable runs of one shape per process, with their frozen benchmarks) and
+one run per process, in one invocation.
 
     python benchmarks/sweep.py                                    # a small sweep on the embedded digits, minutes
     python benchmarks/sweep.py --stack 8 --json results/sweep.json
     python benchmarks/sweep.py --preset paper --seeds 0-9 --backends aer,aer:fake_torino --heads linear,quantum \\
-        --data-dir ../shared/data --epochs 1                      # the paper preset (--epochs 1: a slice of it)
+        --data-dir ../shared/data --epochs 1,3                    # the paper preset, projected to its 30 epochs
 
 Each mode runs the whole sweep in a fresh child process (``qresnet.study.sweep.run_sweep`` into its own temporary
 directory, ``--jobs`` worker processes, the same for both modes): ``--stack 1`` is one run per process as on
 main before stacks, ``--stack K`` (default: the sweep's own default, from memory) trains stacks. Reported per
-mode: wall seconds, runs per hour, and peak resident memory (``resource.getrusage`` of the child and of its
-workers, the largest process); and the ratio stacked / one run per process. The modes alternate over
+mode and epoch count: wall seconds, runs per hour, and peak resident memory (``resource.getrusage`` of the child
+and of its workers, the largest process); and the ratio stacked / one run per process. The modes alternate over
 ``--rounds`` and the figures are medians. The paper preset's quantum head measures 4 classes (the
 ``paper-quantum`` preset's MNIST 0-3); the linear head 10.
+
+A sweep's seconds are a fixed part (imports, data, models, curves) plus a part per epoch, so a slice of a long
+preset says little about the preset. With two or more ``--epochs`` (``1,3``) the benchmark fits
+seconds = fixed + per_epoch x epochs per mode (least squares over the measured points) and projects both modes,
+and their ratio, to ``--project-epochs`` (default: the preset's own, 30 for ``paper``): a projection from
+measured points, printed and written as such, beside the measured figures.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from pathlib import Path
 from _common import write_json
 
 
-def sweeps(args: argparse.Namespace) -> list:
-    """The sweep(s) the arguments describe: one per head family (the quantum head takes the 4-class preset)."""
+def sweeps(args: argparse.Namespace, epochs: int | None = None) -> list:
+    """The sweep(s) the arguments describe at ``epochs`` (None: the preset's own): one per head family (the quantum
+    head takes the 4-class preset)."""
     from qresnet.cli.arguments import parse_seeds
     from qresnet.study.sweep import SweepConfig
 
@@ -41,7 +49,7 @@ def sweeps(args: argparse.Namespace) -> list:
         if head == "quantum" and preset in ("paper", "quick"):
             preset = f"{preset}-quantum"
         overrides = dict(seeds=parse_seeds(args.seeds), backends=tuple(args.backends.split(",")), heads=(head,),
-                         configs=args.configs, epochs=args.epochs, per_class=args.per_class, data_dir=args.data_dir)
+                         configs=args.configs, epochs=epochs, per_class=args.per_class, data_dir=args.data_dir)
         out.append(SweepConfig.from_preset(preset, **overrides))
     return out
 
@@ -50,7 +58,7 @@ def child(args: argparse.Namespace) -> None:
     """One mode, in this process: the sweep(s), then one JSON line with the wall time and peak memory."""
     from qresnet.study.sweep import run_sweep
 
-    plans = sweeps(args)
+    plans = sweeps(args, args.child_epochs)
     runs = sum(len(s.runs()) for s in plans)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qresnet-bench-sweep-") as tmp:
@@ -61,8 +69,9 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"runs": runs, "seconds": seconds, "peak_kib": peak}), flush=True)
 
 
-def measure(args: argparse.Namespace, stack: int | None) -> dict:
-    argv = [sys.executable, __file__, *sys.argv[1:], "--mode", "0" if stack is None else str(stack)]
+def measure(args: argparse.Namespace, stack: int | None, epochs: int) -> dict:
+    argv = [sys.executable, __file__, *sys.argv[1:], "--mode", "0" if stack is None else str(stack),
+            "--child-epochs", str(epochs)]
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the {'stacked' if stack != 1 else 'one-run'} sweep failed:\n{done.stderr[-2000:]}")
@@ -76,7 +85,9 @@ def main() -> None:
     parser.add_argument("--backends", default="aer")
     parser.add_argument("--heads", default="linear")
     parser.add_argument("--configs", default="O1+O2", help="configurations ('paper': the preset's five)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", default="2", help="epochs of each sweep; several (1,3) fit a line and project")
+    parser.add_argument("--project-epochs", type=int, default=None,
+                        help="project to this many epochs (default: the preset's own) when --epochs has two or more")
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, both modes")
@@ -84,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", default=None)
     parser.add_argument("--mode", type=int, default=None, help=argparse.SUPPRESS)  # a child: its stack, 0 = default
+    parser.add_argument("--child-epochs", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode is not None:
         args.mode = None if args.mode == 0 else args.mode
@@ -91,25 +103,56 @@ def main() -> None:
         return
     from qresnet.run.stack import default_stack_size
 
-    runs = sum(len(s.runs()) for s in sweeps(args))
-    k = args.stack if args.stack is not None else default_stack_size(runs, args.jobs)
-    print(f"{runs} runs, --jobs {args.jobs}: one run per process vs stacks of {k}", flush=True)
-    figures: dict[str, list[dict]] = {"one-run": [], "stacked": []}
+    epochs = sorted({int(e) for e in args.epochs.split(",")})
+    plans = sweeps(args)
+    runs = sum(len(s.runs()) for s in plans)
+    trainable = sum(not r.frozen for s in plans for r in s.runs())
+    k = args.stack if args.stack is not None else default_stack_size(trainable, args.jobs)
+    print(f"{runs} runs ({trainable} trainable), --jobs {args.jobs}: one run per process vs stacks of {k} "
+          f"trainable runs with their frozen ones; epochs {', '.join(map(str, epochs))}", flush=True)
+    figures: dict[str, dict[int, list[dict]]] = {"one-run": {e: [] for e in epochs}, "stacked": {e: [] for e in epochs}}
     for _ in range(args.rounds):
-        figures["one-run"].append(measure(args, 1))
-        figures["stacked"].append(measure(args, k))
-    summary = {}
-    for mode, rows in figures.items():
-        seconds = statistics.median(r["seconds"] for r in rows)
-        summary[mode] = {"seconds": seconds, "runs_per_hour": runs * 3600 / seconds,
-                         "peak_mib": max(r["peak_kib"] for r in rows) / 1024}
-        print(f"{mode:8s} {seconds:8.1f} s  {summary[mode]['runs_per_hour']:8.0f} runs/h  "
-              f"peak {summary[mode]['peak_mib']:.0f} MiB", flush=True)
-    ratio = summary["stacked"]["runs_per_hour"] / summary["one-run"]["runs_per_hour"]
-    print(f"stacked / one run per process: {ratio:.2f}x runs per hour (K = {k})")
-    write_json(args.json, {"benchmark": "sweep", "runs": runs, "jobs": args.jobs, "stack": k, "rounds": args.rounds,
-                           "arguments": {k2: v for k2, v in vars(args).items() if k2 not in ("json", "mode")},
-                           "modes": summary, "ratio": ratio, "samples": figures})
+        for e in epochs:
+            figures["one-run"][e].append(measure(args, 1, e))
+            figures["stacked"][e].append(measure(args, k, e))
+    summary: dict[str, dict] = {}
+    for mode, by_epochs in figures.items():
+        summary[mode] = {}
+        for e, rows in by_epochs.items():
+            seconds = statistics.median(r["seconds"] for r in rows)
+            summary[mode][e] = {"seconds": seconds, "runs_per_hour": runs * 3600 / seconds,
+                                "peak_mib": max(r["peak_kib"] for r in rows) / 1024}
+            print(f"{mode:8s} {e:3d} epochs {seconds:8.1f} s  {summary[mode][e]['runs_per_hour']:8.0f} runs/h  "
+                  f"peak {summary[mode][e]['peak_mib']:.0f} MiB", flush=True)
+    ratios = {e: summary["stacked"][e]["runs_per_hour"] / summary["one-run"][e]["runs_per_hour"] for e in epochs}
+    for e, ratio in ratios.items():
+        print(f"measured, {e} epochs: stacked / one run per process {ratio:.2f}x runs per hour (K = {k})")
+    projection = None
+    if len(epochs) >= 2:
+        target = args.project_epochs or plans[0].epochs
+        lines = {mode: line(epochs, [summary[mode][e]["seconds"] for e in epochs]) for mode in summary}
+        seconds = {mode: fixed + per_epoch * target for mode, (fixed, per_epoch) in lines.items()}
+        projection = {"epochs": target, "ratio": seconds["one-run"] / seconds["stacked"],
+                      **{mode: {"fixed_seconds": lines[mode][0], "seconds_per_epoch": lines[mode][1],
+                                "seconds": seconds[mode], "runs_per_hour": runs * 3600 / seconds[mode]}
+                         for mode in lines}}
+        for mode in lines:
+            print(f"{mode:8s} fitted: {lines[mode][0]:.1f} s + {lines[mode][1]:.1f} s an epoch -> projected "
+                  f"{seconds[mode]:.0f} s at {target} epochs ({projection[mode]['runs_per_hour']:.0f} runs/h)")
+        print(f"projected to {target} epochs: stacked / one run per process {projection['ratio']:.2f}x runs per hour")
+    write_json(args.json, {"benchmark": "sweep", "runs": runs, "trainable_runs": trainable, "jobs": args.jobs,
+                           "stack": k, "rounds": args.rounds,
+                           "arguments": {k2: v for k2, v in vars(args).items() if k2 not in ("json", "mode", "child_epochs")},
+                           "measured": {mode: {str(e): v for e, v in by.items()} for mode, by in summary.items()},
+                           "ratios": {str(e): r for e, r in ratios.items()}, "projected": projection,
+                           "samples": {mode: {str(e): v for e, v in by.items()} for mode, by in figures.items()}})
+
+
+def line(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through the points."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
 
 
 if __name__ == "__main__":

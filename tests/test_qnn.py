@@ -68,6 +68,16 @@ def test_response_tensor_recovers_a_multilinear_function(q, rng):
     np.testing.assert_allclose(response_tensor(values, q).numpy(), tensor.numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("q", [1, 2, 3, 4, 6])
+def test_response_input_and_tensor_gradients_equal_finite_differences(q, rng):
+    """The hand-written backward (each input's d f / d theta from T contracted with the other inputs' factors, on
+    either side) against torch's central finite differences, for a stack of two runs with two outputs each."""
+    k, runs, per_run = 2, 2, 3
+    tensors = torch.as_tensor(rng.normal(size=(runs,) + (3,) * q + (k,))).requires_grad_(True)
+    x = torch.as_tensor(rng.uniform(0, 1, size=(runs * per_run, q))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t, inputs: evaluate_response(t, inputs, 2.5, runs), (tensors, x))
+
+
 @pytest.mark.parametrize("blank", ["none", "some", "all"])
 def test_a_stack_of_responses_with_blank_patches_equals_the_direct_sum(blank, rng):
     """Three runs' responses on one run-major batch (``runs=3``), patches exactly 0 among them (a blank patch takes

@@ -128,7 +128,15 @@ def test_stacks_group_runs_of_one_shape_and_refuse_others(tmp_path):
     sweep = SweepConfig.from_preset("quick", **{**SMALL, "configs": "O1+O2;none", "seeds": (0, 1, 2)})
     plan = sweep.runs()
     stacks = plan_stacks(plan, list(range(len(plan))), 4)
-    assert [len(s) for s in stacks] == [4, 2, 4, 2]  # per configuration: 3 seeds x trainable/frozen, by 4
+    # per configuration 3 trainable runs (at most 4 a stack: one stack) with their 3 frozen benchmarks
+    assert [len(s) for s in stacks] == [6, 6]
+    assert sorted(i for s in stacks for i in s) == list(range(len(plan)))
+    by_two = plan_stacks(plan, list(range(len(plan))), 2)  # 2 stacks a configuration, each 2 + 1 or 1 + 2
+    assert [len(s) for s in by_two] == [3, 3, 3, 3]
+    assert all({plan[i].frozen for i in s} == {False, True} for s in by_two)  # trainable and frozen runs in each
+    assert all(sum(not plan[i].frozen for i in s) <= 2 for s in by_two)
+    frozen_only = [i for i, p in enumerate(plan) if p.frozen][:3]
+    assert [len(s) for s in plan_stacks(plan, frozen_only, 2)] == [2, 1]
     for s in stacks:
         assert len({stack_key(plan[i].config) for i in s}) == 1
         assert len({plan[i].config.residual for i in s}) == 1

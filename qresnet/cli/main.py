@@ -24,8 +24,9 @@ from qresnet.values import checked_int
 
 DATASET_HELP = f"{' | '.join(DATASETS)} | npz:PATH (x_train, y_train, x_test, y_test) | idx:DIR (the four IDX files)"
 WAIT_HELP = "if another process is using the output directory, wait for it to finish (default: refuse at once)"
-STACK_HELP = ("train up to K runs of one shape (seeds, trainable and frozen) together in one process (a --jobs "
-              "process or a Ray task trains one stack); default: from memory, at most 16; 1: each run alone")
+STACK_HELP = ("train up to K trainable runs of one shape (their seeds) together in one process, with their share of "
+              "the shape's frozen runs (whose maps are computed once: they train their heads only); a --jobs process "
+              "or a Ray task trains one stack; default: from memory, at most 16; 1: each run alone")
 
 
 def _locked(directory: str | Path | None, wait: bool) -> contextlib.AbstractContextManager:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,21 +58,88 @@ def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
     return t
 
 
+def _products(v: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """prod over inputs start..stop-1 of v[:, i, a_i] for every (a_start, ...), first input slowest, from v of shape
+    (R, q, 3, M): (R, 3^(stop-start), M)."""
+    if start == stop:
+        return v.new_ones(v.shape[0], 1, v.shape[-1])
+    out = v[:, start]
+    for i in range(start + 1, stop):
+        out = (out[:, :, None, :] * v[:, i, None, :, :]).reshape(v.shape[0], -1, v.shape[-1])
+    return out
+
+
+class _Response(torch.autograd.Function):
+    """f at inputs (R, M, q) with each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K), with a hand-written backward.
+
+    Forward: the 3^(q-1) products prod_i v(theta_i)[a_i] of each input's first q - 1 angles (first input slowest,
+    as T is laid out) times T as one (batched) matrix give the 3 coefficients left for the last angle, contracted
+    with its v. Never forming all 3^q products keeps the memory a batch streams through three times smaller.
+
+    Backward: T's gradient is one matrix product (the products times the cotangent). An input's: f is linear in
+    each v_j, f = sum_c v_j[c] D_j[c], with D_j the contraction of T with every other input's v, and
+    d v_j / d theta_j = (0, cos, -sin); only D_j contracted with the cotangent is needed (:func:`_pulled`).
+
+    Every array keeps the inputs on its last axis (R, ..., M): the products, sums and broadcasts then run along
+    long contiguous rows (torch's elementwise kernels are slow on a short last axis, the (M, 9, 1) x (M, 1, 3) of
+    a row-major outer product). Both make a second layer's step (its inputs need gradients) several times
+    cheaper than autograd through the forward."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
+        runs, m, q = inputs.shape
+        theta = scale * inputs.transpose(1, 2)  # (R, q, M)
+        v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=2)  # (R, q, 3, M)
+        prefixes = [v[:, 0] if q > 1 else v.new_ones(runs, 1, m)]  # prefixes[j - 1]: the products of inputs 0..j-1
+        for i in range(1, q - 1):
+            prefixes.append((prefixes[-1][:, :, None, :] * v[:, i, None, :, :]).reshape(runs, -1, m))
+        k = tensor.shape[-1] // 3
+        coefficients = torch.bmm(tensor.transpose(1, 2), prefixes[-1]).reshape(runs, 3, k, m)  # D of the last input
+        ctx.save_for_backward(tensor, v, coefficients, *prefixes)
+        ctx.scale = scale
+        return (coefficients * v[:, -1, :, None, :]).sum(dim=1).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        tensor, v, coefficients, *prefixes = ctx.saved_tensors
+        runs, m, k = grad.shape
+        q = v.shape[1]
+        g = grad.transpose(1, 2)  # (R, K, M)
+        grad_tensor = grad_inputs = None
+        if ctx.needs_input_grad[0]:
+            weighted = (v[:, -1, :, None, :] * g[:, None, :, :]).reshape(runs, 3 * k, m)
+            grad_tensor = torch.bmm(prefixes[-1], weighted.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            last = (coefficients * g[:, None, :, :]).sum(dim=2)
+            pulled = [_pulled(tensor, v, g, j, prefixes[j - 1] if j else None) for j in range(q - 1)]
+            d = torch.stack([*pulled, last], dim=1)  # (R, q, 3, M): d f / d v_j contracted with the cotangent
+            grad_inputs = ctx.scale * (d[:, :, 1] * v[:, :, 2] - d[:, :, 2] * v[:, :, 1]).transpose(1, 2)
+        return grad_tensor, grad_inputs, None
+
+
+def _pulled(tensor: torch.Tensor, v: torch.Tensor, g: torch.Tensor, j: int, prefix: torch.Tensor | None
+            ) -> torch.Tensor:
+    """sum_k g_k D_j[c, k], shape (R, 3, M), for an input j < q - 1 (``prefix``: the products of the inputs before
+    it, None for j = 0): T contracted with the longer side (the inputs before j, or after) by one matrix product,
+    then with the shorter side times the cotangent ``g`` (R, K, M) elementwise."""
+    runs, q, _, m = v.shape
+    before, after = 3**j, 3 ** (q - 1 - j)
+    k = g.shape[1]
+    full = tensor.reshape(runs, before, 3, after, k)
+    suffix = _products(v, j + 1, q)  # (R, after, M)
+    if before >= after:
+        u = torch.bmm(full.reshape(runs, before, -1).transpose(1, 2), prefix)  # (R, 3 * after * K, M)
+        rest = (suffix[:, :, None, :] * g[:, None, :, :]).reshape(runs, 1, after * k, m)
+        return (u.reshape(runs, 3, after * k, m) * rest).sum(dim=2)
+    moved = full.permute(0, 2, 1, 4, 3).reshape(runs, -1, after)  # (R, 3 * before * K, after)
+    u = torch.bmm(moved, suffix).reshape(runs, 3, before * k, m)
+    rest = g if prefix is None else prefix[:, :, None, :] * g[:, None, :, :]
+    return (u * rest.reshape(runs, 1, before * k, m)).sum(dim=2)
+
+
 def _contract(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
-    """f at inputs (R, M, q) with each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K): the 3^(q-1) products
-    prod_i v(theta_i)[a_i] of each input's first q - 1 angles (first input slowest, as T is laid out) times T as
-    one (batched) matrix give the 3 coefficients left for the last angle, contracted with its v. Never forming
-    all 3^q products keeps the memory a batch streams through three times smaller, and autograd's backward to
-    T is one matrix product too."""
-    runs, m, q = inputs.shape
-    theta = scale * inputs.reshape(-1, q)
-    v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=-1)  # (R*M, q, 3)
-    monomials = v[:, 0] if q > 1 else torch.ones_like(theta)  # (R*M, 1) when the last input is the only one
-    for i in range(1, q - 1):
-        monomials = (monomials[:, :, None] * v[:, i, None, :]).reshape(len(monomials), -1)
-    partial = torch.bmm(monomials.reshape(runs, m, monomials.shape[-1]), tensor)  # (R, M, 3K): T contracted but for the last input
-    k = tensor.shape[-1] // 3
-    return (partial.reshape(-1, 3, k) * v[:, -1, :, None]).sum(dim=1).reshape(runs, m, k)
+    """f at inputs (R, M, q) with each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K) (:class:`_Response`)."""
+    return _Response.apply(tensor, inputs, scale)
 
 
 def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:

@@ -34,7 +34,7 @@ another order (a batched product, a segmented pullback).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +92,9 @@ def available_memory() -> int:
 
 
 def default_stack_size(runs: int, jobs: int, available: int | None = None) -> int:
-    """K for ``runs`` unfinished runs in ``jobs`` processes: as many as half the available memory holds per process
-    at :data:`RUN_BYTES` a run, at most :data:`MAX_STACK`, and no more than spreads the runs over every process."""
+    """K (trainable runs a stack, :func:`qresnet.study.sweep.plan_stacks`) for ``runs`` unfinished trainable runs in
+    ``jobs`` processes: as many as half the available memory holds per process at :data:`RUN_BYTES` a run, at most
+    :data:`MAX_STACK`, and no more than spreads the runs over every process."""
     jobs = max(1, jobs)
     budget = (available_memory() if available is None else available) * MEMORY_SHARE // jobs
     return max(1, min(MAX_STACK, budget // RUN_BYTES, -(-runs // jobs)))
@@ -108,6 +109,9 @@ class Member:
     session: Session | None = None
     notes: list[str] | None = None
     failure: QresnetError | None = None
+    # a run whose layers do not train: the final maps of its training and test sets, computed once, so that its
+    # steps and evaluations run its head only (:func:`fix_maps`)
+    maps: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def alive(self) -> bool:
@@ -160,16 +164,16 @@ def stack_responses(models: list) -> list[torch.Tensor] | None:
     return [_responses(models, j) for j in range(len(models[0].layers))]
 
 
-def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
-                   ) -> list[torch.Tensor]:
-    """Every model's logits on its own batch (equal sizes). Models whose layers are all response-mode
-    quanvolutions run as ONE forward: the batches concatenated run-major through the first model's layers with
-    every run's response tensor (``responses``, from :func:`stack_responses` when not given; an evaluation
-    passes them once for all its batches) fixed (:meth:`QuanvLayer.fix_response` with a run axis), then each
-    run's own head on its part of the final map. Others (classical controls, per-patch layers) run one by one."""
+def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
+                 ) -> list[torch.Tensor]:
+    """Every model's final map of its own batch (equal sizes), flattened for its head. Models whose layers are all
+    response-mode quanvolutions run as ONE forward: the batches concatenated run-major through the first model's
+    layers with every run's response tensor (``responses``, from :func:`stack_responses` when not given; an
+    evaluation passes them once for all its batches) fixed (:meth:`QuanvLayer.fix_response` with a run axis).
+    Others (classical controls, per-patch layers) run one by one."""
     responses = stack_responses(models) if responses is None else responses
     if responses is None:
-        return [m(x) for m, x in zip(models, inputs)]
+        return [m.features(x).flatten(1) for m, x in zip(models, inputs)]
     carrier = models[0]
     try:
         for layer, tensor in zip(carrier.layers, responses):
@@ -178,10 +182,45 @@ def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[tor
     finally:
         for layer in carrier.layers:
             layer.fix_response(None)
-    parts = [f.flatten(1) for f in features.split([len(x) for x in inputs])]
+    return [f.flatten(1) for f in features.split([len(x) for x in inputs])]
+
+
+def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each model's head on its own flattened final map; quantum heads of one shape as ONE engine call."""
     if all(isinstance(m.head, QuantumHead) for m in models):
-        return stacked_head_logits([m.head for m in models], parts)  # one engine call where the heads stack
-    return [m.head(f) for m, f in zip(models, parts)]
+        return stacked_head_logits([m.head for m in models], maps)
+    return [m.head(f) for m, f in zip(models, maps)]
+
+
+def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None,
+                   mapped: Collection[int] = ()) -> list[torch.Tensor]:
+    """Every model's logits on its own batch (equal sizes): :func:`stacked_maps`, then :func:`head_logits`. The
+    inputs of the models at the indices ``mapped`` are already their final maps (a run whose layers do not train:
+    :func:`fixed_maps`), so only their heads run; ``responses`` are the other models'."""
+    through = [i for i in range(len(models)) if i not in mapped]
+    maps = list(inputs)
+    if through:
+        computed = stacked_maps([models[i] for i in through], [inputs[i] for i in through], responses)
+        for i, f in zip(through, computed):
+            maps[i] = f
+    return head_logits(models, maps)
+
+
+def layers_fixed(model: Any) -> bool:
+    """Whether nothing before the model's head trains (a frozen run): its final map of an image never changes."""
+    return not any(p.requires_grad for p in model.layers.parameters())
+
+
+def fixed_maps(models: list, sets: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
+    """Each model's flattened final maps of its own set of images, in batches of ``batch``, without gradients: one
+    stacked forward per batch where the sets have one size, model by model where not."""
+    if len({len(x) for x in sets}) != 1:
+        return [fixed_maps([m], [x], batch)[0] for m, x in zip(models, sets)]
+    with torch.no_grad():
+        responses = stack_responses(models)
+        parts = [stacked_maps(models, [x[start:start + batch] for x in sets], responses)
+                 for start in range(0, len(sets[0]), batch)]
+    return [torch.cat(column) for column in zip(*parts)]
 
 
 def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
@@ -199,14 +238,16 @@ def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
 
 
 def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torch.Tensor]],
-                 optimizer: torch.optim.Optimizer | None = None) -> list[StepOutcome | TrainingError]:
+                 optimizer: torch.optim.Optimizer | None = None, mapped: Collection[int] = ()
+                 ) -> list[StepOutcome | TrainingError]:
     """One optimizer step of every session on its own batch, as one computation (:func:`stacked_logits`; the
     loss is the sum of the runs' mean losses, so one backward gives each run the gradient of its own loss, and
     ``optimizer``, the sessions' :func:`joint_optimizer`, steps each run exactly as alone): per session its
-    :class:`StepOutcome`, or the :class:`TrainingError` of a non-finite loss (that session's weights do not move)."""
+    :class:`StepOutcome`, or the :class:`TrainingError` of a non-finite loss (that session's weights do not move).
+    The batches at the indices ``mapped`` hold their images' final maps (:func:`fix_maps`)."""
     optimizer = optimizer or joint_optimizer(sessions)
     optimizer.zero_grad()
-    all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches])
+    all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches], mapped=mapped)
     outcomes: list[Any] = []
     losses = []
     for logits, (_, y) in zip(all_logits, batches):
@@ -247,9 +288,10 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
         batches = []
         for i in live:
             idx = orders[i][start:start + batch]
-            data = active[i].session.data
-            batches.append((data.x_train[idx], data.y_train[idx]))
-        outcomes = stacked_step([active[i].session for i in live], batches, joint)
+            data, maps = active[i].session.data, active[i].maps
+            batches.append((data.x_train[idx] if maps is None else maps[0][idx], data.y_train[idx]))
+        mapped = [k for k, i in enumerate(live) if active[i].maps is not None]
+        outcomes = stacked_step([active[i].session for i in live], batches, joint, mapped)
         for i, outcome in zip(live, outcomes):
             member, tally = active[i], tallies[i]
             session = member.session
@@ -266,6 +308,19 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
     return [(m, t) for m, t in zip(active, tallies) if m.alive]
 
 
+def fix_maps(members: list[Member]) -> None:
+    """Set the final maps of both sets of every live member whose layers do not train (:func:`layers_fixed`),
+    in one stacked forward per evaluation batch: the same values its layers would give at every step."""
+    fixed = [m for m in members if m.alive and m.maps is None and layers_fixed(m.session.model)]
+    if not fixed:
+        return
+    models, batch = [m.session.model for m in fixed], fixed[0].session.eval_batch
+    train_maps = fixed_maps(models, [m.session.data.x_train for m in fixed], batch)
+    test_maps = fixed_maps(models, [m.session.data.x_test for m in fixed], batch)
+    for member, train_map, test_map in zip(fixed, train_maps, test_maps):
+        member.maps = (train_map, test_map)
+
+
 def _evaluate(members: list[Member]) -> list[tuple[tuple[float, float], tuple[float, float]] | None]:
     """Each member's (training-set, test-set) loss and accuracy from one stacked forward per batch, as
     ``record_epoch`` would measure them run by run; None (``record_epoch`` measures it alone) where the sets'
@@ -278,13 +333,16 @@ def _evaluate(members: list[Member]) -> list[tuple[tuple[float, float], tuple[fl
         return [None] * len(members)
     models = [s.model for s in sessions]
     batch = sessions[0].eval_batch
-    with torch.no_grad():
-        responses = stack_responses(models)  # the weights do not move while the sets are evaluated: once, not a batch
+    mapped = [i for i, m in enumerate(members) if m.maps is not None]
+    with torch.no_grad():  # the weights do not move while the sets are evaluated: responses once, not a batch
+        through = [m for i, m in enumerate(models) if i not in mapped]
+        responses = stack_responses(through) if through else None
 
     def logits_of(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return stacked_logits(models, inputs, responses)
-    train_set = stacked_loss_and_accuracy(logits_of, [d.x_train for d in data], [d.y_train for d in data], batch)
-    test_set = stacked_loss_and_accuracy(logits_of, [d.x_test for d in data], [d.y_test for d in data], batch)
+        return stacked_logits(models, inputs, responses, mapped)
+    sets = [(d.x_train, d.x_test) if m.maps is None else m.maps for d, m in zip(data, members)]
+    train_set = stacked_loss_and_accuracy(logits_of, [s[0] for s in sets], [d.y_train for d in data], batch)
+    test_set = stacked_loss_and_accuracy(logits_of, [s[1] for s in sets], [d.y_test for d in data], batch)
     return list(zip(train_set, test_set))
 
 
@@ -311,6 +369,7 @@ def train_stack(configs: Sequence[TrainConfig], directories: Sequence[str | Path
         backend = resolve_backend(first.backend, first.backend_options)  # one backend: one engine, one cache
         for member, d in zip(members, data or [None] * len(members)):
             _set_up(member, backend, d)
+        fix_maps(members)
         started = [m.session.start_epoch for m in members if m.alive]
         for epoch in range(min(started, default=first.epochs + 1), first.epochs + 1):
             trained = _train_stack_epoch(members, epoch)

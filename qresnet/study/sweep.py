@@ -270,13 +270,26 @@ def _run_stack(configs: list[TrainConfig], directories: list[str], data: list[Da
 
 
 def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list[int]]:
-    """``todo`` (plan indices) as stacks of at most ``size`` runs of one shape (:func:`stack_key`), in plan order;
-    runs that cannot stack (devices, shots) alone."""
+    """``todo`` (plan indices) as stacks of runs of one shape (:func:`stack_key`), each with at most ``size``
+    trainable runs and its share of the shape's frozen runs (a frozen run's maps are computed once and only its
+    head trains, so it adds little to a step: :func:`qresnet.run.stack.fix_maps`). A shape's runs go into as few
+    stacks as that allows, the trainable and the frozen dealt round-robin, so the stacks' sizes differ by one at
+    most (20 trainable runs at 16: 10 and 10, not 16 and 4; a small stack pays a step's calls for few runs). A
+    shape with frozen runs only makes stacks of at most ``size``. Runs that cannot stack (devices, shots) go alone;
+    each stack lists its runs in plan order."""
     groups: dict[str, list[int]] = {}
     for i in todo:
         config = plan[i].config
         groups.setdefault(stack_key(config) if stackable(config) else f"alone {i}", []).append(i)
-    return [members[k:k + size] for members in groups.values() for k in range(0, len(members), size)]
+    out = []
+    for members in groups.values():
+        trainable = [i for i in members if not plan[i].frozen]
+        frozen = [i for i in members if plan[i].frozen]
+        stacks: list[list[int]] = [[] for _ in range(-(-len(trainable or frozen) // size))]
+        for j, i in enumerate(trainable + frozen):
+            stacks[j % len(stacks)].append(i)
+        out.extend(sorted(s) for s in stacks)
+    return out
 
 
 def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[tuple[Path, list[str]]]:
@@ -372,7 +385,8 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
             record(i, finished)
         else:
             todo.append(i)
-    size = default_stack_size(len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
+    trainable = sum(not plan[i].frozen for i in todo)
+    size = default_stack_size(trainable or len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
     # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a resume
     # regroups its runs); --stack 1 and runs that cannot stack (devices, shots) take today's path
     works = ([Work((i,), False) for i in todo] if size == 1 else
