@@ -20,7 +20,9 @@ import torch
 
 from qresnet import cli
 from qresnet.config import TrainConfig
+from qresnet.data import load_dataset
 from qresnet.errors import ConfigError, SweepError
+from qresnet.nn import QuanvLayer
 from qresnet.run.rundir import RunDir
 from qresnet.run.stack import default_stack_size, stack_key, train_stack
 from qresnet.run.train import train
@@ -88,6 +90,33 @@ def test_a_quantum_head_stack_equals_its_runs_alone(tmp_path):
         train(config, tmp_path / f"a{k}", progress=False)
         assert stacked[k].epochs_completed == 1
         _agree(_metrics(tmp_path / f"s{k}"), _metrics(tmp_path / f"a{k}"))
+
+
+def test_a_frozen_run_in_a_stack_computes_its_maps_once(tmp_path, monkeypatch):
+    """A frozen run's layers never change, so a stack runs them once per image (both sets, before the first
+    epoch) and only its head after that: the frozen layers' forward calls do not grow with the epochs, while its
+    numbers equal the run trained alone (the maps are the values its layers give)."""
+    calls = []
+    forward = QuanvLayer.forward
+
+    def counted(self, x):
+        if not self.weight.requires_grad:
+            calls.append(len(x))
+        return forward(self, x)
+
+    monkeypatch.setattr(QuanvLayer, "forward", counted)
+    common = dict(classes=(0, 1), per_class=8, epochs=1, batch_size=4, lr=0.05)
+    images = {}
+    for epochs in (1, 3):
+        calls.clear()
+        configs = [TrainConfig(seed=0, **{**common, "epochs": epochs}), TrainConfig(seed=0, frozen=True,
+                                                                                    **{**common, "epochs": epochs})]
+        train_stack(configs, [tmp_path / f"t{epochs}", tmp_path / f"f{epochs}"])
+        images[epochs] = sum(calls)
+    data = load_dataset(configs[1].data_config())
+    assert images[1] == images[3] == 2 * (len(data.y_train) + len(data.y_test))  # each layer once over both sets
+    train(configs[1], tmp_path / "alone", progress=False)
+    _agree(_metrics(tmp_path / "f3"), _metrics(tmp_path / "alone"))
 
 
 def _command(hook: str, argv: list[str]) -> list[str]:

@@ -49,12 +49,12 @@ from qresnet.errors import ConfigError, QresnetError, TrainingError
 from qresnet.nn import QuantumHead, QuanvLayer, stacked_head_logits
 from qresnet.qnn import response_tensor, stacked_qnn, stacks
 from qresnet.run.build import build_model, head_notes
-from qresnet.run.divergence import check_data
+from qresnet.run.divergence import all_finite, check_data
 from qresnet.run.evaluate import stacked_loss_and_accuracy
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir
-from qresnet.run.step import StepOutcome, finite_loss, measured
+from qresnet.run.step import StepOutcome, finite_loss, measured_runs
 from qresnet.run.train import (Session, Tally, check_identity, epoch_order, finish, open_run_dir, record_epoch,
                                resume_session)
 
@@ -260,8 +260,9 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
         losses.append(loss)
     if losses:
         torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
-    out = [outcome if isinstance(outcome, TrainingError) else measured(s.model, *outcome, y)
-           for s, (_, y), outcome in zip(sessions, batches, outcomes)]
+    stepped = [(s.model, *o, y) for s, (_, y), o in zip(sessions, batches, outcomes) if not isinstance(o, TrainingError)]
+    measures = iter(measured_runs(*zip(*stepped)) if stepped else [])
+    out = [o if isinstance(o, TrainingError) else next(measures) for o in outcomes]
     optimizer.step()
     return out
 
@@ -292,6 +293,7 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
             batches.append((data.x_train[idx] if maps is None else maps[0][idx], data.y_train[idx]))
         mapped = [k for k, i in enumerate(live) if active[i].maps is not None]
         outcomes = stacked_step([active[i].session for i in live], batches, joint, mapped)
+        finite = all_finite(active[i].session.model for i in live)  # each run's own check only when not
         for i, outcome in zip(live, outcomes):
             member, tally = active[i], tallies[i]
             session = member.session
@@ -299,7 +301,8 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
                 if isinstance(outcome, TrainingError):
                     raise session.watch.stop(str(outcome), epoch, number)
                 session.watch.loss(outcome.loss, epoch, number)
-                session.watch.step(session.model, epoch, number)
+                if not finite:
+                    session.watch.step(session.model, epoch, number)
             except TrainingError as exc:
                 member.failure = exc
                 continue

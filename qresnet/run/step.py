@@ -12,6 +12,7 @@ product, not a copy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,6 +64,25 @@ def finite_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def measured(model: Trainable, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> StepOutcome:
     """What a step measured, after its backward and before its optimizer step (:class:`StepOutcome`)."""
-    layers = tuple(0.0 if w.grad is None else float(w.grad.norm()) for w in model.quantum_parameters())
-    head = math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model.head.parameters() if p.grad is not None))
-    return StepOutcome(loss.item(), int((logits.argmax(1) == y).sum()), len(y), layers, head)
+    return measured_runs([model], [logits], [loss], [y])[0]
+
+
+def measured_runs(models: Sequence[Trainable], logits: Sequence[torch.Tensor], losses: Sequence[torch.Tensor],
+                  ys: Sequence[torch.Tensor]) -> list[StepOutcome]:
+    """:func:`measured` for each of several models (a stack's runs): every gradient norm in one call (the same
+    per-tensor norms as ``tensor.norm()``), so that a stack does not pay a few calls per run."""
+    grads: list[torch.Tensor] = []
+    layouts = []
+    for model in models:
+        layer = [w.grad for w in model.quantum_parameters()]
+        head = [p.grad for p in model.head.parameters() if p.grad is not None]
+        layouts.append((layer, len(head)))
+        grads.extend(g for g in layer if g is not None)
+        grads.extend(head)
+    norms = iter(torch.stack(torch._foreach_norm(grads)).tolist() if grads else [])
+    out = []
+    for (layer, heads), lg, loss, y in zip(layouts, logits, losses, ys):
+        layers = tuple(0.0 if g is None else next(norms) for g in layer)
+        head = math.sqrt(sum(next(norms) ** 2 for _ in range(heads)))
+        out.append(StepOutcome(loss.item(), int((lg.argmax(1) == y).sum()), len(y), layers, head))
+    return out
