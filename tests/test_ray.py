@@ -156,8 +156,8 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, serial, tmp_path):
     address, _ = cluster
     out = tmp_path / "ray"
-    # stacks of 2: four tasks, so runs are still in flight when the first one's files are written (one stack of
-    # all 8 would write every summary at once, leaving no moment to kill the driver between them)
+    # stacks of 2 trainable runs with their frozen benchmarks: two tasks of four runs, each writing its runs'
+    # summaries one by one as it ends, so runs are still in flight when the first one's files are written
     argv = [sys.executable, "-m", "qresnet.cli.main",
             *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "2")]
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ from qresnet.data import load_dataset
 from qresnet.errors import ConfigError, SweepError
 from qresnet.nn import QuanvLayer
 from qresnet.run.rundir import RunDir
-from qresnet.run.stack import default_stack_size, stack_key, train_stack
+from qresnet.run.stack import default_stack_size, joint_optimizer, stack_key, train_stack
 from qresnet.run.train import train
 from qresnet.study import sweep as sweep_module
 from qresnet.study.sweep import SweepConfig, plan_stacks, run_sweep
@@ -92,6 +94,46 @@ def test_a_quantum_head_stack_equals_its_runs_alone(tmp_path):
         _agree(_metrics(tmp_path / f"s{k}"), _metrics(tmp_path / f"a{k}"))
 
 
+def test_a_stack_across_residual_configurations_equals_its_runs_alone(tmp_path):
+    """Residual configurations share their layers, so they stack: each configuration's runs go through the layers
+    as one forward (its own skips), every trainable run's filters in one engine call; each run's numbers equal the
+    run trained alone."""
+    common = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=4, lr=0.05)
+    configs = [TrainConfig(seed=0, residual="O1+O2", **common), TrainConfig(seed=1, residual="X+O1", **common),
+               TrainConfig(seed=0, residual="none", **common), TrainConfig(seed=1, residual="X+O1", frozen=True, **common)]
+    assert len({stack_key(c) for c in configs}) == 1
+    stacked = train_stack(configs, [tmp_path / f"s{k}" for k in range(len(configs))])
+    assert [r.epochs_completed for r in stacked] == [2] * len(configs)
+    for k, config in enumerate(configs):
+        train(config, tmp_path / f"a{k}", progress=False)
+        _agree(_metrics(tmp_path / f"s{k}"), _metrics(tmp_path / f"a{k}"))
+
+
+def test_the_joint_optimizer_moves_each_run_bit_for_bit_as_its_own_adam():
+    """The stack's one Adam (multi-tensor kernels, each run's state in its own optimizer) against each run's own
+    Adam (single-tensor, as a run alone steps), over steps with random gradients: equal weights, bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(16,), (16,), (10, 49), (10,)]
+
+    def session(lr: float) -> Any:
+        params = [torch.randn(s, dtype=torch.float64, generator=generator).requires_grad_() for s in shapes]
+        return SimpleNamespace(optimizer=torch.optim.Adam(params, lr=lr), params=params)
+
+    stacked = [session(lr) for lr in (0.01, 0.05, 0.01)]
+    alone = [SimpleNamespace(params=[p.detach().clone().requires_grad_() for p in s.params]) for s in stacked]
+    for a, s in zip(alone, stacked):
+        a.optimizer = torch.optim.Adam(a.params, lr=s.optimizer.param_groups[0]["lr"])
+    joint = joint_optimizer(stacked)
+    for _ in range(20):
+        for a, s in zip(alone, stacked):
+            for p, q in zip(a.params, s.params):
+                grad = torch.randn(p.shape, dtype=torch.float64, generator=generator)
+                p.grad, q.grad = grad.clone(), grad.clone()
+            a.optimizer.step()
+        joint.step()
+    assert all(torch.equal(p, q) for a, s in zip(alone, stacked) for p, q in zip(a.params, s.params))
+
+
 def test_a_frozen_run_in_a_stack_computes_its_maps_once(tmp_path, monkeypatch):
     """A frozen run's layers never change, so a stack runs them once per image (both sets, before the first
     epoch) and only its head after that: the frozen layers' forward calls do not grow with the epochs, while its
@@ -157,20 +199,21 @@ def test_stacks_group_runs_of_one_shape_and_refuse_others(tmp_path):
     sweep = SweepConfig.from_preset("quick", **{**SMALL, "configs": "O1+O2;none", "seeds": (0, 1, 2)})
     plan = sweep.runs()
     stacks = plan_stacks(plan, list(range(len(plan))), 4)
-    # per configuration 3 trainable runs (at most 4 a stack: one stack) with their 3 frozen benchmarks
+    # the two configurations share their layers: one shape; 6 trainable runs at most 4 a stack -> 2 stacks of 3,
+    # cut in plan order (a configuration's seeds together), each with the frozen benchmarks of the same part
     assert [len(s) for s in stacks] == [6, 6]
-    assert sorted(i for s in stacks for i in s) == list(range(len(plan)))
-    by_two = plan_stacks(plan, list(range(len(plan))), 2)  # 2 stacks a configuration, each 2 + 1 or 1 + 2
-    assert [len(s) for s in by_two] == [3, 3, 3, 3]
-    assert all({plan[i].frozen for i in s} == {False, True} for s in by_two)  # trainable and frozen runs in each
-    assert all(sum(not plan[i].frozen for i in s) <= 2 for s in by_two)
+    assert [{plan[i].config.residual.notation for i in s} for s in stacks] == [{"O1+O2"}, {"none"}]
+    by_two = plan_stacks(plan, list(range(len(plan))), 2)
+    assert [len(s) for s in by_two] == [4, 4, 4]
+    assert all(sum(not plan[i].frozen for i in s) == 2 and sum(plan[i].frozen for i in s) == 2 for s in by_two)
+    assert sorted(i for s in by_two for i in s) == list(range(len(plan)))
+    assert [len(s) for s in plan_stacks(plan, list(range(len(plan))), 16)] == [12]
     frozen_only = [i for i, p in enumerate(plan) if p.frozen][:3]
-    assert [len(s) for s in plan_stacks(plan, frozen_only, 2)] == [2, 1]
-    for s in stacks:
+    assert sorted(len(s) for s in plan_stacks(plan, frozen_only, 2)) == [1, 2]
+    for s in stacks + by_two:
         assert len({stack_key(plan[i].config) for i in s}) == 1
-        assert len({plan[i].config.residual for i in s}) == 1
     other = TrainConfig(classes=(0, 1), lr=0.5)
-    with pytest.raises(ConfigError, match="differ only in seed and frozen"):
+    with pytest.raises(ConfigError, match="differ only in seed, frozen flag and residual"):
         train_stack([TrainConfig(classes=(0, 1)), other], [tmp_path / "a", tmp_path / "b"])
     # from memory: half the available memory over the processes, 64 MiB a run, at most 16, spread over the jobs
     assert default_stack_size(40, 2, available=1 << 30) == 4

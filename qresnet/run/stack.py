@@ -2,14 +2,18 @@
 
     results = train_stack([config_seed0, config_seed1, config_seed0_frozen], [dir_a, dir_b, dir_c])
 
-The runs of a stack share everything but their seed (data split, batch order, initial weights) and their
-frozen flag (:func:`stack_key`). A step is one computation (:func:`stacked_step`):
+The runs of a stack share everything but their seed (data split, batch order, initial weights), their frozen flag
+and their residual configuration (:func:`stack_key`: the layers are the same, only the skips between them differ).
+A step is one computation (:func:`stacked_step`):
 
 - every quanvolution layer evaluates its design points for all the trainable runs' weights in ONE engine
   call (:func:`qresnet.qnn.stacked_qnn`, the engine's segmented pullback for the backward: each run's weights
-  get the gradient of their own rows only); a frozen run's response is memoised by its layer's connector;
-- the runs' batches go through the layers as ONE batch, run-major, each run's part contracted with its own
-  response tensor (:meth:`QuanvLayer.fix_response` with a run axis), residuals and all;
+  get the gradient of their own rows only);
+- a frozen run's layers never change: its final maps of both sets are computed once, when the stack starts
+  (:func:`fix_maps`), and its steps and evaluations run its head only;
+- the other runs' batches go through the layers as ONE batch per residual configuration, run-major, each run's
+  part contracted with its own response tensor (:meth:`QuanvLayer.fix_response` with a run axis), residuals
+  and all;
 - each run's head takes its part of the final map; quantum heads of one shape are ONE engine call
   (:func:`qresnet.nn.stacked_head_logits`);
 - the loss is the sum of the runs' mean losses, so one backward gives each run the gradient of its own loss,
@@ -58,14 +62,15 @@ from qresnet.run.step import StepOutcome, finite_loss, measured_runs
 from qresnet.run.train import (Session, Tally, check_identity, epoch_order, finish, open_run_dir, record_epoch,
                                resume_session)
 
-VARYING = ("seed", "frozen")  # what may differ between the runs of a stack
+VARYING = ("seed", "frozen", "residual")  # what may differ between the runs of a stack
 RUN_BYTES = 64 << 20  # the memory one more run takes in a stack, rounded up from benchmarks/sweep.py (README)
 MAX_STACK = 16  # past this the step's arrays, not its calls, set its time (README)
 MEMORY_SHARE = 0.5  # of the available memory, for the stacks of a sweep
 
 
 def stack_key(config: TrainConfig) -> str:
-    """What the runs of one stack share: the config less its seed and frozen flag, as a comparable string."""
+    """What the runs of one stack share: the config less its seed, frozen flag and residual configuration (the
+    layers are the same; only the skips between them differ), as a comparable string."""
     values = config.to_dict()
     # the backend's seed follows the run's; it seeds shot sampling only, and a stack is exact (no shots)
     values["backend_options"] = {k: v for k, v in values["backend_options"].items() if k != "seed"}
@@ -167,22 +172,30 @@ def stack_responses(models: list) -> list[torch.Tensor] | None:
 def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
                  ) -> list[torch.Tensor]:
     """Every model's final map of its own batch (equal sizes), flattened for its head. Models whose layers are all
-    response-mode quanvolutions run as ONE forward: the batches concatenated run-major through the first model's
-    layers with every run's response tensor (``responses``, from :func:`stack_responses` when not given; an
-    evaluation passes them once for all its batches) fixed (:meth:`QuanvLayer.fix_response` with a run axis).
-    Others (classical controls, per-patch layers) run one by one."""
+    response-mode quanvolutions run as ONE forward per residual configuration: that configuration's batches
+    concatenated run-major through its first model's layers with each run's response tensor (``responses``, from
+    :func:`stack_responses` when not given; an evaluation passes them once for all its batches) fixed
+    (:meth:`QuanvLayer.fix_response` with a run axis). Others (classical controls, per-patch layers) run one by one."""
     responses = stack_responses(models) if responses is None else responses
     if responses is None:
         return [m.features(x).flatten(1) for m, x in zip(models, inputs)]
-    carrier = models[0]
-    try:
-        for layer, tensor in zip(carrier.layers, responses):
-            layer.fix_response(tensor)
-        features = carrier.features(torch.cat(inputs))
-    finally:
-        for layer in carrier.layers:
-            layer.fix_response(None)
-    return [f.flatten(1) for f in features.split([len(x) for x in inputs])]
+    by_residual: dict[Any, list[int]] = {}
+    for i, m in enumerate(models):
+        by_residual.setdefault(m.residual, []).append(i)
+    maps: list[torch.Tensor] = [torch.empty(0)] * len(models)
+    for members in by_residual.values():
+        carrier = models[members[0]]
+        mine = responses if len(by_residual) == 1 else [t[torch.tensor(members)] for t in responses]
+        try:
+            for layer, tensor in zip(carrier.layers, mine):
+                layer.fix_response(tensor)
+            features = carrier.features(torch.cat([inputs[i] for i in members]))
+        finally:
+            for layer in carrier.layers:
+                layer.fix_response(None)
+        for i, f in zip(members, features.split([len(inputs[i]) for i in members])):
+            maps[i] = f.flatten(1)
+    return maps
 
 
 def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -226,10 +239,11 @@ def fixed_maps(models: list, sets: list[torch.Tensor], batch: int) -> list[torch
 def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
     """One Adam over every session's parameters, each session's groups with their own settings, holding each
     parameter's state in the session optimizer's own dict (the same object): one step moves every run exactly
-    as its own Adam would (Adam is elementwise, and the same single-tensor arithmetic), and each session's
-    optimizer still checkpoints, and resumes, its own state. A parameter without a gradient (a failed run's)
-    does not move."""
-    joint = torch.optim.Adam([dict(group) for s in sessions for group in s.optimizer.param_groups])
+    as its own Adam would (Adam is elementwise; the multi-tensor kernels do per tensor the arithmetic of the
+    single-tensor ones, bit for bit on CPU, tests/test_stack.py, in a few calls per group instead of some ten per
+    parameter), and each session's optimizer still checkpoints, and resumes, its own state. A parameter without
+    a gradient (a failed run's) does not move."""
+    joint = torch.optim.Adam([{**group, "foreach": True} for s in sessions for group in s.optimizer.param_groups])
     for s in sessions:
         for group in s.optimizer.param_groups:
             for p in group["params"]:
@@ -360,7 +374,7 @@ def train_stack(configs: Sequence[TrainConfig], directories: Sequence[str | Path
                           f"{len(directories)} directories")
     keys = {stack_key(c) for c in configs}
     if len(keys) != 1:
-        raise ConfigError("the runs of a stack may differ only in seed and frozen flag")
+        raise ConfigError("the runs of a stack may differ only in seed, frozen flag and residual configuration")
     first = configs[0]
     if first.max_steps is not None or first.backend.on_device or first.backend_options.shots is not None:
         raise ConfigError("a stack trains exact simulations by epochs: run device runs, shots or max_steps alone")

@@ -270,13 +270,15 @@ def _run_stack(configs: list[TrainConfig], directories: list[str], data: list[Da
 
 
 def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list[int]]:
-    """``todo`` (plan indices) as stacks of runs of one shape (:func:`stack_key`), each with at most ``size``
-    trainable runs and its share of the shape's frozen runs (a frozen run's maps are computed once and only its
-    head trains, so it adds little to a step: :func:`qresnet.run.stack.fix_maps`). A shape's runs go into as few
-    stacks as that allows, the trainable and the frozen dealt round-robin, so the stacks' sizes differ by one at
-    most (20 trainable runs at 16: 10 and 10, not 16 and 4; a small stack pays a step's calls for few runs). A
-    shape with frozen runs only makes stacks of at most ``size``. Runs that cannot stack (devices, shots) go alone;
-    each stack lists its runs in plan order."""
+    """``todo`` (plan indices) as stacks of runs of one shape (:func:`stack_key`: the residual configurations of a
+    shape share its layers, so they stack too), each with at most ``size`` trainable runs and its share of the
+    shape's frozen runs (a frozen run's maps are computed once and only its head trains, so it adds little to a
+    step: :func:`qresnet.run.stack.fix_maps`). A shape's runs go into as few stacks as that allows, its trainable
+    and its frozen runs each cut in plan order into that many near-equal parts (20 trainable runs at 16: 10 and 10,
+    not 16 and 4; a small stack pays a step's calls for few runs), so every stack holds trainable runs and as few
+    residual configurations as may be (each is one forward of the torch side a step). A shape with frozen runs only
+    makes stacks of at most ``size``. Runs that cannot stack (devices, shots) go alone; a stack lists its runs in
+    plan order."""
     groups: dict[str, list[int]] = {}
     for i in todo:
         config = plan[i].config
@@ -285,10 +287,10 @@ def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list
     for members in groups.values():
         trainable = [i for i in members if not plan[i].frozen]
         frozen = [i for i in members if plan[i].frozen]
-        stacks: list[list[int]] = [[] for _ in range(-(-len(trainable or frozen) // size))]
-        for j, i in enumerate(trainable + frozen):
-            stacks[j % len(stacks)].append(i)
-        out.extend(sorted(s) for s in stacks)
+        count = -(-len(trainable or frozen) // size)
+        parts = [[xs[len(xs) * k // count:len(xs) * (k + 1) // count] for xs in (trainable, frozen)]
+                 for k in range(count)]
+        out.extend(sorted(t + f) for t, f in parts)
     return out
 
 
