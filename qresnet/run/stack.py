@@ -50,7 +50,7 @@ from qresnet.backends import Backend, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, TrainingError
-from qresnet.nn import QuantumHead, QuanvLayer, stacked_head_logits
+from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN, stacked_head_logits
 from qresnet.qnn import response_tensor, stacked_qnn, stacks
 from qresnet.run.build import build_model, head_notes
 from qresnet.run.divergence import all_finite, check_data
@@ -199,8 +199,11 @@ def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch
 
 
 def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each model's head on its own flattened final map; quantum heads of one shape as ONE engine call."""
-    if all(isinstance(m.head, QuantumHead) for m in models):
+    """Each model's head on its own flattened final map. While training, quantum heads of one shape are ONE engine
+    call (values and pullback: 1.1x their separate calls, benchmarks/stacked.py); without gradients (an
+    evaluation) one by one, as alone: values only, S heads in one call took 1.7x to 2x their separate calls (the
+    evaluation of 6 runs on aer and aer:fake_torino)."""
+    if torch.is_grad_enabled() and all(isinstance(m.head, QuantumHead) for m in models):
         return stacked_head_logits([m.head for m in models], maps)
     return [m.head(f) for m, f in zip(models, maps)]
 
@@ -209,7 +212,7 @@ def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[tor
                    mapped: Collection[int] = ()) -> list[torch.Tensor]:
     """Every model's logits on its own batch (equal sizes): :func:`stacked_maps`, then :func:`head_logits`. The
     inputs of the models at the indices ``mapped`` are already their final maps (a run whose layers do not train:
-    :func:`fixed_maps`), so only their heads run; ``responses`` are the other models'."""
+    :func:`fix_maps`), so only their heads run; ``responses`` are the other models'."""
     through = [i for i in range(len(models)) if i not in mapped]
     maps = list(inputs)
     if through:
@@ -219,7 +222,7 @@ def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[tor
     return head_logits(models, maps)
 
 
-def layers_fixed(model: Any) -> bool:
+def layers_fixed(model: ResQuNN) -> bool:
     """Whether nothing before the model's head trains (a frozen run): its final map of an image never changes."""
     return not any(p.requires_grad for p in model.layers.parameters())
 
