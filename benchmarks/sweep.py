@@ -18,7 +18,9 @@ A sweep's seconds are a fixed part (imports, data, models, curves) plus a part p
 preset says little about the preset. With two or more ``--epochs`` (``1,3``) the benchmark fits
 seconds = fixed + per_epoch x epochs per mode (least squares over the measured points) and projects both modes,
 and their ratio, to ``--project-epochs`` (default: the preset's own, 30 for ``paper``): a projection from
-measured points, printed and written as such, beside the measured figures.
+measured points, printed and written as such, beside the measured figures. Where a mode's fitted seconds per
+epoch are not positive (its fixed part varied more between invocations than the epochs cost) it says so and does
+not project.
 """
 
 from __future__ import annotations
@@ -128,9 +130,13 @@ def main() -> None:
     for e, ratio in ratios.items():
         print(f"measured, {e} epochs: stacked / one run per process {ratio:.2f}x runs per hour (K = {k})")
     projection = None
-    if len(epochs) >= 2:
+    lines = {mode: line(epochs, [summary[mode][e]["seconds"] for e in epochs]) for mode in summary} if len(epochs) > 1 else {}
+    if lines and min(per_epoch for _, per_epoch in lines.values()) <= 0:
+        print("no projection: a mode's seconds do not grow with the epochs (its fixed part, e.g. a noise model built "
+              "per worker, varies more than an epoch costs); measure more epochs apart, or more --rounds")
+        lines = {}
+    if lines:
         target = args.project_epochs or plans[0].epochs
-        lines = {mode: line(epochs, [summary[mode][e]["seconds"] for e in epochs]) for mode in summary}
         seconds = {mode: fixed + per_epoch * target for mode, (fixed, per_epoch) in lines.items()}
         projection = {"epochs": target, "ratio": seconds["one-run"] / seconds["stacked"],
                       **{mode: {"fixed_seconds": lines[mode][0], "seconds_per_epoch": lines[mode][1],
