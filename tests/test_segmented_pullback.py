@@ -204,3 +204,16 @@ def test_heads_of_different_backends_run_one_by_one(monkeypatch, rng):
     for h, b, logits in zip(heads, batches, stacked_head_logits(heads, batches)):
         np.testing.assert_allclose(logits.detach().numpy(), h(b).detach().numpy(), atol=0, rtol=0)
     assert heads[0].stack_shape != heads[1].stack_shape
+
+
+def test_heads_without_gradients_run_one_by_one(monkeypatch, rng):
+    """An evaluation (no gradients): each head's own values call, not one segmented call, and each head's logits
+    exactly (the stacked call would compute the same values in another order)."""
+    heads = [quantum_head_layer(resolve_backend("aer"), 49, 4, seed=s) for s in range(3)]
+    for h in heads:
+        monkeypatch.setattr(h.qnn.gradient, "evaluate_segmented", lambda *a, **k: pytest.fail("stacked"))
+    batches = [torch.tensor(rng.normal(size=(3, 49))) for _ in heads]
+    with torch.no_grad():
+        logits = stacked_head_logits(heads, batches)
+        for h, b, l in zip(heads, batches, logits):
+            np.testing.assert_allclose(l.numpy(), h(b).numpy(), atol=0, rtol=0)

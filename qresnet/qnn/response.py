@@ -58,14 +58,15 @@ def response_tensor(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
     return t
 
 
-def _products(v: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """prod over inputs start..stop-1 of v[:, i, a_i] for every (a_start, ...), first input slowest, from v of shape
-    (R, q, 3, M): (R, 3^(stop-start), M)."""
+def _products(v: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
+    """The products over inputs start..i of v[:, input, a_input] for every (a_start, ..., a_i), first input slowest,
+    for each i in start..stop-1, from v of shape (R, q, 3, M): shapes (R, 3^(i + 1 - start), M); [ones (R, 1, M)]
+    for no inputs."""
     if start == stop:
-        return v.new_ones(v.shape[0], 1, v.shape[-1])
-    out = v[:, start]
+        return [v.new_ones(v.shape[0], 1, v.shape[-1])]
+    out = [v[:, start]]
     for i in range(start + 1, stop):
-        out = (out[:, :, None, :] * v[:, i, None, :, :]).reshape(v.shape[0], -1, v.shape[-1])
+        out.append((out[-1][:, :, None, :] * v[:, i, None, :, :]).reshape(v.shape[0], -1, v.shape[-1]))
     return out
 
 
@@ -90,9 +91,7 @@ class _Response(torch.autograd.Function):
         runs, m, q = inputs.shape
         theta = scale * inputs.transpose(1, 2)  # (R, q, M)
         v = torch.stack([torch.ones_like(theta), torch.sin(theta), torch.cos(theta)], dim=2)  # (R, q, 3, M)
-        prefixes = [v[:, 0] if q > 1 else v.new_ones(runs, 1, m)]  # prefixes[j - 1]: the products of inputs 0..j-1
-        for i in range(1, q - 1):
-            prefixes.append((prefixes[-1][:, :, None, :] * v[:, i, None, :, :]).reshape(runs, -1, m))
+        prefixes = _products(v, 0, q - 1)  # prefixes[j - 1]: the products of inputs 0..j-1
         k = tensor.shape[-1] // 3
         coefficients = torch.bmm(tensor.transpose(1, 2), prefixes[-1]).reshape(runs, 3, k, m)  # D of the last input
         ctx.save_for_backward(tensor, v, coefficients, *prefixes)
@@ -126,7 +125,7 @@ def _pulled(tensor: torch.Tensor, v: torch.Tensor, g: torch.Tensor, j: int, pref
     before, after = 3**j, 3 ** (q - 1 - j)
     k = g.shape[1]
     full = tensor.reshape(runs, before, 3, after, k)
-    suffix = _products(v, j + 1, q)  # (R, after, M)
+    suffix = _products(v, j + 1, q)[-1]  # (R, after, M)
     if before >= after:
         u = torch.bmm(full.reshape(runs, before, -1).transpose(1, 2), prefix)  # (R, 3 * after * K, M)
         rest = (suffix[:, :, None, :] * g[:, None, :, :]).reshape(runs, 1, after * k, m)

@@ -199,11 +199,8 @@ def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch
 
 
 def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each model's head on its own flattened final map. While training, quantum heads of one shape are ONE engine
-    call (values and pullback: 1.1x their separate calls, benchmarks/stacked.py); without gradients (an
-    evaluation) one by one, as alone: values only, S heads in one call took 1.7x to 2x their separate calls (the
-    evaluation of 6 runs on aer and aer:fake_torino)."""
-    if torch.is_grad_enabled() and all(isinstance(m.head, QuantumHead) for m in models):
+    """Each model's head on its own flattened final map; quantum heads through :func:`stacked_head_logits`."""
+    if all(isinstance(m.head, QuantumHead) for m in models):
         return stacked_head_logits([m.head for m in models], maps)
     return [m.head(f) for m, f in zip(models, maps)]
 
