@@ -103,13 +103,15 @@ def main() -> None:
         args.mode = None if args.mode == 0 else args.mode
         child(args)
         return
-    from qresnet.run.stack import default_stack_size
+    from qresnet.study.sweep import stack_size
 
     epochs = sorted({int(e) for e in args.epochs.split(",")})
     plans = sweeps(args)
     runs = sum(len(s.runs()) for s in plans)
     trainable = sum(not r.frozen for s in plans for r in s.runs())
-    k = args.stack if args.stack is not None else default_stack_size(trainable, args.jobs)
+    # the sweep's own default, as run_sweep picks it for each sweep (one per head family)
+    k = args.stack if args.stack is not None else max(stack_size(s.runs(), list(range(len(s.runs()))), args.jobs)
+                                                      for s in plans)
     print(f"{runs} runs ({trainable} trainable), --jobs {args.jobs}: one run per process vs stacks of {k} "
           f"trainable runs with their frozen ones; epochs {', '.join(map(str, epochs))}", flush=True)
     figures: dict[str, dict[int, list[dict]]] = {"one-run": {e: [] for e in epochs}, "stacked": {e: [] for e in epochs}}

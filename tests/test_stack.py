@@ -234,3 +234,32 @@ def test_a_stacked_sweep_on_ray_equals_the_stacked_sweep_in_process(tmp_path, mo
         assert _metrics(tmp_path / "ray" / r.run_dir) == _metrics(tmp_path / "local" / r.run_dir)
         summary = json.loads((tmp_path / "ray" / r.run_dir / "summary.json").read_text())
         assert summary["run_dir"] == str(tmp_path / "ray" / r.run_dir)
+
+
+def test_a_weight_that_overflows_in_a_stack_stops_its_run_only(tmp_path, monkeypatch):
+    """The stack checks all its runs' weights in one call after each step; where one is not finite, that run's own
+    check names it and the run leaves the stack, while its neighbour finishes."""
+    from qresnet.run import stack as stack_module
+
+    joint = stack_module.joint_optimizer
+
+    def overflowing(sessions):
+        optimizer = joint(sessions)
+        step = optimizer.step
+
+        def step_then_overflow(*a, **k):
+            out = step(*a, **k)
+            if len(sessions) == 2:
+                with torch.no_grad():
+                    sessions[1].model.head.weight[0, 0] = float("inf")
+            return out
+
+        optimizer.step = step_then_overflow
+        return optimizer
+
+    monkeypatch.setattr(stack_module, "joint_optimizer", overflowing)
+    common = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=4, lr=0.05)
+    results = train_stack([TrainConfig(seed=0, **common), TrainConfig(seed=1, **common)],
+                          [tmp_path / "a", tmp_path / "b"])
+    assert results[0].epochs_completed == 2
+    assert "weight head.weight became non-finite" in str(results[1])

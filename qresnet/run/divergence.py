@@ -35,11 +35,11 @@ def check_data(data: Dataset) -> None:
                             f"image {first} of {len(images)}: the data is damaged; fix or fetch it again")
 
 
-def all_finite(models: Iterable[torch.nn.Module]) -> bool:
-    """Whether every weight and gradient of ``models`` is finite, from one norm per tensor in one call (a norm is
-    finite when every entry is; one that overflows only sends :meth:`DivergenceWatch.step` to its per-tensor check,
-    which decides). A stack checks all its runs at once and each run's own only when this says no."""
-    tensors = [t for m in models for p in m.parameters() for t in (p, p.grad) if t is not None]
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every entry of ``tensors`` is finite, from one norm per tensor in one call (a norm is finite when
+    every entry is; one that overflows only sends :meth:`DivergenceWatch.step` to its per-tensor check, which
+    decides). A stack checks all its runs' weights at once, and each run's own only when this says no."""
+    tensors = list(tensors)
     return not tensors or all(math.isfinite(n) for n in torch.stack(torch._foreach_norm(tensors)).tolist())
 
 
@@ -77,7 +77,7 @@ class DivergenceWatch:
     def step(self, model: torch.nn.Module, epoch: int, step: int) -> None:
         """After the optimizer step: stop if a gradient or a weight is not finite (an overflowing update), before
         the step's state reaches a checkpoint (:func:`all_finite` first: the names are looked up only when not)."""
-        if all_finite([model]):
+        if all_finite(t for p in model.parameters() for t in (p, p.grad) if t is not None):
             return
         for name, parameter in model.named_parameters():
             if parameter.grad is not None and not bool(torch.isfinite(parameter.grad).all()):

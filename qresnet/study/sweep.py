@@ -269,6 +269,13 @@ def _run_stack(configs: list[TrainConfig], directories: list[str], data: list[Da
     return [r if isinstance(r, RunResult) else str(r) for r in train_stack(configs, directories, data)]
 
 
+def stack_size(plan: list[PlannedRun], todo: list[int], jobs: int) -> int:
+    """The default K for the runs ``todo`` in ``jobs`` processes: :func:`default_stack_size` of their trainable runs
+    (of all of them where every one is frozen)."""
+    trainable = sum(not plan[i].frozen for i in todo)
+    return default_stack_size(trainable or len(todo), jobs)
+
+
 def plan_stacks(plan: list[PlannedRun], todo: list[int], size: int) -> list[list[int]]:
     """``todo`` (plan indices) as stacks of runs of one shape (:func:`stack_key`: the residual configurations of a
     shape share its layers, so they stack too), each with at most ``size`` trainable runs and its share of the
@@ -387,8 +394,7 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
             record(i, finished)
         else:
             todo.append(i)
-    trainable = sum(not plan[i].frozen for i in todo)
-    size = default_stack_size(trainable or len(todo), jobs) if stack is None else checked_int(stack, "--stack", 1)
+    size = stack_size(plan, todo, jobs) if stack is None else checked_int(stack, "--stack", 1)
     # a stacked sweep trains even a stack of one through the stack (its numbers then do not depend on how a resume
     # regroups its runs); --stack 1 and runs that cannot stack (devices, shots) take today's path
     works = ([Work((i,), False) for i in todo] if size == 1 else
