@@ -31,7 +31,7 @@ from qresnet.values import checked_int, known_fields
 
 NUM_CLASSES = 10  # both datasets label the digits 0-9
 # what a resume may change: none of these changes a finished epoch's numbers (data_dir: the data is digested)
-SAFE_TO_CHANGE = ("epochs", "max_steps", "keep_checkpoints", "data_dir")
+SAFE_TO_CHANGE = ("epochs", "max_steps", "keep_checkpoints", "curves", "data_dir")
 # packages whose version can change a run's numbers
 NUMERIC_PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning", "qiskit-ibm-runtime", "torch",
                     "numpy", "scipy", "scikit-learn")
@@ -154,10 +154,13 @@ class TrainConfig:
     seed: int = 0
     torch_threads: int = 1  # small tensors: a second intra-op thread costs more than it gives on 2 cores
     keep_checkpoints: int = 3  # epoch checkpoints kept besides the best one; the history lives in metrics.csv
+    curves: bool = True  # draw curves.png when the run ends (a sweep's runs leave it to the report unless asked)
 
     def __post_init__(self) -> None:
         for name in COUNTS:
             object.__setattr__(self, name, checked_int(getattr(self, name), name))
+        if not isinstance(self.curves, bool):
+            raise ConfigError(f"curves={self.curves!r} must be true or false")
         if self.max_steps is not None:
             object.__setattr__(self, "max_steps", checked_int(self.max_steps, "max_steps", hint=", or None for no limit"))
         object.__setattr__(self, "seed", checked_int(self.seed, "seed", 0))

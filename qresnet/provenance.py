@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from importlib import metadata
@@ -11,6 +12,13 @@ PACKAGES = ("qresnet", "qiskit", "qiskit-aer", "qiskit-machine-learning", "qiski
 
 
 def package_versions() -> dict[str, str | None]:
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> dict[str, str | None]:
+    """Read once per process: the code a process runs is the code it imported, whatever is installed later, and
+    reading the metadata costs 20 ms, paid per run of a stack otherwise."""
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:

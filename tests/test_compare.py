@@ -1,5 +1,7 @@
 import csv
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +49,11 @@ def test_an_interrupted_sweep_reuses_finished_runs(tmp_path):
     reused = {(r.config, r.frozen): r.reused for r in second.runs}
     assert reused.pop(("O1+O2", True)) is False and all(reused.values())
     assert [r.final_test_acc for r in first.runs] == [r.final_test_acc for r in second.runs]
+    # the runs' own figures, asked for once the sweep is finished: drawn from their metrics, nothing trained again
+    assert not any(Path(tmp_path, r.run_dir, "curves.png").exists() for r in second.runs)
+    third = run_sweep(dataclasses.replace(sweep, run_curves=True), tmp_path, progress=False)
+    assert all(r.reused for r in third.runs)
+    assert all(Path(tmp_path, r.run_dir, "curves.png").stat().st_size > 0 for r in third.runs)
 
 
 def test_parallel_jobs_give_the_serial_results(tmp_path):

@@ -115,7 +115,7 @@ def _task_pids() -> list[int]:
 def test_a_ray_sweep_equals_the_serial_one_and_writes_from_the_driver(cluster, serial, tmp_path):
     address, hidden = cluster
     out = (hidden or tmp_path) / "ray"
-    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
+    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address, "--run-curves")) == 0
     assert _numbers(out) == serial
     for run in (out / "runs" / "aer").iterdir():
         names = {p.name for p in run.iterdir()} | {p.name for p in (run / "checkpoints").iterdir()}
@@ -147,7 +147,7 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 
     killer = threading.Thread(target=kill_one)
     killer.start()
-    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
+    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address, "--run-curves")) == 0
     killer.join()
     assert killed, "no task was running to be killed"
     assert _equals_serial(out, serial)
@@ -169,7 +169,7 @@ def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, seria
     driver.wait()
     finished = len(list(out.glob("runs/aer/*/summary.json")))
     assert 1 <= finished < 8
-    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
+    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address, "--run-curves")) == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert sum(r["reused"] for r in rows) >= finished
     assert _equals_serial(out, serial)

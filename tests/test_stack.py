@@ -66,7 +66,7 @@ def _agree(stacked: list[dict], alone: list[dict]) -> None:
 def test_a_stacked_sweep_equals_the_same_sweep_run_one_by_one(tmp_path):
     sweep = SweepConfig.from_preset("quick", **SMALL)
     alone = run_sweep(sweep, tmp_path / "alone", progress=False, stack=1)
-    stacked = run_sweep(sweep, tmp_path / "stacked", progress=False, stack=4)
+    stacked = run_sweep(dataclasses.replace(sweep, run_curves=True), tmp_path / "stacked", progress=False, stack=4)
     assert len(stacked.runs) == len(alone.runs) == 4
     for s, a in zip(stacked.runs, alone.runs):
         assert (s.seed, s.frozen, s.run_dir) == (a.seed, a.frozen, a.run_dir)
@@ -76,6 +76,7 @@ def test_a_stacked_sweep_equals_the_same_sweep_run_one_by_one(tmp_path):
         assert {"config.json", "metrics.csv", "summary.json", "curves.png"} <= {p.name for p in run.iterdir()}
         assert {"initial.pt", "epoch_002.pt"} <= {p.name for p in (run / "checkpoints").iterdir()}
         assert RunDir(run).read_identity() == RunDir(tmp_path / "alone" / a.run_dir).read_identity()
+        assert not (tmp_path / "alone" / a.run_dir / "curves.png").exists()  # a sweep's runs draw none unless asked
     # the same initial weights: a stack builds each run from its own seed
     for s in stacked.runs:
         mine = torch.load(tmp_path / "stacked" / s.run_dir / "checkpoints" / "initial.pt", weights_only=False)["model"]

@@ -194,7 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         backends=tuple(args.backends.split(",")) if args.backends else None,
         heads=tuple(args.head.split(",")) if args.head else None, backend_options=backend_options(args),
         filters=tuple(f.strip() for f in args.filters.split(",")) if args.filters else None,
-        quanv=filter_values(args) or None, image_size=args.image_size,
+        quanv=filter_values(args) or None, image_size=args.image_size, run_curves=args.run_curves or None,
     )
     if args.drift is not None:
         BackendSpec.coerce(args.drift)  # a bad spec is refused before the sweep, not after it
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None,
                    help="a running Ray cluster, e.g. HOST:6379 (default: $RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--stack", type=int, default=None, help=STACK_HELP)
+    p.add_argument("--run-curves", action="store_true", help="also draw every run's curves.png (the report's "
+                   "curves.png shows them all; a finished sweep run again with this draws the missing ones)")
     p.add_argument("--out", default=None, help="report directory; an existing one resumes its sweep (runs trained "
                    "with other settings are refused)")
     p.add_argument("--overwrite", action="store_true", help="train again the runs in --out whose settings differ")

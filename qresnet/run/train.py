@@ -326,7 +326,8 @@ def open_run_dir(session: Session, notes: list[str], save_initial: bool) -> None
 
 
 def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResult:
-    """The run's result (``summary.json``), the head's encoding check when asked for, and the curves."""
+    """The run's result (``summary.json``), the head's encoding check when asked for, and the curves (unless
+    ``config.curves`` is off)."""
     config, run, data = session.config, session.run, session.data
     noise = None
     if config.head == "quantum" and config.head_encoding_noise == "transpiled" and session.metrics:
@@ -340,6 +341,6 @@ def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResu
         stopped_at_max_steps=session.budget_hit, parameter_sets_evaluated_this_session=evaluated,
         head_encoding_noise=noise, filter=config.filter)
     run.write_summary(result)
-    if session.metrics:
+    if session.metrics and config.curves:
         plot_curves(session.metrics, run.curves_path)
     return result

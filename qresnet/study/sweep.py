@@ -32,6 +32,7 @@ from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, ResultError, RunDirError, SweepError
 from qresnet.residual import ResidualSpec
+from qresnet.run.figures import plot_curves
 from qresnet.run.integrity import integrity_problems
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
@@ -41,7 +42,8 @@ from qresnet.run.train import train
 from qresnet.study.execute import Work, execute
 from qresnet.values import checked_int
 
-ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"], "quanv": None, "image_size": None}  # SweepConfig fields a sweep.json of an earlier version lacks
+# SweepConfig fields a sweep.json of an earlier version lacks, at what that version did
+ADDED_FIELDS: dict[str, Any] = {"filters": ["quantum"], "quanv": None, "image_size": None, "run_curves": True}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the README's main job: minutes on the embedded 8x8 digits, both backends
@@ -95,6 +97,8 @@ class SweepConfig:
     the data split and the initial weights, so a trainable run and its frozen benchmark with the same
     seed form a pair, and so do the same run on two backends, and a quantum run and its classical control.
     ``filters`` are ``quantum`` (the circuit) and ``classical`` (the control of the same size, Q6).
+    ``run_curves`` draws each run's ``curves.png`` (``TrainConfig.curves``): off by default, as the report's
+    ``curves.png`` shows every run's curves and a run's figure costs more than its training in a small sweep.
     """
 
     preset: str = "quick"
@@ -116,6 +120,7 @@ class SweepConfig:
     filters: tuple[str, ...] = ("quantum",)
     quanv: FilterSpec | dict | None = None  # the filter of every run (TrainConfig.quanv); None: today's
     image_size: int | None = None
+    run_curves: bool = False
 
     def __post_init__(self) -> None:
         seeds = tuple(checked_int(k, "seed", 0) for k in self.seeds)
@@ -153,7 +158,8 @@ class SweepConfig:
                             per_class=self.per_class, test_fraction=self.test_fraction, layers=self.layers,
                             residual=residual, head=head, frozen=frozen, backend=backend,
                             backend_options=self.backend_options, epochs=self.epochs, batch_size=self.batch_size,
-                            lr=self.lr, seed=seed, filter=kind, quanv=self.quanv, image_size=self.image_size)
+                            lr=self.lr, seed=seed, filter=kind, quanv=self.quanv, image_size=self.image_size,
+                            curves=self.run_curves)
                         out.append(PlannedRun(backend, head, residual, frozen, seed, config, kind))
         return out
 
@@ -246,12 +252,16 @@ def run_dir(out: Path, backend: BackendSpec | str, config: ResidualSpec | str, f
 
 def finished_result(config: TrainConfig, directory: Path) -> RunResult | None:
     """A finished run's result, marked reused (its identity was checked by :func:`stale_runs`); else None. A summary
-    that cannot be read (damaged, or of a version that lacks a field) is not trusted: the run resumes and writes anew."""
+    that cannot be read (damaged, or of a version that lacks a field) is not trusted: the run resumes and writes anew.
+    A finished run without the ``curves.png`` its config asks for gets it now, from its metrics."""
+    run = RunDir(directory)
     try:
-        result = RunDir(directory).read_result()
+        result = run.read_result()
     except ResultError:
         return None
     if result is not None and result.epochs_completed == config.epochs:
+        if config.curves and result.metrics and not run.curves_path.is_file():
+            plot_curves(result.metrics, run.curves_path)
         return dataclasses.replace(result, reused=True)
     return None
 
