@@ -119,16 +119,23 @@ class Backend:
         if self._estimator is None:
             o = self.options
             if self.spec.simulated:
-                readout = self.readout()
-                aer = aer_estimator(self.noise_model, readout, o.shots, o.seed)
-                self._estimator = aer if o.engine == "aer" else EngineEstimator(
-                    self.noise_model, readout, o.shots, o.seed, fallback=aer)
+                self._estimator = self.simulator(o.shots, o.seed)
             else:
                 # jobs over the Runtime validation limits (10,000 two-qubit gates) are split, not rejected;
                 # the Batch or Session opens on the first job, not when a model is built
                 self._estimator = SplittingEstimator(DeferredEstimator(self.runtime_estimator),
                                                      JobLimits(shots=o.shots or DEFAULT_RUNTIME_SHOTS))
         return self._estimator
+
+    def simulator(self, shots: int | None, seed: int | None) -> BaseEstimatorV2:
+        """A new estimator of this simulated backend (its noise, readout and engine) with these ``shots`` (None:
+        exact) and ``seed``: :meth:`estimator` is the one with the options' own; others check it (shot draws)."""
+        if not self.spec.simulated:
+            raise CapabilityError(f"{self.name} is not simulated here: its estimator runs on the device")
+        readout = self.readout()
+        aer = aer_estimator(self.noise_model, readout, shots, seed)
+        return aer if self.options.engine == "aer" else EngineEstimator(self.noise_model, readout, shots, seed,
+                                                                         fallback=aer)
 
     def runtime_estimator(self) -> BaseEstimatorV2:
         """``local:`` and ``ibm:``: the Runtime ``Estimator`` itself, on this backend's Batch or Session (made once)."""

@@ -177,6 +177,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     print(f"run directory {result.run_dir}: final test accuracy {result.final_test_acc:.3f}, "
           f"best {result.best_test_acc:.3f}, {result.epochs_completed} epochs, {result.wall_time_s:.1f} s")
+    if result.shot_validation is not None:
+        from qresnet.run.evaluate import describe_shot_validation
+
+        print(describe_shot_validation(result.shot_validation))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

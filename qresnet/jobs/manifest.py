@@ -39,6 +39,7 @@ from qresnet.backends import Backend
 from qresnet.circuits import CircuitTemplate, quantum_head
 from qresnet.errors import JobsError
 from qresnet.jobs.run import TrainedRun
+from qresnet.qnn import sample_patches
 
 PART_KINDS = ("design", "patches", "head")
 
@@ -192,18 +193,6 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         d = json.loads(text, cls=RuntimeDecoder)
         return cls(d["backend"], d["runtime"], tuple(ManifestPart.from_dict(p) for p in d["parts"]))
-
-
-def sample_patches(patches: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` distinct patches (rows), seeded, leaving out design points (the layer parts run those already).
-
-    >>> sample_patches(np.array([[0, 0.5], [0.2, 1], [0.2, 1], [0.3, 0]]), 5, seed=0).tolist()
-    [[0.2, 1.0], [0.3, 0.0]]
-    """
-    unique = np.unique(np.asarray(patches, dtype=float).reshape(-1, patches.shape[-1]), axis=0)
-    informative = unique[~np.all(np.isin(unique, (0.0, 0.5, 1.0)), axis=1)]
-    pick = np.random.default_rng(seed).choice(len(informative), size=min(count, len(informative)), replace=False)
-    return informative[np.sort(pick)]
 
 
 def build_manifest(run: TrainedRun, backend: Backend, runtime: dict[str, Any], validate_patches: int) -> Manifest:

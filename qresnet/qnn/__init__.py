@@ -17,7 +17,7 @@ from qresnet.errors import ConfigError
 from qresnet.qnn.connector import Float64TorchConnector
 from qresnet.qnn.engine_gradient import Derivatives, EngineGradient, QNNCall, QNNEvaluation
 from qresnet.qnn.gradient import BatchedParamShiftGradient
-from qresnet.qnn.response import design_points, evaluate_response, response_tensor
+from qresnet.qnn.response import design_points, evaluate_response, response_tensor, sample_patches
 from qresnet.qnn.stacked import segmented_qnn, stacked_qnn, stacks
 
 
@@ -91,6 +91,7 @@ __all__ = [
     "make_gradient",
     "Float64TorchConnector",
     "design_points",
+    "sample_patches",
     "evaluate_response",
     "make_qnn",
     "QNNCall",

@@ -31,6 +31,18 @@ def design_points(num_inputs: int, scale: float) -> np.ndarray:
     return np.asarray(DESIGN_ANGLES)[grid] / scale
 
 
+def sample_patches(patches: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` distinct patches (rows), seeded, leaving out design points (the layer parts run those already).
+
+    >>> sample_patches(np.array([[0, 0.5], [0.2, 1], [0.2, 1], [0.3, 0]]), 5, seed=0).tolist()
+    [[0.2, 1.0], [0.3, 0.0]]
+    """
+    unique = np.unique(np.asarray(patches, dtype=float).reshape(-1, patches.shape[-1]), axis=0)
+    informative = unique[~np.all(np.isin(unique, (0.0, 0.5, 1.0)), axis=1)]
+    pick = np.random.default_rng(seed).choice(len(informative), size=min(count, len(informative)), replace=False)
+    return informative[np.sort(pick)]
+
+
 KRONECKER_INPUTS = 5  # up to this many inputs, inv(A) along every axis is one (3^q, 3^q) matrix (473 KiB at q = 5)
 
 

@@ -1,4 +1,5 @@
-"""A trained model measured: loss and accuracy over a set, and the quantum head's transpiled encoding under noise."""
+"""A trained model measured: loss and accuracy over a set, the quantum head's transpiled encoding under noise, and
+what sampling (shots) does to the filter response."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from qresnet.backends import Backend
@@ -13,7 +15,8 @@ from qresnet.run.cost import HEAD_QUBITS
 from qresnet.circuits import quantum_head
 from qresnet.data import Dataset
 from qresnet.errors import ConfigError
-from qresnet.nn import QuantumHead, ResQuNN
+from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN
+from qresnet.qnn import design_points, evaluate_response, response_tensor, sample_patches
 
 
 def loss_and_accuracy(model: ResQuNN, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
@@ -69,3 +72,69 @@ def encoding_noise_check(model: ResQuNN, backend: Backend, data: Dataset, sample
         "accuracy_transpiled_encoding": float((full.argmax(1) == y).double().mean()),
         "same_prediction": float((exact.argmax(1) == full.argmax(1)).double().mean()),
     }
+
+
+SHOT_PATCHES, SHOT_DRAWS = 32, 32
+
+
+def shot_validation(model: ResQuNN, backend: Backend, data: Dataset, seed: int, patches: int = SHOT_PATCHES,
+                    draws: int = SHOT_DRAWS) -> dict[str, Any] | None:
+    """What shots do to layer 1 in response mode, measured on ``patches`` distinct test-set patches (seeded) with
+    the trained weights: ``draws`` independent shot draws (seeds ``seed`` x 1000 + d) of (a) the response tensor T
+    from its 3^q sampled design points, contracted at the patches (what the model computes), and (b) each patch's
+    circuit sampled directly; each against the exact value of the same circuit and noise. T's error reaches every
+    patch, so (a)'s errors are correlated across patches and (b)'s are not (docs/design.md section 3): reported as
+    the mean absolute and mean signed correlation, over the draws, between two patches' errors ((b)'s absolute one
+    is the floor that a finite number of draws gives independent errors), beside each method's RMS error and the
+    RMS of its error averaged over the patches. None without shots, off the simulators, or for a layer that is not
+    a response-mode quanvolution."""
+    layer = model.layers[0]
+    shots = backend.options.shots
+    if shots is None or not backend.spec.simulated or not isinstance(layer, QuanvLayer) or layer.mode != "response":
+        return None
+    template = layer.template
+    picked = torch.as_tensor(sample_patches(layer.patches(data.x_test).reshape(-1, template.num_inputs).numpy(),
+                                            patches, seed))
+    design = torch.as_tensor(design_points(template.num_inputs, template.input_scale))
+    isa = backend.transpile(template)
+    weights = layer.weight.detach().numpy()
+
+    def direct(estimator: Any, inputs: torch.Tensor) -> torch.Tensor:
+        return QuanvLayer(template, estimator, circuit=isa.circuit, observables=isa.observables, mode="per-patch",
+                          initial_weights=weights, filters=layer.filters)._qnn(inputs)
+
+    began = time.perf_counter()
+    with torch.no_grad():
+        exact = direct(backend.simulator(None, seed), picked)
+        via_response, one_by_one = [], []
+        for d in range(draws):
+            sampler = backend.simulator(shots, seed * 1000 + d)
+            tensor = response_tensor(direct(sampler, design), template.num_inputs)
+            via_response.append(evaluate_response(tensor, picked, template.input_scale) - exact)
+            one_by_one.append(direct(sampler, picked) - exact)
+    seconds = time.perf_counter() - began
+
+    def summary(errors: list[torch.Tensor]) -> dict[str, float]:
+        e = torch.stack(errors).reshape(draws, -1).numpy()  # (draws, patches x outputs)
+        corr = np.corrcoef(e, rowvar=False)
+        pairs = corr[~np.eye(len(corr), dtype=bool)]
+        return {"rms_error": float(np.sqrt(np.mean(e**2))),
+                "mean_error_correlation": float(np.nanmean(pairs)),
+                "mean_abs_error_correlation": float(np.nanmean(np.abs(pairs))),
+                "rms_of_the_patch_mean_error": float(np.sqrt(np.mean(e.mean(axis=1) ** 2)))}
+
+    return {"shots": shots, "patches": len(picked), "draws": draws, "layer": 1, "seconds": seconds,
+            "response": summary(via_response), "direct": summary(one_by_one)}
+
+
+def describe_shot_validation(check: dict[str, Any]) -> str:
+    """One paragraph of :func:`shot_validation`'s figures, for a run's output and a comparison report."""
+    r, d = check["response"], check["direct"]
+    return (f"With {check['shots']} shots, layer 1's filter response T is estimated from its sampled design points "
+            "and every patch's value inherits T's error, so the errors of different patches are correlated, unlike "
+            f"sampling each patch directly. Measured on {check['patches']} test patches over {check['draws']} shot "
+            f"draws: mean |correlation| between two patches' errors {r['mean_abs_error_correlation']:.2f} through "
+            f"the response against {d['mean_abs_error_correlation']:.2f} direct (the floor of {check['draws']} "
+            f"draws; signed means {r['mean_error_correlation']:+.2f} and {d['mean_error_correlation']:+.2f}); RMS "
+            f"error per patch {r['rms_error']:.4f} against {d['rms_error']:.4f}; of the error averaged over the "
+            f"patches {r['rms_of_the_patch_mean_error']:.4f} against {d['rms_of_the_patch_mean_error']:.4f}.")

@@ -98,6 +98,7 @@ class RunResult:
     stopped_at_max_steps: bool = False
     parameter_sets_evaluated_this_session: int | None = None
     head_encoding_noise: dict[str, Any] | None = None  # the quantum head's encoding check, when asked for
+    shot_validation: dict[str, Any] | None = None  # with shots: layer 1's response against direct sampling
     reused: bool = False  # read back from a finished run, not trained by this invocation
     filter: str = "quantum"  # the layers' filter: the circuit, or the classical control (rows of earlier versions: quantum)
 
@@ -176,8 +177,9 @@ class RunResult:
             "reused": self.reused, "filter": self.filter, "predicted_reach": list(self.predicted_reach),
             "grad_norms_last_epoch": _list(self.grad_norms_last_epoch), "measured_reach": _list(self.measured_reach),
         }
-        if self.head_encoding_noise is not None:
-            out["head_encoding_noise"] = self.head_encoding_noise
+        for name in ("head_encoding_noise", "shot_validation"):  # checks a run makes only when they apply
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         if metrics:
             out["metrics"] = [m.to_row() for m in self.metrics]
         return out

@@ -30,7 +30,7 @@ from qresnet.config import SAFE_TO_CHANGE, TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import QresnetError, RunDirError, TrainingError
 from qresnet.nn import ResQuNN
-from qresnet.run.evaluate import encoding_noise_check, loss_and_accuracy
+from qresnet.run.evaluate import encoding_noise_check, loss_and_accuracy, shot_validation
 from qresnet.run.figures import plot_curves
 from qresnet.provenance import environment
 from qresnet.run.divergence import DivergenceWatch, check_data
@@ -326,20 +326,23 @@ def open_run_dir(session: Session, notes: list[str], save_initial: bool) -> None
 
 
 def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResult:
-    """The run's result (``summary.json``), the head's encoding check when asked for, and the curves (unless
-    ``config.curves`` is off)."""
+    """The run's result (``summary.json``) with the head's encoding check when asked for and, with shots, what
+    they do to the filter response (:func:`shot_validation`); and the curves (unless ``config.curves`` is off)."""
     config, run, data = session.config, session.run, session.data
     noise = None
     if config.head == "quantum" and config.head_encoding_noise == "transpiled" and session.metrics:
         noise = encoding_noise_check(session.model, session.backend, data, config.head_noise_samples, config.seed)
         atomic_write_json(run.head_noise_path, noise)
+    shots = None
+    if session.metrics and config.backend_options.shots is not None:
+        shots = shot_validation(session.model, session.backend, data, config.seed)
     result = RunResult(
         backend=config.backend, head=config.head, residual=config.residual, frozen=config.frozen, seed=config.seed,
         epochs=config.epochs, metrics=tuple(session.metrics), train_images=len(data.y_train),
         test_images=len(data.y_test), gradient=gradient_method(session.model), run_dir=str(run.path),
         wall_time_s=session.elapsed, head_notes=tuple(notes), steps_this_session=session.steps_taken,
         stopped_at_max_steps=session.budget_hit, parameter_sets_evaluated_this_session=evaluated,
-        head_encoding_noise=noise, filter=config.filter)
+        head_encoding_noise=noise, shot_validation=shots, filter=config.filter)
     run.write_summary(result)
     if session.metrics and config.curves:
         plot_curves(session.metrics, run.curves_path)

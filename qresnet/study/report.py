@@ -276,6 +276,7 @@ def write_comparison_report(result: SweepResult, out: str | Path, drift: Sequenc
     lines += _noisy_minus_ideal(runs, several)
     lines += _quantum_beside_linear(runs)
     lines += drift_section(drift)
+    lines += _shots_section(rows)
     lines += _numbers_behind(assessed)
     lines += ["## Figures", "", "![accuracy with intervals](accuracy.png)", "",
               "![paired differences](differences.png)", "", "![gradient norms](grad_norms.png)", "",
@@ -343,6 +344,37 @@ def _noisy_minus_ideal(runs: Runs, several: bool) -> list[str]:
                 lines.append(f"| `{c}` | {cells[0]} | {cells[1]} |")
             lines.append("")
     return lines
+
+
+def _shots_section(rows: Sequence[RunResult]) -> list[str]:
+    """With shots: the statement that a response estimated from shots carries correlated error across patches, and
+    its check in each run (:func:`qresnet.run.evaluate.shot_validation`), averaged per backend."""
+    checked: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.shot_validation is not None:
+            checked.setdefault(str(r.backend), []).append(r.shot_validation)
+    if not checked:
+        return []
+    lines = ["## Shots: the filter response from sampled design points", "",
+             "Each layer's response tensor T is estimated from its 3^q sampled design points, and every patch's "
+             "value is a contraction of T: the error T carries reaches every patch, so patches' errors are "
+             "correlated, which sampling each patch directly would not make them (docs/design.md section 3). "
+             "Every run checks this on sampled test patches of layer 1 with its trained weights, over independent "
+             "shot draws, against exact values; the direct method's mean |correlation| is the floor a finite number "
+             "of draws gives independent errors. Means over the runs:", "",
+             "| backend | runs | shots | patches x draws | mean abs. correlation of two patches' errors, response / "
+             "direct | RMS error per patch, response / direct | RMS of the error averaged over the patches, "
+             "response / direct |", "|---|---|---|---|---|---|---|"]
+    for backend, checks in checked.items():
+        def mean(method: str, key: str) -> float:
+            return sum(c[method][key] for c in checks) / len(checks)
+        shots = sorted({c["shots"] for c in checks})
+        lines.append(f"| {backend} | {len(checks)} | {', '.join(map(str, shots))} | {checks[0]['patches']} x "
+                     f"{checks[0]['draws']} | {mean('response', 'mean_abs_error_correlation'):.2f} / "
+                     f"{mean('direct', 'mean_abs_error_correlation'):.2f} | {mean('response', 'rms_error'):.4f} / "
+                     f"{mean('direct', 'rms_error'):.4f} | {mean('response', 'rms_of_the_patch_mean_error'):.4f} / "
+                     f"{mean('direct', 'rms_of_the_patch_mean_error'):.4f} |")
+    return lines + [""]
 
 
 def _quantum_beside_linear(runs: Runs) -> list[str]:
