@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 from qiskit import QuantumCircuit, qpy
 from qiskit.circuit import ParameterVector
 
@@ -247,14 +248,22 @@ def test_a_noisy_sweep_with_drift(tmp_path, capsys):
     config = TrainConfig.from_dict(run.read_config()["config"])
     data = load_dataset(config.data_config())
     state = torch.load(run.epoch_checkpoint(1), weights_only=False)["model"]
-    by_hand = {}
+    by_hand, correct = {}, {}
     for spec in ("noise:depolarizing:0.3", "noise:bit_flip:0.2"):
         model = build_model(config, resolve_backend(spec, config.backend_options), data.image_shape, data.num_classes)
         model.load_state_dict(state)
         with torch.no_grad():
-            by_hand[spec] = float((model(data.x_test).argmax(1) == data.y_test).double().mean())
+            correct[spec] = (model(data.x_test).argmax(1) == data.y_test).double().numpy()
+        by_hand[spec] = float(correct[spec].mean())
     assert written["other_accuracy"] == by_hand["noise:bit_flip:0.2"]
     assert written["trained_accuracy"] == by_hand["noise:depolarizing:0.3"] == run.read_metrics()[0].test_acc
+    # the change's interval, paired over the test images: scipy's paired t-test on each image's outcome
+    other, trained = correct["noise:bit_flip:0.2"], correct["noise:depolarizing:0.3"]
+    if (other != trained).any():
+        low, high = stats.ttest_rel(other, trained).confidence_interval(0.95)
+    else:
+        low = high = 0.0
+    assert written["change_interval"] == pytest.approx([low, high], abs=1e-12)
     assert cli.main(["evaluate", str(run.path), "--backend", "aer:fake_manila", "--checkpoint", "best"]) == 0
     assert "on aer:fake_manila: change" in capsys.readouterr().out
     assert (run.path / "evaluations" / "aer_fake_manila.json").is_file()

@@ -17,12 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from scipy import stats
+
 from qresnet.backends import BackendOptions, BackendSpec, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, RunDirError
 from qresnet.run.build import build_model
-from qresnet.run.evaluate import loss_and_accuracy
 from qresnet.run.rundir import RunDir, atomic_write_json
 
 CHECKPOINTS = ("last", "best")  # which epoch checkpoint of a run an evaluation loads
@@ -43,6 +46,7 @@ class DriftEvaluation:
     trained_loss: float
     other_loss: float
     seconds: float
+    change_interval: tuple[float, float]  # 95%, paired over the test images (:func:`change_interval`)
 
     @property
     def change(self) -> float:
@@ -55,7 +59,8 @@ class DriftEvaluation:
     def describe(self) -> str:
         return (f"{self.run_dir} (epoch {self.epoch}, {self.checkpoint} checkpoint): test accuracy "
                 f"{self.trained_accuracy:.3f} on {self.trained_on} (trained), {self.other_accuracy:.3f} on "
-                f"{self.evaluated_on}: change {self.change:+.3f} over {self.test_images} test images")
+                f"{self.evaluated_on}: change {self.change:+.3f} [{self.change_interval[0]:+.3f}, "
+                f"{self.change_interval[1]:+.3f}] (95%, paired over the {self.test_images} test images)")
 
 
 def evaluation_path(run: RunDir, backend: BackendSpec) -> Path:
@@ -81,14 +86,30 @@ def _checkpoint(run: RunDir, which: str) -> dict[str, Any]:
 
 
 def accuracy_on(config: TrainConfig, state: dict[str, Any], backend: BackendSpec | str, options: BackendOptions,
-                data: Dataset) -> tuple[float, float]:
-    """Test loss and accuracy of the checkpoint ``state`` of a run of ``config``, its model built on ``backend``."""
+                data: Dataset) -> tuple[float, float, np.ndarray]:
+    """Test loss and accuracy of the checkpoint ``state`` of a run of ``config``, its model built on ``backend``,
+    and which test images it classifies correctly."""
     model = build_model(config, resolve_backend(backend, options), data.image_shape, data.num_classes)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     if unexpected or any(not key.endswith(".design_inputs") for key in missing):  # per-patch layers hold no design points
         raise RunDirError(f"the checkpoint does not fit the model of its run (missing {missing}, unexpected "
                           f"{unexpected}); the run directory was edited or is damaged")
-    return loss_and_accuracy(model.eval(), data.x_test, data.y_test, config.batch_size)
+    model.eval()
+    with torch.no_grad():  # one pass: with shots, a second one would sample other values
+        logits = torch.cat([model(data.x_test[i:i + config.batch_size])
+                            for i in range(0, len(data.y_test), config.batch_size)])
+    correct = (logits.argmax(1) == data.y_test).numpy()
+    return float(torch.nn.functional.cross_entropy(logits, data.y_test)), float(correct.mean()), correct
+
+
+def change_interval(trained: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the accuracy change, paired over the test images (Student t on each image's change,
+    -1, 0 or +1): how far the change could be from the test set's luck alone. A point when nothing changed."""
+    d = other.astype(float) - trained.astype(float)
+    if len(d) < 2 or not d.any():
+        return float(d.mean()), float(d.mean())
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean() - half), float(d.mean() + half)
 
 
 def evaluate_drift(run_dir: str | Path, backend: BackendSpec | str, options: BackendOptions | None = None,
@@ -103,15 +124,16 @@ def evaluate_drift(run_dir: str | Path, backend: BackendSpec | str, options: Bac
     state = _checkpoint(run, checkpoint)
     data = data or load_dataset(config.data_config())
     began = time.perf_counter()
-    trained_loss, trained_acc = accuracy_on(config, state, config.backend, config.backend_options, data)
+    trained_loss, trained_acc, trained_correct = accuracy_on(config, state, config.backend, config.backend_options,
+                                                             data)
     # the run's layout is of its device's qubits: another device places the circuits itself
     base = (options or config.backend_options).replace(seed=config.seed)
     layout = base.initial_layout if other.device == config.backend.device else None
     other_options = dataclasses.replace(base, initial_layout=layout)
-    other_loss, other_acc = accuracy_on(config, state, other, other_options, data)
+    other_loss, other_acc, other_correct = accuracy_on(config, state, other, other_options, data)
     result = DriftEvaluation(str(run.path), checkpoint, int(state["epoch"]), str(config.backend), str(other),
                              len(data.y_test), trained_acc, other_acc, trained_loss, other_loss,
-                             time.perf_counter() - began)
+                             time.perf_counter() - began, change_interval(trained_correct, other_correct))
     path = evaluation_path(run, other)
     path.parent.mkdir(exist_ok=True)
     atomic_write_json(path, result.to_dict())
