@@ -85,8 +85,9 @@ class DataConfig:
                                                                hint=" (pixels per side), or None to keep the size"))
         if self.data_dir is not None:
             object.__setattr__(self, "data_dir", str(self.data_dir))  # a Path is fine; store text for to_dict
-        if self.classes is not None:
-            object.__setattr__(self, "classes", self._labels(self.classes))
+        if self.classes is not None:  # the digits are 0-9; a dataset of one's own may label more classes
+            top = NUM_CLASSES - 1 if self.dataset in DATASETS else None
+            object.__setattr__(self, "classes", self._labels(self.classes, top))
         if self.per_class is not None:
             object.__setattr__(self, "per_class", checked_int(self.per_class, "per_class", error=DataError,
                                                               hint=" (images kept per class), or None for all of them"))
@@ -95,10 +96,11 @@ class DataConfig:
         object.__setattr__(self, "seed", checked_int(self.seed, "seed", 0, error=DataError))
 
     @staticmethod
-    def _labels(classes: object) -> tuple[int, ...]:
-        bad = DataError(f"classes={classes!r} must be distinct labels 0-{NUM_CLASSES - 1}, e.g. (0, 1, 2, 3)")
+    def _labels(classes: object, top: int | None) -> tuple[int, ...]:
+        bad = DataError(f"classes={classes!r} must be distinct labels " + (f"0-{top}" if top is not None else ">= 0")
+                        + ", e.g. (0, 1, 2, 3)")
         try:
-            labels = tuple(checked_int(c, "label", 0, maximum=NUM_CLASSES - 1, error=DataError) for c in classes)
+            labels = tuple(checked_int(c, "label", 0, maximum=top, error=DataError) for c in classes)
         except (DataError, TypeError):
             raise bad from None
         if not labels:

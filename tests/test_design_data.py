@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from qresnet.data import load_image_arrays, resize_images
+from qresnet.config import DataConfig
+from qresnet.data import load_dataset, load_image_arrays, resize_images
 from qresnet.errors import QresnetError
 
 
@@ -28,6 +29,11 @@ def test_npz_of_any_size_pools_train_and_test(tmp_path, rng):
     np.savez(tmp_path / "bytes.npz", x_train=(x_train * 255).astype(np.uint8), y_train=y_train,
              x_test=(x_test * 255).astype(np.uint8), y_test=y_test)
     assert load_image_arrays(f"npz:{tmp_path / 'bytes.npz'}")[3] == 255.0
+    # a dataset of one's own may label more than the digits' ten classes, and --classes picks among them
+    data = load_dataset(DataConfig(f"npz:{tmp_path / 'mine.npz'}", classes=(11, 2), test_fraction=0.5))
+    assert data.classes == (11, 2) and sorted(data.y_train.tolist() + data.y_test.tolist()) == [0, 0, 1, 1]
+    with pytest.raises(QresnetError, match="must be distinct labels 0-9"):
+        DataConfig("mnist", classes=(0, 11))
 
 
 @pytest.mark.parametrize("prefix, gz", [("", False), ("fashion-", True)])

@@ -64,6 +64,9 @@ COMBINATIONS = {
     "random ansatz, RY(x)": ["--ansatz", "random", "--ansatz-seed", "3", "--encoding", "ry"],
     "classical control of strongly entangling, RX(pi x)": ["--ansatz", "strongly_entangling", "--encoding", "rx_pi",
                                                            "--filter", "classical"],
+    "strongly entangling, RX(pi x)": ["--ansatz", "strongly_entangling", "--encoding", "rx_pi"],
+    "full entanglement": ["--entanglement", "full"],
+    "3x3 at stride 3 (its default)": ["--kernel-size", "3"],
     "own circuit, two observables": ["--filter-circuit", "{f}", "--filter-observables", "ZIII,IIIZ"],
     "own circuit breaking the response condition": ["--filter-circuit", "{g}", "--mode", "response"],
     "npz resized to 6": ["--dataset", "{npz}", "--image-size", "6", "--classes", "0,1,2"],
@@ -87,7 +90,8 @@ def test_every_new_flag_trains_on_aer(name, tmp_path, rng, capsys):
     elif config.quanv != FilterSpec():  # the filter and its cost were said before the run, mode and why
         assert "filter mode" in printed and "circuits per step" in printed
     if "--kernel-size" in flags:
-        assert config.quanv.kernel_size == 3 and config.quanv.stride == 2 and config.quanv.reps == 1
+        stride, reps = (2, 1) if "--stride" in flags else (3, 2)  # the stride defaults to the kernel's size
+        assert (config.quanv.kernel_size, config.quanv.stride, config.quanv.reps) == (3, stride, reps)
         assert "filter mode per-patch (auto, fewer rows)" in printed  # 2 x 3^9 design points vs 8 images' windows
     if "{g}" in COMBINATIONS[name]:
         assert "the response condition fails" in printed
@@ -187,7 +191,8 @@ def test_q6_is_not_tested_without_a_classical_control():
     (["--dataset", "csv:x"], "dataset='csv:x' is unknown: use one of digits, mnist, npz:PATH or idx:DIR"),
     (["--filter-observables", "ZIII"], "observables apply to your own circuit"),
 ])
-def test_bad_input_is_one_line(flags, match, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_bad_input_is_one_line(command, flags, match, tmp_path, capsys):
     import re
 
     f = write_circuit(tmp_path / "f.qpy")
@@ -200,7 +205,9 @@ def test_bad_input_is_one_line(flags, match, tmp_path, capsys):
     np.savez(tmp_path / "negative.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.array([0, 1, -1, 0]),
              x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.array([0, 1]))
     args = [a.format(f=f, bare=bare, npz=tmp_path / "bad.npz", negative=tmp_path / "negative.npz") for a in flags]
-    assert cli.main(["train", *TINY, *args, "--out", str(tmp_path / "run")]) == 2
+    # a sweep refuses before its first run, in the same one line, not once per run
+    extra = ["--backends", "aer", "--configs", "none", "--seeds", "0,1"] if command == "compare" else []
+    assert cli.main([command, *TINY, *extra, *args, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(match, err), err
 
@@ -274,3 +281,19 @@ def test_bad_drift_and_evaluate_input_is_one_line(tmp_path, capsys):
     assert "sparkle" in capsys.readouterr().err and not (tmp_path / "S").exists()
     assert cli.main(["evaluate", str(tmp_path), "--backend", "aer"]) == 2
     assert "has no config.json" in capsys.readouterr().err
+
+
+def test_a_sweep_of_another_filter_says_its_cost_first_and_checks_the_layout_against_it(tmp_path, capsys):
+    """A 3x3 filter (9 qubits) trains on aer:fake_torino in a sweep, on the nine qubits it is given."""
+    layout = ["--initial-layout", "0,1,2,3,4,5,6,7,8"]  # nine qubits: the 3x3 filter's, not today's four
+    torino = ["--backends", "aer:fake_torino", "--configs", "none", "--seeds", "0"]
+    assert cli.main(["compare", *TINY, "--kernel-size", "3", "--stride", "2", "--filter-reps", "1", *torino, *layout,
+                     "--out", str(tmp_path / "S")]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "aer:fake_torino: filter mode per-patch (auto, fewer rows)" in printed and "circuits per step" in printed
+    # the report counts the mode the runs took: 3x3 windows at stride 2 start at 0, 2, 4, 6 on an 8-pixel side
+    # (16 windows), then at 0, 2 on the 4-pixel map (4); 8 images a batch; 2 x 9 weights at one repetition
+    costs = json.loads((tmp_path / "S" / "results.json").read_text())["evidence"]["aer:fake_torino"]["none"]
+    assert costs["numbers"]["costs"]["circuits_per_step"] == 8 * (16 + 4) * (1 + 2 * 18)
+    assert cli.main(["compare", *TINY, *torino, *layout, "--out", str(tmp_path / "T")]) == 2
+    assert "has 9 qubits, but this run's templates have 4" in capsys.readouterr().err

@@ -22,8 +22,7 @@ from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import ClassicalFilterLayer, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.qnn import gradient_name
-from qresnet.residual import map_size
-from qresnet.run.cost import HEAD_QUBITS, StepCost
+from qresnet.run.cost import HEAD_QUBITS, StepCost, layer_rows
 
 PAPER_HEAD_CLASSES = 4
 # a 4-class head step on the engine (its light cone spans 6 qubits), measured on this project's 2-core machine;
@@ -66,21 +65,6 @@ def classical_layers(spec: FilterSpec, num_layers: int, *, input_gradients: bool
     template = spec.template()
     return [ClassicalFilterLayer.like(template, input_gradients=input_gradients, seed=seed + k, **spec.layer_options)
             for k in range(num_layers)]
-
-
-def layer_rows(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int]) -> dict[str, int]:
-    """Rows (parameter sets) one training batch evaluates per filter in each mode, summed over the layers: response
-    mode runs the 3^q design points once per layer, per-patch mode every patch of every image and input channel."""
-    spec = config.quanv
-    shapes = config.residual.node_shapes(tuple(image_shape), spec.kernel_size, spec.stride, spec.padding)
-    channels = config.residual.node_channels([spec.channels] * config.layers)
-    per_patch = sum(config.batch_size * channels[k] * _windows(shapes[k], spec) for k in range(config.layers))
-    return {"response": config.layers * 3 ** template.num_inputs, "per-patch": per_patch}
-
-
-def _windows(shape: tuple[int, int], spec: FilterSpec) -> int:
-    return (map_size(shape[0], spec.kernel_size, spec.stride, spec.padding)
-            * map_size(shape[1], spec.kernel_size, spec.stride, spec.padding))
 
 
 def choose_mode(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int],

@@ -15,8 +15,9 @@ from functools import cache
 
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
-from qresnet.circuits import FilterSpec, quantum_head, quanv_filter
+from qresnet.circuits import CircuitTemplate, FilterSpec, quantum_head, quanv_filter
 from qresnet.config import TrainConfig
+from qresnet.residual import map_size
 
 HEAD_QUBITS = 10  # the paper's quantum head: 10 qubits, amplitude-encoding up to 1024 values
 
@@ -34,6 +35,21 @@ class StepCost:
                 f"two-qubit gates; {steps} steps: {steps * self.circuits} circuits, {steps * self.circuits * self.shots} "
                 f"shots, {steps * self.two_qubit_gates} two-qubit gates")
 
+
+
+def layer_rows(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int]) -> dict[str, int]:
+    """Rows (parameter sets) one training batch evaluates per filter in each mode, summed over the layers: response
+    mode runs the 3^q design points once per layer, per-patch mode every patch of every image and input channel."""
+    spec = config.quanv
+    shapes = config.residual.node_shapes(tuple(image_shape), spec.kernel_size, spec.stride, spec.padding)
+    channels = config.residual.node_channels([spec.channels] * config.layers)
+    per_patch = sum(config.batch_size * channels[k] * _windows(shapes[k], spec) for k in range(config.layers))
+    return {"response": config.layers * 3 ** template.num_inputs, "per-patch": per_patch}
+
+
+def _windows(shape: tuple[int, int], spec: FilterSpec) -> int:
+    return (map_size(shape[0], spec.kernel_size, spec.stride, spec.padding)
+            * map_size(shape[1], spec.kernel_size, spec.stride, spec.padding))
 
 
 @cache
@@ -68,17 +84,25 @@ class RunCost:
         return asdict(self)
 
 
-def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size: int, test_size: int) -> RunCost:
-    """The cost of a run of ``config`` with the templates ``backend`` runs; device figures need a device (noisy
-    ``aer:<device>``, ``local:``, ``ibm:``) and follow :func:`qresnet.backends.limits.qpu_seconds`, with one job per
-    forward and one per gradient of a step. On a device the head runs its transpiled angle encoding."""
+def run_cost(config: TrainConfig, backend: Backend, num_classes: int, train_size: int, test_size: int,
+             mode: str = "response", image_shape: tuple[int, int] | None = None) -> RunCost:
+    """The cost of a run of ``config`` with the templates ``backend`` runs, its layers in ``mode`` (per-patch needs
+    the ``image_shape``); device figures need a device (noisy ``aer:<device>``, ``local:``, ``ibm:``) and follow
+    :func:`qresnet.backends.limits.qpu_seconds`, with one job per forward and one per gradient of a step. On a
+    device the head runs its transpiled angle encoding."""
     quanv = _device_filter() if config.quanv == FilterSpec() else config.quanv.template()
-    # the filter-response method: 3^q circuits per layer, filter and weight setting (81 for today's filter)
-    design = 3 ** quanv.num_inputs * config.quanv.filters_per_layer
-    per_layer = design * (1 + (0 if config.frozen else 2 * quanv.num_weights))
+    if mode == "response":  # the filter-response method: 3^q rows per layer and filter (81 for today's filter)
+        rows = config.layers * 3 ** quanv.num_inputs * config.quanv.filters_per_layer
+        test_rows = rows  # a whole test set's stack
+    else:  # every window of every image, layer and input channel
+        if image_shape is None:
+            raise ValueError("run_cost: a per-patch run's cost needs its image_shape")
+        rows = layer_rows(config, quanv, image_shape)["per-patch"] * config.quanv.filters_per_layer
+        test_rows = rows // config.batch_size * test_size
     per_step, evaluation, qubits = [], [], []
     if config.filter == "quantum":  # the classical control runs no circuit
-        per_step, evaluation = [(quanv, config.layers * per_layer)], [(quanv, config.layers * design)]
+        per_step = [(quanv, rows * (1 + (0 if config.frozen else 2 * quanv.num_weights)))]
+        evaluation = [(quanv, test_rows)]
         qubits = [quanv.num_qubits]
     if config.head == "quantum":
         head = _angle_head(num_classes, config.head_reps)

@@ -18,6 +18,8 @@ from qresnet.backends import BackendSpec, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.provenance import environment
 from qresnet.residual import ResidualSpec
+from qresnet.circuits import FilterSpec
+from qresnet.run.build import choose_mode
 from qresnet.run.cost import run_cost
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
@@ -115,10 +117,12 @@ def assess(runs: Runs, sweep: SweepConfig) -> dict[str, Any]:
                                                                                 (setting.control(), config, False))
             measured = [list(r.measured_reach) for r in trained]
             any_run = (trained or frozen)[0]  # train and test sizes are the same in every run of a sweep
-            cost = run_cost(TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep.batch_size,
-                                        classes=sweep.classes, frozen=False, filter=setting.filter,
-                                        quanv=sweep.quanv), device, num_classes=_num_classes(sweep),
-                            train_size=any_run.train_images, test_size=any_run.test_images)
+            cost_config = TrainConfig(layers=layers, residual=spec, head=setting.head, batch_size=sweep.batch_size,
+                                      classes=sweep.classes, frozen=False, filter=setting.filter, quanv=sweep.quanv)
+            shape = _image_shape(sweep)
+            cost = run_cost(cost_config, device, num_classes=_num_classes(sweep), train_size=any_run.train_images,
+                            test_size=any_run.test_images, mode=_layer_mode(cost_config, device, shape),
+                            image_shape=shape)
             seconds = [sum(m.seconds for m in r.metrics) / len(r.metrics) for r in trained if r.metrics]
             costs = {"qubits": list(cost.qubits), "boundaries": cost.boundaries, "circuits_per_step": cost.circuits_per_step,
                      "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
@@ -170,6 +174,15 @@ def _image_shape(sweep: SweepConfig) -> tuple[int, int] | None:
     if sweep.image_size is not None:
         return (sweep.image_size, sweep.image_size)
     return {"mnist": (28, 28), "digits": (8, 8)}.get(sweep.dataset)
+
+
+def _layer_mode(config: TrainConfig, device: Any, image_shape: tuple[int, int] | None) -> str:
+    """The mode the sweep's quantum layers ran in (:func:`choose_mode`: today's filter always in response mode);
+    response where the image size is not known here."""
+    if config.filter != "quantum" or config.quanv == FilterSpec() or image_shape is None:
+        return "response"
+    template = config.quanv.template()
+    return choose_mode(config, template, image_shape, device.transpile(template).circuit)[0]
 
 
 def _head_command(sweep: SweepConfig) -> str:

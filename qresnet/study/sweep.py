@@ -24,10 +24,10 @@ from tqdm import tqdm
 from qresnet.backends import resolve_backend
 from qresnet.backends.options import BackendOptions
 from qresnet.backends.spec import BackendSpec
-from qresnet.run.build import check_layout_width
+from qresnet.run.build import build_model, check_layout_width, filter_notes
 from qresnet.run.cost import HEAD_QUBITS
 from qresnet.choices import EXECUTORS, FILTER_KINDS, HEADS
-from qresnet.circuits import FilterSpec, quanv_filter
+from qresnet.circuits import FilterSpec
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, ResultError, RunDirError, SweepError
@@ -331,14 +331,29 @@ def stale_runs(out: Path, plan: list[PlannedRun], data: dict[int, Dataset]) -> l
     return stale
 
 
-def check_backends(sweep: SweepConfig) -> None:
-    """What would stop every run on a backend, found before the first run starts: the spec and the layout."""
-    quanv = quanv_filter()
-    templates = [(quanv.name, quanv.num_qubits)] + ([("quantum head", HEAD_QUBITS)] if "quantum" in sweep.heads else [])
+def check_sweep(sweep: SweepConfig, plan: list[PlannedRun], data: dict[int, Dataset]) -> list[str]:
+    """What would stop every run, found before the first one starts, as one error: the backends' specs, the
+    layout against the sweep's templates, and the filter (its circuit, observables and size against the images):
+    the first run of each filter and head is built. Returns what that filter is and costs, on the first backend
+    (:func:`filter_notes`), for the sweep to say before it trains."""
+    template = sweep.quanv.template()
+    templates = [(template.name, template.num_qubits)] + ([("quantum head", HEAD_QUBITS)] if "quantum" in sweep.heads
+                                                          else [])
     check_layout_width(sweep.backend_options.initial_layout, templates)
-    for backend in sweep.backends:
-        if backend.kind != "ibm":  # resolving ibm: connects to the service; its runs check when they start
-            resolve_backend(backend, sweep.backend_options)
+    # resolving ibm: connects to the service; its runs check when they start
+    backends = {b: resolve_backend(b, sweep.backend_options) for b in sweep.backends if b.kind != "ibm"}
+    notes: list[str] = []
+    built = set()
+    for planned in plan:
+        if (planned.filter, planned.head) in built or planned.backend not in backends:
+            continue
+        built.add((planned.filter, planned.head))
+        images = data[planned.seed]
+        build_model(planned.config, backends[planned.backend], images.image_shape, images.num_classes)
+        if not notes and planned.filter == "quantum":
+            notes = [f"{planned.backend}: {note}" for note in
+                     filter_notes(planned.config, backends[planned.backend], images.image_shape)]
+    return notes
 
 
 def run_sweep(sweep: SweepConfig, out: str | Path, jobs: int = 1, progress: bool = True, overwrite: bool = False,
@@ -367,11 +382,13 @@ def _run_sweep_locked(sweep: SweepConfig, out: Path, jobs: int = 1, progress: bo
         raise ConfigError(f"executor={executor!r} must be one of {', '.join(EXECUTORS)}")
     out = Path(out)
     plan = sweep.runs()
-    check_backends(sweep)
     first = {}
     for planned in plan:
         first.setdefault(planned.seed, planned.config)
     data = {seed: load_dataset(config.data_config()) for seed, config in first.items()}  # a seed fixes the split
+    notes = check_sweep(sweep, plan, data)
+    if progress and sweep.quanv != FilterSpec():  # today's filter goes without saying
+        print("\n".join(notes))
     stale = stale_runs(out, plan, data)
     if stale and not overwrite:
         path, differences = stale[0]
