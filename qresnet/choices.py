@@ -12,7 +12,7 @@ DEFAULT_HEAD_SCALE = 5.0  # quantum head: logits = scale * <Z>; scores in [-1, 1
 DEFAULT_HEAD_REPS = 2  # quantum head: ansatz repetitions (the paper's)
 HEAD_ENCODING_NOISE = ("exact", "transpiled")  # quantum head on a noisy model: also run the transpiled encoding
 MODES = ("response", "per-patch")  # quanvolution: contract the response tensor, or run every patch
-RUN_MODES = (*MODES, "auto")  # a run may leave the choice to the row count (qresnet.run.build.choose_mode)
+RUN_MODES = (*MODES, "auto")  # a run may leave the choice to the row count (qresnet.run.cost.choose_mode)
 CONFIG_SETS = ("paper", "all")  # residual configurations by name: the paper's, or every edge set
 
 # circuit templates

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS
 from qresnet.choices import DEFAULT_HEAD_REPS, DEFAULT_HEAD_SCALE
-from qresnet.circuits import CircuitTemplate, FilterSpec, quantum_head
+from qresnet.circuits import FilterSpec, quantum_head
 from qresnet.config import TrainConfig
 from qresnet.errors import ConfigError, LayoutError
 from qresnet.nn import ClassicalFilterLayer, QuantumHead, QuanvLayer, ResQuNN
 from qresnet.nn.head import NO_INPUT_GRADIENT
 from qresnet.qnn import gradient_name
-from qresnet.run.cost import HEAD_QUBITS, StepCost, layer_rows
+from qresnet.run.cost import HEAD_QUBITS, StepCost, choose_mode, layer_rows
 
 PAPER_HEAD_CLASSES = 4
 # a 4-class head step on the engine (its light cone spans 6 qubits), measured on this project's 2-core machine;
@@ -65,26 +65,6 @@ def classical_layers(spec: FilterSpec, num_layers: int, *, input_gradients: bool
     template = spec.template()
     return [ClassicalFilterLayer.like(template, input_gradients=input_gradients, seed=seed + k, **spec.layer_options)
             for k in range(num_layers)]
-
-
-def choose_mode(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int],
-                circuit=None) -> tuple[str, str]:
-    """The mode the run's layers use and why: the config's, except that ``auto`` takes the one with fewer rows
-    (:func:`layer_rows`), and a filter whose inputs break the response condition runs per-patch."""
-    rows = layer_rows(config, template, image_shape)
-    check = template.check_rotations(circuit)
-    counts = (f"{rows['response']} design-point rows ({config.layers} layers x 3^{template.num_inputs}) vs "
-              f"{rows['per-patch']} patch rows ({config.batch_size} images, every window of every layer)")
-    if not check.ok:
-        if config.mode == "response" and config.quanv.circuit_path is None:
-            raise ConfigError(f"mode='response' needs every input in exactly one rotation ({check.describe()}); "
-                              "use mode='per-patch'")
-        return "per-patch", (f"filter mode per-patch: the response condition fails ({check.describe()}), so every "
-                             f"patch runs its circuit: {rows['per-patch']} rows per filter per batch")
-    if config.mode != "auto":
-        return config.mode, f"filter mode {config.mode} (as configured): {counts} per filter per batch"
-    mode = "response" if rows["response"] <= rows["per-patch"] else "per-patch"
-    return mode, f"filter mode {mode} (auto, fewer rows): {counts} per filter per batch"
 
 
 def head_encoding(backend: Backend) -> str:

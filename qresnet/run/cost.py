@@ -17,6 +17,7 @@ from qresnet.backends import Backend
 from qresnet.backends.limits import DEFAULT_RUNTIME_SHOTS, qpu_seconds
 from qresnet.circuits import CircuitTemplate, FilterSpec, quantum_head, quanv_filter
 from qresnet.config import TrainConfig
+from qresnet.errors import ConfigError
 from qresnet.residual import map_size
 
 HEAD_QUBITS = 10  # the paper's quantum head: 10 qubits, amplitude-encoding up to 1024 values
@@ -50,6 +51,26 @@ def layer_rows(config: TrainConfig, template: CircuitTemplate, image_shape: tupl
 def _windows(shape: tuple[int, int], spec: FilterSpec) -> int:
     return (map_size(shape[0], spec.kernel_size, spec.stride, spec.padding)
             * map_size(shape[1], spec.kernel_size, spec.stride, spec.padding))
+
+
+def choose_mode(config: TrainConfig, template: CircuitTemplate, image_shape: tuple[int, int],
+                circuit=None) -> tuple[str, str]:
+    """The mode the run's layers use and why: the config's, except that ``auto`` takes the one with fewer rows
+    (:func:`layer_rows`), and a filter whose inputs break the response condition runs per-patch."""
+    rows = layer_rows(config, template, image_shape)
+    check = template.check_rotations(circuit)
+    counts = (f"{rows['response']} design-point rows ({config.layers} layers x 3^{template.num_inputs}) vs "
+              f"{rows['per-patch']} patch rows ({config.batch_size} images, every window of every layer)")
+    if not check.ok:
+        if config.mode == "response" and config.quanv.circuit_path is None:
+            raise ConfigError(f"mode='response' needs every input in exactly one rotation ({check.describe()}); "
+                              "use mode='per-patch'")
+        return "per-patch", (f"filter mode per-patch: the response condition fails ({check.describe()}), so every "
+                             f"patch runs its circuit: {rows['per-patch']} rows per filter per batch")
+    if config.mode != "auto":
+        return config.mode, f"filter mode {config.mode} (as configured): {counts} per filter per batch"
+    mode = "response" if rows["response"] <= rows["per-patch"] else "per-patch"
+    return mode, f"filter mode {mode} (auto, fewer rows): {counts} per filter per batch"
 
 
 @cache

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qresnet.backends import BackendSpec, resolve_backend
+from qresnet.circuits import FilterSpec
 from qresnet.config import TrainConfig
 from qresnet.provenance import environment
 from qresnet.residual import ResidualSpec
-from qresnet.circuits import FilterSpec
-from qresnet.run.build import choose_mode
-from qresnet.run.cost import run_cost
+from qresnet.run.cost import choose_mode, run_cost
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import atomic_write_json, atomic_write_text
 from qresnet.study import evidence as ev
