@@ -51,7 +51,7 @@ from qresnet.study.sweep import SweepConfig, run_sweep
 
 BACKEND = "aer"
 REFERENCE = "default"  # the variant every other is compared with: today's filter
-FULL: dict[str, Any] = dict(dataset="mnist", per_class=100, epochs=15, seeds=tuple(range(10)), lr=0.01)
+FULL: dict[str, Any] = dict(dataset="mnist", per_class=100, epochs=15, seeds=tuple(range(20)), lr=0.01)
 TINY: dict[str, Any] = dict(dataset="digits", per_class=8, epochs=1, seeds=(0,), lr=0.05)
 SHAPES = {"single": ("single", dict(layers=1, configs=("none",))),  # preset, and what differs from it
            "pair": ("paper", dict(layers=2, configs=("O1+O2", "X+O1")))}
