@@ -58,6 +58,7 @@ def test_the_lowest_level_at_which_a_decided_verdict_changes():
                                                                        ev.NO, CHANGED)
     assert claim.describe().startswith("p = 0.4: none beats frozen (linear head): yes on aer (+0.")
     assert [c.level for c in claim.differences] == [0.4, 1.0]
+    assert claim.first_reversal == 0.4 and claim.describe_reversal() == claim.describe()  # yes on aer, no at 0.4
 
 
 def test_a_verdict_that_only_loses_its_decision_is_not_a_change():
@@ -71,6 +72,8 @@ def test_a_verdict_decided_only_under_noise_is_a_change():
     (claim,) = decide(family({"aer": WIDE, "noise:amplitude_damping:1": TIE}))
     assert claim.first_change == 1.0
     assert [(c.reference, c.verdict, c.kind) for c in claim.differences] == [(ev.INCONCLUSIVE, ev.NO, CHANGED)]
+    # a change, but no reversal: aer decided nothing to reverse
+    assert claim.first_reversal is None and claim.describe_reversal() == "none up to p = 1"
 
 
 def test_verdicts_are_compared_over_the_seeds_both_levels_have():
@@ -161,9 +164,9 @@ def test_the_command_line_refuses_an_unknown_study(capsys):
 def test_the_full_budget_is_the_stated_one():
     full = RobustnessBudget.coerce("full")
     sweeps = full.sweeps("/data")
-    assert {h: len(s.runs()) for h, s in sweeps.items()} == {"linear": 30 * 5 * 2 * 3, "quantum": 19 * 5 * 2 * 3}
+    assert {h: len(s.runs()) for h, s in sweeps.items()} == {"linear": 30 * 5 * 2 * 10, "quantum": 19 * 5 * 2 * 10}
     assert "aer:fake_torino@0" not in [str(b) for b in sweeps["linear"].backends]
-    assert 30 * 60 <= full.estimate_seconds(jobs=2) <= 40 * 60
+    assert 20 * 60 <= full.estimate_seconds(jobs=2) <= 40 * 60
 
 
 def test_the_study_end_to_end_on_digits(tmp_path):

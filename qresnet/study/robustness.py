@@ -45,12 +45,13 @@ REFERENCE = "aer"
 PAPER_CONFIGS = tuple(c.notation for c in ResidualSpec.paper(2))
 CHANGED, LOST = "changed", "lost its decision"  # how a verdict at a level stands against its verdict on aer
 
-# The cost model behind the budgets, measured on the shared 2-core box (stacked runs of 6, MNIST): a run's fixed cost
-# (set-up 0.4 s, its curves.png 0.7-0.85 s), a training step with its share of the per-epoch evaluation (linear head,
-# 10 classes: 1.35 s per epoch for a stack of 6 runs of 20 steps; quantum head, 4 classes: 1.2 s for 6 runs of 8
-# steps), and per worker process and device scale the scaled noise model (25 s) and its transfer matrices (19 s).
-RUN_SECONDS = 1.2
-STEP_SECONDS = {"linear": 0.011, "quantum": 0.025}
+# The cost model behind the budgets, measured on the shared 2-core box (the full budget's seeds 3-9 added to seeds
+# 0-2, --jobs 2, default stacks: 2100 linear-head runs in 7.8 min, 1330 quantum-head runs in 10.5 min): a run's
+# fixed cost (set-up, checkpoints, summary: its curves are the report's, not drawn per run), a training step with its
+# share of the per-epoch evaluation (linear head, 10 classes; quantum head, 4 classes), and per worker process and
+# device scale the scaled noise model (25 s) and its transfer matrices (19 s).
+RUN_SECONDS = 0.1
+STEP_SECONDS = {"linear": 0.004, "quantum": 0.02}
 DEVICE_LEVEL_SECONDS = 45.0
 SWEEP_SECONDS = 30.0  # per sweep: its worker processes' imports, the data, its comparison report
 
@@ -176,12 +177,12 @@ BUDGET_PLANS = {
     # MNIST at a reduced budget: 10 seeds (3, the fewest that decide, left most verdicts on aer inconclusive),
     # 4 epochs, batch 16.
     # - linear head, 10 classes x 40 (320 train / 80 test images, 20 steps an epoch), the paper's lr 0.01, p in 0.1,
-    #   0.2, 0.4, 0.6, 1.0 for each channel and s in 1, 3, 10, 30: 30 backends x 5 configurations x 2 x 3 seeds =
-    #   900 runs x (1.2 s + 80 steps x 0.011 s) = 31 min of one core;
+    #   0.2, 0.4, 0.6, 1.0 for each channel and s in 1, 3, 10, 30: 30 backends x 5 configurations x 2 x 10 seeds =
+    #   3000 runs x (0.1 s + 80 steps x 0.004 s) = 21 min of one core;
     # - quantum head, classes 0-3 x 50 (160 / 40, 10 steps an epoch), lr 0.05 (at 0.01 it stays at chance within
-    #   4 epochs), p in 0.1, 0.4, 1.0 and s in 1, 10, 30: 19 backends, 570 runs x (1.2 s + 40 x 0.025 s) = 21 min;
+    #   4 epochs), p in 0.1, 0.4, 1.0 and s in 1, 10, 30: 19 backends, 1900 runs x (0.1 s + 40 x 0.02 s) = 28.5 min;
     # - the scaled device models, built once per worker and scale: 7 x 2 x 45 s = 10.5 min;
-    # 63 minutes of one core, 31 with --jobs 2, and a minute for the two sweeps' start-up and reports (the quantum
+    # 60 minutes of one core, 30 with --jobs 2, and a minute for the two sweeps' start-up and reports (the quantum
     # head's coarser grid is what keeps it in the window).
     "full": RobustnessBudget(
         "full", "mnist", epochs=4, seeds=tuple(range(10)),
@@ -248,7 +249,8 @@ class Change:
 @dataclass(frozen=True)
 class FamilyClaim:
     """One noise family's answer: its levels, the lowest level at which a verdict changes (None: none up to the
-    largest), the lowest at which one only loses its decision, and every differing verdict."""
+    largest), the lowest at which one only loses its decision, the lowest at which a verdict aer decides is decided
+    the other way (a *reversal*: yes on aer, no at the level, or the reverse), and every differing verdict."""
 
     family: str
     unit: str
@@ -256,20 +258,31 @@ class FamilyClaim:
     first_change: float | None
     first_lost: float | None
     differences: tuple[Change, ...] = field(default_factory=tuple)
+    first_reversal: float | None = None
 
     def describe(self) -> str:
-        top = f"{self.unit} = {max(self.levels):g}" if self.levels else "the levels run"
-        if self.first_change is None:
-            text = f"none up to {top}"
-        else:
-            at = [c.describe(self.unit) for c in self.differences if c.level == self.first_change and c.kind == CHANGED]
-            text = f"{self.unit} = {self.first_change:g}: " + "; ".join(at)
+        text = self._at(self.first_change, lambda c: c.kind == CHANGED)
         if self.first_lost is not None and (self.first_change is None or self.first_lost < self.first_change):
             text += f" (a verdict first loses its decision at {self.unit} = {self.first_lost:g})"
         return text
 
+    def describe_reversal(self) -> str:
+        return self._at(self.first_reversal, reversed_on_aer)
+
+    def _at(self, level: float | None, which: Any) -> str:
+        if level is None:
+            return f"none up to {self.unit} = {max(self.levels):g}" if self.levels else "none at the levels run"
+        return f"{self.unit} = {level:g}: " + "; ".join(c.describe(self.unit) for c in self.differences
+                                                       if c.level == level and which(c))
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "claim": self.describe()}
+        return {**asdict(self), "claim": self.describe(), "reversal": self.describe_reversal()}
+
+
+def reversed_on_aer(change: Change) -> bool:
+    """Whether a change reverses a verdict aer decides (yes -> no or no -> yes), rather than deciding one aer left
+    inconclusive."""
+    return change.kind == CHANGED and change.reference != ev.INCONCLUSIVE
 
 
 def _on_seeds(runs: Runs, backends: Sequence[str]) -> Runs:
@@ -304,7 +317,8 @@ def decide_family(runs: Runs, family: str, levels: dict[float, str]) -> FamilyCl
             differences.append(Change(level, backend, here.name, there.verdict, here.verdict, kind,
                                       there.difference.describe(), here.difference.describe()))
     first = {kind: min((c.level for c in differences if c.kind == kind), default=None) for kind in (CHANGED, LOST)}
-    return FamilyClaim(family, unit, tuple(levels), first[CHANGED], first[LOST], tuple(differences))
+    reversal = min((c.level for c in differences if reversed_on_aer(c)), default=None)
+    return FamilyClaim(family, unit, tuple(levels), first[CHANGED], first[LOST], tuple(differences), reversal)
 
 
 def decide(runs: Runs) -> list[FamilyClaim]:

@@ -29,6 +29,8 @@ CLAIM_RULE = (
     "head) is decided again by the same rules, over the seeds the level and aer share, and compared with its verdict "
     "on aer. A verdict *changes* when the level decides it (yes or no) differently from aer; one aer decides and the "
     "level leaves inconclusive has *lost its decision* (the noise widened the interval), which is not a change. "
+    "A change *reverses* a verdict when aer decided it (yes or no) and the level decides the opposite; the other "
+    "changes decide, under noise, a verdict aer left inconclusive. "
     "A head is compared at the levels it ran (the quantum head's grid may be coarser than the linear head's).")
 NOISY_HQNNS = ("Noisy HQNNs (Ahmed, Marchisio, Kashif, Shafique, arXiv:2505.03378) apply five channels at "
                "probabilities 0.1 to 1.0 and report quanvolutional networks robust up to about 0.4 and degrading from "
@@ -178,10 +180,13 @@ def render_section(document: dict[str, Any], figure: str | None = "robustness.pn
              + f"; runs a sweep already held are reused); the budget's cost model predicted "
              f"{seconds['estimate'] / 60:.0f} min with --jobs {seconds['estimate_jobs']} on an otherwise idle "
              "machine.", "",
-             "| noise | levels | lowest level at which a verdict changes |", "|---|---|---|"]
+             "| noise | levels | lowest level at which a verdict decided on aer reverses | lowest level at which "
+             "any verdict changes |", "|---|---|---|---|"]
     for claim in document["claims"]:
         levels = ", ".join(f"{lv:g}" for lv in claim["levels"])
-        lines.append(f"| {_family_name(claim['family'])} | {claim['unit']} = {levels} | {claim['claim']} |")
+        reversal = claim.get("reversal", "-")  # documents written before reversals were told apart
+        lines.append(f"| {_family_name(claim['family'])} | {claim['unit']} = {levels} | {reversal} | "
+                     f"{claim['claim']} |")
     failed = document.get("failures") or []
     if failed:
         lines += ["", f"**{len(failed)} run(s) failed**; every verdict is over the seeds that finished at both levels:",
