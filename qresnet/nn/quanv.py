@@ -149,8 +149,9 @@ class QuanvLayer(QuantumModule):
         return (map_size(height, self.kernel_size, self.stride, self.padding),
                 map_size(width, self.kernel_size, self.stride, self.padding))
 
-    def _qnn(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every filter's outputs at ``inputs`` (..., q), concatenated filter-major: (..., N*K)."""
+    def filter_outputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Every filter's outputs at ``inputs`` (..., q), concatenated filter-major: (..., N*K): the circuits run
+        at those inputs, whatever the mode."""
         if self.filters == 1:
             return self.connector(inputs)
         return torch.cat([functional_call(self.connector, {"weight": self.bank[n]}, (inputs,))
@@ -184,7 +185,7 @@ class QuanvLayer(QuantumModule):
         """The response tensor T, shape (3,)*q + (N*K,), for the current weights (or the fixed one)."""
         if self.fixed_response is not None:
             return self.fixed_response
-        return response_tensor(self._qnn(self.design_inputs), self.template.num_inputs)
+        return response_tensor(self.filter_outputs(self.design_inputs), self.template.num_inputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W) or (B, C, H, W) -> (B, H', W') for one output channel, (B, N*K, H', W') for several."""
@@ -201,7 +202,7 @@ class QuanvLayer(QuantumModule):
                 raise ConfigError(f"a stack of {runs} runs needs a batch of {runs} equal groups, got {len(patches)}")
             out = evaluate_response(self.response(), patches, self.template.input_scale, runs)
         else:
-            out = self._qnn(patches)
+            out = self.filter_outputs(patches)
         out = out[:, 0] if out.shape[1] == 1 else out.mean(dim=1)  # input channels averaged (module docstring)
         out = out.movedim(-1, 1)  # (B, N*K, H', W')
         return out[:, 0] if out.shape[1] == 1 else out

@@ -99,19 +99,19 @@ def shot_validation(model: ResQuNN, backend: Backend, data: Dataset, seed: int, 
     isa = backend.transpile(template)
     weights = layer.weight.detach().numpy()
 
-    def direct(estimator: Any, inputs: torch.Tensor) -> torch.Tensor:
+    def on(estimator: Any) -> QuanvLayer:  # the trained layer's circuits, on another estimator of the backend
         return QuanvLayer(template, estimator, circuit=isa.circuit, observables=isa.observables, mode="per-patch",
-                          initial_weights=weights, filters=layer.filters)._qnn(inputs)
+                          initial_weights=weights, filters=layer.filters)
 
     began = time.perf_counter()
     with torch.no_grad():
-        exact = direct(backend.simulator(None, seed), picked)
+        exact = on(backend.simulator(None, seed)).filter_outputs(picked)
         via_response, one_by_one = [], []
         for d in range(draws):
-            sampler = backend.simulator(shots, seed * 1000 + d)
-            tensor = response_tensor(direct(sampler, design), template.num_inputs)
+            sampled = on(backend.simulator(shots, seed * 1000 + d))
+            tensor = response_tensor(sampled.filter_outputs(design), template.num_inputs)
             via_response.append(evaluate_response(tensor, picked, template.input_scale) - exact)
-            one_by_one.append(direct(sampler, picked) - exact)
+            one_by_one.append(sampled.filter_outputs(picked) - exact)
     seconds = time.perf_counter() - began
 
     def summary(errors: list[torch.Tensor]) -> dict[str, float]:
