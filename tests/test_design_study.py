@@ -102,7 +102,7 @@ def test_the_plan_runs_the_control_in_the_reference_sweeps():
     assert [c.notation for c in plan["ry/pair"].configs] == ["O1+O2", "X+O1"] and plan["ry/single"].layers == 1
     full = design_plan("full", "/data")
     assert {s.dataset for s in full.values()} == {"mnist"} and full["default/single"].data_dir == "/data"
-    assert sum(len(s.runs()) for s in full.values()) == 360  # the budget the module docstring counts
+    assert sum(len(s.runs()) for s in full.values()) == 720  # the budget the module docstring counts
     assert design_plan("tiny", variants=("default",)).keys() == {"default/single", "default/pair"}
     assert design_plan("tiny", variants=("default",))["default/single"].filters == ("quantum",)
 

@@ -16,18 +16,13 @@ paired by seed with the reference's quantum runs. ``design.md``, ``design.json``
 result; :func:`design_section` renders it for docs/reproduction.md.
 
 **The ``full`` budget** (:data:`FULL`): MNIST, 10 classes x 100 (800 train, 200 test: one image is 0.5 points),
-15 epochs (the reproduction's; the paper's 30 would double the steps), 10 seeds (the paired interval's width goes
-with t(n - 1) / sqrt(n): 10 seeds give an interval about 1.5x narrower than the reproduction's 5, whose claim 1
-was decided by seeds, not by test images), batch 16, Adam 0.01 (the paper's), ``aer`` only (noise is the
-robustness study's question). A seed is 6 runs per variant (one layer trainable and frozen; ``O1+O2`` and ``X+O1``
-trainable and frozen): 30 quantum and 6 classical runs, 360 runs in 10 sweeps, each run 15 x 50 = 750 steps.
-The arithmetic: 300 quantum runs x 750 steps = 225,000 steps; at 5 to 10 ms a step over 2 cores, 9.4 to 18.8
-minutes. Measured here unloaded (one run alone, batch 16, 1 torch thread) a step takes 3.8 to 4.7 ms trainable
-and about 2 ms frozen with one layer, 5.8 to 8.5 ms trainable and 2.5 to 3.7 ms frozen with two: 3.9 ms on
-average over a seed's 30 quantum runs, 7.3 minutes; the classical control's 45,000 steps at ~1.3 ms, 0.5 min;
-each epoch's test evaluation (200 images, ~25 ms) 1.1 min; each run's set-up, checkpoints and curves (~1.5 s) 4.5
-min; each sweep's worker start and report (~15 s) 2.5 min. About 16 minutes at the measured step times, 19 to 28
-at 5 to 10 ms; stacking (the default) takes about 1.6x off the steps. The study reports its own wall time.
+15 epochs (the reproduction's; the paper's 30 would double the steps), 20 seeds (the paired interval's width goes
+with t(n - 1) / sqrt(n): at 10 seeds, O1+O2 against X+O1 and the per-qubit and RY(x) verdicts stayed inconclusive;
+20 give an interval about 1.5x narrower), batch 16, Adam 0.01 (the paper's), ``aer`` only (noise is the robustness
+study's question). A seed is 6 runs per variant (one layer trainable and frozen; ``O1+O2`` and ``X+O1`` trainable
+and frozen): 30 quantum and 6 classical runs, 720 runs in 10 sweeps, each run 15 x 50 = 750 steps. Measured here
+(stacked, --jobs 2, no per-run curves): 360 runs, seeds 10-19, in 7.4 minutes; the whole budget from scratch is
+about 15. The study reports its own wall time.
 """
 
 from __future__ import annotations
