@@ -127,6 +127,33 @@ def test_engine_equals_aer_for_every_family_and_encoding(rng, device, family):
             np.testing.assert_allclose(ours.T, reference, atol=1e-10)
 
 
+def _own_circuit() -> CircuitTemplate:
+    """A 2x2 filter of one's own: RY(x[i]), RX(w) and RZ(w) per qubit, CNOTs both ways; two observables."""
+    x, w = ParameterVector("x", 4), ParameterVector("w", 8)
+    qc = QuantumCircuit(4)
+    for q in range(4):
+        qc.ry(x[q], q)
+        qc.rx(w[2 * q], q)
+        qc.rz(w[2 * q + 1], q)
+    for a, b in [(0, 1), (2, 1), (3, 2), (0, 3)]:
+        qc.cx(a, b)
+    return CircuitTemplate.from_circuit(qc, "ZIII,IIZZ")
+
+
+@pytest.mark.parametrize("device", ["aer", "aer:fake_manila", "noise:depolarizing:0.1"])
+def test_engine_equals_aer_for_ring_entanglement_an_own_circuit_and_a_3x3_filter(rng, device):
+    engine, aer = resolve_backend(device), resolve_backend(device, BackendOptions(engine="aer"))
+    templates = [quanv_filter(entanglement="ring", readout="per-qubit"), _own_circuit()]
+    if device != "aer:fake_manila":  # nine qubits: wider than the 5-qubit device
+        templates.append(quanv_filter(kernel_size=3, reps=1, readout="per-qubit"))
+    for template in templates:
+        isa = engine.transpile(template)
+        q = template.num_inputs
+        rows = np.c_[rng.uniform(0, 1, (4, q)), rng.uniform(-np.pi, np.pi, (4, template.num_weights))]
+        np.testing.assert_allclose(_values(engine, template, isa, rows), _values(aer, template, isa, rows),
+                                   atol=1e-10, err_msg=template.name)
+
+
 # ideal: every family with every encoding; noisy (engine compiles are slower): each family with one encoding,
 # every encoding used by some family
 RESPONSE_CASES = ([("aer", family, ENCODINGS) for family in FAMILIES]

@@ -120,11 +120,19 @@ def test_the_joint_optimizer_moves_each_run_bit_for_bit_as_its_own_adam():
         params = [torch.randn(s, dtype=torch.float64, generator=generator).requires_grad_() for s in shapes]
         return SimpleNamespace(optimizer=torch.optim.Adam(params, lr=lr), params=params)
 
-    stacked = [session(lr) for lr in (0.01, 0.05, 0.01)]
+    stacked = [session(lr) for lr in (0.01, 0.05, 0.01, 0.01)]
     alone = [SimpleNamespace(params=[p.detach().clone().requires_grad_() for p in s.params]) for s in stacked]
     for a, s in zip(alone, stacked):
         a.optimizer = torch.optim.Adam(a.params, lr=s.optimizer.param_groups[0]["lr"])
+    for a, s in zip(alone[3:], stacked[3:]):  # a resumed run: its own steps so far, its bias correction its own
+        for _ in range(3):
+            for p, q in zip(a.params, s.params):
+                grad = torch.randn(p.shape, dtype=torch.float64, generator=generator)
+                p.grad, q.grad = grad.clone(), grad.clone()
+            a.optimizer.step()
+            s.optimizer.step()
     joint = joint_optimizer(stacked)
+    assert len(joint.param_groups) == 2  # the runs at lr 0.01 share one group
     for _ in range(20):
         for a, s in zip(alone, stacked):
             for p, q in zip(a.params, s.params):

@@ -51,7 +51,7 @@ from qresnet.backends import Backend, resolve_backend
 from qresnet.config import TrainConfig
 from qresnet.data import Dataset, load_dataset
 from qresnet.errors import ConfigError, QresnetError, TrainingError
-from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN, stacked_head_logits
+from qresnet.nn import QuantumHead, QuanvLayer, ResQuNN, combine, stacked_head_logits
 from qresnet.qnn import response_tensor, stacked_qnn, stacks
 from qresnet.run.build import build_model, head_notes
 from qresnet.run.divergence import all_finite, check_data
@@ -173,28 +173,42 @@ def stack_responses(models: list) -> list[torch.Tensor] | None:
 def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
                  ) -> list[torch.Tensor]:
     """Every model's final map of its own batch (equal sizes), flattened for its head. Models whose layers are all
-    response-mode quanvolutions run as ONE forward per residual configuration: that configuration's batches
-    concatenated run-major through its first model's layers with each run's response tensor (``responses``, from
+    response-mode quanvolutions (one shape: the same layers, whatever their residual configuration) run layer by
+    layer as ONE call per layer and input shape: the batches of every model whose layer input has that shape,
+    concatenated run-major, through the first model's layer with each run's response tensor (``responses``, from
     :func:`stack_responses` when not given; an evaluation passes them once for all its batches) fixed
-    (:meth:`QuanvLayer.fix_response` with a run axis). Others (classical controls, per-patch layers) run one by one."""
+    (:meth:`QuanvLayer.fix_response` with a run axis); each configuration then combines its own skips
+    (:func:`combine`). Layer 1 reads the images in every configuration, so it is one call for the stack. Others
+    (classical controls, per-patch layers) run one by one."""
     responses = stack_responses(models) if responses is None else responses
     if responses is None:
         return [m.features(x).flatten(1) for m, x in zip(models, inputs)]
     by_residual: dict[Any, list[int]] = {}
     for i, m in enumerate(models):
         by_residual.setdefault(m.residual, []).append(i)
-    maps: list[torch.Tensor] = [torch.empty(0)] * len(models)
-    for members in by_residual.values():
-        carrier = models[members[0]]
-        mine = responses if len(by_residual) == 1 else [t[torch.tensor(members)] for t in responses]
-        try:
-            for layer, tensor in zip(carrier.layers, mine):
-                layer.fix_response(tensor)
-            features = carrier.features(torch.cat([inputs[i] for i in members]))
-        finally:
-            for layer in carrier.layers:
+    groups = list(by_residual.values())
+    carrier = models[0]
+    nodes = []  # per configuration: its nodes h_0 .. h_k, its members' batches concatenated run-major
+    for members in groups:
+        x = torch.cat([inputs[i] for i in members])
+        nodes.append([(x[:, 0] if x.dim() == 4 and x.shape[1] == 1 else x).to(torch.float64)])
+    for k, layer in enumerate(carrier.layers, start=1):
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for g, own in enumerate(nodes):
+            by_shape.setdefault(tuple(own[k - 1].shape[1:]), []).append(g)
+        for same in by_shape.values():
+            order = [i for g in same for i in groups[g]]
+            whole = order == list(range(len(models)))
+            layer.fix_response(responses[k - 1] if whole else responses[k - 1][torch.tensor(order)])
+            try:
+                outputs = layer(torch.cat([nodes[g][k - 1] for g in same]))
+            finally:
                 layer.fix_response(None)
-        for i, f in zip(members, features.split([len(inputs[i]) for i in members])):
+            for g, output in zip(same, outputs.split([len(nodes[g][k - 1]) for g in same])):
+                nodes[g].append(combine(models[groups[g][0]].residual, k, output, nodes[g], carrier.padding))
+    maps: list[torch.Tensor] = [torch.empty(0)] * len(models)
+    for members, own in zip(groups, nodes):
+        for i, f in zip(members, own[-1].split([len(inputs[i]) for i in members])):
             maps[i] = f.flatten(1)
     return maps
 
@@ -238,13 +252,20 @@ def fixed_maps(models: list, sets: list[torch.Tensor], batch: int) -> list[torch
 
 
 def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
-    """One Adam over every session's parameters, each session's groups with their own settings, holding each
-    parameter's state in the session optimizer's own dict (the same object): one step moves every run exactly
-    as its own Adam would (Adam is elementwise; the multi-tensor kernels do per tensor the arithmetic of the
-    single-tensor ones, bit for bit on CPU, tests/test_stack.py, in a few calls per group instead of some ten per
-    parameter), and each session's optimizer still checkpoints, and resumes, its own state. A parameter without
-    a gradient (a failed run's) does not move."""
-    joint = torch.optim.Adam([{**group, "foreach": True} for s in sessions for group in s.optimizer.param_groups])
+    """One Adam over every session's parameters, holding each parameter's state in the session optimizer's own
+    dict (the same object): one step moves every run exactly as its own Adam would (Adam is elementwise, each
+    parameter's step count and moments its own; the multi-tensor kernels do per tensor the arithmetic of the
+    single-tensor ones, bit for bit on CPU, tests/test_stack.py), and each session's optimizer still checkpoints,
+    and resumes, its own state. The sessions' groups with equal settings (a stack's runs share their learning
+    rate) are one group: a few kernel calls per step for the whole stack instead of a few per run. A parameter
+    without a gradient (a failed run's) does not move."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for s in sessions:
+        for group in s.optimizer.param_groups:
+            settings = {**{k: v for k, v in group.items() if k != "params"}, "foreach": True}
+            key = tuple(sorted(settings.items()))
+            merged.setdefault(key, {**settings, "params": []})["params"].extend(group["params"])
+    joint = torch.optim.Adam(list(merged.values()))
     for s in sessions:
         for group in s.optimizer.param_groups:
             for p in group["params"]:
