@@ -329,10 +329,11 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
             batches.append((data.x_train[idx] if maps is None else maps[0][idx], data.y_train[idx]))
         mapped = [k for k, i in enumerate(live) if active[i].maps is not None]
         outcomes = stacked_step([active[i].session for i in live], batches, joint, mapped)
-        # the gradients' norms are the step's own (StepOutcome); the weights, moved since, in one call for the stack
+        # the gradients' norms are the step's own (StepOutcome); the weights the step moved (the joint optimizer's:
+        # a frozen layer's never move), in one call for the stack
         finite = all(isinstance(o, StepOutcome) and math.isfinite(o.head_grad_norm)
                      and all(math.isfinite(n) for n in o.layer_grad_norms) for o in outcomes) and all_finite(
-            p for i in live for p in active[i].session.model.parameters())
+            p for group in joint.param_groups for p in group["params"])
         for i, outcome in zip(live, outcomes):
             member, tally = active[i], tallies[i]
             session = member.session

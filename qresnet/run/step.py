@@ -80,9 +80,14 @@ def measured_runs(models: Sequence[Trainable], logits: Sequence[torch.Tensor], l
         grads.extend(g for g in layer if g is not None)
         grads.extend(head)
     norms = iter(torch.stack(torch._foreach_norm(grads)).tolist() if grads else [])
+    values = torch.stack([loss.detach() for loss in losses]).tolist()
+    if len({lg.shape for lg in logits}) == 1 and len({y.shape for y in ys}) == 1:  # a stack's runs: one call each
+        correct = (torch.stack(list(logits)).argmax(-1) == torch.stack(list(ys))).sum(-1).tolist()
+    else:
+        correct = [int((lg.argmax(1) == y).sum()) for lg, y in zip(logits, ys)]
     out = []
-    for (layer, heads), lg, loss, y in zip(layouts, logits, losses, ys):
+    for (layer, heads), value, right, y in zip(layouts, values, correct, ys):
         layers = tuple(0.0 if g is None else next(norms) for g in layer)
         head = math.sqrt(sum(next(norms) ** 2 for _ in range(heads)))
-        out.append(StepOutcome(loss.item(), int((lg.argmax(1) == y).sum()), len(y), layers, head))
+        out.append(StepOutcome(value, right, len(y), layers, head))
     return out
