@@ -59,7 +59,7 @@ from qresnet.run.evaluate import stacked_loss_and_accuracy
 from qresnet.run.lock import OutputLock
 from qresnet.run.result import RunResult
 from qresnet.run.rundir import RunDir
-from qresnet.run.step import StepOutcome, finite_loss, measured_runs
+from qresnet.run.step import StepOutcome, measured_runs
 from qresnet.run.train import (Session, Tally, check_identity, epoch_order, finish, open_run_dir, record_epoch,
                                resume_session)
 
@@ -214,10 +214,18 @@ def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch
 
 
 def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each model's head on its own flattened final map; quantum heads through :func:`stacked_head_logits`."""
-    if all(isinstance(m.head, QuantumHead) for m in models):
-        return stacked_head_logits([m.head for m in models], maps)
-    return [m.head(f) for m, f in zip(models, maps)]
+    """Each model's head on its own flattened final map: quantum heads through :func:`stacked_head_logits`, linear
+    heads of one shape on batches of one shape as one batched product (each head's weights get the gradient of its
+    own logits only), others one by one."""
+    heads = [m.head for m in models]
+    if all(isinstance(h, QuantumHead) for h in heads):
+        return stacked_head_logits(heads, maps)
+    if (all(type(h) is torch.nn.Linear and h.bias is not None for h in heads)
+            and len({h.weight.shape for h in heads}) == 1 and len({f.shape for f in maps}) == 1):
+        weight = torch.stack([h.weight for h in heads])  # (R, C, F)
+        bias = torch.stack([h.bias for h in heads])[:, None, :]  # (R, 1, C)
+        return list(torch.baddbmm(bias, torch.stack(maps), weight.transpose(1, 2)).unbind(0))
+    return [h(f) for h, f in zip(heads, maps)]
 
 
 def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None,
@@ -286,11 +294,10 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
     all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches], mapped=mapped)
     outcomes: list[Any] = []
     losses = []
-    for logits, (_, y) in zip(all_logits, batches):
-        try:
-            loss = finite_loss(logits, y)
-        except TrainingError as exc:
-            outcomes.append(exc)
+    per_run = _mean_losses(all_logits, [y for _, y in batches])
+    for logits, loss, value in zip(all_logits, per_run, torch.stack(per_run).tolist()):
+        if not math.isfinite(value):
+            outcomes.append(TrainingError(f"the loss became {value}"))
             continue
         outcomes.append((logits, loss))
         losses.append(loss)
@@ -301,6 +308,17 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
     out = [o if isinstance(o, TrainingError) else next(measures) for o in outcomes]
     optimizer.step()
     return out
+
+
+def _mean_losses(logits: list[torch.Tensor], ys: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each run's mean cross-entropy on its batch (:func:`finite_loss` without its check): one call for a stack
+    whose batches have one shape."""
+    if len({lg.shape for lg in logits}) != 1 or len({y.shape for y in ys}) != 1:
+        return [torch.nn.functional.cross_entropy(lg, y) for lg, y in zip(logits, ys)]
+    stacked = torch.stack(logits)  # (R, B, C)
+    per_image = torch.nn.functional.cross_entropy(stacked.reshape(-1, stacked.shape[-1]), torch.cat(ys),
+                                                  reduction="none")
+    return list(per_image.view(len(logits), -1).mean(1).unbind(0))
 
 
 def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, Tally]]:
