@@ -214,18 +214,26 @@ def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch
 
 
 def head_logits(models: list, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each model's head on its own flattened final map: quantum heads through :func:`stacked_head_logits`, linear
-    heads of one shape on batches of one shape as one batched product (each head's weights get the gradient of its
-    own logits only), others one by one."""
+    """Each model's head on its own flattened final map: quantum heads through :func:`stacked_head_logits`, the
+    linear heads of each shape as one batched product (each head's weights get the gradient of its own logits
+    only), others one by one."""
     heads = [m.head for m in models]
     if all(isinstance(h, QuantumHead) for h in heads):
         return stacked_head_logits(heads, maps)
-    if (all(type(h) is torch.nn.Linear and h.bias is not None for h in heads)
-            and len({h.weight.shape for h in heads}) == 1 and len({f.shape for f in maps}) == 1):
-        weight = torch.stack([h.weight for h in heads])  # (R, C, F)
-        bias = torch.stack([h.bias for h in heads])[:, None, :]  # (R, 1, C)
-        return list(torch.baddbmm(bias, torch.stack(maps), weight.transpose(1, 2)).unbind(0))
-    return [h(f) for h, f in zip(heads, maps)]
+    out: list[torch.Tensor] = [torch.empty(0)] * len(heads)
+    shapes: dict[Any, list[int]] = {}  # linear heads by shape (a residual configuration's final map has its own)
+    for i, (h, f) in enumerate(zip(heads, maps)):
+        if type(h) is torch.nn.Linear and h.bias is not None:
+            shapes.setdefault((h.weight.shape, f.shape), []).append(i)
+        else:
+            out[i] = h(f)
+    for same in shapes.values():
+        weight = torch.stack([heads[i].weight for i in same])  # (R, C, F)
+        bias = torch.stack([heads[i].bias for i in same])[:, None, :]  # (R, 1, C)
+        for i, logits in zip(same, torch.baddbmm(bias, torch.stack([maps[i] for i in same]),
+                                                 weight.transpose(1, 2)).unbind(0)):
+            out[i] = logits
+    return out
 
 
 def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None,
