@@ -307,7 +307,7 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
         if not math.isfinite(value):
             outcomes.append(TrainingError(f"the loss became {value}"))
             continue
-        outcomes.append((logits, loss))
+        outcomes.append((logits, value))
         losses.append(loss)
     if losses:
         torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
