@@ -147,7 +147,7 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 
     killer = threading.Thread(target=kill_one)
     killer.start()
-    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address, "--run-curves")) == 0
+    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
     killer.join()
     assert killed, "no task was running to be killed"
     assert _equals_serial(out, serial)
@@ -157,9 +157,10 @@ def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, seria
     address, _ = cluster
     out = tmp_path / "ray"
     # stacks of 2 trainable runs with their frozen benchmarks: two tasks of four runs, each writing its runs'
-    # summaries one by one as it ends, so runs are still in flight when the first one's files are written
+    # summaries one by one as it ends, each followed by its curves (a fifth of a second), so runs are still in
+    # flight when the first one's files are written
     argv = [sys.executable, "-m", "qresnet.cli.main",
-            *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "2")]
+            *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "2", "--run-curves")]
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/aer/*/summary.json")):  # one run finished, the others in flight
@@ -169,7 +170,7 @@ def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, seria
     driver.wait()
     finished = len(list(out.glob("runs/aer/*/summary.json")))
     assert 1 <= finished < 8
-    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address, "--run-curves")) == 0
+    assert cli.main(_argv(out, "--executor", "ray", "--ray-address", address)) == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert sum(r["reused"] for r in rows) >= finished
     assert _equals_serial(out, serial)
