@@ -156,11 +156,11 @@ def test_a_killed_worker_is_retried_and_the_sweep_still_equals_the_serial_one(cl
 def test_a_killed_driver_restarted_finishes_with_the_same_results(cluster, serial, tmp_path):
     address, _ = cluster
     out = tmp_path / "ray"
-    # stacks of 2 trainable runs with their frozen benchmarks: two tasks of four runs, each writing its runs'
-    # summaries one by one as it ends, each followed by its curves (a fifth of a second), so runs are still in
-    # flight when the first one's files are written
+    # one run per task (--stack 1): eight tasks on the 2-CPU cluster, so most are still to run when the first ones'
+    # files are written, and die with the driver (a stack of four writes its runs together as it ends, and two
+    # stacks ending together left nothing in flight; a killed stack resuming is tests/test_stack.py's)
     argv = [sys.executable, "-m", "qresnet.cli.main",
-            *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "2", "--run-curves")]
+            *_argv(out, "--executor", "ray", "--ray-address", address, "--stack", "1")]
     driver = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out.glob("runs/aer/*/summary.json")):  # one run finished, the others in flight
