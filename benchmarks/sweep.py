@@ -110,8 +110,8 @@ def main() -> None:
     runs = sum(len(s.runs()) for s in plans)
     trainable = sum(not r.frozen for s in plans for r in s.runs())
     # the sweep's own default, as run_sweep picks it for each sweep (one per head family)
-    k = args.stack if args.stack is not None else max(stack_size(s.runs(), list(range(len(s.runs()))), args.jobs)
-                                                      for s in plans)
+    k = args.stack if args.stack is not None else max(stack_size(p, list(range(len(p))), args.jobs)
+                                                      for p in (s.runs() for s in plans))
     print(f"{runs} runs ({trainable} trainable), --jobs {args.jobs}: one run per process vs stacks of {k} "
           f"trainable runs with their frozen ones; epochs {', '.join(map(str, epochs))}", flush=True)
     figures: dict[str, dict[int, list[dict]]] = {"one-run": {e: [] for e in epochs}, "stacked": {e: [] for e in epochs}}

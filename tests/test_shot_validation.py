@@ -74,7 +74,7 @@ def test_no_check_without_shots_and_a_train_with_shots_reports_it(tmp_path, caps
     backend = resolve_backend(config.backend, config.backend_options)
     assert shot_validation(build_model(config, backend, data.image_shape, data.num_classes), backend, data, 0) is None
     assert cli.main(["train", "--backend", "noise:depolarizing:0.1", "--shots", "500", "--classes", "0,1",
-                     "--per-class", "8", "--epochs", "1", "--out", str(tmp_path / "run")]) in (0, None)
+                     "--per-class", "8", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "With 500 shots" in out and "correlated" in out
 

@@ -64,11 +64,14 @@ class ResQuNN(nn.Module):
                                f"features; this model has {num_classes} classes and a {size}-value final map")
         self.head = head
 
+    @staticmethod
+    def input_node(x: torch.Tensor) -> torch.Tensor:
+        """h_0, the images as the first layer reads them: float64, a single channel's axis dropped."""
+        return (x[:, 0] if x.dim() == 4 and x.shape[1] == 1 else x).to(torch.float64)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map h_L, shape (B, H_L, W_L), or (B, C_L, H_L, W_L) with several channels."""
-        if x.dim() == 4 and x.shape[1] == 1:
-            x = x[:, 0]
-        nodes = [x.to(torch.float64)]
+        nodes = [self.input_node(x)]
         for k, layer in enumerate(self.layers, start=1):
             nodes.append(combine(self.residual, k, layer(nodes[k - 1]), nodes, self.padding))
         return nodes[-1]

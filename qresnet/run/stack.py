@@ -190,8 +190,7 @@ def stacked_maps(models: list, inputs: list[torch.Tensor], responses: list[torch
     carrier = models[0]
     nodes = []  # per configuration: its nodes h_0 .. h_k, its members' batches concatenated run-major
     for members in groups:
-        x = torch.cat([inputs[i] for i in members])
-        nodes.append([(x[:, 0] if x.dim() == 4 and x.shape[1] == 1 else x).to(torch.float64)])
+        nodes.append([ResQuNN.input_node(torch.cat([inputs[i] for i in members]))])
     for k, layer in enumerate(carrier.layers, start=1):
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for g, own in enumerate(nodes):
@@ -300,33 +299,37 @@ def stacked_step(sessions: list[Session], batches: list[tuple[torch.Tensor, torc
     optimizer = optimizer or joint_optimizer(sessions)
     optimizer.zero_grad()
     all_logits = stacked_logits([s.model for s in sessions], [x for x, _ in batches], mapped=mapped)
-    outcomes: list[Any] = []
+    outcomes: list[float | TrainingError] = []  # a run's loss value, or why it stops
     losses = []
-    per_run = _mean_losses(all_logits, [y for _, y in batches])
-    for logits, loss, value in zip(all_logits, per_run, torch.stack(per_run).tolist()):
+    ys = [y for _, y in batches]
+    per_run, correct = _losses_and_correct(all_logits, ys)
+    for loss, value in zip(per_run, torch.stack(per_run).tolist()):
         if not math.isfinite(value):
             outcomes.append(TrainingError(f"the loss became {value}"))
             continue
-        outcomes.append((logits, value))
+        outcomes.append(value)
         losses.append(loss)
     if losses:
         torch.stack(losses).sum().backward()  # runs are independent: each weight gets its own run's gradient
-    stepped = [(s.model, *o, y) for s, (_, y), o in zip(sessions, batches, outcomes) if not isinstance(o, TrainingError)]
+    stepped = [(s.model, o, right, len(y)) for s, o, right, y in zip(sessions, outcomes, correct, ys)
+               if not isinstance(o, TrainingError)]
     measures = iter(measured_runs(*zip(*stepped)) if stepped else [])
     out = [o if isinstance(o, TrainingError) else next(measures) for o in outcomes]
     optimizer.step()
     return out
 
 
-def _mean_losses(logits: list[torch.Tensor], ys: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each run's mean cross-entropy on its batch (:func:`finite_loss` without its check): one call for a stack
-    whose batches have one shape."""
+def _losses_and_correct(logits: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+    """Each run's mean cross-entropy on its batch (:func:`qresnet.run.step.finite_loss` without its check) and its
+    count of right predictions: one call each for a stack whose batches have one shape."""
     if len({lg.shape for lg in logits}) != 1 or len({y.shape for y in ys}) != 1:
-        return [torch.nn.functional.cross_entropy(lg, y) for lg, y in zip(logits, ys)]
-    stacked = torch.stack(logits)  # (R, B, C)
-    per_image = torch.nn.functional.cross_entropy(stacked.reshape(-1, stacked.shape[-1]), torch.cat(ys),
+        return ([torch.nn.functional.cross_entropy(lg, y) for lg, y in zip(logits, ys)],
+                [int((lg.argmax(1) == y).sum()) for lg, y in zip(logits, ys)])
+    stacked, targets = torch.stack(logits), torch.stack(ys)  # (R, B, C), (R, B)
+    per_image = torch.nn.functional.cross_entropy(stacked.reshape(-1, stacked.shape[-1]), targets.reshape(-1),
                                                   reduction="none")
-    return list(per_image.view(len(logits), -1).mean(1).unbind(0))
+    return (list(per_image.view(len(logits), -1).mean(1).unbind(0)),
+            (stacked.argmax(-1) == targets).sum(-1).tolist())
 
 
 def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, Tally]]:

@@ -64,13 +64,13 @@ def finite_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def measured(model: Trainable, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> StepOutcome:
     """What a step measured, after its backward and before its optimizer step (:class:`StepOutcome`)."""
-    return measured_runs([model], [logits], [loss.item()], [y])[0]
+    return measured_runs([model], [loss.item()], [int((logits.argmax(1) == y).sum())], [len(y)])[0]
 
 
-def measured_runs(models: Sequence[Trainable], logits: Sequence[torch.Tensor], losses: Sequence[float],
-                  ys: Sequence[torch.Tensor]) -> list[StepOutcome]:
-    """:func:`measured` for each of several models (a stack's runs; ``losses`` their values): every gradient norm
-    in one call (the same per-tensor norms as ``tensor.norm()``), and every correct count in one, so that a stack
+def measured_runs(models: Sequence[Trainable], losses: Sequence[float], correct: Sequence[int],
+                  sizes: Sequence[int]) -> list[StepOutcome]:
+    """:func:`measured` for each of several models (a stack's runs), given each run's loss value, correct count and
+    batch size: every gradient norm in one call (the same per-tensor norms as ``tensor.norm()``), so that a stack
     does not pay a few calls per run."""
     grads: list[torch.Tensor] = []
     layouts = []
@@ -81,13 +81,9 @@ def measured_runs(models: Sequence[Trainable], logits: Sequence[torch.Tensor], l
         grads.extend(g for g in layer if g is not None)
         grads.extend(head)
     norms = iter(torch.stack(torch._foreach_norm(grads)).tolist() if grads else [])
-    if len({lg.shape for lg in logits}) == 1 and len({y.shape for y in ys}) == 1:  # a stack's runs: one call each
-        correct = (torch.stack(list(logits)).argmax(-1) == torch.stack(list(ys))).sum(-1).tolist()
-    else:
-        correct = [int((lg.argmax(1) == y).sum()) for lg, y in zip(logits, ys)]
     out = []
-    for (layer, heads), value, right, y in zip(layouts, losses, correct, ys):
+    for (layer, heads), value, right, size in zip(layouts, losses, correct, sizes):
         layers = tuple(0.0 if g is None else next(norms) for g in layer)
         head = math.sqrt(sum(next(norms) ** 2 for _ in range(heads)))
-        out.append(StepOutcome(value, right, len(y), layers, head))
+        out.append(StepOutcome(value, right, size, layers, head))
     return out

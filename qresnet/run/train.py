@@ -333,9 +333,7 @@ def finish(session: Session, notes: list[str], evaluated: int | None) -> RunResu
     if config.head == "quantum" and config.head_encoding_noise == "transpiled" and session.metrics:
         noise = encoding_noise_check(session.model, session.backend, data, config.head_noise_samples, config.seed)
         atomic_write_json(run.head_noise_path, noise)
-    shots = None
-    if session.metrics and config.backend_options.shots is not None:
-        shots = shot_validation(session.model, session.backend, data, config.seed)
+    shots = shot_validation(session.model, session.backend, data, config.seed) if session.metrics else None
     result = RunResult(
         backend=config.backend, head=config.head, residual=config.residual, frozen=config.frozen, seed=config.seed,
         epochs=config.epochs, metrics=tuple(session.metrics), train_images=len(data.y_train),

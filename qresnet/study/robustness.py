@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,7 +269,7 @@ class FamilyClaim:
     def describe_reversal(self) -> str:
         return self._at(self.first_reversal, reversed_on_aer)
 
-    def _at(self, level: float | None, which: Any) -> str:
+    def _at(self, level: float | None, which: Callable[[Change], bool]) -> str:
         if level is None:
             return f"none up to {self.unit} = {max(self.levels):g}" if self.levels else "none at the levels run"
         return f"{self.unit} = {level:g}: " + "; ".join(c.describe(self.unit) for c in self.differences
