@@ -20,6 +20,9 @@ from qiskit.quantum_info import SparsePauliOp
 # reverse mode's answer: the cotangent g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights summed over rows (W,),
 # or over each setting's rows (S, W) when the call was given segments)
 Pullback = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
+# value_and_pullback with its circuit, observables and parameter split fixed: (rows (R, P), segments or None) ->
+# ((R, K) values, the pullback)
+PreparedPullback = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, Pullback]]
 
 
 @runtime_checkable
@@ -53,6 +56,11 @@ class Differentiator(Protocol):
         """Reverse mode: (R, K) values and the pullback g (R, K) -> (d/d inputs per row (R, I) or None, d/d weights
         summed over rows (W,)), one extra sweep whatever the number of weights. With ``segments`` (R,) ints
         (row -> setting, S settings) the weight part is (S, W), each setting's sum over its own rows."""
+        ...
+
+    def prepare_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                         inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> PreparedPullback:
+        """:meth:`value_and_pullback` with the circuit, observables and split fixed: a call of the rows alone."""
         ...
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],

@@ -23,7 +23,7 @@ from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit_machine_learning.gradients.base.estimator_gradient_result import EstimatorGradientResult
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-from qresnet.backends.primitives import Differentiable, Differentiator, Pullback, group_rows
+from qresnet.backends.primitives import Differentiable, Differentiator, PreparedPullback, Pullback, group_rows
 from qresnet.errors import CapabilityError, ConfigError, EngineUnsupportedError
 from qresnet.qnn.gradient import CACHED_CIRCUITS, ValidatedOnce, distinct_observables, parameter_keys
 
@@ -74,6 +74,7 @@ class _QNNLayout:
     weight_params: list[Parameter]
     all_params: list[Parameter]  # inputs then weights
     pulls_back: bool | None = field(default=None)  # asked once: the circuit and inputs do not change
+    prepared: dict[bool, PreparedPullback] = field(default_factory=dict)  # by input_gradients: the step's pullback
 
     @classmethod
     def of(cls, qnn: EstimatorQNN) -> _QNNLayout:
@@ -166,10 +167,12 @@ class EngineGradient(ValidatedOnce):
         the Jacobians per row."""
         self.calls += 1
         if call.derivatives is Derivatives.PULLBACK:
-            inputs = layout.input_params if call.input_gradients else ()
-            values, pullback = self.differentiator.value_and_pullback(
-                layout.circuit, layout.observables, rows, inputs, layout.weight_params,
-                segments=segments)
+            prepared = layout.prepared.get(call.input_gradients)
+            if prepared is None:
+                inputs = layout.input_params if call.input_gradients else ()
+                prepared = layout.prepared[call.input_gradients] = self.differentiator.prepare_pullback(
+                    layout.circuit, layout.observables, inputs, layout.weight_params)
+            values, pullback = prepared(rows, segments)
             return QNNEvaluation(values, pullback=pullback)
         wanted = layout.all_params if call.input_gradients else layout.weight_params
         values, derivatives = self.differentiator.value_and_gradients(layout.circuit, layout.observables, rows, wanted)

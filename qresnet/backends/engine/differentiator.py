@@ -19,6 +19,7 @@ same noise model and readout folding, so its values are the values ``run`` gives
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +29,7 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qresnet.backends.engine import route as bounds
 from qresnet.backends.engine.adjoint import statevector_value_gradients
-from qresnet.backends.engine.core import Terms, parameter_rows, route_values, support_of
+from qresnet.backends.engine.core import EngineCore, Terms, parameter_rows, route_values, support_of
 from qresnet.backends.engine.encoded import EncodedProgram, encoded_gradients, encoded_value_gradients
 from qresnet.backends.engine.gradient import heisenberg_gradients
 from qresnet.backends.engine.pullback import (
@@ -138,22 +139,27 @@ class EngineDifferentiator:
         ``inputs`` must be per-row parameters the engine can differentiate row by row (see :meth:`pulls_back`).
         Reverse mode (:mod:`qresnet.backends.engine.pullback`): one extra sweep whatever the number of
         weights, where :meth:`value_and_gradients` carries one tangent per weight, on the route
-        :meth:`value_and_gradients` takes.
+        :meth:`value_and_gradients` takes. A caller that evaluates the same circuit every step keeps
+        :meth:`prepare_pullback`'s call instead.
         """
+        return self.prepare_pullback(circuit, observables, inputs, weights)(values, segments)
+
+    def prepare_pullback(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                         inputs: Sequence[Parameter], weights: Sequence[Parameter]) -> EnginePullback:
+        """:meth:`value_and_pullback` of ``circuit`` and ``observables`` with this parameter split, everything that
+        does not depend on the rows worked out now (the observables' terms, the route, the columns): a QNN's step
+        then costs its rows only. Keep it only while ``circuit`` and ``observables`` are not edited (a QNN's
+        layout holds copies of its own)."""
         input_columns, weight_columns = self._core.columns(circuit, inputs), self._core.columns(circuit, weights)
         if set(input_columns) & set(weight_columns):
             raise ConfigError("value_and_pullback: a parameter cannot be both an input (per row) and a weight (summed)")
         if not self.pulls_back(circuit, observables, inputs):
             raise EngineUnsupportedError("value_and_pullback differentiates inputs row by row only where they enter "
                                          "before any multi-qubit gate (or are an amplitude encoding's features)")
-        terms, values, support = self._prepare(circuit, observables, values)
-        segments = _checked_segments(segments, len(values))
-        route = self._derivative_route(circuit, support)
-        if not route.kind.encoded:
-            out, pullback = program_pullback(route.program, observable_vectors(terms, route.program), values,
-                                             input_columns, weight_columns, segments)
-            return out.T, pullback
-        return _encoded_pullback(route, terms, values, input_columns, weight_columns, segments)
+        terms = self._core.terms(observables)
+        route = self._derivative_route(circuit, support_of(terms))
+        vectors = None if route.kind.encoded else observable_vectors(terms, route.program)
+        return EnginePullback(self._core, circuit, terms, route, vectors, input_columns, weight_columns)
 
     def encoding_gradients(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
                            values: np.ndarray) -> np.ndarray:
@@ -171,6 +177,30 @@ class EngineDifferentiator:
             features = frozenset(wide.feature_columns.tolist())
             return statevector_value_gradients(wide, terms, values, features)[1][:, :, wide.feature_columns].transpose(1, 0, 2)
         return encoded_gradients(route.encoded, terms, values)
+
+
+@dataclass(frozen=True, eq=False)
+class EnginePullback:
+    """:meth:`EngineDifferentiator.value_and_pullback` of one circuit, observables and parameter split: called with
+    rows (R, P) and optional ``segments``, it gives ((R, K) values, the pullback)."""
+
+    core: EngineCore
+    circuit: QuantumCircuit
+    terms: list[Terms]
+    route: Route
+    vectors: np.ndarray | None  # (K, 4^n): the observables on a product-state program's qubits; None if encoded
+    input_columns: list[int]
+    weight_columns: list[int]
+
+    def __call__(self, values: np.ndarray, segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
+        values = parameter_rows(self.circuit, values)
+        self.core.rows_evaluated += len(values) * len(self.terms)
+        segments = _checked_segments(segments, len(values))
+        if self.vectors is not None:
+            out, pullback = program_pullback(self.route.program, self.vectors, values, self.input_columns,
+                                             self.weight_columns, segments)
+            return out.T, pullback
+        return _encoded_pullback(self.route, self.terms, values, self.input_columns, self.weight_columns, segments)
 
 
 def _checked_segments(segments: np.ndarray | None, rows: int) -> np.ndarray | None:

@@ -41,7 +41,9 @@ from qresnet.backends.engine.encoded import (
     project_to_features,
 )
 from qresnet.backends.engine.gradient import body_operations, prefix_states
+from qresnet.backends.engine import kernel
 from qresnet.backends.engine.grid import prefix_grid
+from qresnet.backends.engine.kernel import kernel_plan
 from qresnet.backends.engine.program import Program
 from qresnet.backends.engine.simulate import (
     _apply,
@@ -92,6 +94,8 @@ def group_by_setting(body: np.ndarray, segments: np.ndarray | None) -> tuple[np.
     """(distinct body values (G, B), row -> group (R,), group -> setting (G,)): rows grouped by their body values,
     and by their setting too with ``segments``, so that a group never spans two settings."""
     if segments is None:
+        if len(body) and (body == body[0]).all():  # one run's rows: its weights in every row
+            return body[:1], np.zeros(len(body), dtype=np.int64), np.zeros(1, dtype=np.int64)
         settings, group = group_rows(body)
         return settings, group, np.zeros(len(settings), dtype=np.int64)
     keyed, group = group_rows(np.column_stack([segments.astype(float), body]))
@@ -149,9 +153,20 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     settings, group, owner = group_by_setting(values[:, program.body_columns], segments)
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
-    folded, images, ops = _images(program, observables, representatives)
     # the design points of a filter (or a stack's): a few Bloch vectors per qubit, not one per row
     grid = None if inputs else prefix_grid(program, values, group, len(settings))
+    plan = None if grid is not None else kernel_plan(program)
+    if plan is not None:  # the row route compiled: two calls
+        out, state = kernel.forward(plan, observables, values, group, representatives)
+
+        def pull_compiled(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+            g = np.asarray(g, dtype=float).reshape(rows, k)
+            row_setting = np.zeros(rows, dtype=np.int64) if segments is None else segments
+            per_row, d = kernel.pullback(plan, state, g, group, row_setting, owner, count)
+            return (per_row[:, inputs] if inputs else None), _by_setting(d[:, weights], segments)
+
+        return out, pull_compiled
+    folded, images, ops = _images(program, observables, representatives)
     if grid is not None:
         out = grid.values(folded)
     else:

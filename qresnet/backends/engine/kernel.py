@@ -1,0 +1,376 @@
+"""The row route of a product-state pullback as two compiled calls: one run's filter step without numpy dispatch.
+
+A filter's training step asks the engine for its 81 design points' values and, later, one vector-Jacobian
+product (:func:`~qresnet.backends.engine.pullback.program_pullback`). On 4 qubits that is arithmetic on arrays
+of a few hundred numbers, which numpy does in some 100 calls, each costing more to dispatch than to compute.
+Here the same sums run as loops compiled by numba (once, cached on disk beside this file), in two calls:
+
+- :func:`_forward`: the body's PTMs and their derivatives by each rotation angle (the chained blocks), the
+  observables folded back through the body keeping the image before each operation, every qubit's prefix
+  Bloch vector and its tangents, and each row's value with its environments (the derivative by each qubit's
+  Bloch vector);
+- :func:`_pull`: from the cotangents g (R, K), the prefix parameters' derivatives row by row and the cotangent
+  state walked forward through the body, each parameterised operation adding h_j (dR_j/dp) s.
+
+The mathematics and the order of the walk are those of the numpy row route
+(:mod:`qresnet.backends.engine.pullback`, :mod:`~qresnet.backends.engine.chains`,
+:func:`~qresnet.backends.engine.simulate.environments`); the sums are taken in another order, so the two agree
+to rounding (about 1e-16 relative), not bit for bit. Each setting's sums take its own rows only, in row order,
+so a run's numbers do not depend on which runs share its stack.
+
+It applies (:func:`kernel_plan`) where every prefix is a chain (:class:`~qresnet.backends.engine.chains.Chains`:
+fixed PTMs and Pauli rotations with affine angles) and every body operation is a fixed PTM on one or two qubits
+or a chained block on one qubit, up to :data:`MAX_QUBITS` qubits; otherwise the numpy route runs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from qresnet.backends.engine.chains import Chains, body_plan, prefix_chains
+from qresnet.backends.engine.program import Program
+
+MAX_QUBITS = 6  # images of 4^6 numbers; wider filters (a 3x3 kernel's 9 qubits) keep the numpy route's chunking
+_enabled = True
+
+
+@contextmanager
+def numpy_route() -> Iterator[None]:
+    """Within the block, :func:`kernel_plan` says None: the numpy route runs (tests and benchmarks compare)."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """A program as the compiled calls read it: the prefix chains, and the body as one row per operation."""
+
+    n: int
+    prefix: Chains  # n chains, one per qubit
+    body: Chains  # the chained blocks (an empty set of chains if there are none)
+    width: np.ndarray  # (L,): each operation's d = 4^(its qubits)
+    offsets: np.ndarray  # (L, 16): index offsets of its digits' d values (argument 0 least significant)
+    bases: np.ndarray  # (L, 4^n / 4): the indices with its digits 0 (the first 4^n / d)
+    fixed: np.ndarray  # (L, 16, 16): a fixed operation's PTM (a one-qubit one in the top left 4x4)
+    chain: np.ndarray  # (L,): the chain of a chained block, -1 for a fixed operation
+
+    @classmethod
+    def of(cls, program: Program) -> KernelPlan | None:
+        n = program.num_qubits
+        prefix = prefix_chains(program)
+        if prefix is None or not 0 < n <= MAX_QUBITS:
+            return None
+        plan = body_plan(program)
+        count, index = len(program.body), np.arange(4**n)
+        width, offsets = np.zeros(count, np.int64), np.zeros((count, 16), np.int64)
+        bases, fixed, chain = np.zeros((count, 4**n // 4), np.int64), np.zeros((count, 16, 16)), -np.ones(count, np.int64)
+        for j, op in enumerate(program.body):
+            if len(op.qubits) > 2:
+                return None
+            d = width[j] = 4 ** len(op.qubits)
+            digits = np.arange(d)
+            offsets[j, :d] = sum((digits // 4**i % 4) * 4**q for i, q in enumerate(op.qubits))
+            free = np.all([index // 4**q % 4 == 0 for q in op.qubits], axis=0)
+            bases[j, :4**n // d] = index[free]
+            if plan.fixed[j] is not None:
+                ptm = np.asarray(plan.fixed[j], dtype=float)
+                fixed[j, :d, :d] = ptm.reshape(d, d)
+            elif plan.slot[j] is not None:
+                chain[j] = plan.slot[j]
+            else:  # a parameterised operation that is not a chain of Pauli rotations
+                return None
+        parameters = len(program.parameters)
+        body = plan.chains if plan.chains is not None else Chains(
+            np.zeros((0, 4, 4)), np.zeros((0, 0, 3, 4, 4)), np.zeros((parameters, 0)), np.zeros(0))
+        return cls(n, prefix, body, width, offsets, bases, fixed, chain)
+
+
+def kernel_plan(program: Program) -> KernelPlan | None:
+    """``program``'s :class:`KernelPlan` (made once per program), or None where the numpy route runs."""
+    if not _enabled:
+        return None
+    if "kernel_plan" not in program.derived:
+        program.derived["kernel_plan"] = KernelPlan.of(program)
+    return program.derived["kernel_plan"]
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """What :func:`_forward` keeps for :func:`_pull`."""
+
+    images: np.ndarray  # (L, G, K, 4^n): the folded observables before each body operation
+    mats: np.ndarray  # (L, G, 16, 16): each operation's PTM per body setting
+    turns: np.ndarray  # (L, G, m, 4, 4): a chained block's derivatives by its rotation angles
+    row_count: np.ndarray  # (L, G, 16): the PTMs' nonzeros per row, for the walk
+    row_index: np.ndarray  # (L, G, 16, 16)
+    row_value: np.ndarray  # (L, G, 16, 16)
+    bloch: np.ndarray  # (n, R, 4)
+    tangents: np.ndarray  # (n, R, m', 4): by the prefix's rotation angles
+    env: np.ndarray  # (R, K, n, 4)
+
+
+def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group: np.ndarray,
+            representatives: np.ndarray) -> tuple[np.ndarray, KernelState]:
+    """(values (K, R), the state :func:`pullback` needs) for rows ``values`` (R, P) in body settings ``group``
+    (R,), whose parameter values are ``representatives`` (G, P)."""
+    p, b = plan.prefix, plan.body
+    out, *state = _forward(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(values),
+                           group.astype(np.int64), np.ascontiguousarray(representatives),
+                           p.start, p.terms, p.coeffs, p.const, b.start, b.terms, b.coeffs, b.const,
+                           plan.width, plan.offsets, plan.bases, plan.fixed, plan.chain)
+    return out, KernelState(*state)
+
+
+def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndarray, row_setting: np.ndarray,
+             owner: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(per row d/d parameters (R, P) through the prefixes, by setting d/d parameters (count, P) summed over the
+    setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings to ``count`` settings."""
+    return _pull(plan.n, np.ascontiguousarray(g, dtype=float), group.astype(np.int64), row_setting.astype(np.int64),
+                 owner.astype(np.int64), count, state.images, state.mats, state.turns, state.row_count,
+                 state.row_index, state.row_value, state.bloch, state.tangents, state.env, plan.prefix.coeffs,
+                 plan.body.coeffs, plan.body.terms.shape[1], plan.width, plan.offsets, plan.bases, plan.chain)
+
+
+@numba.njit(cache=True)
+def _sparse(m: np.ndarray, d: int, by_column: bool, count: np.ndarray, index: np.ndarray, value: np.ndarray) -> None:
+    """The nonzeros of the top left d x d of ``m``, per column (``by_column``: out[a] = sum_c x[c] m[c, a]) or per
+    row (out[a] = sum_c m[a, c] x[c]): a CNOT's PTM has one per column, a noisy gate's a few."""
+    for a in range(d):
+        count[a] = 0
+        for c in range(d):
+            v = m[c, a] if by_column else m[a, c]
+            if v != 0.0:
+                index[a, count[a]] = c
+                value[a, count[a]] = v
+                count[a] += 1
+
+
+@numba.njit(cache=True)
+def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, bases: np.ndarray, count: np.ndarray,
+           index: np.ndarray, value: np.ndarray) -> None:
+    """out = h M on an operation's digits for h (K, 4^n), M given by its nonzeros (:func:`_sparse`):
+    index = base + offset[a], a the operation's digits (argument 0 least significant)."""
+    d = len(count)
+    tmp = np.empty(16)
+    for k in range(h.shape[0]):
+        for base in bases:
+            for c in range(d):
+                tmp[c] = h[k, base + offset[c]]
+            for a in range(d):
+                acc = 0.0
+                for t in range(count[a]):
+                    acc += value[a, t] * tmp[index[a, t]]
+                out[k, base + offset[a]] = acc
+
+
+@numba.njit(cache=True)
+def _angles(row: np.ndarray, coeffs: np.ndarray, const: np.ndarray, theta: np.ndarray) -> None:
+    theta[:] = const
+    for p in range(coeffs.shape[0]):
+        if row[p] != 0.0:
+            for j in range(coeffs.shape[1]):
+                theta[j] += row[p] * coeffs[p, j]
+
+
+@numba.njit(cache=True)
+def _turn(f: np.ndarray, cs: float, sn: float, step: np.ndarray, turn: np.ndarray) -> None:
+    """A rotation step S = F A + cos F B + sin F C and dS / dangle, for ``f`` = (F A, F B, F C) (3, 4, 4)."""
+    for a in range(4):
+        for b in range(4):
+            step[a, b] = f[0, a, b] + cs * f[1, a, b] + sn * f[2, a, b]
+            turn[a, b] = cs * f[2, a, b] - sn * f[1, a, b]
+
+
+@numba.njit(cache=True)
+def _matvec(m: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    for a in range(4):
+        out[a] = m[a, 0] * x[0] + m[a, 1] * x[1] + m[a, 2] * x[2] + m[a, 3] * x[3]
+
+
+@numba.njit(cache=True)
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(4):
+        for j in range(4):
+            out[i, j] = a[i, 0] * b[0, j] + a[i, 1] * b[1, j] + a[i, 2] * b[2, j] + a[i, 3] * b[3, j]
+
+
+@numba.njit(cache=True)
+def _forward(n, observables, values, group, representatives, p_start, p_terms, p_coeffs, p_const,
+             b_start, b_terms, b_coeffs, b_const, width, offsets, bases, fixed, chain):
+    rows, k_count, size = values.shape[0], observables.shape[0], 4 ** n
+    groups, ops = representatives.shape[0], width.shape[0]
+    mb, cb = b_terms.shape[0], b_terms.shape[1]
+    # the body's PTMs per setting: a chain's product S_m ... S_1 F_0 and its derivative by each angle
+    mats = np.zeros((ops, groups, 16, 16))
+    turns = np.zeros((ops, groups, mb, 4, 4))
+    steps, dsteps, before = np.empty((mb, 4, 4)), np.empty((mb, 4, 4)), np.empty((mb + 1, 4, 4))
+    after, tmp, tmp2 = np.empty((4, 4)), np.empty((4, 4)), np.empty((4, 4))
+    theta = np.empty(b_const.shape[0])
+    for g in range(groups):
+        _angles(representatives[g], b_coeffs, b_const, theta)
+        for j in range(ops):
+            c = chain[j]
+            if c < 0:
+                mats[j, g] = fixed[j]
+                continue
+            before[0] = b_start[c]
+            for i in range(mb):
+                _turn(b_terms[i, c], np.cos(theta[i * cb + c]), np.sin(theta[i * cb + c]), steps[i], dsteps[i])
+                _matmul(steps[i], before[i], before[i + 1])
+            mats[j, g, :4, :4] = before[mb]
+            after[:, :] = np.eye(4)
+            for i in range(mb - 1, -1, -1):
+                _matmul(dsteps[i], before[i], tmp)
+                _matmul(after, tmp, turns[j, g, i])
+                _matmul(after, steps[i], tmp2)
+                after[:, :] = tmp2
+    # each operation's nonzeros, per column (the images) and per row (the walk)
+    column_count, row_count = np.zeros((ops, groups, 16), np.int64), np.zeros((ops, groups, 16), np.int64)
+    column_index, row_index = np.zeros((ops, groups, 16, 16), np.int64), np.zeros((ops, groups, 16, 16), np.int64)
+    column_value, row_value = np.zeros((ops, groups, 16, 16)), np.zeros((ops, groups, 16, 16))
+    for j in range(ops):
+        for g in range(groups):
+            _sparse(mats[j, g], width[j], True, column_count[j, g], column_index[j, g], column_value[j, g])
+            _sparse(mats[j, g], width[j], False, row_count[j, g], row_index[j, g], row_value[j, g])
+    # the observables folded back through the body, the image before each operation kept
+    images = np.empty((ops, groups, k_count, size))
+    folded = np.empty((groups, k_count, size))
+    h = np.empty((k_count, size))
+    for g in range(groups):
+        h[:, :] = observables
+        for j in range(ops - 1, -1, -1):
+            images[j, g] = h
+            d = width[j]
+            _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], column_count[j, g, :d],
+                   column_index[j, g], column_value[j, g])
+        folded[g] = h
+    # the prefixes: Bloch vectors (1, x, y, z) from |0> and their derivatives by each rotation angle
+    mp = p_terms.shape[0]
+    bloch = np.empty((n, rows, 4))
+    tangents = np.zeros((n, rows, mp, 4))
+    x, y = np.empty(4), np.empty(4)
+    step, turn = np.empty((4, 4)), np.empty((4, 4))
+    theta = np.empty(p_const.shape[0])
+    for r in range(rows):
+        _angles(values[r], p_coeffs, p_const, theta)
+        for q in range(n):
+            for a in range(4):
+                x[a] = p_start[q, a, 0] + p_start[q, a, 3]
+            for i in range(mp):
+                _turn(p_terms[i, q], np.cos(theta[i * n + q]), np.sin(theta[i * n + q]), step, turn)
+                for j in range(i):  # the earlier tangents go through this step too
+                    _matvec(step, tangents[q, r, j], y)
+                    tangents[q, r, j] = y
+                _matvec(turn, x, tangents[q, r, i])
+                _matvec(step, x, y)
+                x[:] = y
+            bloch[q, r] = x
+    # each row's values and environments, contracting the most significant qubit first
+    out = np.empty((k_count, rows))
+    env = np.empty((rows, k_count, n, 4))
+    low = np.zeros((n, size // 4))  # low[q]: the product of the Bloch vectors of the qubits below q
+    t = np.empty(size)
+    for r in range(rows):
+        low[0, 0] = 1.0
+        for q in range(n - 1):
+            inner = 4 ** q
+            for a in range(4):
+                for j in range(inner):
+                    low[q + 1, a * inner + j] = bloch[q, r, a] * low[q, j]
+        for k in range(k_count):
+            t[:] = folded[group[r], k]
+            for q in range(n - 1, -1, -1):
+                inner = 4 ** q
+                b0, b1, b2, b3 = bloch[q, r, 0], bloch[q, r, 1], bloch[q, r, 2], bloch[q, r, 3]
+                e0 = e1 = e2 = e3 = 0.0
+                for j in range(inner):
+                    lj = low[q, j]
+                    t0, t1, t2, t3 = t[j], t[inner + j], t[2 * inner + j], t[3 * inner + j]
+                    e0 += t0 * lj
+                    e1 += t1 * lj
+                    e2 += t2 * lj
+                    e3 += t3 * lj
+                    t[j] = t0 * b0 + t1 * b1 + t2 * b2 + t3 * b3  # read above before written
+                env[r, k, q, 0], env[r, k, q, 1], env[r, k, q, 2], env[r, k, q, 3] = e0, e1, e2, e3
+            out[k, r] = t[0]
+    return out, images, mats, turns, row_count, row_index, row_value, bloch, tangents, env
+
+
+@numba.njit(cache=True)
+def _pull(n, g, group, row_setting, owner, count, images, mats, turns, row_count, row_index, row_value, bloch,
+          tangents, env, p_coeffs, b_coeffs, cb, width, offsets, bases, chain):
+    rows, k_count = g.shape
+    ops, groups, size = images.shape[0], images.shape[1], images.shape[3]
+    params, mp = p_coeffs.shape[0], tangents.shape[2]
+    # the prefix parameters, row by row: environment . tangent along each angle, then the chain rule
+    per_row = np.zeros((rows, params))
+    for r in range(rows):
+        for q in range(n):
+            for i in range(mp):
+                along = 0.0
+                for k in range(k_count):
+                    w = g[r, k]
+                    for a in range(4):
+                        along += w * env[r, k, q, a] * tangents[q, r, i, a]
+                if along != 0.0:
+                    for p in range(params):
+                        per_row[r, p] += along * p_coeffs[p, i * n + q]
+    d = np.zeros((count, params))
+    for r in range(rows):
+        for p in range(params):
+            d[row_setting[r], p] += per_row[r, p]
+    # the cotangent state of each body setting: sum over its rows of g_rk times the row's product state
+    s = np.zeros((groups, k_count, size))
+    full = np.empty(size)
+    for r in range(rows):
+        full[0] = 1.0
+        for q in range(n):
+            inner = 4 ** q
+            for a in range(3, -1, -1):  # from the top, so that full[:inner] is read before it is overwritten
+                for j in range(inner):
+                    full[a * inner + j] = bloch[q, r, a] * full[j]
+        for k in range(k_count):
+            w = g[r, k]
+            if w != 0.0:
+                for i in range(size):
+                    s[group[r], k, i] += w * full[i]
+    # the walk: s -> R_j s, each chained block adding sum(dR_j/dangle * M) with M its environment of h_j and s
+    m = np.zeros((4, 4))
+    moved = np.empty((k_count, size))
+    for j in range(ops):
+        dj = width[j]
+        offset, base_j = offsets[j, :dj], bases[j, :size // dj]
+        c = chain[j]
+        for gi in range(groups):
+            if c >= 0:
+                m[:, :] = 0.0
+                for k in range(k_count):
+                    for base in base_j:
+                        for a in range(4):
+                            ha = images[j, gi, k, base + offset[a]]
+                            for b in range(4):
+                                m[a, b] += ha * s[gi, k, base + offset[b]]
+                for i in range(turns.shape[2]):
+                    t = 0.0
+                    for a in range(4):
+                        for b in range(4):
+                            t += turns[j, gi, i, a, b] * m[a, b]
+                    column = i * cb + c
+                    for p in range(params):
+                        if b_coeffs[p, column] != 0.0:
+                            d[owner[gi], p] += b_coeffs[p, column] * t
+            _apply(s[gi], moved, offset, base_j, row_count[j, gi, :dj], row_index[j, gi], row_value[j, gi])
+            s[gi] = moved
+    return per_row, d
+
+
+__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "forward", "kernel_plan", "numpy_route", "pullback"]
