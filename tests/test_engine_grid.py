@@ -1,11 +1,15 @@
-"""The grid route of the product-state pullback (:mod:`qresnet.backends.engine.grid`): rows that are combinations
-of a few prefix settings per qubit (a filter's design points) against parameter shift, setting by setting, ideal
-and noisy; and the rows that must keep the row-by-row route."""
+"""The grid route of the product-state pullback, numpy's (:mod:`qresnet.backends.engine.grid`) and the compiled one
+(:mod:`qresnet.backends.engine.kernel`): rows that are combinations of a few prefix settings per qubit (a filter's
+design points) against parameter shift, setting by setting, ideal and noisy; and the rows that must keep the
+row-by-row route."""
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 import qresnet.backends.engine.grid as grid_module
+import qresnet.backends.engine.kernel as kernel_module
 import qresnet.backends.engine.pullback as pullback_module
 from qresnet.backends.engine.grid import prefix_grid
 from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, design_points
@@ -15,19 +19,45 @@ from test_segmented_pullback import NOISY, filter_qnn
 WEIGHTS_ONLY = QNNCall(Derivatives.PULLBACK, input_gradients=False)  # what a response-mode layer asks for
 
 
-@pytest.fixture
-def routes(monkeypatch):
-    """The grids :func:`prefix_grid` built (None where it declined), call by call; any number of rows may take the
-    grid (by default a few rows keep the row route, as fast there)."""
-    seen = []
-    monkeypatch.setattr(grid_module, "GRID_MIN_ROWS", 0)
+class RouteLog(list):
+    route: str
 
-    def spy(*args):
-        grid = prefix_grid(*args)
-        seen.append(grid)
-        return grid
 
-    monkeypatch.setattr(pullback_module, "prefix_grid", spy)
+@dataclass(frozen=True)
+class Taken:
+    """The grid a pullback took: each qubit's number of settings (the same in every group here) and the groups."""
+
+    sizes: tuple[int, ...]
+    groups: int
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def routes(request, monkeypatch):
+    """The grids the pullbacks took (None where the rows went row by row), call by call, on the numpy route
+    (:func:`prefix_grid`; any number of rows may take it, by default a few keep the row route, as fast there) or
+    the compiled one (:mod:`qresnet.backends.engine.kernel`)."""
+    seen = RouteLog()
+    if request.param == "numpy":
+        monkeypatch.setattr(grid_module, "GRID_MIN_ROWS", 0)
+        monkeypatch.setattr(kernel_module, "_enabled", False)
+
+        def spy(*args):
+            grid = prefix_grid(*args)
+            seen.append(None if grid is None else Taken(grid.sizes, grid.groups))
+            return grid
+
+        monkeypatch.setattr(pullback_module, "prefix_grid", spy)
+    else:
+        forward = kernel_module.forward
+
+        def spy(*args, **kwargs):
+            out, state = forward(*args, **kwargs)
+            sizes = None if state.grid is None else state.grid[1]
+            seen.append(None if sizes is None else Taken(tuple(sizes.max(axis=0).tolist()), len(sizes)))
+            return out, state
+
+        monkeypatch.setattr(kernel_module, "forward", spy)
+    seen.route = request.param
     return seen
 
 
@@ -95,15 +125,25 @@ def test_rows_that_are_no_small_grid_keep_the_row_route(rng, routes):
         _, weight_jac = shifted.backward(x, w)
         np.testing.assert_allclose(result.pullback(g)[1], np.einsum("rk,rkw->w", g, weight_jac), atol=1e-10, rtol=0)
         routes.clear()
-    # two settings whose qubit 0 takes 3 values in one and 2 in the other: no common grid
+    # two settings whose qubit 0 takes 3 values in one and 2 in the other: no common grid for numpy's stacked
+    # tables; the compiled grid is per setting
     x = design_rows(rng)
     uneven = np.concatenate([x, x[x[:, 0] != x[0, 0]]])
     segments = np.repeat([0, 1], [len(x), len(uneven) - len(x)])
-    result = qnn.gradient.evaluate_segmented(qnn, uneven, np.stack([w, w + 0.1]), segments, WEIGHTS_ONLY)
-    assert routes[-1] is None and result.values.shape == (len(uneven), 1)
+    weights = np.stack([w, w + 0.1])
+    result = qnn.gradient.evaluate_segmented(qnn, uneven, weights, segments, WEIGHTS_ONLY)
+    assert (routes[-1] is None) == (routes.route == "numpy") and result.values.shape == (len(uneven), 1)
+    g = rng.normal(size=result.values.shape)
+    _, d_weights = result.pullback(g)
+    for s in range(2):
+        mine = segments == s
+        np.testing.assert_allclose(result.values[mine], shifted.forward(uneven[mine], weights[s]), atol=1e-10, rtol=0)
+        _, weight_jac = shifted.backward(uneven[mine], weights[s])
+        np.testing.assert_allclose(d_weights[s], np.einsum("rk,rkw->w", g[mine], weight_jac), atol=1e-10, rtol=0)
 
 
-def test_one_runs_design_points_keep_the_row_route_and_a_stack_takes_the_grid(rng, monkeypatch):
+def test_one_runs_design_points_keep_the_numpy_row_route_and_a_stack_takes_the_grid(rng, monkeypatch):
+    monkeypatch.setattr(kernel_module, "_enabled", False)
     seen = []
     monkeypatch.setattr(pullback_module, "prefix_grid", lambda *args: seen.append(prefix_grid(*args)) or seen[-1])
     qnn = filter_qnn("aer")

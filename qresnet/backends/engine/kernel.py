@@ -36,6 +36,8 @@ from qresnet.backends.engine.chains import Chains, body_plan, prefix_chains
 from qresnet.backends.engine.program import Program
 
 MAX_QUBITS = 6  # images of 4^6 numbers; wider filters (a 3x3 kernel's 9 qubits) keep the numpy route's chunking
+GRID_SETTINGS = 8  # at most this many distinct prefix settings per qubit and body setting make a grid (a filter's: 3)
+GRID_GROWTH = 2  # and at most this many cells per row: a grid far larger than its rows costs more than the rows
 _enabled = True
 
 
@@ -105,39 +107,49 @@ def kernel_plan(program: Program) -> KernelPlan | None:
 
 @dataclass(frozen=True)
 class KernelState:
-    """What :func:`_forward` keeps for :func:`_pull`."""
+    """What :func:`forward` keeps for :func:`pullback`: the body's arrays (:func:`_body`), and the prefixes' either
+    on a grid (:func:`_grid`: the rows' cells, each group's settings per qubit and their Bloch vectors and
+    tangents) or row by row (:func:`_rows`: Bloch vectors, tangents, environments)."""
 
-    images: np.ndarray  # (L, G, K, 4^n): the folded observables before each body operation
-    mats: np.ndarray  # (L, G, 16, 16): each operation's PTM per body setting
-    turns: np.ndarray  # (L, G, m, 4, 4): a chained block's derivatives by its rotation angles
-    row_count: np.ndarray  # (L, G, 16): the PTMs' nonzeros per row, for the walk
-    row_index: np.ndarray  # (L, G, 16, 16)
-    row_value: np.ndarray  # (L, G, 16, 16)
-    bloch: np.ndarray  # (n, R, 4)
-    tangents: np.ndarray  # (n, R, m', 4): by the prefix's rotation angles
-    env: np.ndarray  # (R, K, n, 4)
+    body: tuple  # images (L, G, K, 4^n), folded (G, K, 4^n), PTMs, their angle derivatives, their nonzeros by row
+    grid: tuple | None  # cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)
+    rows: tuple | None  # bloch (n, R, 4), tangents (n, R, m, 4), environments (R, K, n, 4)
 
 
 def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group: np.ndarray,
-            representatives: np.ndarray) -> tuple[np.ndarray, KernelState]:
+            representatives: np.ndarray, rows_only: bool = False) -> tuple[np.ndarray, KernelState]:
     """(values (K, R), the state :func:`pullback` needs) for rows ``values`` (R, P) in body settings ``group``
-    (R,), whose parameter values are ``representatives`` (G, P)."""
+    (R,), whose parameter values are ``representatives`` (G, P). The rows take the grid where they form one
+    (a filter's design points) unless ``rows_only`` (per-row input gradients need the rows)."""
     p, b = plan.prefix, plan.body
-    out, *state = _forward(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(values),
-                           group.astype(np.int64), np.ascontiguousarray(representatives),
-                           p.start, p.terms, p.coeffs, p.const, b.start, b.terms, b.coeffs, b.const,
-                           plan.width, plan.offsets, plan.bases, plan.fixed, plan.chain)
-    return out, KernelState(*state)
+    values, group = np.ascontiguousarray(values, dtype=float), group.astype(np.int64)
+    body = _body(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(representatives),
+                 b.start, b.terms, b.coeffs, b.const, plan.width, plan.offsets, plan.bases, plan.fixed, plan.chain)
+    folded = body[1]
+    if not rows_only:
+        grid = _grid(plan.n, values, group, len(representatives), p.start, p.terms, p.coeffs, p.const, GRID_SETTINGS)
+        if grid[1][0, 0] >= 0:
+            return _grid_values(plan.n, group, folded, *grid[:3]), KernelState(body, grid, None)
+    out, *rows = _rows(plan.n, values, group, folded, p.start, p.terms, p.coeffs, p.const)
+    return out, KernelState(body, None, tuple(rows))
 
 
 def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndarray, row_setting: np.ndarray,
-             owner: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(per row d/d parameters (R, P) through the prefixes, by setting d/d parameters (count, P) summed over the
-    setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings to ``count`` settings."""
-    return _pull(plan.n, np.ascontiguousarray(g, dtype=float), group.astype(np.int64), row_setting.astype(np.int64),
-                 owner.astype(np.int64), count, state.images, state.mats, state.turns, state.row_count,
-                 state.row_index, state.row_value, state.bloch, state.tangents, state.env, plan.prefix.coeffs,
-                 plan.body.coeffs, plan.body.terms.shape[1], plan.width, plan.offsets, plan.bases, plan.chain)
+             owner: np.ndarray, count: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """(per row d/d parameters (R, P) through the prefixes, or None on the grid; by setting d/d parameters
+    (count, P) summed over the setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings
+    to ``count`` settings."""
+    g, group, owner = np.ascontiguousarray(g, dtype=float), group.astype(np.int64), owner.astype(np.int64)
+    images, folded, mats, turns, row_count, row_index, row_value = state.body
+    per_row = None
+    if state.grid is not None:
+        d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix.coeffs)
+    else:
+        per_row, d, s = _row_pull(plan.n, g, group, row_setting.astype(np.int64), count, len(folded), *state.rows,
+                                   plan.prefix.coeffs)
+    _walk(plan.n, s, owner, images, turns, row_count, row_index, row_value, plan.body.coeffs,
+          plan.body.terms.shape[1], plan.width, plan.offsets, plan.bases, plan.chain, d)
+    return per_row, d
 
 
 @numba.njit(cache=True)
@@ -204,12 +216,12 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _forward(n, observables, values, group, representatives, p_start, p_terms, p_coeffs, p_const,
-             b_start, b_terms, b_coeffs, b_const, width, offsets, bases, fixed, chain):
-    rows, k_count, size = values.shape[0], observables.shape[0], 4 ** n
+def _body(n, observables, representatives, b_start, b_terms, b_coeffs, b_const, width, offsets, bases, fixed, chain):
+    """Per body setting: every operation's PTM (a chain's product S_m ... S_1 F_0) and a chain's derivatives by
+    its angles, and the observables folded back through the body, the image before each operation kept."""
+    k_count, size = observables.shape[0], 4 ** n
     groups, ops = representatives.shape[0], width.shape[0]
     mb, cb = b_terms.shape[0], b_terms.shape[1]
-    # the body's PTMs per setting: a chain's product S_m ... S_1 F_0 and its derivative by each angle
     mats = np.zeros((ops, groups, 16, 16))
     turns = np.zeros((ops, groups, mb, 4, 4))
     steps, dsteps, before = np.empty((mb, 4, 4)), np.empty((mb, 4, 4)), np.empty((mb + 1, 4, 4))
@@ -241,7 +253,6 @@ def _forward(n, observables, values, group, representatives, p_start, p_terms, p
         for g in range(groups):
             _sparse(mats[j, g], width[j], True, column_count[j, g], column_index[j, g], column_value[j, g])
             _sparse(mats[j, g], width[j], False, row_count[j, g], row_index[j, g], row_value[j, g])
-    # the observables folded back through the body, the image before each operation kept
     images = np.empty((ops, groups, k_count, size))
     folded = np.empty((groups, k_count, size))
     h = np.empty((k_count, size))
@@ -253,28 +264,39 @@ def _forward(n, observables, values, group, representatives, p_start, p_terms, p
             _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], column_count[j, g, :d],
                    column_index[j, g], column_value[j, g])
         folded[g] = h
-    # the prefixes: Bloch vectors (1, x, y, z) from |0> and their derivatives by each rotation angle
-    mp = p_terms.shape[0]
+    return images, folded, mats, turns, row_count, row_index, row_value
+
+
+@numba.njit(cache=True)
+def _prefix(n, q, theta, p_start, p_terms, x, tangents):
+    """Qubit q's Bloch vector (1, x, y, z) from |0> into ``x`` (4,), and its derivatives by each of its rotation
+    angles into ``tangents`` (m, 4), at the prefix angles ``theta``."""
+    y = np.empty(4)
+    step, turn = np.empty((4, 4)), np.empty((4, 4))
+    for a in range(4):
+        x[a] = p_start[q, a, 0] + p_start[q, a, 3]
+    for i in range(p_terms.shape[0]):
+        _turn(p_terms[i, q], np.cos(theta[i * n + q]), np.sin(theta[i * n + q]), step, turn)
+        for j in range(i):  # the earlier tangents go through this step too
+            _matvec(step, tangents[j], y)
+            tangents[j] = y
+        _matvec(turn, x, tangents[i])
+        _matvec(step, x, y)
+        x[:] = y
+
+
+@numba.njit(cache=True)
+def _rows(n, values, group, folded, p_start, p_terms, p_coeffs, p_const):
+    """Row by row: each row's prefixes, and its values and environments (the derivative by each qubit's Bloch
+    vector), contracting the most significant qubit first."""
+    rows, k_count, size, mp = values.shape[0], folded.shape[1], 4 ** n, p_terms.shape[0]
     bloch = np.empty((n, rows, 4))
     tangents = np.zeros((n, rows, mp, 4))
-    x, y = np.empty(4), np.empty(4)
-    step, turn = np.empty((4, 4)), np.empty((4, 4))
     theta = np.empty(p_const.shape[0])
     for r in range(rows):
         _angles(values[r], p_coeffs, p_const, theta)
         for q in range(n):
-            for a in range(4):
-                x[a] = p_start[q, a, 0] + p_start[q, a, 3]
-            for i in range(mp):
-                _turn(p_terms[i, q], np.cos(theta[i * n + q]), np.sin(theta[i * n + q]), step, turn)
-                for j in range(i):  # the earlier tangents go through this step too
-                    _matvec(step, tangents[q, r, j], y)
-                    tangents[q, r, j] = y
-                _matvec(turn, x, tangents[q, r, i])
-                _matvec(step, x, y)
-                x[:] = y
-            bloch[q, r] = x
-    # each row's values and environments, contracting the most significant qubit first
+            _prefix(n, q, theta, p_start, p_terms, bloch[q, r], tangents[q, r])
     out = np.empty((k_count, rows))
     env = np.empty((rows, k_count, n, 4))
     low = np.zeros((n, size // 4))  # low[q]: the product of the Bloch vectors of the qubits below q
@@ -302,16 +324,15 @@ def _forward(n, observables, values, group, representatives, p_start, p_terms, p
                     t[j] = t0 * b0 + t1 * b1 + t2 * b2 + t3 * b3  # read above before written
                 env[r, k, q, 0], env[r, k, q, 1], env[r, k, q, 2], env[r, k, q, 3] = e0, e1, e2, e3
             out[k, r] = t[0]
-    return out, images, mats, turns, row_count, row_index, row_value, bloch, tangents, env
+    return out, bloch, tangents, env
 
 
 @numba.njit(cache=True)
-def _pull(n, g, group, row_setting, owner, count, images, mats, turns, row_count, row_index, row_value, bloch,
-          tangents, env, p_coeffs, b_coeffs, cb, width, offsets, bases, chain):
+def _row_pull(n, g, group, row_setting, count, groups, bloch, tangents, env, p_coeffs):
+    """(per row d/d parameters (R, P) through the prefixes, their sums by setting (count, P), the cotangent state
+    (G, K, 4^n): each body setting's sum over its rows of g_rk times the row's product state)."""
     rows, k_count = g.shape
-    ops, groups, size = images.shape[0], images.shape[1], images.shape[3]
-    params, mp = p_coeffs.shape[0], tangents.shape[2]
-    # the prefix parameters, row by row: environment . tangent along each angle, then the chain rule
+    size, params, mp = 4 ** n, p_coeffs.shape[0], tangents.shape[2]
     per_row = np.zeros((rows, params))
     for r in range(rows):
         for q in range(n):
@@ -328,7 +349,6 @@ def _pull(n, g, group, row_setting, owner, count, images, mats, turns, row_count
     for r in range(rows):
         for p in range(params):
             d[row_setting[r], p] += per_row[r, p]
-    # the cotangent state of each body setting: sum over its rows of g_rk times the row's product state
     s = np.zeros((groups, k_count, size))
     full = np.empty(size)
     for r in range(rows):
@@ -343,7 +363,199 @@ def _pull(n, g, group, row_setting, owner, count, images, mats, turns, row_count
             if w != 0.0:
                 for i in range(size):
                     s[group[r], k, i] += w * full[i]
-    # the walk: s -> R_j s, each chained block adding sum(dR_j/dangle * M) with M its environment of h_j and s
+    return per_row, d, s
+
+
+@numba.njit(cache=True)
+def _grid(n, values, group, groups, p_start, p_terms, p_coeffs, p_const, most):
+    """The rows as a grid: each group's distinct prefix settings per qubit (by the qubit's angles) and each row's
+    cell among their combinations (qubit 0's setting fastest), with the settings' Bloch vectors and tangents.
+    Returns (cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)); sizes[0, 0] = -1 where the
+    rows form no small grid (a qubit with more than ``most`` settings in a group, or more cells than
+    ``GRID_GROWTH`` times a group's rows)."""
+    rows, mp = values.shape[0], p_terms.shape[0]
+    sizes = np.zeros((groups, n), np.int64)
+    keys = np.empty((groups, n, most, mp))
+    chosen = np.empty((groups, n, most), np.int64)
+    local = np.empty((rows, n), np.int64)
+    members = np.zeros(groups, np.int64)
+    theta = np.empty(p_const.shape[0])
+    failed = False
+    for r in range(rows):
+        gr = group[r]
+        members[gr] += 1
+        _angles(values[r], p_coeffs, p_const, theta)
+        for q in range(n):
+            found = -1
+            for u in range(sizes[gr, q]):
+                same = True
+                for i in range(mp):
+                    if keys[gr, q, u, i] != theta[i * n + q]:
+                        same = False
+                        break
+                if same:
+                    found = u
+                    break
+            if found < 0:
+                found = sizes[gr, q]
+                if found == most:
+                    failed = True
+                    break
+                for i in range(mp):
+                    keys[gr, q, found, i] = theta[i * n + q]
+                chosen[gr, q, found] = r
+                sizes[gr, q] += 1
+            local[r, q] = found
+        if failed:
+            break
+    for gr in range(groups):
+        cells = 1
+        for q in range(n):
+            cells *= sizes[gr, q]
+        if cells > GRID_GROWTH * members[gr]:
+            failed = True
+    tables = np.zeros((groups, n, most, 4))
+    tangents = np.zeros((groups, n, most, mp, 4))
+    cell = np.zeros(rows, np.int64)
+    if failed:
+        sizes[0, 0] = -1
+        return cell, sizes, tables, tangents
+    for gr in range(groups):
+        for q in range(n):
+            for u in range(sizes[gr, q]):
+                _angles(values[chosen[gr, q, u]], p_coeffs, p_const, theta)
+                _prefix(n, q, theta, p_start, p_terms, tables[gr, q, u], tangents[gr, q, u])
+    for r in range(rows):
+        stride = 1
+        for q in range(n):
+            cell[r] += local[r, q] * stride
+            stride *= sizes[group[r], q]
+    return cell, sizes, tables, tangents
+
+
+@numba.njit(cache=True)
+def _map_digits(src, n, a_sizes, b_sizes, maps, keep):
+    """``src`` with digits of sizes a_q (qubit 0's fastest) -> digits of sizes b_q: digit q mapped by maps[q]
+    (a_q, b_q), except the digit ``keep`` (0 <= keep < n), which stays (a_keep == b_keep). The most significant
+    digit goes first, each one a loop over (higher digits done, this digit, lower digits to do)."""
+    cur = src.copy()
+    for q in range(n - 1, -1, -1):
+        if q == keep:
+            continue
+        low, high = 1, 1
+        for j in range(q):
+            low *= a_sizes[j]
+        for j in range(q + 1, n):
+            high *= b_sizes[j]
+        a, b = a_sizes[q], b_sizes[q]
+        new = np.zeros(high * b * low)
+        for h in range(high):
+            for i in range(a):
+                for j in range(b):
+                    m = maps[q, i, j]
+                    if m != 0.0:
+                        src_at, dst_at = (h * a + i) * low, (h * b + j) * low
+                        for l in range(low):
+                            new[dst_at + l] += cur[src_at + l] * m
+        cur = new
+    return cur
+
+
+@numba.njit(cache=True)
+def _to_cells(tables, sizes, n):
+    """(the maps from Pauli digits to settings (n, 4, U): table transposed, the Pauli sizes, the cell sizes)."""
+    most = tables.shape[1]
+    maps = np.zeros((n, max(4, most), max(4, most)))
+    for q in range(n):
+        for u in range(sizes[q]):
+            for a in range(4):
+                maps[q, a, u] = tables[q, u, a]
+    return maps, np.full(n, 4, np.int64)
+
+
+@numba.njit(cache=True)
+def _grid_values(n, group, folded, cell, sizes, tables):
+    """(K, R): each group's folded observables contracted with every qubit's table of settings (all cells at
+    once), and each row's value read from its cell."""
+    groups, k_count = folded.shape[0], folded.shape[1]
+    grid = []
+    for g in range(groups):
+        maps, pauli = _to_cells(tables[g], sizes[g], n)
+        for k in range(k_count):
+            grid.append(_map_digits(folded[g, k], n, pauli, sizes[g], maps, -1))
+    out = np.empty((k_count, len(cell)))
+    for r in range(len(cell)):
+        for k in range(k_count):
+            out[k, r] = grid[group[r] * k_count + k][cell[r]]
+    return out
+
+
+@numba.njit(cache=True)
+def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents, p_coeffs):
+    """(the prefix parameters' derivatives by setting (count, P), the cotangent state (G, K, 4^n)) on the grid: the
+    cotangents summed into their cells, expanded through the tables; qubit q's derivative from the folded
+    observables contracted with every other qubit's table (q's digit left open) against the cells."""
+    rows, k_count = g.shape
+    groups, size, params, mp = folded.shape[0], 4 ** n, p_coeffs.shape[0], tangents.shape[3]
+    d = np.zeros((count, params))
+    s = np.zeros((groups, k_count, size))
+    by_vector = np.zeros((n, tables.shape[2], 4))
+    for gi in range(groups):
+        cells = 1
+        for q in range(n):
+            cells *= sizes[gi, q]
+        on_grid = np.zeros((k_count, cells))
+        for r in range(rows):
+            if group[r] == gi:
+                for k in range(k_count):
+                    on_grid[k, cell[r]] += g[r, k]
+        maps, pauli = _to_cells(tables[gi], sizes[gi], n)
+        back = np.zeros_like(maps)  # settings -> Pauli digits: the tables themselves
+        for q in range(n):
+            for u in range(sizes[gi, q]):
+                for a in range(4):
+                    back[q, u, a] = tables[gi, q, u, a]
+        for k in range(k_count):
+            s[gi, k] = _map_digits(on_grid[k], n, sizes[gi], pauli, back, -1)
+        by_vector[:, :, :] = 0.0
+        for q in range(n):
+            open_sizes = sizes[gi].copy()
+            open_sizes[q] = 4
+            stride_cell, stride_open = np.ones(n, np.int64), np.ones(n, np.int64)
+            for j in range(1, n):
+                stride_cell[j] = stride_cell[j - 1] * sizes[gi, j - 1]
+                stride_open[j] = stride_open[j - 1] * open_sizes[j - 1]
+            for k in range(k_count):
+                opened = _map_digits(folded[gi, k], n, pauli, open_sizes, maps, q)
+                for c in range(cells):
+                    w = on_grid[k, c]
+                    if w == 0.0:
+                        continue
+                    at = 0
+                    for j in range(n):
+                        if j != q:
+                            at += (c // stride_cell[j] % sizes[gi, j]) * stride_open[j]
+                    u = c // stride_cell[q] % sizes[gi, q]
+                    for a in range(4):
+                        by_vector[q, u, a] += w * opened[at + a * stride_open[q]]
+        for q in range(n):
+            for i in range(mp):
+                along = 0.0
+                for u in range(sizes[gi, q]):
+                    for a in range(4):
+                        along += tangents[gi, q, u, i, a] * by_vector[q, u, a]
+                if along != 0.0:
+                    for p in range(params):
+                        d[owner[gi], p] += along * p_coeffs[p, i * n + q]
+    return d, s
+
+
+@numba.njit(cache=True)
+def _walk(n, s, owner, images, turns, row_count, row_index, row_value, b_coeffs, cb, width, offsets, bases, chain, d):
+    """The cotangent state s (G, K, 4^n) walked forward through the body, s -> R_j s, each chained block adding
+    sum(dR_j/dangle * M) to ``d`` (by setting), with M its environment of the image h_j and s."""
+    ops, groups, k_count, size = images.shape[0], images.shape[1], images.shape[2], images.shape[3]
+    params = b_coeffs.shape[0]
     m = np.zeros((4, 4))
     moved = np.empty((k_count, size))
     for j in range(ops):
@@ -370,7 +582,6 @@ def _pull(n, g, group, row_setting, owner, count, images, mats, turns, row_count
                             d[owner[gi], p] += b_coeffs[p, column] * t
             _apply(s[gi], moved, offset, base_j, row_count[j, gi, :dj], row_index[j, gi], row_value[j, gi])
             s[gi] = moved
-    return per_row, d
 
 
 __all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "forward", "kernel_plan", "numpy_route", "pullback"]

@@ -153,11 +153,9 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     settings, group, owner = group_by_setting(values[:, program.body_columns], segments)
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
-    # the design points of a filter (or a stack's): a few Bloch vectors per qubit, not one per row
-    grid = None if inputs else prefix_grid(program, values, group, len(settings))
-    plan = None if grid is not None else kernel_plan(program)
-    if plan is not None:  # the row route compiled: two calls
-        out, state = kernel.forward(plan, observables, values, group, representatives)
+    plan = kernel_plan(program)
+    if plan is not None:  # compiled: the grid or the rows, in a few calls
+        out, state = kernel.forward(plan, observables, values, group, representatives, rows_only=bool(inputs))
 
         def pull_compiled(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
             g = np.asarray(g, dtype=float).reshape(rows, k)
@@ -167,6 +165,8 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
 
         return out, pull_compiled
     folded, images, ops = _images(program, observables, representatives)
+    # the design points of a filter (or a stack's): a few Bloch vectors per qubit, not one per row
+    grid = None if inputs else prefix_grid(program, values, group, len(settings))
     if grid is not None:
         out = grid.values(folded)
     else:
