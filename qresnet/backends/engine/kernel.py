@@ -62,8 +62,11 @@ class KernelPlan:
     width: np.ndarray  # (L,): each operation's d = 4^(its qubits)
     offsets: np.ndarray  # (L, 16): index offsets of its digits' d values (argument 0 least significant)
     bases: np.ndarray  # (L, 4^n / 4): the indices with its digits 0 (the first 4^n / d)
-    fixed: np.ndarray  # (L, 16, 16): a fixed operation's PTM (a one-qubit one in the top left 4x4)
+    fixed: tuple  # a fixed operation's PTM by its nonzeros: count (L, 2, 16), index and value (L, 2, 16, 16);
+    # [j, 0] by column (the images), [j, 1] by row (the walk)
     chain: np.ndarray  # (L,): the chain of a chained block, -1 for a fixed operation
+    prefix_links: tuple  # the prefix chains' angle coefficients by angle (:func:`_links`)
+    body_links: tuple  # the body chains'
 
     @classmethod
     def of(cls, program: Program) -> KernelPlan | None:
@@ -74,7 +77,8 @@ class KernelPlan:
         plan = body_plan(program)
         count, index = len(program.body), np.arange(4**n)
         width, offsets = np.zeros(count, np.int64), np.zeros((count, 16), np.int64)
-        bases, fixed, chain = np.zeros((count, 4**n // 4), np.int64), np.zeros((count, 16, 16)), -np.ones(count, np.int64)
+        bases, chain = np.zeros((count, 4**n // 4), np.int64), -np.ones(count, np.int64)
+        fixed = (np.zeros((count, 2, 16), np.int64), np.zeros((count, 2, 16, 16), np.int64), np.zeros((count, 2, 16, 16)))
         for j, op in enumerate(program.body):
             if len(op.qubits) > 2:
                 return None
@@ -84,8 +88,10 @@ class KernelPlan:
             free = np.all([index // 4**q % 4 == 0 for q in op.qubits], axis=0)
             bases[j, :4**n // d] = index[free]
             if plan.fixed[j] is not None:
-                ptm = np.asarray(plan.fixed[j], dtype=float)
-                fixed[j, :d, :d] = ptm.reshape(d, d)
+                ptm = np.zeros((16, 16))
+                ptm[:d, :d] = np.asarray(plan.fixed[j], dtype=float).reshape(d, d)
+                for side in (0, 1):
+                    _sparse(ptm, d, side == 0, fixed[0][j, side], fixed[1][j, side], fixed[2][j, side])
             elif plan.slot[j] is not None:
                 chain[j] = plan.slot[j]
             else:  # a parameterised operation that is not a chain of Pauli rotations
@@ -93,7 +99,15 @@ class KernelPlan:
         parameters = len(program.parameters)
         body = plan.chains if plan.chains is not None else Chains(
             np.zeros((0, 4, 4)), np.zeros((0, 0, 3, 4, 4)), np.zeros((parameters, 0)), np.zeros(0))
-        return cls(n, prefix, body, width, offsets, bases, fixed, chain)
+        return cls(n, prefix, body, width, offsets, bases, fixed, chain, _links(prefix.coeffs), _links(body.coeffs))
+
+
+def _links(coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A (P, M) coefficient matrix by column: (start (M + 1,), parameter, coefficient), column j's nonzeros at
+    start[j]:start[j + 1], parameters ascending."""
+    columns, params = np.nonzero(coeffs.T)
+    start = np.searchsorted(columns, np.arange(coeffs.shape[1] + 1)).astype(np.int64)
+    return start, params.astype(np.int64), coeffs[params, columns].astype(float)
 
 
 def kernel_plan(program: Program) -> KernelPlan | None:
@@ -111,7 +125,7 @@ class KernelState:
     on a grid (:func:`_grid`: the rows' cells, each group's settings per qubit and their Bloch vectors and
     tangents) or row by row (:func:`_rows`: Bloch vectors, tangents, environments)."""
 
-    body: tuple  # images (L, G, K, 4^n), folded (G, K, 4^n), PTMs, their angle derivatives, their nonzeros by row
+    body: tuple  # images (L, G, K, 4^n), folded (G, K, 4^n), the chained blocks' angle derivatives and nonzeros
     grid: tuple | None  # cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)
     rows: tuple | None  # bloch (n, R, 4), tangents (n, R, m, 4), environments (R, K, n, 4)
 
@@ -124,13 +138,15 @@ def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group
     p, b = plan.prefix, plan.body
     values, group = np.ascontiguousarray(values, dtype=float), group.astype(np.int64)
     body = _body(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(representatives),
-                 b.start, b.terms, b.coeffs, b.const, plan.width, plan.offsets, plan.bases, plan.fixed, plan.chain)
+                 b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.bases, plan.chain,
+                 *plan.fixed)
     folded = body[1]
     if not rows_only:
-        grid = _grid(plan.n, values, group, len(representatives), p.start, p.terms, p.coeffs, p.const, GRID_SETTINGS)
+        grid = _grid(plan.n, values, group, len(representatives), p.start, p.terms, plan.prefix_links, p.const,
+                     GRID_SETTINGS)
         if grid[1][0, 0] >= 0:
             return _grid_values(plan.n, group, folded, *grid[:3]), KernelState(body, grid, None)
-    out, *rows = _rows(plan.n, values, group, folded, p.start, p.terms, p.coeffs, p.const)
+    out, *rows = _rows(plan.n, values, group, folded, p.start, p.terms, plan.prefix_links, p.const)
     return out, KernelState(body, None, tuple(rows))
 
 
@@ -140,15 +156,15 @@ def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndar
     (count, P) summed over the setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings
     to ``count`` settings."""
     g, group, owner = np.ascontiguousarray(g, dtype=float), group.astype(np.int64), owner.astype(np.int64)
-    images, folded, mats, turns, row_count, row_index, row_value = state.body
-    per_row = None
+    images, folded, turns, *chained = state.body
+    params, per_row = len(plan.prefix.coeffs), None
     if state.grid is not None:
-        d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix.coeffs)
+        d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix_links, params)
     else:
         per_row, d, s = _row_pull(plan.n, g, group, row_setting.astype(np.int64), count, len(folded), *state.rows,
-                                   plan.prefix.coeffs)
-    _walk(plan.n, s, owner, images, turns, row_count, row_index, row_value, plan.body.coeffs,
-          plan.body.terms.shape[1], plan.width, plan.offsets, plan.bases, plan.chain, d)
+                                   plan.prefix_links, params)
+    _walk(plan.n, s, owner, images, turns, *chained, *plan.fixed, plan.body_links, plan.body.terms.shape[1],
+          plan.width, plan.offsets, plan.bases, plan.chain, d)
     return per_row, d
 
 
@@ -185,12 +201,15 @@ def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, bases: np.ndarray
 
 
 @numba.njit(cache=True)
-def _angles(row: np.ndarray, coeffs: np.ndarray, const: np.ndarray, theta: np.ndarray) -> None:
-    theta[:] = const
-    for p in range(coeffs.shape[0]):
-        if row[p] != 0.0:
-            for j in range(coeffs.shape[1]):
-                theta[j] += row[p] * coeffs[p, j]
+def _angles(row: np.ndarray, links: tuple, const: np.ndarray, theta: np.ndarray) -> None:
+    """theta = row @ coeffs + const, from the coefficients by angle (:func:`_links`: an angle reads one or two
+    parameters, so no loop over all of them)."""
+    start, param, coeff = links
+    for j in range(len(const)):
+        acc = const[j]
+        for t in range(start[j], start[j + 1]):
+            acc += row[param[t]] * coeff[t]
+        theta[j] = acc
 
 
 @numba.njit(cache=True)
@@ -216,43 +235,41 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _body(n, observables, representatives, b_start, b_terms, b_coeffs, b_const, width, offsets, bases, fixed, chain):
-    """Per body setting: every operation's PTM (a chain's product S_m ... S_1 F_0) and a chain's derivatives by
-    its angles, and the observables folded back through the body, the image before each operation kept."""
+def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, width, offsets, bases, chain,
+          fixed_count, fixed_index, fixed_value):
+    """Per body setting: each chained block's PTM (S_m ... S_1 F_0, by its nonzeros) and its derivatives by its
+    angles, and the observables folded back through the body, the image before each operation kept. A fixed
+    operation's nonzeros come with the plan (``fixed_*``, [j, 0] by column, [j, 1] by row)."""
     k_count, size = observables.shape[0], 4 ** n
     groups, ops = representatives.shape[0], width.shape[0]
     mb, cb = b_terms.shape[0], b_terms.shape[1]
-    mats = np.zeros((ops, groups, 16, 16))
     turns = np.zeros((ops, groups, mb, 4, 4))
+    count = np.zeros((ops, groups, 2, 4), np.int64)  # a chained block's nonzeros: [.., 0] by column, [.., 1] by row
+    index = np.zeros((ops, groups, 2, 4, 4), np.int64)
+    value = np.zeros((ops, groups, 2, 4, 4))
     steps, dsteps, before = np.empty((mb, 4, 4)), np.empty((mb, 4, 4)), np.empty((mb + 1, 4, 4))
     after, tmp, tmp2 = np.empty((4, 4)), np.empty((4, 4)), np.empty((4, 4))
     theta = np.empty(b_const.shape[0])
     for g in range(groups):
-        _angles(representatives[g], b_coeffs, b_const, theta)
+        _angles(representatives[g], b_links, b_const, theta)
         for j in range(ops):
             c = chain[j]
             if c < 0:
-                mats[j, g] = fixed[j]
                 continue
             before[0] = b_start[c]
             for i in range(mb):
                 _turn(b_terms[i, c], np.cos(theta[i * cb + c]), np.sin(theta[i * cb + c]), steps[i], dsteps[i])
                 _matmul(steps[i], before[i], before[i + 1])
-            mats[j, g, :4, :4] = before[mb]
-            after[:, :] = np.eye(4)
+            _sparse(before[mb], 4, True, count[j, g, 0], index[j, g, 0], value[j, g, 0])
+            _sparse(before[mb], 4, False, count[j, g, 1], index[j, g, 1], value[j, g, 1])
+            for a in range(4):
+                for b in range(4):
+                    after[a, b] = 1.0 if a == b else 0.0
             for i in range(mb - 1, -1, -1):
                 _matmul(dsteps[i], before[i], tmp)
                 _matmul(after, tmp, turns[j, g, i])
                 _matmul(after, steps[i], tmp2)
                 after[:, :] = tmp2
-    # each operation's nonzeros, per column (the images) and per row (the walk)
-    column_count, row_count = np.zeros((ops, groups, 16), np.int64), np.zeros((ops, groups, 16), np.int64)
-    column_index, row_index = np.zeros((ops, groups, 16, 16), np.int64), np.zeros((ops, groups, 16, 16), np.int64)
-    column_value, row_value = np.zeros((ops, groups, 16, 16)), np.zeros((ops, groups, 16, 16))
-    for j in range(ops):
-        for g in range(groups):
-            _sparse(mats[j, g], width[j], True, column_count[j, g], column_index[j, g], column_value[j, g])
-            _sparse(mats[j, g], width[j], False, row_count[j, g], row_index[j, g], row_value[j, g])
     images = np.empty((ops, groups, k_count, size))
     folded = np.empty((groups, k_count, size))
     h = np.empty((k_count, size))
@@ -261,10 +278,14 @@ def _body(n, observables, representatives, b_start, b_terms, b_coeffs, b_const, 
         for j in range(ops - 1, -1, -1):
             images[j, g] = h
             d = width[j]
-            _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], column_count[j, g, :d],
-                   column_index[j, g], column_value[j, g])
+            if chain[j] < 0:
+                _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], fixed_count[j, 0, :d],
+                       fixed_index[j, 0], fixed_value[j, 0])
+            else:
+                _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], count[j, g, 0], index[j, g, 0],
+                       value[j, g, 0])
         folded[g] = h
-    return images, folded, mats, turns, row_count, row_index, row_value
+    return images, folded, turns, count, index, value
 
 
 @numba.njit(cache=True)
@@ -286,7 +307,7 @@ def _prefix(n, q, theta, p_start, p_terms, x, tangents):
 
 
 @numba.njit(cache=True)
-def _rows(n, values, group, folded, p_start, p_terms, p_coeffs, p_const):
+def _rows(n, values, group, folded, p_start, p_terms, p_links, p_const):
     """Row by row: each row's prefixes, and its values and environments (the derivative by each qubit's Bloch
     vector), contracting the most significant qubit first."""
     rows, k_count, size, mp = values.shape[0], folded.shape[1], 4 ** n, p_terms.shape[0]
@@ -294,7 +315,7 @@ def _rows(n, values, group, folded, p_start, p_terms, p_coeffs, p_const):
     tangents = np.zeros((n, rows, mp, 4))
     theta = np.empty(p_const.shape[0])
     for r in range(rows):
-        _angles(values[r], p_coeffs, p_const, theta)
+        _angles(values[r], p_links, p_const, theta)
         for q in range(n):
             _prefix(n, q, theta, p_start, p_terms, bloch[q, r], tangents[q, r])
     out = np.empty((k_count, rows))
@@ -328,11 +349,12 @@ def _rows(n, values, group, folded, p_start, p_terms, p_coeffs, p_const):
 
 
 @numba.njit(cache=True)
-def _row_pull(n, g, group, row_setting, count, groups, bloch, tangents, env, p_coeffs):
+def _row_pull(n, g, group, row_setting, count, groups, bloch, tangents, env, p_links, params):
     """(per row d/d parameters (R, P) through the prefixes, their sums by setting (count, P), the cotangent state
     (G, K, 4^n): each body setting's sum over its rows of g_rk times the row's product state)."""
     rows, k_count = g.shape
-    size, params, mp = 4 ** n, p_coeffs.shape[0], tangents.shape[2]
+    size, mp = 4 ** n, tangents.shape[2]
+    start, param, coeff = p_links
     per_row = np.zeros((rows, params))
     for r in range(rows):
         for q in range(n):
@@ -342,9 +364,8 @@ def _row_pull(n, g, group, row_setting, count, groups, bloch, tangents, env, p_c
                     w = g[r, k]
                     for a in range(4):
                         along += w * env[r, k, q, a] * tangents[q, r, i, a]
-                if along != 0.0:
-                    for p in range(params):
-                        per_row[r, p] += along * p_coeffs[p, i * n + q]
+                for t in range(start[i * n + q], start[i * n + q + 1]):
+                    per_row[r, param[t]] += along * coeff[t]
     d = np.zeros((count, params))
     for r in range(rows):
         for p in range(params):
@@ -367,7 +388,7 @@ def _row_pull(n, g, group, row_setting, count, groups, bloch, tangents, env, p_c
 
 
 @numba.njit(cache=True)
-def _grid(n, values, group, groups, p_start, p_terms, p_coeffs, p_const, most):
+def _grid(n, values, group, groups, p_start, p_terms, p_links, p_const, most):
     """The rows as a grid: each group's distinct prefix settings per qubit (by the qubit's angles) and each row's
     cell among their combinations (qubit 0's setting fastest), with the settings' Bloch vectors and tangents.
     Returns (cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)); sizes[0, 0] = -1 where the
@@ -384,7 +405,7 @@ def _grid(n, values, group, groups, p_start, p_terms, p_coeffs, p_const, most):
     for r in range(rows):
         gr = group[r]
         members[gr] += 1
-        _angles(values[r], p_coeffs, p_const, theta)
+        _angles(values[r], p_links, p_const, theta)
         for q in range(n):
             found = -1
             for u in range(sizes[gr, q]):
@@ -423,7 +444,7 @@ def _grid(n, values, group, groups, p_start, p_terms, p_coeffs, p_const, most):
     for gr in range(groups):
         for q in range(n):
             for u in range(sizes[gr, q]):
-                _angles(values[chosen[gr, q, u]], p_coeffs, p_const, theta)
+                _angles(values[chosen[gr, q, u]], p_links, p_const, theta)
                 _prefix(n, q, theta, p_start, p_terms, tables[gr, q, u], tangents[gr, q, u])
     for r in range(rows):
         stride = 1
@@ -491,12 +512,13 @@ def _grid_values(n, group, folded, cell, sizes, tables):
 
 
 @numba.njit(cache=True)
-def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents, p_coeffs):
+def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents, p_links, params):
     """(the prefix parameters' derivatives by setting (count, P), the cotangent state (G, K, 4^n)) on the grid: the
     cotangents summed into their cells, expanded through the tables; qubit q's derivative from the folded
     observables contracted with every other qubit's table (q's digit left open) against the cells."""
     rows, k_count = g.shape
-    groups, size, params, mp = folded.shape[0], 4 ** n, p_coeffs.shape[0], tangents.shape[3]
+    groups, size, mp = folded.shape[0], 4 ** n, tangents.shape[3]
+    start, param, coeff = p_links
     d = np.zeros((count, params))
     s = np.zeros((groups, k_count, size))
     by_vector = np.zeros((n, tables.shape[2], 4))
@@ -544,18 +566,18 @@ def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents,
                 for u in range(sizes[gi, q]):
                     for a in range(4):
                         along += tangents[gi, q, u, i, a] * by_vector[q, u, a]
-                if along != 0.0:
-                    for p in range(params):
-                        d[owner[gi], p] += along * p_coeffs[p, i * n + q]
+                for t in range(start[i * n + q], start[i * n + q + 1]):
+                    d[owner[gi], param[t]] += along * coeff[t]
     return d, s
 
 
 @numba.njit(cache=True)
-def _walk(n, s, owner, images, turns, row_count, row_index, row_value, b_coeffs, cb, width, offsets, bases, chain, d):
+def _walk(n, s, owner, images, turns, count, index, value, fixed_count, fixed_index, fixed_value, b_links, cb,
+          width, offsets, bases, chain, d):
     """The cotangent state s (G, K, 4^n) walked forward through the body, s -> R_j s, each chained block adding
     sum(dR_j/dangle * M) to ``d`` (by setting), with M its environment of the image h_j and s."""
     ops, groups, k_count, size = images.shape[0], images.shape[1], images.shape[2], images.shape[3]
-    params = b_coeffs.shape[0]
+    start, param, coeff = b_links
     m = np.zeros((4, 4))
     moved = np.empty((k_count, size))
     for j in range(ops):
@@ -577,10 +599,12 @@ def _walk(n, s, owner, images, turns, row_count, row_index, row_value, b_coeffs,
                         for b in range(4):
                             t += turns[j, gi, i, a, b] * m[a, b]
                     column = i * cb + c
-                    for p in range(params):
-                        if b_coeffs[p, column] != 0.0:
-                            d[owner[gi], p] += b_coeffs[p, column] * t
-            _apply(s[gi], moved, offset, base_j, row_count[j, gi, :dj], row_index[j, gi], row_value[j, gi])
+                    for u in range(start[column], start[column + 1]):
+                        d[owner[gi], param[u]] += coeff[u] * t
+            if c < 0:
+                _apply(s[gi], moved, offset, base_j, fixed_count[j, 1, :dj], fixed_index[j, 1], fixed_value[j, 1])
+            else:
+                _apply(s[gi], moved, offset, base_j, count[j, gi, 1], index[j, gi, 1], value[j, gi, 1])
             s[gi] = moved
 
 
