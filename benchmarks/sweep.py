@@ -14,6 +14,11 @@ and of its workers, the largest process); and the ratio stacked / one run per pr
 ``--rounds`` and the figures are medians. The paper preset's quantum head measures 4 classes (the
 ``paper-quantum`` preset's MNIST 0-3); the linear head 10.
 
+``--baseline DIR`` adds a third mode: one run per process on another qresnet source tree (a checkout of an earlier
+main: ``git worktree add ../before-stacks 166ba86``, the main this work started from), first on the child's path,
+with its own ``run_sweep``; the stacked mode's ratio to it says what the work gained, where the ratio to
+``--stack 1`` says what stacking alone gains over today's one-run path (which got faster too).
+
 A sweep's seconds are a fixed part (imports, data, models, curves) plus a part per epoch, so a slice of a long
 preset says little about the preset. With two or more ``--epochs`` (``1,3``) the benchmark fits
 seconds = fixed + per_epoch x epochs per mode (least squares over the measured points) and projects both modes,
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -62,21 +68,32 @@ def child(args: argparse.Namespace) -> None:
 
     plans = sweeps(args, args.child_epochs)
     runs = sum(len(s.runs()) for s in plans)
+    # the baseline tree's run_sweep predates stacks: one run per process, its own way
+    stacking = {} if args.mode == BASELINE else {"stack": args.mode}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qresnet-bench-sweep-") as tmp:
         for k, sweep in enumerate(plans):
-            run_sweep(sweep, Path(tmp) / str(k), jobs=args.jobs, progress=False, stack=args.mode)
+            run_sweep(sweep, Path(tmp) / str(k), jobs=args.jobs, progress=False, **stacking)
     seconds = time.perf_counter() - began
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"runs": runs, "seconds": seconds, "peak_kib": peak}), flush=True)
 
 
+BASELINE = -1  # the child mode of --baseline: one run per process on another source tree
+
+
 def measure(args: argparse.Namespace, stack: int | None, epochs: int) -> dict:
+    """One mode's sweep in a fresh child process: ``stack`` K, None for the default, or ``BASELINE`` (the
+    ``--baseline`` tree first on the child's path)."""
     argv = [sys.executable, __file__, *sys.argv[1:], "--mode", "0" if stack is None else str(stack),
             "--child-epochs", str(epochs)]
-    done = subprocess.run(argv, capture_output=True, text=True)
+    env = dict(os.environ)
+    if stack == BASELINE:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.baseline).resolve()), env.get("PYTHONPATH")]))
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"the {'stacked' if stack != 1 else 'one-run'} sweep failed:\n{done.stderr[-2000:]}")
+        name = {BASELINE: "baseline", 1: "one-run"}.get(stack, "stacked")
+        raise SystemExit(f"the {name} sweep failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -95,6 +112,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, both modes")
     parser.add_argument("--stack", type=int, default=None, help="K of the stacked mode (default: from memory)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="also one run per process on the qresnet source tree DIR (a checkout of an earlier main, "
+                             "e.g. git worktree add ../before-stacks 166ba86): the ratio to the main before this work")
     parser.add_argument("--json", default=None)
     parser.add_argument("--mode", type=int, default=None, help=argparse.SUPPRESS)  # a child: its stack, 0 = default
     parser.add_argument("--child-epochs", type=int, default=None, help=argparse.SUPPRESS)
@@ -103,6 +123,8 @@ def main() -> None:
         args.mode = None if args.mode == 0 else args.mode
         child(args)
         return
+    if args.baseline is not None and not (Path(args.baseline) / "qresnet" / "study" / "sweep.py").is_file():
+        raise SystemExit(f"--baseline {args.baseline}: no qresnet source tree there (qresnet/study/sweep.py missing)")
     from qresnet.study.sweep import stack_size
 
     epochs = sorted({int(e) for e in args.epochs.split(",")})
@@ -114,11 +136,12 @@ def main() -> None:
                                                       for p in (s.runs() for s in plans))
     print(f"{runs} runs ({trainable} trainable), --jobs {args.jobs}: one run per process vs stacks of {k} "
           f"trainable runs with their frozen ones; epochs {', '.join(map(str, epochs))}", flush=True)
-    figures: dict[str, dict[int, list[dict]]] = {"one-run": {e: [] for e in epochs}, "stacked": {e: [] for e in epochs}}
+    modes = {"one-run": 1, "stacked": k, **({"baseline": BASELINE} if args.baseline else {})}
+    figures: dict[str, dict[int, list[dict]]] = {mode: {e: [] for e in epochs} for mode in modes}
     for _ in range(args.rounds):
         for e in epochs:
-            figures["one-run"][e].append(measure(args, 1, e))
-            figures["stacked"][e].append(measure(args, k, e))
+            for mode, stack in modes.items():
+                figures[mode][e].append(measure(args, stack, e))
     summary: dict[str, dict] = {}
     for mode, by_epochs in figures.items():
         summary[mode] = {}
@@ -131,6 +154,10 @@ def main() -> None:
     ratios = {e: summary["stacked"][e]["runs_per_hour"] / summary["one-run"][e]["runs_per_hour"] for e in epochs}
     for e, ratio in ratios.items():
         print(f"measured, {e} epochs: stacked / one run per process {ratio:.2f}x runs per hour (K = {k})")
+    baseline_ratios = {e: summary["stacked"][e]["runs_per_hour"] / summary["baseline"][e]["runs_per_hour"]
+                       for e in epochs} if args.baseline else None
+    for e, ratio in (baseline_ratios or {}).items():
+        print(f"measured, {e} epochs: stacked / the baseline's one run per process {ratio:.2f}x runs per hour")
     projection = None
     lines = {mode: line(epochs, [summary[mode][e]["seconds"] for e in epochs]) for mode in summary} if len(epochs) > 1 else {}
     if lines and min(per_epoch for _, per_epoch in lines.values()) <= 0:
@@ -141,6 +168,7 @@ def main() -> None:
         target = args.project_epochs or plans[0].epochs
         seconds = {mode: fixed + per_epoch * target for mode, (fixed, per_epoch) in lines.items()}
         projection = {"epochs": target, "ratio": seconds["one-run"] / seconds["stacked"],
+                      "baseline_ratio": seconds["baseline"] / seconds["stacked"] if args.baseline else None,
                       **{mode: {"fixed_seconds": lines[mode][0], "seconds_per_epoch": lines[mode][1],
                                 "seconds": seconds[mode], "runs_per_hour": runs * 3600 / seconds[mode]}
                          for mode in lines}}
@@ -148,11 +176,16 @@ def main() -> None:
             print(f"{mode:8s} fitted: {lines[mode][0]:.1f} s + {lines[mode][1]:.1f} s an epoch -> projected "
                   f"{seconds[mode]:.0f} s at {target} epochs ({projection[mode]['runs_per_hour']:.0f} runs/h)")
         print(f"projected to {target} epochs: stacked / one run per process {projection['ratio']:.2f}x runs per hour")
+        if args.baseline:
+            print(f"projected to {target} epochs: stacked / the baseline's one run per process "
+                  f"{projection['baseline_ratio']:.2f}x runs per hour")
     write_json(args.json, {"benchmark": "sweep", "runs": runs, "trainable_runs": trainable, "jobs": args.jobs,
                            "stack": k, "rounds": args.rounds,
                            "arguments": {k2: v for k2, v in vars(args).items() if k2 not in ("json", "mode", "child_epochs")},
                            "measured": {mode: {str(e): v for e, v in by.items()} for mode, by in summary.items()},
-                           "ratios": {str(e): r for e, r in ratios.items()}, "projected": projection,
+                           "ratios": {str(e): r for e, r in ratios.items()},
+                           "baseline_ratios": None if baseline_ratios is None else {str(e): r for e, r in baseline_ratios.items()},
+                           "projected": projection,
                            "samples": {mode: {str(e): v for e, v in by.items()} for mode, by in figures.items()}})
 
 
