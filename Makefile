@@ -8,6 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -c "from qresnet.backends.engine.kernel import compile_kernels; compile_kernels()"  # once, ~15 s
 	touch $@
 
 # the tests also start a local Ray cluster: the optional extra [ray]

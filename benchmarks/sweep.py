@@ -125,8 +125,12 @@ def main() -> None:
         return
     if args.baseline is not None and not (Path(args.baseline) / "qresnet" / "study" / "sweep.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: no qresnet source tree there (qresnet/study/sweep.py missing)")
+    from qresnet.backends.engine.kernel import compile_kernels
     from qresnet.study.sweep import stack_size
 
+    began = time.perf_counter()
+    compile_kernels()  # compiled (or loaded) once here, so that no mode's first worker pays the compilation
+    print(f"engine kernels ready in {time.perf_counter() - began:.1f} s", flush=True)
     epochs = sorted({int(e) for e in args.epochs.split(",")})
     plans = sweeps(args)
     runs = sum(len(s.runs()) for s in plans)

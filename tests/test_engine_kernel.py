@@ -9,7 +9,7 @@ from qiskit.circuit import ParameterVector
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
-import qresnet.backends.engine.pullback as pullback_module
+import qresnet.backends.engine.kernel as kernel_module
 from qresnet.backends import resolve_backend
 from qresnet.backends.engine.kernel import MAX_QUBITS, kernel_plan, numpy_route
 from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, design_points, make_gradient
@@ -29,7 +29,7 @@ def plans(monkeypatch):
         seen.append(plan)
         return plan
 
-    monkeypatch.setattr(pullback_module, "kernel_plan", spy)
+    monkeypatch.setattr(kernel_module, "kernel_plan", spy)
     return seen
 
 

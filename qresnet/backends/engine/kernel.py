@@ -119,6 +119,32 @@ def kernel_plan(program: Program) -> KernelPlan | None:
     return program.derived["kernel_plan"]
 
 
+def compile_kernels() -> None:
+    """Compile every kernel now (about 15 s once; later processes load them from the disk cache in well under a
+    second): a 2-qubit filter's pullback on the grid and on the rows. ``make`` runs it when it installs."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import ParameterVector
+
+    from qresnet.backends.engine.program import compile_circuit
+
+    x, w = ParameterVector("x", 2), ParameterVector("w", 2)
+    qc = QuantumCircuit(2)
+    for q in range(2):
+        qc.ry(x[q], q)
+    qc.cx(0, 1)
+    for q in range(2):
+        qc.ry(w[q], q)
+    program = compile_circuit(qc)
+    plan = KernelPlan.of(program)
+    observables = np.zeros((1, 16))
+    observables[0, 15] = 1.0  # ZZ
+    rows = np.array([[0.1, 0.2, a, b] for a in (0.0, 1.0, 2.0) for b in (0.0, 1.0, 2.0)])  # columns: w, then x
+    group = np.zeros(len(rows), np.int64)
+    for rows_only in (False, True):
+        _, state = forward(plan, observables, rows, group, rows[:1] * [1, 1, 0, 0], rows_only)
+        pullback(plan, state, np.ones((len(rows), 1)), group, group, np.zeros(1, np.int64), 1)
+
+
 @dataclass(frozen=True)
 class KernelState:
     """What :func:`forward` keeps for :func:`pullback`: the body's arrays (:func:`_body`), and the prefixes' either
@@ -608,4 +634,5 @@ def _walk(n, s, owner, images, turns, count, index, value, fixed_count, fixed_in
             s[gi] = moved
 
 
-__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "forward", "kernel_plan", "numpy_route", "pullback"]
+__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "compile_kernels", "forward", "kernel_plan", "numpy_route",
+           "pullback"]

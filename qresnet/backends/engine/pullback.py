@@ -41,9 +41,7 @@ from qresnet.backends.engine.encoded import (
     project_to_features,
 )
 from qresnet.backends.engine.gradient import body_operations, prefix_states
-from qresnet.backends.engine import kernel
 from qresnet.backends.engine.grid import prefix_grid
-from qresnet.backends.engine.kernel import kernel_plan
 from qresnet.backends.engine.program import Program
 from qresnet.backends.engine.simulate import (
     _apply,
@@ -153,7 +151,9 @@ def program_pullback(program: Program, observables: np.ndarray, values: np.ndarr
     settings, group, owner = group_by_setting(values[:, program.body_columns], segments)
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
-    plan = kernel_plan(program)
+    from qresnet.backends.engine import kernel  # numba loads on the first pullback, not with the package
+
+    plan = kernel.kernel_plan(program)
     if plan is not None:  # compiled: the grid or the rows, in a few calls
         out, state = kernel.forward(plan, observables, values, group, representatives, rows_only=bool(inputs))
 
