@@ -14,7 +14,7 @@ from qresnet.backends import resolve_backend
 from qresnet.backends.engine.kernel import MAX_QUBITS, kernel_plan, numpy_route
 from qresnet.qnn import BatchedParamShiftGradient, Derivatives, QNNCall, design_points, make_gradient
 from test_engine_gradient import FILTER, qnn_with
-from test_segmented_pullback import NOISY, filter_qnn, stack_rows
+from test_segmented_pullback import NOISY, filter_qnn, head_qnn, stack_rows
 
 WITH_INPUTS = QNNCall(Derivatives.PULLBACK, input_gradients=True)
 
@@ -131,3 +131,21 @@ def test_wider_programs_keep_the_numpy_route(rng, plans):
     result = qnn.gradient.evaluate(qnn, rng.uniform(0, np.pi, (5, n)), rng.uniform(-np.pi, np.pi, n),
                                    QNNCall(Derivatives.PULLBACK))
     assert plans[-1] is None and result.values.shape == (5, 1)
+
+
+@pytest.mark.parametrize("spec", ["aer", "aer:fake_torino"])
+def test_a_quantum_heads_body_takes_the_kernel_and_equals_the_numpy_route(spec, rng, plans):
+    """The amplitude-encoded head's light cone (6 qubits, its whole body after the encoding): the body's images and
+    the cotangent's walk compiled, for a stack of three heads, against the numpy route to 1e-12."""
+    qnn = head_qnn(spec, 10, 4, 49)
+    x, w, segments = stack_rows(qnn, rng, 3, 4, -1.0, 1.0)
+    result = qnn.gradient.evaluate_segmented(qnn, x, w, segments, WITH_INPUTS)
+    assert plans and plans[-1] is not None and plans[-1].n == 6
+    with numpy_route():
+        reference = qnn.gradient.evaluate_segmented(qnn, x, w, segments, WITH_INPUTS)
+    g = rng.normal(size=result.values.shape)
+    (d_inputs, d_weights), (ref_inputs, ref_weights) = result.pullback(g), reference.pullback(g)
+    np.testing.assert_allclose(result.values, reference.values, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(d_inputs, ref_inputs, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(d_weights, ref_weights, atol=1e-12, rtol=0)
+    assert np.abs(d_weights).max() > 1e-2

@@ -1,26 +1,29 @@
-"""The row route of a product-state pullback as two compiled calls: one run's filter step without numpy dispatch.
+"""A product-state pullback compiled: one run's (or a stack's) filter step without numpy's dispatch.
 
 A filter's training step asks the engine for its 81 design points' values and, later, one vector-Jacobian
 product (:func:`~qresnet.backends.engine.pullback.program_pullback`). On 4 qubits that is arithmetic on arrays
 of a few hundred numbers, which numpy does in some 100 calls, each costing more to dispatch than to compute.
-Here the same sums run as loops compiled by numba (once, cached on disk beside this file), in two calls:
+Here the same sums run as loops compiled by numba (once, cached on disk beside this file; :func:`compile_kernels`
+does it ahead of time), a few calls a step:
 
-- :func:`_forward`: the body's PTMs and their derivatives by each rotation angle (the chained blocks), the
-  observables folded back through the body keeping the image before each operation, every qubit's prefix
-  Bloch vector and its tangents, and each row's value with its environments (the derivative by each qubit's
-  Bloch vector);
-- :func:`_pull`: from the cotangents g (R, K), the prefix parameters' derivatives row by row and the cotangent
-  state walked forward through the body, each parameterised operation adding h_j (dR_j/dp) s.
+- :func:`_body`, per body setting: each chained block's PTM and its derivatives by its rotation angles, and the
+  observables folded back through the body, the image before each operation kept (PTMs by their nonzeros: a
+  CNOT's has one per column);
+- the prefixes, on a grid where the rows form one (:func:`_grid`: each body setting's distinct prefix settings
+  per qubit, 3 for a filter's design points, and all their combinations contracted at once, as
+  :mod:`qresnet.backends.engine.grid` does in numpy), else row by row (:func:`_rows`: Bloch vectors, their
+  tangents and each row's environments, as :func:`~qresnet.backends.engine.simulate.environments`);
+- the pullback: the cotangent state and the prefix parameters' derivatives (:func:`_grid_pull` or
+  :func:`_row_pull`), then the state walked forward through the body (:func:`_walk`), each chained block adding
+  h_j (dR_j/dangle) s.
 
-The mathematics and the order of the walk are those of the numpy row route
-(:mod:`qresnet.backends.engine.pullback`, :mod:`~qresnet.backends.engine.chains`,
-:func:`~qresnet.backends.engine.simulate.environments`); the sums are taken in another order, so the two agree
-to rounding (about 1e-16 relative), not bit for bit. Each setting's sums take its own rows only, in row order,
-so a run's numbers do not depend on which runs share its stack.
+The mathematics and the order of the walk are those of the numpy routes; the sums are taken in another order, so
+the two agree to rounding (about 1e-15), not bit for bit. Each body setting's sums take its own rows only, in
+row order, so a run's numbers do not depend on which runs share its stack.
 
 It applies (:func:`kernel_plan`) where every prefix is a chain (:class:`~qresnet.backends.engine.chains.Chains`:
 fixed PTMs and Pauli rotations with affine angles) and every body operation is a fixed PTM on one or two qubits
-or a chained block on one qubit, up to :data:`MAX_QUBITS` qubits; otherwise the numpy route runs.
+or a chained block on one qubit, up to :data:`MAX_QUBITS` qubits; otherwise the numpy routes run.
 """
 
 from __future__ import annotations
@@ -61,9 +64,10 @@ class KernelPlan:
     body: Chains  # the chained blocks (an empty set of chains if there are none)
     width: np.ndarray  # (L,): each operation's d = 4^(its qubits)
     offsets: np.ndarray  # (L, 16): index offsets of its digits' d values (argument 0 least significant)
-    bases: np.ndarray  # (L, 4^n / 4): the indices with its digits 0 (the first 4^n / d)
-    fixed: tuple  # a fixed operation's PTM by its nonzeros: count (L, 2, 16), index and value (L, 2, 16, 16);
-    # [j, 0] by column (the images), [j, 1] by row (the walk)
+    starts: np.ndarray  # (L, 4^n / 4): where the runs of indices with its digits 0 start (the first 4^n / d / low)
+    low: np.ndarray  # (L,): each run's length, 4^(its lowest qubit): the digits below it, contiguous
+    fixed: tuple  # a fixed operation's PTM: dense (L, 4, 4) if on one qubit, and by its nonzeros: count (L, 2, 16),
+    # index and value (L, 2, 16, 16), [j, 0] by column (the images), [j, 1] by row (the walk)
     chain: np.ndarray  # (L,): the chain of a chained block, -1 for a fixed operation
     prefix_links: tuple  # the prefix chains' angle coefficients by angle (:func:`_links`)
     body_links: tuple  # the body chains'
@@ -77,21 +81,24 @@ class KernelPlan:
         plan = body_plan(program)
         count, index = len(program.body), np.arange(4**n)
         width, offsets = np.zeros(count, np.int64), np.zeros((count, 16), np.int64)
-        bases, chain = np.zeros((count, 4**n // 4), np.int64), -np.ones(count, np.int64)
-        fixed = (np.zeros((count, 2, 16), np.int64), np.zeros((count, 2, 16, 16), np.int64), np.zeros((count, 2, 16, 16)))
+        starts, low, chain = np.zeros((count, 4**n // 4), np.int64), np.ones(count, np.int64), -np.ones(count, np.int64)
+        fixed = (np.zeros((count, 4, 4)), np.zeros((count, 2, 16), np.int64), np.zeros((count, 2, 16, 16), np.int64),
+                 np.zeros((count, 2, 16, 16)))
         for j, op in enumerate(program.body):
             if len(op.qubits) > 2:
                 return None
             d = width[j] = 4 ** len(op.qubits)
             digits = np.arange(d)
             offsets[j, :d] = sum((digits // 4**i % 4) * 4**q for i, q in enumerate(op.qubits))
-            free = np.all([index // 4**q % 4 == 0 for q in op.qubits], axis=0)
-            bases[j, :4**n // d] = index[free]
+            low[j] = 4 ** min(op.qubits)
+            free = np.all([index // 4**q % 4 == 0 for q in op.qubits] + [index % low[j] == 0], axis=0)
+            starts[j, :4**n // d // low[j]] = index[free]
             if plan.fixed[j] is not None:
                 ptm = np.zeros((16, 16))
                 ptm[:d, :d] = np.asarray(plan.fixed[j], dtype=float).reshape(d, d)
+                fixed[0][j] = ptm[:4, :4]
                 for side in (0, 1):
-                    _sparse(ptm, d, side == 0, fixed[0][j, side], fixed[1][j, side], fixed[2][j, side])
+                    _sparse(ptm, d, side == 0, fixed[1][j, side], fixed[2][j, side], fixed[3][j, side])
             elif plan.slot[j] is not None:
                 chain[j] = plan.slot[j]
             else:  # a parameterised operation that is not a chain of Pauli rotations
@@ -99,7 +106,8 @@ class KernelPlan:
         parameters = len(program.parameters)
         body = plan.chains if plan.chains is not None else Chains(
             np.zeros((0, 4, 4)), np.zeros((0, 0, 3, 4, 4)), np.zeros((parameters, 0)), np.zeros(0))
-        return cls(n, prefix, body, width, offsets, bases, fixed, chain, _links(prefix.coeffs), _links(body.coeffs))
+        return cls(n, prefix, body, width, offsets, starts, low, fixed, chain, _links(prefix.coeffs),
+                   _links(body.coeffs))
 
 
 def _links(coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,7 +159,7 @@ class KernelState:
     on a grid (:func:`_grid`: the rows' cells, each group's settings per qubit and their Bloch vectors and
     tangents) or row by row (:func:`_rows`: Bloch vectors, tangents, environments)."""
 
-    body: tuple  # images (L, G, K, 4^n), folded (G, K, 4^n), the chained blocks' angle derivatives and nonzeros
+    body: tuple  # images (chained blocks, G, K, 4^n), folded (G, K, 4^n), the blocks' angle derivatives, 1-qubit PTMs
     grid: tuple | None  # cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)
     rows: tuple | None  # bloch (n, R, 4), tangents (n, R, m, 4), environments (R, K, n, 4)
 
@@ -161,11 +169,9 @@ def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group
     """(values (K, R), the state :func:`pullback` needs) for rows ``values`` (R, P) in body settings ``group``
     (R,), whose parameter values are ``representatives`` (G, P). The rows take the grid where they form one
     (a filter's design points) unless ``rows_only`` (per-row input gradients need the rows)."""
-    p, b = plan.prefix, plan.body
+    p = plan.prefix
     values, group = np.ascontiguousarray(values, dtype=float), group.astype(np.int64)
-    body = _body(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(representatives),
-                 b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.bases, plan.chain,
-                 *plan.fixed)
+    body = body_images(plan, observables, representatives)
     folded = body[1]
     if not rows_only:
         grid = _grid(plan.n, values, group, len(representatives), p.start, p.terms, plan.prefix_links, p.const,
@@ -182,16 +188,32 @@ def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndar
     (count, P) summed over the setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings
     to ``count`` settings."""
     g, group, owner = np.ascontiguousarray(g, dtype=float), group.astype(np.int64), owner.astype(np.int64)
-    images, folded, turns, *chained = state.body
+    folded = state.body[1]
     params, per_row = len(plan.prefix.coeffs), None
     if state.grid is not None:
         d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix_links, params)
     else:
         per_row, d, s = _row_pull(plan.n, g, group, row_setting.astype(np.int64), count, len(folded), *state.rows,
                                    plan.prefix_links, params)
-    _walk(plan.n, s, owner, images, turns, *chained, *plan.fixed, plan.body_links, plan.body.terms.shape[1],
-          plan.width, plan.offsets, plan.bases, plan.chain, d)
+    walk(plan, state.body, s, owner, d)
     return per_row, d
+
+
+def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.ndarray) -> tuple:
+    """:func:`_body`: (the chained blocks' images, folded observables (G, K, 4^n), then what :func:`walk` reads) for
+    observables (K, 4^n) and the body settings' parameter values ``representatives`` (G, P)."""
+    b = plan.body
+    return _body(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(representatives, dtype=float),
+                 b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts, plan.low, plan.chain,
+                 *plan.fixed)
+
+
+def walk(plan: KernelPlan, body: tuple, s: np.ndarray, owner: np.ndarray, d: np.ndarray) -> None:
+    """Add to ``d`` (count, P) the body's part of the pullback, each body setting's to its ``owner`` (G,): the
+    cotangent state ``s`` (G, K, 4^n, walked in place) carried forward through the body of :func:`body_images`."""
+    images, _, turns, *chained = body
+    _walk(plan.n, s, owner.astype(np.int64), images, turns, *chained, *plan.fixed, plan.body_links,
+          plan.body.terms.shape[1], plan.width, plan.offsets, plan.starts, plan.low, plan.chain, d)
 
 
 @numba.njit(cache=True)
@@ -209,21 +231,42 @@ def _sparse(m: np.ndarray, d: int, by_column: bool, count: np.ndarray, index: np
 
 
 @numba.njit(cache=True)
-def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, bases: np.ndarray, count: np.ndarray,
+def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, starts: np.ndarray, low: int, count: np.ndarray,
            index: np.ndarray, value: np.ndarray) -> None:
-    """out = h M on an operation's digits for h (K, 4^n), M given by its nonzeros (:func:`_sparse`):
-    index = base + offset[a], a the operation's digits (argument 0 least significant)."""
+    """out = h M on an operation's digits for h (K, 4^n), M given by its nonzeros (:func:`_sparse`): index =
+    start + offset[a] + l, a the operation's digits (argument 0 least significant) and l < ``low`` the digits
+    below its lowest qubit, the innermost loop (contiguous, so long runs vectorise)."""
     d = len(count)
-    tmp = np.empty(16)
     for k in range(h.shape[0]):
-        for base in bases:
-            for c in range(d):
-                tmp[c] = h[k, base + offset[c]]
+        for start in starts:
             for a in range(d):
-                acc = 0.0
+                at = start + offset[a]
+                for l in range(low):
+                    out[k, at + l] = 0.0
                 for t in range(count[a]):
-                    acc += value[a, t] * tmp[index[a, t]]
-                out[k, base + offset[a]] = acc
+                    source, v = start + offset[index[a, t]], value[a, t]
+                    for l in range(low):
+                        out[k, at + l] += v * h[k, source + l]
+
+
+@numba.njit(cache=True)
+def _apply1(h: np.ndarray, out: np.ndarray, starts: np.ndarray, low: int, m: np.ndarray, transpose: bool) -> None:
+    """:func:`_apply` for a one-qubit operation given densely by its 4x4 PTM ``m`` (h M, or M h with ``transpose``):
+    four loads, sixteen products and four stores per index, the matrix held in registers."""
+    if transpose:
+        m = m.T.copy()
+    m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
+    m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
+    m20, m21, m22, m23 = m[2, 0], m[2, 1], m[2, 2], m[2, 3]
+    m30, m31, m32, m33 = m[3, 0], m[3, 1], m[3, 2], m[3, 3]
+    for k in range(h.shape[0]):
+        for start in starts:
+            for i in range(start, start + low):
+                x0, x1, x2, x3 = h[k, i], h[k, i + low], h[k, i + 2 * low], h[k, i + 3 * low]
+                out[k, i] = x0 * m00 + x1 * m10 + x2 * m20 + x3 * m30
+                out[k, i + low] = x0 * m01 + x1 * m11 + x2 * m21 + x3 * m31
+                out[k, i + 2 * low] = x0 * m02 + x1 * m12 + x2 * m22 + x3 * m32
+                out[k, i + 3 * low] = x0 * m03 + x1 * m13 + x2 * m23 + x3 * m33
 
 
 @numba.njit(cache=True)
@@ -261,18 +304,17 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, width, offsets, bases, chain,
-          fixed_count, fixed_index, fixed_value):
-    """Per body setting: each chained block's PTM (S_m ... S_1 F_0, by its nonzeros) and its derivatives by its
-    angles, and the observables folded back through the body, the image before each operation kept. A fixed
-    operation's nonzeros come with the plan (``fixed_*``, [j, 0] by column, [j, 1] by row)."""
+def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, width, offsets, starts, low, chain,
+          fixed_dense, fixed_count, fixed_index, fixed_value):
+    """Per body setting: each chained block's PTM (S_m ... S_1 F_0) and its derivatives by its angles, and the
+    observables folded back through the body, the image before each operation kept. One-qubit operations go
+    dense (:func:`_apply1`), two-qubit ones (fixed) by the nonzeros the plan holds ([j, 0] by column, [j, 1] by
+    row)."""
     k_count, size = observables.shape[0], 4 ** n
     groups, ops = representatives.shape[0], width.shape[0]
     mb, cb = b_terms.shape[0], b_terms.shape[1]
     turns = np.zeros((ops, groups, mb, 4, 4))
-    count = np.zeros((ops, groups, 2, 4), np.int64)  # a chained block's nonzeros: [.., 0] by column, [.., 1] by row
-    index = np.zeros((ops, groups, 2, 4, 4), np.int64)
-    value = np.zeros((ops, groups, 2, 4, 4))
+    mats = np.zeros((ops, groups, 4, 4))  # each one-qubit operation's PTM: a chain's product, or the fixed one
     steps, dsteps, before = np.empty((mb, 4, 4)), np.empty((mb, 4, 4)), np.empty((mb + 1, 4, 4))
     after, tmp, tmp2 = np.empty((4, 4)), np.empty((4, 4)), np.empty((4, 4))
     theta = np.empty(b_const.shape[0])
@@ -281,13 +323,14 @@ def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, w
         for j in range(ops):
             c = chain[j]
             if c < 0:
+                if width[j] == 4:
+                    mats[j, g] = fixed_dense[j]
                 continue
             before[0] = b_start[c]
             for i in range(mb):
                 _turn(b_terms[i, c], np.cos(theta[i * cb + c]), np.sin(theta[i * cb + c]), steps[i], dsteps[i])
                 _matmul(steps[i], before[i], before[i + 1])
-            _sparse(before[mb], 4, True, count[j, g, 0], index[j, g, 0], value[j, g, 0])
-            _sparse(before[mb], 4, False, count[j, g, 1], index[j, g, 1], value[j, g, 1])
+            mats[j, g] = before[mb]
             for a in range(4):
                 for b in range(4):
                     after[a, b] = 1.0 if a == b else 0.0
@@ -296,22 +339,37 @@ def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, w
                 _matmul(after, tmp, turns[j, g, i])
                 _matmul(after, steps[i], tmp2)
                 after[:, :] = tmp2
-    images = np.empty((ops, groups, k_count, size))
+    # the image before each chained block, which the walk needs (a fixed operation's is never read)
+    slot = _slots(chain)
+    images = np.empty(((slot >= 0).sum(), groups, k_count, size))
     folded = np.empty((groups, k_count, size))
-    h = np.empty((k_count, size))
+    h, other = np.empty((k_count, size)), np.empty((k_count, size))
     for g in range(groups):
         h[:, :] = observables
         for j in range(ops - 1, -1, -1):
-            images[j, g] = h
+            if slot[j] >= 0:
+                images[slot[j], g] = h
             d = width[j]
-            if chain[j] < 0:
-                _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], fixed_count[j, 0, :d],
-                       fixed_index[j, 0], fixed_value[j, 0])
+            if d == 4:
+                _apply1(h, other, starts[j, :size // 4 // low[j]], low[j], mats[j, g], False)
             else:
-                _apply(images[j, g], h, offsets[j, :d], bases[j, :size // d], count[j, g, 0], index[j, g, 0],
-                       value[j, g, 0])
+                _apply(h, other, offsets[j, :d], starts[j, :size // d // low[j]], low[j], fixed_count[j, 0, :d],
+                       fixed_index[j, 0], fixed_value[j, 0])
+            h, other = other, h
         folded[g] = h
-    return images, folded, turns, count, index, value
+    return images, folded, turns, mats
+
+
+@numba.njit(cache=True)
+def _slots(chain: np.ndarray) -> np.ndarray:
+    """Each operation's place among the chained blocks (their kept images), -1 for a fixed one."""
+    slot = np.full(len(chain), -1, np.int64)
+    kept = 0
+    for j in range(len(chain)):
+        if chain[j] >= 0:
+            slot[j] = kept
+            kept += 1
+    return slot
 
 
 @numba.njit(cache=True)
@@ -598,41 +656,71 @@ def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents,
 
 
 @numba.njit(cache=True)
-def _walk(n, s, owner, images, turns, count, index, value, fixed_count, fixed_index, fixed_value, b_links, cb,
-          width, offsets, bases, chain, d):
+def _environment(h: np.ndarray, s: np.ndarray, starts: np.ndarray, low: int, m: np.ndarray) -> None:
+    """m[a, b] = sum over observables and the other digits of h[.., a, ..] s[.., b, ..], a and b a one-qubit
+    operation's digit, for h and s (K, 4^n): then sum(h (dR) * s) = sum(dR * m) for any dR on that qubit. Sixteen
+    sums in registers, four loads of each per index."""
+    m00 = m01 = m02 = m03 = m10 = m11 = m12 = m13 = 0.0
+    m20 = m21 = m22 = m23 = m30 = m31 = m32 = m33 = 0.0
+    for k in range(h.shape[0]):
+        for start in starts:
+            for i in range(start, start + low):
+                h0, h1, h2, h3 = h[k, i], h[k, i + low], h[k, i + 2 * low], h[k, i + 3 * low]
+                s0, s1, s2, s3 = s[k, i], s[k, i + low], s[k, i + 2 * low], s[k, i + 3 * low]
+                m00 += h0 * s0
+                m01 += h0 * s1
+                m02 += h0 * s2
+                m03 += h0 * s3
+                m10 += h1 * s0
+                m11 += h1 * s1
+                m12 += h1 * s2
+                m13 += h1 * s3
+                m20 += h2 * s0
+                m21 += h2 * s1
+                m22 += h2 * s2
+                m23 += h2 * s3
+                m30 += h3 * s0
+                m31 += h3 * s1
+                m32 += h3 * s2
+                m33 += h3 * s3
+    m[0, 0], m[0, 1], m[0, 2], m[0, 3] = m00, m01, m02, m03
+    m[1, 0], m[1, 1], m[1, 2], m[1, 3] = m10, m11, m12, m13
+    m[2, 0], m[2, 1], m[2, 2], m[2, 3] = m20, m21, m22, m23
+    m[3, 0], m[3, 1], m[3, 2], m[3, 3] = m30, m31, m32, m33
+
+
+@numba.njit(cache=True)
+def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_index, fixed_value, b_links, cb,
+          width, offsets, starts, low, chain, d):
     """The cotangent state s (G, K, 4^n) walked forward through the body, s -> R_j s, each chained block adding
     sum(dR_j/dangle * M) to ``d`` (by setting), with M its environment of the image h_j and s."""
-    ops, groups, k_count, size = images.shape[0], images.shape[1], images.shape[2], images.shape[3]
-    start, param, coeff = b_links
+    ops, groups, k_count, size = len(chain), s.shape[0], s.shape[1], s.shape[2]
+    slot = _slots(chain)
+    start_links, param, coeff = b_links
     m = np.zeros((4, 4))
     moved = np.empty((k_count, size))
     for j in range(ops):
-        dj = width[j]
-        offset, base_j = offsets[j, :dj], bases[j, :size // dj]
+        dj, run = width[j], low[j]
+        offset, starts_j = offsets[j, :dj], starts[j, :size // dj // run]
         c = chain[j]
         for gi in range(groups):
             if c >= 0:
-                m[:, :] = 0.0
-                for k in range(k_count):
-                    for base in base_j:
-                        for a in range(4):
-                            ha = images[j, gi, k, base + offset[a]]
-                            for b in range(4):
-                                m[a, b] += ha * s[gi, k, base + offset[b]]
+                _environment(images[slot[j], gi], s[gi], starts_j, run, m)
                 for i in range(turns.shape[2]):
                     t = 0.0
                     for a in range(4):
                         for b in range(4):
                             t += turns[j, gi, i, a, b] * m[a, b]
                     column = i * cb + c
-                    for u in range(start[column], start[column + 1]):
+                    for u in range(start_links[column], start_links[column + 1]):
                         d[owner[gi], param[u]] += coeff[u] * t
-            if c < 0:
-                _apply(s[gi], moved, offset, base_j, fixed_count[j, 1, :dj], fixed_index[j, 1], fixed_value[j, 1])
+            if dj == 4:
+                _apply1(s[gi], moved, starts_j, run, mats[j, gi], True)
             else:
-                _apply(s[gi], moved, offset, base_j, count[j, gi, 1], index[j, gi, 1], value[j, gi, 1])
+                _apply(s[gi], moved, offset, starts_j, run, fixed_count[j, 1, :dj], fixed_index[j, 1],
+                       fixed_value[j, 1])
             s[gi] = moved
 
 
-__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "compile_kernels", "forward", "kernel_plan", "numpy_route",
-           "pullback"]
+__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "body_images", "compile_kernels", "forward", "kernel_plan",
+           "numpy_route", "pullback", "walk"]

@@ -29,6 +29,8 @@ the rows are then grouped by (setting, body values), so that no group's cotangen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from qresnet.backends.engine.adjoint import _initial_states, _input_gradients
@@ -69,6 +71,29 @@ def _images(program: Program, observables: np.ndarray, representatives: np.ndarr
         ops.append((op, r, derivatives))
         h = _apply(h, r, op.qubits, n)
     return h, images[::-1], ops[::-1]
+
+
+def _body_sweep(program: Program, observables: np.ndarray, representatives: np.ndarray
+                ) -> tuple[np.ndarray, Callable[[np.ndarray, np.ndarray | None, int], np.ndarray]]:
+    """(the folded observables (G, K, 4^n), walk): the body's backward sweep, compiled where the kernel takes the
+    program (:func:`~qresnet.backends.engine.kernel.body_images`), and the walk (cotangent state (G, K, 4^n),
+    group -> setting or None, settings) -> (settings, P) that :func:`_walk` computes from it."""
+    from qresnet.backends.engine import kernel
+
+    plan = kernel.kernel_plan(program)
+    if plan is None:
+        folded, images, ops = _images(program, observables, representatives)
+        return folded, lambda s, owner, count: _walk(s, images, ops, program.num_qubits, len(program.parameters),
+                                                     owner, count)
+    body = kernel.body_images(plan, observables, representatives)
+
+    def walk(s: np.ndarray, owner: np.ndarray | None, count: int) -> np.ndarray:
+        d = np.zeros((count, len(program.parameters)))
+        kernel.walk(plan, body, np.ascontiguousarray(s, dtype=float), np.zeros(len(s), np.int64) if owner is None
+                    else owner, d)
+        return d
+
+    return body[1], walk
 
 
 def segment_count(segments: np.ndarray | None) -> int:
@@ -205,7 +230,7 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
     k, g_count = observables.shape[0], len(settings)
-    h, images, ops = _images(program, observables, representatives)
+    h, walk = _body_sweep(program, observables, representatives)
     matrices = _light_cone_matrices(ep, h, embed)  # (G, K, 2^k, 2^k): Re E^dagger(O) on the encoded qubits
     members = group_members(group, g_count)
     out = np.empty((k, len(values)))
@@ -221,8 +246,7 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
             weighted = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
             full[gi][:, embed[:, None], embed[None, :]] = weighted.reshape(k, len(embed), len(embed))
         s = pauli_to_matrix_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
-        d_weights = _walk(s, images, ops, n, len(program.parameters), None if segments is None else owner,
-                          segment_count(segments))
+        d_weights = walk(s, None if segments is None else owner, segment_count(segments))
         d_features = None
         if want_features:
             d_features = _feature_pullback(ep, matrices, g, members, samples, sample)
