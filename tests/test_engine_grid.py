@@ -67,6 +67,19 @@ def design_rows(rng, count: int | None = None) -> np.ndarray:
     return x if count is None else x[rng.integers(0, len(x), count)]
 
 
+def each_setting_equals_parameter_shift(result, rows, weights, segments, shifted, rng) -> np.ndarray:
+    """A segmented pullback's values and each setting's weight gradient (for a random cotangent) against parameter
+    shift on that setting's rows alone, to 1e-10; returns the weight gradients (S, W)."""
+    g = rng.normal(size=result.values.shape)
+    _, d_weights = result.pullback(g)
+    for s, w in enumerate(weights):
+        mine = segments == s
+        np.testing.assert_allclose(result.values[mine], shifted.forward(rows[mine], w), atol=1e-10, rtol=0)
+        _, weight_jac = shifted.backward(rows[mine], w)
+        np.testing.assert_allclose(d_weights[s], np.einsum("rk,rkw->w", g[mine], weight_jac), atol=1e-10, rtol=0)
+    return d_weights
+
+
 @pytest.mark.parametrize("spec", ["aer", "aer:fake_torino", NOISY])
 def test_design_points_take_the_grid_and_equal_parameter_shift(spec, rng, routes):
     qnn = filter_qnn(spec)
@@ -99,13 +112,7 @@ def test_a_stack_of_settings_takes_one_grid_and_each_setting_equals_parameter_sh
     rows, segments = rows[order], segments[order]
     result = qnn.gradient.evaluate_segmented(qnn, rows, w, segments, WEIGHTS_ONLY)
     assert routes[-1] is not None and routes[-1].groups == 3
-    g = rng.normal(size=result.values.shape)
-    _, d_weights = result.pullback(g)
-    for s in range(3):
-        mine = segments == s
-        np.testing.assert_allclose(result.values[mine], shifted.forward(rows[mine], w[s]), atol=1e-10, rtol=0)
-        _, weight_jac = shifted.backward(rows[mine], w[s])
-        np.testing.assert_allclose(d_weights[s], np.einsum("rk,rkw->w", g[mine], weight_jac), atol=1e-10, rtol=0)
+    d_weights = each_setting_equals_parameter_shift(result, rows, w, segments, shifted, rng)
     assert np.abs(d_weights[0] - d_weights[2]).max() > 1e-3  # the same weights and rows, other cotangents
 
 
@@ -133,13 +140,7 @@ def test_rows_that_are_no_small_grid_keep_the_row_route(rng, routes):
     weights = np.stack([w, w + 0.1])
     result = qnn.gradient.evaluate_segmented(qnn, uneven, weights, segments, WEIGHTS_ONLY)
     assert (routes[-1] is None) == (routes.route == "numpy") and result.values.shape == (len(uneven), 1)
-    g = rng.normal(size=result.values.shape)
-    _, d_weights = result.pullback(g)
-    for s in range(2):
-        mine = segments == s
-        np.testing.assert_allclose(result.values[mine], shifted.forward(uneven[mine], weights[s]), atol=1e-10, rtol=0)
-        _, weight_jac = shifted.backward(uneven[mine], weights[s])
-        np.testing.assert_allclose(d_weights[s], np.einsum("rk,rkw->w", g[mine], weight_jac), atol=1e-10, rtol=0)
+    each_setting_equals_parameter_shift(result, uneven, weights, segments, shifted, rng)
 
 
 def test_one_runs_design_points_keep_the_numpy_row_route_and_a_stack_takes_the_grid(rng, monkeypatch):
