@@ -66,7 +66,7 @@ class KernelPlan:
     offsets: np.ndarray  # (L, 16): index offsets of its digits' d values (argument 0 least significant)
     starts: np.ndarray  # (L, 4^n / 4): where the runs of indices with its digits 0 start (the first 4^n / d / low)
     low: np.ndarray  # (L,): each run's length, 4^(its lowest qubit): the digits below it, contiguous
-    fixed: tuple  # a fixed operation's PTM: dense (L, 4, 4) if on one qubit, and by its nonzeros: count (L, 2, 16),
+    fixed: tuple  # a fixed operation's PTM: dense (L, 4, 4) on one qubit, else by its nonzeros: count (L, 2, 16),
     # index and value (L, 2, 16, 16), [j, 0] by column (the images), [j, 1] by row (the walk)
     chain: np.ndarray  # (L,): the chain of a chained block, -1 for a fixed operation
     prefix_links: tuple  # the prefix chains' angle coefficients by angle (:func:`_links`)
@@ -96,9 +96,11 @@ class KernelPlan:
             if plan.fixed[j] is not None:
                 ptm = np.zeros((16, 16))
                 ptm[:d, :d] = np.asarray(plan.fixed[j], dtype=float).reshape(d, d)
-                fixed[0][j] = ptm[:4, :4]
-                for side in (0, 1):
-                    _sparse(ptm, d, side == 0, fixed[1][j, side], fixed[2][j, side], fixed[3][j, side])
+                if d == 4:
+                    fixed[0][j] = ptm[:4, :4]
+                else:
+                    for side in (0, 1):
+                        _sparse(ptm, d, side == 0, fixed[1][j, side], fixed[2][j, side], fixed[3][j, side])
             elif plan.slot[j] is not None:
                 chain[j] = plan.slot[j]
             else:  # a parameterised operation that is not a chain of Pauli rotations
