@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
+from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
@@ -127,10 +128,15 @@ def test_wider_programs_keep_the_numpy_route(rng, plans):
         qc.cx(q, q + 1)
     for q in range(n):
         qc.ry(w[q], q)
-    qnn = engine_qnn(qc, SparsePauliOp("Z" * n), x, w)
-    result = qnn.gradient.evaluate(qnn, rng.uniform(0, np.pi, (5, n)), rng.uniform(-np.pi, np.pi, n),
-                                   QNNCall(Derivatives.PULLBACK))
-    assert plans[-1] is None and result.values.shape == (5, 1)
+    observable = SparsePauliOp("Z" * n)
+    qnn = engine_qnn(qc, observable, x, w)
+    inputs, weights = rng.uniform(0, np.pi, (5, n)), rng.uniform(-np.pi, np.pi, n)
+    result = qnn.gradient.evaluate(qnn, inputs, weights, QNNCall(Derivatives.PULLBACK))
+    assert plans[-1] is None
+    bound = dict(zip(w, weights))
+    reference = [StatevectorEstimator().run([(qc.assign_parameters({**bound, **dict(zip(x, row))}), observable)])
+                 .result()[0].data.evs for row in inputs]
+    np.testing.assert_allclose(result.values[:, 0], np.ravel(reference), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("spec", ["aer", "aer:fake_torino"])

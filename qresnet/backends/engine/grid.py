@@ -13,7 +13,8 @@ rows'.
 
 It applies when the rows' prefix settings per qubit are the same number in every body setting and their grid is
 not much larger than the rows (:func:`prefix_grid` says None otherwise), and only to derivatives summed over
-rows (per-row input gradients need the rows).
+rows (per-row input gradients need the rows). Where the compiled kernel takes the program
+(:mod:`qresnet.backends.engine.kernel`), its own grid runs instead, per body setting; this route serves the rest.
 """
 
 from __future__ import annotations

@@ -36,11 +36,12 @@ import numba
 import numpy as np
 
 from qresnet.backends.engine.chains import Chains, body_plan, prefix_chains
+from qresnet.backends.engine.grid import GRID_GROWTH
 from qresnet.backends.engine.program import Program
 
 MAX_QUBITS = 6  # images of 4^6 numbers; wider filters (a 3x3 kernel's 9 qubits) keep the numpy route's chunking
-GRID_SETTINGS = 8  # at most this many distinct prefix settings per qubit and body setting make a grid (a filter's: 3)
-GRID_GROWTH = 2  # and at most this many cells per row: a grid far larger than its rows costs more than the rows
+GRID_SETTINGS = 8  # at most this many distinct prefix settings per qubit and body setting make a grid (a filter's: 3),
+# and at most GRID_GROWTH cells per row (numpy's grid route's bound)
 _enabled = True
 
 
@@ -172,7 +173,7 @@ def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group
     (R,), whose parameter values are ``representatives`` (G, P). The rows take the grid where they form one
     (a filter's design points) unless ``rows_only`` (per-row input gradients need the rows)."""
     p = plan.prefix
-    values, group = np.ascontiguousarray(values, dtype=float), group.astype(np.int64)
+    values, group = np.ascontiguousarray(values, dtype=float), np.asarray(group, dtype=np.int64)
     body = body_images(plan, observables, representatives)
     folded = body[1]
     if not rows_only:
@@ -189,13 +190,13 @@ def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndar
     """(per row d/d parameters (R, P) through the prefixes, or None on the grid; by setting d/d parameters
     (count, P) summed over the setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings
     to ``count`` settings."""
-    g, group, owner = np.ascontiguousarray(g, dtype=float), group.astype(np.int64), owner.astype(np.int64)
+    g, group, owner = np.ascontiguousarray(g, dtype=float), np.asarray(group, np.int64), np.asarray(owner, np.int64)
     folded = state.body[1]
     params, per_row = len(plan.prefix.coeffs), None
     if state.grid is not None:
         d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix_links, params)
     else:
-        per_row, d, s = _row_pull(plan.n, g, group, row_setting.astype(np.int64), count, len(folded), *state.rows,
+        per_row, d, s = _row_pull(plan.n, g, group, np.asarray(row_setting, np.int64), count, len(folded), *state.rows,
                                    plan.prefix_links, params)
     walk(plan, state.body, s, owner, d)
     return per_row, d
@@ -214,7 +215,7 @@ def walk(plan: KernelPlan, body: tuple, s: np.ndarray, owner: np.ndarray, d: np.
     """Add to ``d`` (count, P) the body's part of the pullback, each body setting's to its ``owner`` (G,): the
     cotangent state ``s`` (G, K, 4^n, walked in place) carried forward through the body of :func:`body_images`."""
     images, _, turns, *chained = body
-    _walk(plan.n, s, owner.astype(np.int64), images, turns, *chained, *plan.fixed, plan.body_links,
+    _walk(plan.n, s, np.asarray(owner, np.int64), images, turns, *chained, *plan.fixed, plan.body_links,
           plan.body.terms.shape[1], plan.width, plan.offsets, plan.starts, plan.low, plan.chain, d)
 
 
@@ -569,15 +570,16 @@ def _map_digits(src, n, a_sizes, b_sizes, maps, keep):
 
 
 @numba.njit(cache=True)
-def _to_cells(tables, sizes, n):
-    """(the maps from Pauli digits to settings (n, 4, U): table transposed, the Pauli sizes, the cell sizes)."""
-    most = tables.shape[1]
-    maps = np.zeros((n, max(4, most), max(4, most)))
+def _digit_maps(tables, sizes, n):
+    """(Pauli digit -> setting maps (n, D, D): each table transposed, setting -> Pauli digit maps: the tables
+    themselves, the Pauli digits' sizes (all 4)) for :func:`_map_digits`, from one group's tables (n, U, 4)."""
+    width = max(4, tables.shape[1])
+    to_cells, to_pauli = np.zeros((n, width, width)), np.zeros((n, width, width))
     for q in range(n):
         for u in range(sizes[q]):
             for a in range(4):
-                maps[q, a, u] = tables[q, u, a]
-    return maps, np.full(n, 4, np.int64)
+                to_cells[q, a, u] = to_pauli[q, u, a] = tables[q, u, a]
+    return to_cells, to_pauli, np.full(n, 4, np.int64)
 
 
 @numba.njit(cache=True)
@@ -587,7 +589,7 @@ def _grid_values(n, group, folded, cell, sizes, tables):
     groups, k_count = folded.shape[0], folded.shape[1]
     grid = []
     for g in range(groups):
-        maps, pauli = _to_cells(tables[g], sizes[g], n)
+        maps, _, pauli = _digit_maps(tables[g], sizes[g], n)
         for k in range(k_count):
             grid.append(_map_digits(folded[g, k], n, pauli, sizes[g], maps, -1))
     out = np.empty((k_count, len(cell)))
@@ -617,12 +619,7 @@ def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents,
             if group[r] == gi:
                 for k in range(k_count):
                     on_grid[k, cell[r]] += g[r, k]
-        maps, pauli = _to_cells(tables[gi], sizes[gi], n)
-        back = np.zeros_like(maps)  # settings -> Pauli digits: the tables themselves
-        for q in range(n):
-            for u in range(sizes[gi, q]):
-                for a in range(4):
-                    back[q, u, a] = tables[gi, q, u, a]
+        maps, back, pauli = _digit_maps(tables[gi], sizes[gi], n)
         for k in range(k_count):
             s[gi, k] = _map_digits(on_grid[k], n, sizes[gi], pauli, back, -1)
         by_vector[:, :, :] = 0.0
