@@ -20,6 +20,7 @@ from qresnet import cli
 from qresnet.config import TrainConfig
 from qresnet.errors import RunDirError
 from qresnet.study.sweep import SweepConfig, run_dir, run_sweep
+from qresnet.run.integrity import resume_point
 from qresnet.run.rundir import RunDir
 from qresnet.run.train import train
 
@@ -380,10 +381,27 @@ def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
-    saved = len(RunDir(out).read_metrics())
+    saved = resume_point(RunDir(out)).epoch - 1  # what a resume finds on disk, whenever the signal landed
     assert run.returncode == 130
     assert f"interrupted during epoch {saved + 1}: epochs 1-{saved} are saved in {out}" in err, err
     assert saved >= 2  # the message names the saved epochs as a range
+
+
+def test_an_interrupt_between_a_row_and_its_checkpoint_names_only_the_saved_epochs(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "R"
+    save = RunDir.save_checkpoint
+
+    def interrupted_at_epoch_2(self, state, path, **kwargs):
+        if path == self.epoch_checkpoint(2):  # metrics.csv already holds epoch 2's row
+            raise KeyboardInterrupt
+        return save(self, state, path, **kwargs)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**{**SMALL, "epochs": 3}), out, progress=False)
+    assert len(RunDir(out).read_metrics()) == 2
+    assert resume_point(RunDir(out)).epoch == 2  # a resume trains epoch 2 again
+    assert f"interrupted during epoch 2: epoch 1 is saved in {out}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("after", ["epoch_001.pt", "epoch_003.pt"])

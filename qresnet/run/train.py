@@ -82,6 +82,7 @@ class Session:
     partial: dict[str, Any] | None = None  # that step checkpoint's running sums
     elapsed: float = 0.0  # training seconds over every session
     metrics: list[EpochMetrics] = field(default_factory=list)
+    saved: int = 0  # the finished epochs whose checkpoint is on disk: where a resume would start after
     steps_taken: int = 0
     budget_hit: bool = False
     watch: DivergenceWatch | None = None  # set once the run directory exists
@@ -147,6 +148,7 @@ def resume_session(session: Session) -> bool:
         raise RunDirError(f"--resume {run.path}: the run has finished {session.start_epoch - 1} epochs, more than "
                           f"--epochs {config.epochs}; ask for {session.start_epoch - 1} or more")
     session.metrics = list(point.metrics)  # as the checkpoints recorded them: an edited metrics.csv is not carried
+    session.saved = len(session.metrics)
     return point.from_seed
 
 
@@ -211,6 +213,7 @@ def record_epoch(session: Session, epoch: int, tally: Tally,
     run.save_checkpoint({"model": model.state_dict(), "optimizer": session.optimizer.state_dict(), "epoch": epoch,
                          "elapsed": session.elapsed, "config": config.to_dict()}, run.epoch_checkpoint(epoch),
                         identity=session.identity, history=session.metrics)
+    session.saved = epoch
     best = max(session.metrics, key=lambda m: m.test_acc).epoch  # the first epoch reaching the best accuracy
     run.prune_checkpoints(config.keep_checkpoints, best)
     if session.progress:
@@ -231,7 +234,7 @@ def run_epochs(session: Session, stop_after_epoch: int | None) -> None:
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     except KeyboardInterrupt:
-        done = len(session.metrics)  # the finished epochs
+        done = session.saved  # not len(metrics): an interrupt can land between a row and its checkpoint
         saved = "no epoch finished yet" if not done else "epoch 1 is saved" if done == 1 else f"epochs 1-{done} are saved"
         print(f"\ninterrupted during epoch {done + 1}: {saved} in {out}; continue with "
               f"`qresnet train --resume {out}`", file=sys.stderr)
