@@ -9,9 +9,11 @@ between multi-qubit operations form one block, fused at run time into one 4x4 PT
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit
@@ -191,8 +193,23 @@ def _fuse_fixed(steps: list[Step]) -> list[Step]:
     return out
 
 
+_ERROR_PTMS: OrderedDict[int, tuple[Any, np.ndarray]] = OrderedDict()  # id(error) -> (error, its PTM)
+_ERROR_PTMS_HELD = 4096
+
+
 def _channel_ptm(error) -> np.ndarray:
-    return superop_ptm(SuperOp(error.to_quantumchannel()).data)
+    """The PTM of an Aer ``QuantumError`` (read-only), worked out once per error object: converting one takes tens
+    of milliseconds, and every circuit a process compiles under one noise model meets the same errors (a stack's
+    runs each bring their own circuits)."""
+    entry = _ERROR_PTMS.get(id(error))
+    if entry is None or entry[0] is not error:  # the entry holds its error, so the id is not reused while it lives
+        ptm = superop_ptm(SuperOp(error.to_quantumchannel()).data)
+        ptm.setflags(write=False)
+        entry = _ERROR_PTMS[id(error)] = (error, ptm)
+        if len(_ERROR_PTMS) > _ERROR_PTMS_HELD:
+            _ERROR_PTMS.popitem(last=False)
+    _ERROR_PTMS.move_to_end(id(error))
+    return entry[1]
 
 
 def _noise_lookup(noise_model):
