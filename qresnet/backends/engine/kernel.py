@@ -162,7 +162,7 @@ class KernelState:
     on a grid (:func:`_grid`: the rows' cells, each group's settings per qubit and their Bloch vectors and
     tangents) or row by row (:func:`_rows`: Bloch vectors, tangents, environments)."""
 
-    body: tuple  # images (chained blocks, G, K, 4^n), folded (G, K, 4^n), the blocks' angle derivatives, 1-qubit PTMs
+    body: BodyImages
     grid: tuple | None  # cell (R,), sizes (G, n), tables (G, n, U, 4), tangents (G, n, U, m, 4)
     rows: tuple | None  # bloch (n, R, 4), tangents (n, R, m, 4), environments (R, K, n, 4)
 
@@ -175,7 +175,7 @@ def forward(plan: KernelPlan, observables: np.ndarray, values: np.ndarray, group
     p = plan.prefix
     values, group = np.ascontiguousarray(values, dtype=float), np.asarray(group, dtype=np.int64)
     body = body_images(plan, observables, representatives)
-    folded = body[1]
+    folded = body.folded
     if not rows_only:
         grid = _grid(plan.n, values, group, len(representatives), p.start, p.terms, plan.prefix_links, p.const,
                      GRID_SETTINGS)
@@ -191,7 +191,7 @@ def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndar
     (count, P) summed over the setting's rows): ``row_setting`` (R,) and ``owner`` (G,) map rows and body settings
     to ``count`` settings."""
     g, group, owner = np.ascontiguousarray(g, dtype=float), np.asarray(group, np.int64), np.asarray(owner, np.int64)
-    folded = state.body[1]
+    folded = state.body.folded
     params, per_row = len(plan.prefix.coeffs), None
     if state.grid is not None:
         d, s = _grid_pull(plan.n, g, group, owner, count, folded, *state.grid, plan.prefix_links, params)
@@ -202,20 +202,33 @@ def pullback(plan: KernelPlan, state: KernelState, g: np.ndarray, group: np.ndar
     return per_row, d
 
 
-def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.ndarray) -> tuple:
-    """:func:`_body`: (the chained blocks' images, folded observables (G, K, 4^n), then what :func:`walk` reads) for
-    observables (K, 4^n) and the body settings' parameter values ``representatives`` (G, P)."""
+@dataclass(frozen=True)
+class BodyImages:
+    """What :func:`_body` works out for the body settings: the folded observables (G, K, 4^n), and what
+    :func:`walk` reads: the image before each chained block (blocks, G, K, 4^n), the blocks' derivatives by their
+    angles and the one-qubit PTMs."""
+
+    folded: np.ndarray
+    images: np.ndarray
+    turns: np.ndarray
+    mats: np.ndarray
+
+
+def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.ndarray) -> BodyImages:
+    """:func:`_body` for observables (K, 4^n) and the body settings' parameter values ``representatives`` (G, P)."""
     b = plan.body
-    return _body(plan.n, np.ascontiguousarray(observables, dtype=float), np.ascontiguousarray(representatives, dtype=float),
-                 b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts, plan.low, plan.chain,
-                 *plan.fixed)
+    observables = np.ascontiguousarray(observables, dtype=float)
+    folded = np.empty((len(representatives),) + observables.shape)
+    images, turns, mats = _body(plan.n, observables, np.ascontiguousarray(representatives, dtype=float), folded,
+                                b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts,
+                                plan.low, plan.chain, *plan.fixed)
+    return BodyImages(folded, images, turns, mats)
 
 
-def walk(plan: KernelPlan, body: tuple, s: np.ndarray, owner: np.ndarray, d: np.ndarray) -> None:
+def walk(plan: KernelPlan, body: BodyImages, s: np.ndarray, owner: np.ndarray, d: np.ndarray) -> None:
     """Add to ``d`` (count, P) the body's part of the pullback, each body setting's to its ``owner`` (G,): the
-    cotangent state ``s`` (G, K, 4^n, walked in place) carried forward through the body of :func:`body_images`."""
-    images, _, turns, *chained = body
-    _walk(plan.n, s, np.asarray(owner, np.int64), images, turns, *chained, *plan.fixed, plan.body_links,
+    cotangent state ``s`` (G, K, 4^n) carried forward through the body of :func:`body_images`."""
+    _walk(plan.n, s, np.asarray(owner, np.int64), body.images, body.turns, body.mats, *plan.fixed, plan.body_links,
           plan.body.terms.shape[1], plan.width, plan.offsets, plan.starts, plan.low, plan.chain, d)
 
 
@@ -236,40 +249,79 @@ def _sparse(m: np.ndarray, d: int, by_column: bool, count: np.ndarray, index: np
 @numba.njit(cache=True)
 def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, starts: np.ndarray, low: int, count: np.ndarray,
            index: np.ndarray, value: np.ndarray) -> None:
-    """out = h M on an operation's digits for h (K, 4^n), M given by its nonzeros (:func:`_sparse`): index =
-    start + offset[a] + l, a the operation's digits (argument 0 least significant) and l < ``low`` the digits
-    below its lowest qubit, the innermost loop (contiguous, so long runs vectorise)."""
-    d = len(count)
+    """out = h M on an operation's digits for h (K, 4^n) C-ordered, M given by its nonzeros (:func:`_sparse`):
+    index = start + offset[a] + l, a the operation's digits (argument 0 least significant) and l < ``low`` the
+    digits below its lowest qubit. With ``low`` 1 each output is one sum; else the l run is a contiguous slice,
+    innermost (separate one-dimensional views: LLVM vectorises those loops, not the two-dimensional index)."""
+    d, size = len(count), h.shape[1]
+    hf, of = h.reshape(h.size), out.reshape(out.size)
+    source = np.empty((d, index.shape[1]), np.int64)  # each nonzero's offset: no double indirection inside
+    for a in range(d):
+        for t in range(count[a]):
+            source[a, t] = offset[index[a, t]]
     for k in range(h.shape[0]):
         for start in starts:
+            at = k * size + start
             for a in range(d):
-                at = start + offset[a]
+                if low == 1:
+                    acc = 0.0
+                    for t in range(count[a]):
+                        acc += value[a, t] * hf[at + source[a, t]]
+                    of[at + offset[a]] = acc
+                    continue
+                o = of[at + offset[a]:at + offset[a] + low]
+                if count[a] == 0:
+                    o[:] = 0.0
+                    continue
+                x, v = hf[at + source[a, 0]:at + source[a, 0] + low], value[a, 0]
                 for l in range(low):
-                    out[k, at + l] = 0.0
-                for t in range(count[a]):
-                    source, v = start + offset[index[a, t]], value[a, t]
+                    o[l] = v * x[l]
+                for t in range(1, count[a]):
+                    x, v = hf[at + source[a, t]:at + source[a, t] + low], value[a, t]
                     for l in range(low):
-                        out[k, at + l] += v * h[k, source + l]
+                        o[l] += v * x[l]
 
 
 @numba.njit(cache=True)
-def _apply1(h: np.ndarray, out: np.ndarray, starts: np.ndarray, low: int, m: np.ndarray, transpose: bool) -> None:
-    """:func:`_apply` for a one-qubit operation given densely by its 4x4 PTM ``m`` (h M, or M h with ``transpose``):
-    four loads, sixteen products and four stores per index, the matrix held in registers."""
+def _apply1(h: np.ndarray, out: np.ndarray, low: int, m: np.ndarray, transpose: bool) -> None:
+    """:func:`_apply` for a one-qubit operation given densely by its 4x4 PTM ``m`` (h M, or M h with ``transpose``),
+    h (K, 4^n) C-ordered and the qubit's digit of stride ``low``: four loads, sixteen products and four stores per
+    index, the matrix held in registers. The digit's four values are four neighbours (``low`` 1), four runs of
+    four (4), or four slices (16 and up), each loop in the shape LLVM vectorises."""
     if transpose:
         m = m.T.copy()
     m00, m01, m02, m03 = m[0, 0], m[0, 1], m[0, 2], m[0, 3]
     m10, m11, m12, m13 = m[1, 0], m[1, 1], m[1, 2], m[1, 3]
     m20, m21, m22, m23 = m[2, 0], m[2, 1], m[2, 2], m[2, 3]
     m30, m31, m32, m33 = m[3, 0], m[3, 1], m[3, 2], m[3, 3]
-    for k in range(h.shape[0]):
-        for start in starts:
-            for i in range(start, start + low):
-                x0, x1, x2, x3 = h[k, i], h[k, i + low], h[k, i + 2 * low], h[k, i + 3 * low]
-                out[k, i] = x0 * m00 + x1 * m10 + x2 * m20 + x3 * m30
-                out[k, i + low] = x0 * m01 + x1 * m11 + x2 * m21 + x3 * m31
-                out[k, i + 2 * low] = x0 * m02 + x1 * m12 + x2 * m22 + x3 * m32
-                out[k, i + 3 * low] = x0 * m03 + x1 * m13 + x2 * m23 + x3 * m33
+    hf, of = h.reshape(h.size), out.reshape(out.size)
+    if low == 1:
+        for i in range(0, hf.size, 4):
+            x0, x1, x2, x3 = hf[i], hf[i + 1], hf[i + 2], hf[i + 3]
+            of[i] = x0 * m00 + x1 * m10 + x2 * m20 + x3 * m30
+            of[i + 1] = x0 * m01 + x1 * m11 + x2 * m21 + x3 * m31
+            of[i + 2] = x0 * m02 + x1 * m12 + x2 * m22 + x3 * m32
+            of[i + 3] = x0 * m03 + x1 * m13 + x2 * m23 + x3 * m33
+    elif low == 4:
+        for start in range(0, hf.size, 16):
+            for i in range(start, start + 4):
+                x0, x1, x2, x3 = hf[i], hf[i + 4], hf[i + 8], hf[i + 12]
+                of[i] = x0 * m00 + x1 * m10 + x2 * m20 + x3 * m30
+                of[i + 4] = x0 * m01 + x1 * m11 + x2 * m21 + x3 * m31
+                of[i + 8] = x0 * m02 + x1 * m12 + x2 * m22 + x3 * m32
+                of[i + 12] = x0 * m03 + x1 * m13 + x2 * m23 + x3 * m33
+    else:
+        for start in range(0, hf.size, 4 * low):
+            h0, h1 = hf[start:start + low], hf[start + low:start + 2 * low]
+            h2, h3 = hf[start + 2 * low:start + 3 * low], hf[start + 3 * low:start + 4 * low]
+            o0, o1 = of[start:start + low], of[start + low:start + 2 * low]
+            o2, o3 = of[start + 2 * low:start + 3 * low], of[start + 3 * low:start + 4 * low]
+            for l in range(low):
+                x0, x1, x2, x3 = h0[l], h1[l], h2[l], h3[l]
+                o0[l] = x0 * m00 + x1 * m10 + x2 * m20 + x3 * m30
+                o1[l] = x0 * m01 + x1 * m11 + x2 * m21 + x3 * m31
+                o2[l] = x0 * m02 + x1 * m12 + x2 * m22 + x3 * m32
+                o3[l] = x0 * m03 + x1 * m13 + x2 * m23 + x3 * m33
 
 
 @numba.njit(cache=True)
@@ -307,10 +359,10 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, width, offsets, starts, low, chain,
-          fixed_dense, fixed_count, fixed_index, fixed_value):
+def _body(n, observables, representatives, folded, b_start, b_terms, b_links, b_const, width, offsets, starts, low,
+          chain, fixed_dense, fixed_count, fixed_index, fixed_value):
     """Per body setting: each chained block's PTM (S_m ... S_1 F_0) and its derivatives by its angles, and the
-    observables folded back through the body, the image before each operation kept. One-qubit operations go
+    observables folded back through the body into ``folded``, the image before each chained block kept. One-qubit operations go
     dense (:func:`_apply1`), two-qubit ones (fixed) by the nonzeros the plan holds ([j, 0] by column, [j, 1] by
     row)."""
     k_count, size = observables.shape[0], 4 ** n
@@ -342,25 +394,25 @@ def _body(n, observables, representatives, b_start, b_terms, b_links, b_const, w
                 _matmul(after, tmp, turns[j, g, i])
                 _matmul(after, steps[i], tmp2)
                 after[:, :] = tmp2
-    # the image before each chained block, which the walk needs (a fixed operation's is never read)
+    # the image before each chained block, which the walk needs (a fixed operation's is never read): the operation
+    # after it writes it in place, so keeping it costs no copy
     slot = _slots(chain)
     images = np.empty(((slot >= 0).sum(), groups, k_count, size))
-    folded = np.empty((groups, k_count, size))
-    h, other = np.empty((k_count, size)), np.empty((k_count, size))
+    spare = np.empty((2, k_count, size))
     for g in range(groups):
-        h[:, :] = observables
+        h = observables
         for j in range(ops - 1, -1, -1):
-            if slot[j] >= 0:
-                images[slot[j], g] = h
+            out = folded[g] if j == 0 else images[slot[j - 1], g] if slot[j - 1] >= 0 else spare[j % 2]
             d = width[j]
             if d == 4:
-                _apply1(h, other, starts[j, :size // 4 // low[j]], low[j], mats[j, g], False)
+                _apply1(h, out, low[j], mats[j, g], False)
             else:
-                _apply(h, other, offsets[j, :d], starts[j, :size // d // low[j]], low[j], fixed_count[j, 0, :d],
+                _apply(h, out, offsets[j, :d], starts[j, :size // d // low[j]], low[j], fixed_count[j, 0, :d],
                        fixed_index[j, 0], fixed_value[j, 0])
-            h, other = other, h
-        folded[g] = h
-    return images, folded, turns, mats
+            h = out
+        if ops == 0:
+            folded[g] = observables
+    return images, turns, mats
 
 
 @numba.njit(cache=True)
@@ -654,38 +706,33 @@ def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents,
     return d, s
 
 
-@numba.njit(cache=True)
-def _environment(h: np.ndarray, s: np.ndarray, starts: np.ndarray, low: int, m: np.ndarray) -> None:
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _environment(h: np.ndarray, s: np.ndarray, low: int, m: np.ndarray) -> None:
     """m[a, b] = sum over observables and the other digits of h[.., a, ..] s[.., b, ..], a and b a one-qubit
-    operation's digit, for h and s (K, 4^n): then sum(h (dR) * s) = sum(dR * m) for any dR on that qubit. Sixteen
-    sums in registers, four loads of each per index."""
-    m00 = m01 = m02 = m03 = m10 = m11 = m12 = m13 = 0.0
-    m20 = m21 = m22 = m23 = m30 = m31 = m32 = m33 = 0.0
-    for k in range(h.shape[0]):
-        for start in starts:
-            for i in range(start, start + low):
-                h0, h1, h2, h3 = h[k, i], h[k, i + low], h[k, i + 2 * low], h[k, i + 3 * low]
-                s0, s1, s2, s3 = s[k, i], s[k, i + low], s[k, i + 2 * low], s[k, i + 3 * low]
-                m00 += h0 * s0
-                m01 += h0 * s1
-                m02 += h0 * s2
-                m03 += h0 * s3
-                m10 += h1 * s0
-                m11 += h1 * s1
-                m12 += h1 * s2
-                m13 += h1 * s3
-                m20 += h2 * s0
-                m21 += h2 * s1
-                m22 += h2 * s2
-                m23 += h2 * s3
-                m30 += h3 * s0
-                m31 += h3 * s1
-                m32 += h3 * s2
-                m33 += h3 * s3
-    m[0, 0], m[0, 1], m[0, 2], m[0, 3] = m00, m01, m02, m03
-    m[1, 0], m[1, 1], m[1, 2], m[1, 3] = m10, m11, m12, m13
-    m[2, 0], m[2, 1], m[2, 2], m[2, 3] = m20, m21, m22, m23
-    m[3, 0], m[3, 1], m[3, 2], m[3, 3] = m30, m31, m32, m33
+    operation's digit of stride ``low``, for h and s (K, 4^n) C-ordered: then sum(h (dR) * s) = sum(dR * m) for any
+    dR on that qubit. Sixteen sums; ``reassoc`` lets LLVM split each into vector lanes (the order is fixed by the
+    shapes, so a setting's sum is the same in any stack)."""
+    hf, sf = h.reshape(h.size), s.reshape(s.size)
+    acc = np.zeros(16)
+    if low == 1:
+        for i in range(0, hf.size, 4):
+            for a in range(4):
+                x = hf[i + a]
+                for b in range(4):
+                    acc[4 * a + b] += x * sf[i + b]
+    else:
+        for start in range(0, hf.size, 4 * low):
+            for a in range(4):
+                x = hf[start + a * low:start + (a + 1) * low]
+                for b in range(4):
+                    y = sf[start + b * low:start + (b + 1) * low]
+                    t = 0.0
+                    for l in range(low):
+                        t += x[l] * y[l]
+                    acc[4 * a + b] += t
+    for a in range(4):
+        for b in range(4):
+            m[a, b] = acc[4 * a + b]
 
 
 @numba.njit(cache=True)
@@ -697,14 +744,13 @@ def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_inde
     slot = _slots(chain)
     start_links, param, coeff = b_links
     m = np.zeros((4, 4))
-    moved = np.empty((k_count, size))
-    for j in range(ops):
-        dj, run = width[j], low[j]
-        offset, starts_j = offsets[j, :dj], starts[j, :size // dj // run]
-        c = chain[j]
-        for gi in range(groups):
+    spare = np.empty((2, k_count, size))  # the state moves between these, never copied
+    for gi in range(groups):  # one setting at a time: its state stays in cache through the body
+        state = s[gi]
+        for j in range(ops):
+            dj, run, c = width[j], low[j], chain[j]
             if c >= 0:
-                _environment(images[slot[j], gi], s[gi], starts_j, run, m)
+                _environment(images[slot[j], gi], state, run, m)
                 for i in range(turns.shape[2]):
                     t = 0.0
                     for a in range(4):
@@ -713,13 +759,14 @@ def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_inde
                     column = i * cb + c
                     for u in range(start_links[column], start_links[column + 1]):
                         d[owner[gi], param[u]] += coeff[u] * t
+            moved = spare[j % 2]
             if dj == 4:
-                _apply1(s[gi], moved, starts_j, run, mats[j, gi], True)
+                _apply1(state, moved, run, mats[j, gi], True)
             else:
-                _apply(s[gi], moved, offset, starts_j, run, fixed_count[j, 1, :dj], fixed_index[j, 1],
-                       fixed_value[j, 1])
-            s[gi] = moved
+                _apply(state, moved, offsets[j, :dj], starts[j, :size // dj // run], run, fixed_count[j, 1, :dj],
+                       fixed_index[j, 1], fixed_value[j, 1])
+            state = moved
 
 
-__all__ = ["KernelPlan", "KernelState", "MAX_QUBITS", "body_images", "compile_kernels", "forward", "kernel_plan",
+__all__ = ["BodyImages", "KernelPlan", "KernelState", "MAX_QUBITS", "body_images", "compile_kernels", "forward", "kernel_plan",
            "numpy_route", "pullback", "walk"]

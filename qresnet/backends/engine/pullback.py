@@ -97,7 +97,7 @@ def _body_sweep(program: Program, observables: np.ndarray, representatives: np.n
                     else owner, d)
         return d
 
-    return body[1], walk
+    return body.folded, walk
 
 
 def segment_count(segments: np.ndarray | None) -> int:
