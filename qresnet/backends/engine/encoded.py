@@ -142,9 +142,26 @@ def _amplitudes(ep: EncodedProgram, features: np.ndarray, axes: list[int]) -> tu
 
 
 def _light_cone_matrices(ep: EncodedProgram, images: np.ndarray, embed: np.ndarray) -> np.ndarray:
-    """(..., 2^k, 2^k): Re of Pauli images (..., 4^n) on the encoded light-cone qubits (others |0>)."""
-    mats = pauli_to_matrix(images, ep.program.num_qubits)
-    return mats[..., embed[:, None], embed[None, :]]
+    """(..., 2^k, 2^k): Re of Pauli images (..., 4^n) on the encoded light-cone qubits (others |0>); compiled
+    (:func:`~qresnet.backends.engine.kernel.light_cone_matrices`) unless in the numpy route."""
+    from qresnet.backends.engine import kernel  # numba loads here, not with the package
+
+    n = ep.program.num_qubits
+    if kernel.active():
+        return kernel.light_cone_matrices(images, n, embed)
+    return pauli_to_matrix(images, n)[..., embed[:, None], embed[None, :]]
+
+
+def light_cone_cotangent(ep: EncodedProgram, mats: np.ndarray, embed: np.ndarray) -> np.ndarray:
+    """(..., 4^n): the adjoint of :func:`_light_cone_matrices` for matrices (..., 2^k, 2^k)."""
+    from qresnet.backends.engine import kernel
+
+    n = ep.program.num_qubits
+    if kernel.active():
+        return kernel.light_cone_cotangent(mats, n, embed)
+    full = np.zeros(mats.shape[:-2] + (1 << n, 1 << n))
+    full[..., embed[:, None], embed[None, :]] = mats
+    return pauli_to_matrix_adjoint(full, n)
 
 
 def _operators(ep: EncodedProgram, observables: np.ndarray, settings: np.ndarray, embed: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 
 import numba
 import numpy as np
@@ -119,6 +120,11 @@ def _links(coeffs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     columns, params = np.nonzero(coeffs.T)
     start = np.searchsorted(columns, np.arange(coeffs.shape[1] + 1)).astype(np.int64)
     return start, params.astype(np.int64), coeffs[params, columns].astype(float)
+
+
+def active() -> bool:
+    """Whether compiled code runs (False inside :func:`numpy_route`)."""
+    return _enabled
 
 
 def kernel_plan(program: Program) -> KernelPlan | None:
@@ -230,6 +236,77 @@ def walk(plan: KernelPlan, body: BodyImages, s: np.ndarray, owner: np.ndarray, d
     cotangent state ``s`` (G, K, 4^n) carried forward through the body of :func:`body_images`."""
     _walk(plan.n, s, np.asarray(owner, np.int64), body.images, body.turns, body.mats, *plan.fixed, plan.body_links,
           plan.body.terms.shape[1], plan.width, plan.offsets, plan.starts, plan.low, plan.chain, d)
+
+
+@cache
+def _light_cone_tables(n: int, embed: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(signs (4^n,), source (E^2,)) for the reduced basis ``embed`` (E light-cone basis indices, as int64 bytes):
+    the factor of each iY string in the real part of its Pauli string, and the digit index of each reduced matrix
+    entry (row m1, column m2): sum over qubits q of (2 r_q + c_q) 4^q, r and c the light-cone row and column."""
+    from qresnet.backends.engine.encoded import _real_signs
+
+    rows = np.frombuffer(embed, dtype=np.int64)
+    source = np.zeros((len(rows), len(rows)), np.int64)
+    for q in range(n):
+        bit = (rows >> q) & 1
+        source += (2 * bit[:, None] + bit[None, :]) * 4**q
+    return _real_signs(n), source.reshape(-1)
+
+
+def light_cone_matrices(images: np.ndarray, n: int, embed: np.ndarray) -> np.ndarray:
+    """(..., E, E): the real part of the Pauli images (..., 4^n) as matrices, at the light-cone basis indices
+    ``embed`` (E,) (:func:`~qresnet.backends.engine.encoded.pauli_to_matrix`, then that block, in one pass)."""
+    signs, source = _light_cone_tables(n, np.asarray(embed, np.int64).tobytes())
+    flat = np.ascontiguousarray(images, dtype=float).reshape(-1, 4**n)
+    out = np.empty((len(flat), len(source)))
+    _to_matrices(flat, signs, source, out)
+    return out.reshape(images.shape[:-1] + (len(embed), len(embed)))
+
+
+def light_cone_cotangent(mats: np.ndarray, n: int, embed: np.ndarray) -> np.ndarray:
+    """(..., 4^n): the adjoint of :func:`light_cone_matrices` for matrices (..., E, E) (entry d = sum over the
+    block of Re(P_d)[i, j] M[i, j])."""
+    signs, source = _light_cone_tables(n, np.asarray(embed, np.int64).tobytes())
+    flat = np.ascontiguousarray(mats, dtype=float).reshape(-1, len(source))
+    out = np.empty((len(flat), 4**n))
+    _from_matrices(flat, signs, source, out)
+    return out.reshape(mats.shape[:-2] + (4**n,))
+
+
+@numba.njit(cache=True)
+def _butterflies(t: np.ndarray) -> None:
+    """Each base-4 digit of t (4^n,) in place, (a, b, c, d) -> (a + d, b + c, b - c, a - d): a Pauli coefficient's
+    (I, X, iY, Z) to its real 2x2 matrix's entries (00, 01, 10, 11), and (the map is its own transpose) back."""
+    low = 1
+    while low < t.size:
+        for start in range(0, t.size, 4 * low):
+            for i in range(start, start + low):
+                a, b, c, d = t[i], t[i + low], t[i + 2 * low], t[i + 3 * low]
+                t[i], t[i + low], t[i + 2 * low], t[i + 3 * low] = a + d, b + c, b - c, a - d
+        low *= 4
+
+
+@numba.njit(cache=True)
+def _to_matrices(coeffs: np.ndarray, signs: np.ndarray, source: np.ndarray, out: np.ndarray) -> None:
+    t = np.empty(coeffs.shape[1])
+    for b in range(coeffs.shape[0]):
+        for i in range(t.size):
+            t[i] = coeffs[b, i] * signs[i]
+        _butterflies(t)
+        for m in range(source.size):
+            out[b, m] = t[source[m]]
+
+
+@numba.njit(cache=True)
+def _from_matrices(mats: np.ndarray, signs: np.ndarray, source: np.ndarray, out: np.ndarray) -> None:
+    t = np.empty(out.shape[1])
+    for b in range(mats.shape[0]):
+        t[:] = 0.0
+        for m in range(source.size):
+            t[source[m]] = mats[b, m]
+        _butterflies(t)
+        for i in range(t.size):
+            out[b, i] = t[i] * signs[i]
 
 
 @numba.njit(cache=True)
@@ -768,5 +845,6 @@ def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_inde
             state = moved
 
 
-__all__ = ["BodyImages", "KernelPlan", "KernelState", "MAX_QUBITS", "body_images", "compile_kernels", "forward", "kernel_plan",
+__all__ = ["BodyImages", "KernelPlan", "KernelState", "MAX_QUBITS", "active", "body_images", "compile_kernels", "forward",
+           "kernel_plan", "light_cone_cotangent", "light_cone_matrices",
            "numpy_route", "pullback", "walk"]

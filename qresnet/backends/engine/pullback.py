@@ -43,7 +43,7 @@ from qresnet.backends.engine.encoded import (
     _amplitudes,
     _light_cone_matrices,
     amplitude_order,
-    pauli_to_matrix_adjoint,
+    light_cone_cotangent,
     project_to_features,
 )
 from qresnet.backends.engine.gradient import body_operations, prefix_states
@@ -224,7 +224,7 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
                         want_features: bool, segments: np.ndarray | None = None) -> tuple[np.ndarray, Pullback]:
     """(values (K, R), pullback) on the light cone of ``terms``, noise included; the body's derivatives (P,), or
     (S, P) by setting with ``segments``."""
-    program, n = ep.program, ep.program.num_qubits
+    program = ep.program
     observables = observable_vectors(terms, program)
     settings, group, owner = group_by_setting(values[:, ep.body_columns], segments)
     samples, sample = group_rows(values[:, ep.feature_columns])
@@ -245,11 +245,10 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
 
     def pull(g: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         g = np.asarray(g, dtype=float).reshape(len(values), k)
-        full = np.zeros((g_count, k, 1 << n, 1 << n))
+        weighted = np.empty((g_count, k, len(embed) ** 2))
         for gi, rows in enumerate(members):
-            weighted = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
-            full[gi][:, embed[:, None], embed[None, :]] = weighted.reshape(k, len(embed), len(embed))
-        s = pauli_to_matrix_adjoint(full, n)  # (G, K, 4^n): the cotangent as a state
+            weighted[gi] = g[rows].T @ rho[sample[rows]].reshape(len(rows), -1)  # sum_r g_rk rho_r
+        s = light_cone_cotangent(ep, weighted.reshape(g_count, k, len(embed), len(embed)), embed)  # (G, K, 4^n)
         d_weights = walk(s, None if segments is None else owner, segment_count(segments))
         d_features = None
         if want_features:
