@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+import weakref
 
 import numba
 import numpy as np
@@ -220,15 +221,32 @@ class BodyImages:
     mats: np.ndarray
 
 
+_SPARE_IMAGES: list[np.ndarray] = []  # the image arrays of bodies no longer referenced, for the next of their shape
+
+
+def _release(images: np.ndarray) -> None:
+    _SPARE_IMAGES.append(images)
+    del _SPARE_IMAGES[:-2]
+
+
 def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.ndarray) -> BodyImages:
-    """:func:`_body` for observables (K, 4^n) and the body settings' parameter values ``representatives`` (G, P)."""
+    """:func:`_body` for observables (K, 4^n) and the body settings' parameter values ``representatives`` (G, P).
+
+    The images take an array a collected body left (a stack's are tens of MiB: a fresh one each step is mapped
+    anew by the allocator and its pages faulted in, half the sweep's time); it returns to the spares when this
+    body is collected, so no live body's images are ever reused."""
     b = plan.body
     observables = np.ascontiguousarray(observables, dtype=float)
     folded = np.empty((len(representatives),) + observables.shape)
-    images, turns, mats = _body(plan.n, observables, np.ascontiguousarray(representatives, dtype=float), folded,
-                                b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts,
-                                plan.low, plan.chain, *plan.fixed)
-    return BodyImages(folded, images, turns, mats)
+    shape = (int((plan.chain >= 0).sum()),) + folded.shape
+    spare = [i for i, a in enumerate(_SPARE_IMAGES) if a.shape == shape]
+    images = _SPARE_IMAGES.pop(spare[0]) if spare else np.empty(shape)
+    turns, mats = _body(plan.n, observables, np.ascontiguousarray(representatives, dtype=float), folded, images,
+                        b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts, plan.low,
+                        plan.chain, *plan.fixed)
+    body = BodyImages(folded, images, turns, mats)
+    weakref.finalize(body, _release, images)
+    return body
 
 
 def walk(plan: KernelPlan, body: BodyImages, s: np.ndarray, owner: np.ndarray, d: np.ndarray) -> None:
@@ -333,12 +351,17 @@ def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, starts: np.ndarra
     d, size = len(count), h.shape[1]
     hf, of = h.reshape(h.size), out.reshape(out.size)
     source = np.empty((d, index.shape[1]), np.int64)  # each nonzero's offset: no double indirection inside
+    permutes = (count == 1).all()  # a signed permutation (a CNOT's PTM): one product per output
     for a in range(d):
         for t in range(count[a]):
             source[a, t] = offset[index[a, t]]
     for k in range(h.shape[0]):
         for start in starts:
             at = k * size + start
+            if low == 1 and permutes:
+                for a in range(d):
+                    of[at + offset[a]] = value[a, 0] * hf[at + source[a, 0]]
+                continue
             for a in range(d):
                 if low == 1:
                     acc = 0.0
@@ -436,12 +459,12 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _body(n, observables, representatives, folded, b_start, b_terms, b_links, b_const, width, offsets, starts, low,
-          chain, fixed_dense, fixed_count, fixed_index, fixed_value):
+def _body(n, observables, representatives, folded, images, b_start, b_terms, b_links, b_const, width, offsets, starts,
+          low, chain, fixed_dense, fixed_count, fixed_index, fixed_value):
     """Per body setting: each chained block's PTM (S_m ... S_1 F_0) and its derivatives by its angles, and the
-    observables folded back through the body into ``folded``, the image before each chained block kept. One-qubit operations go
-    dense (:func:`_apply1`), two-qubit ones (fixed) by the nonzeros the plan holds ([j, 0] by column, [j, 1] by
-    row)."""
+    observables folded back through the body into ``folded``, the image before each chained block kept in
+    ``images``. One-qubit operations go dense (:func:`_apply1`), two-qubit ones (fixed) by the nonzeros the plan
+    holds ([j, 0] by column, [j, 1] by row)."""
     k_count, size = observables.shape[0], 4 ** n
     groups, ops = representatives.shape[0], width.shape[0]
     mb, cb = b_terms.shape[0], b_terms.shape[1]
@@ -474,7 +497,6 @@ def _body(n, observables, representatives, folded, b_start, b_terms, b_links, b_
     # the image before each chained block, which the walk needs (a fixed operation's is never read): the operation
     # after it writes it in place, so keeping it costs no copy
     slot = _slots(chain)
-    images = np.empty(((slot >= 0).sum(), groups, k_count, size))
     spare = np.empty((2, k_count, size))
     for g in range(groups):
         h = observables
@@ -489,7 +511,7 @@ def _body(n, observables, representatives, folded, b_start, b_terms, b_links, b_
             h = out
         if ops == 0:
             folded[g] = observables
-    return images, turns, mats
+    return turns, mats
 
 
 @numba.njit(cache=True)
@@ -787,26 +809,39 @@ def _grid_pull(n, g, group, owner, count, folded, cell, sizes, tables, tangents,
 def _environment(h: np.ndarray, s: np.ndarray, low: int, m: np.ndarray) -> None:
     """m[a, b] = sum over observables and the other digits of h[.., a, ..] s[.., b, ..], a and b a one-qubit
     operation's digit of stride ``low``, for h and s (K, 4^n) C-ordered: then sum(h (dR) * s) = sum(dR * m) for any
-    dR on that qubit. Sixteen sums; ``reassoc`` lets LLVM split each into vector lanes (the order is fixed by the
-    shapes, so a setting's sum is the same in any stack)."""
+    dR on that qubit. Neighbouring digits (``low`` 1) are one matrix product (BLAS); runs of four, sixteen sums in
+    registers; longer runs, slices whose sums ``reassoc`` lets LLVM split into vector lanes. The order of every sum
+    is fixed by the shapes, so a setting's is the same in any stack."""
     hf, sf = h.reshape(h.size), s.reshape(s.size)
-    acc = np.zeros(16)
     if low == 1:
-        for i in range(0, hf.size, 4):
-            for a in range(4):
-                x = hf[i + a]
-                for b in range(4):
-                    acc[4 * a + b] += x * sf[i + b]
-    else:
-        for start in range(0, hf.size, 4 * low):
-            for a in range(4):
-                x = hf[start + a * low:start + (a + 1) * low]
-                for b in range(4):
-                    y = sf[start + b * low:start + (b + 1) * low]
-                    t = 0.0
-                    for l in range(low):
-                        t += x[l] * y[l]
-                    acc[4 * a + b] += t
+        m[:, :] = np.dot(hf.reshape(hf.size // 4, 4).T, sf.reshape(sf.size // 4, 4))
+        return
+    if low == 4:
+        m00 = m01 = m02 = m03 = m10 = m11 = m12 = m13 = 0.0
+        m20 = m21 = m22 = m23 = m30 = m31 = m32 = m33 = 0.0
+        for start in range(0, hf.size, 16):
+            for i in range(start, start + 4):
+                h0, h1, h2, h3 = hf[i], hf[i + 4], hf[i + 8], hf[i + 12]
+                s0, s1, s2, s3 = sf[i], sf[i + 4], sf[i + 8], sf[i + 12]
+                m00, m01, m02, m03 = m00 + h0 * s0, m01 + h0 * s1, m02 + h0 * s2, m03 + h0 * s3
+                m10, m11, m12, m13 = m10 + h1 * s0, m11 + h1 * s1, m12 + h1 * s2, m13 + h1 * s3
+                m20, m21, m22, m23 = m20 + h2 * s0, m21 + h2 * s1, m22 + h2 * s2, m23 + h2 * s3
+                m30, m31, m32, m33 = m30 + h3 * s0, m31 + h3 * s1, m32 + h3 * s2, m33 + h3 * s3
+        m[0, 0], m[0, 1], m[0, 2], m[0, 3] = m00, m01, m02, m03
+        m[1, 0], m[1, 1], m[1, 2], m[1, 3] = m10, m11, m12, m13
+        m[2, 0], m[2, 1], m[2, 2], m[2, 3] = m20, m21, m22, m23
+        m[3, 0], m[3, 1], m[3, 2], m[3, 3] = m30, m31, m32, m33
+        return
+    acc = np.zeros(16)
+    for start in range(0, hf.size, 4 * low):
+        for a in range(4):
+            x = hf[start + a * low:start + (a + 1) * low]
+            for b in range(4):
+                y = sf[start + b * low:start + (b + 1) * low]
+                t = 0.0
+                for l in range(low):
+                    t += x[l] * y[l]
+                acc[4 * a + b] += t
     for a in range(4):
         for b in range(4):
             m[a, b] = acc[4 * a + b]
