@@ -229,7 +229,7 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
     settings, group, owner = group_by_setting(values[:, ep.body_columns], segments)
     samples, sample = group_rows(values[:, ep.feature_columns])
     axes, embed = ep.reduced_layout
-    _, a = _amplitudes(ep, samples, axes)
+    psi, a = _amplitudes(ep, samples, axes)
     rho = a @ np.swapaxes(a, 1, 2)  # (S, 2^k, 2^k) reduced states
     representatives = np.zeros((len(settings), len(program.parameters)))
     representatives[:, program.body_columns] = settings
@@ -252,23 +252,22 @@ def heisenberg_pullback(ep: EncodedProgram, terms: list[dict[str, float]], value
         d_weights = walk(s, None if segments is None else owner, segment_count(segments))
         d_features = None
         if want_features:
-            d_features = _feature_pullback(ep, matrices, g, members, samples, sample)
+            d_features = _feature_pullback(ep, matrices, g, members, samples, sample, psi, a)
         return d_features, _by_setting(d_weights, segments)
 
     return out, pull
 
 
 def _feature_pullback(ep: EncodedProgram, matrices: np.ndarray, g: np.ndarray, members: list[np.ndarray],
-                      samples: np.ndarray, sample: np.ndarray) -> np.ndarray:
+                      samples: np.ndarray, sample: np.ndarray, psi: np.ndarray, a: np.ndarray) -> np.ndarray:
     """(R, F): sum_k g_rk df_rk / d features, from d/dpsi = 2 (sum_k g_rk Re O'_k) psi, projected onto the sphere;
-    ``members`` the rows of each group."""
-    psi, a = _amplitudes(ep, samples, ep.reduced_layout[0])
-    rows, d = len(g), a.shape[1]
-    combined = np.empty((rows, d * d))
-    for gi, mine in enumerate(members):  # sum_k g_rk O'_k, one product per group rather than a gather per row
-        combined[mine] = g[mine] @ matrices[gi].reshape(matrices.shape[1], -1)
-    combined = combined.reshape(rows, d, d)
-    v = amplitude_order(ep, 2.0 * combined @ a[sample])  # d/dpsi, back from light-cone bits in front
+    ``members`` the rows of each group, ``psi`` and ``a`` the samples' states as :func:`_amplitudes` gives them."""
+    k, d = matrices.shape[1], a.shape[1]
+    v = np.empty((len(g), d, a.shape[2]))
+    for gi, mine in enumerate(members):  # per group, so that sum_k g_rk O'_k stays a few rows in cache
+        combined = (g[mine] @ matrices[gi].reshape(k, -1)).reshape(len(mine), d, d)
+        v[mine] = combined @ a[sample[mine]]
+    v = amplitude_order(ep, 2.0 * v)  # d/dpsi, back from light-cone bits in front
     return project_to_features(ep, v[:, None], psi[sample], samples[sample])[:, 0]
 
 
