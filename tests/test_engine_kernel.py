@@ -88,7 +88,7 @@ def engine_qnn(qc: QuantumCircuit, observable: SparsePauliOp, x, w) -> Estimator
 
 
 def body_gate_circuit(gate: str) -> tuple[QuantumCircuit, ParameterVector, ParameterVector]:
-    """A 3-qubit filter-like circuit (inputs in RY, weights after) whose body has ``gate``."""
+    """A 3-qubit filter-like circuit (inputs in RY, weights in RX last) whose body has ``gate`` on qubits 1, 2."""
     x, w = ParameterVector("x", 3), ParameterVector("w", 3)
     qc = QuantumCircuit(3)
     for q in range(3):
@@ -96,8 +96,10 @@ def body_gate_circuit(gate: str) -> tuple[QuantumCircuit, ParameterVector, Param
     qc.cx(0, 1)
     if gate == "rzz":  # a parameterised two-qubit operation: no chain
         qc.rzz(w[0], 1, 2)
-    else:  # a three-qubit operation
+    elif gate == "ccx":  # a three-qubit operation
         qc.ccx(0, 1, 2)
+    else:  # a fixed two-qubit gate: the kernel takes the program, whose body ends in chained blocks
+        getattr(qc, gate)(1, 2)
     for q in range(3):
         qc.rx(w[q] + 0.3, q)
     return qc, x, w
@@ -116,6 +118,24 @@ def test_programs_the_kernel_cannot_take_keep_the_numpy_route(gate, rng, plans):
     input_jac, weight_jac = shifted.backward(x, w)
     np.testing.assert_allclose(d_weights, np.einsum("rk,rkw->w", g, weight_jac), atol=1e-10, rtol=0)
     np.testing.assert_allclose(d_inputs, np.einsum("rk,rki->ri", g, input_jac), atol=1e-10, rtol=0)
+
+
+def test_a_body_ending_in_chained_blocks_equals_parameter_shift_in_every_step(rng, plans):
+    """The image before a body's last operation is the observable itself: kept when that operation is a chained
+    block, in every step, also when a step's images reuse the array an earlier step's left."""
+    qc, x_params, w_params = body_gate_circuit("cz")
+    qnn = engine_qnn(qc, SparsePauliOp.from_list([("ZII", 0.5), ("IXZ", -0.7)]), x_params, w_params)
+    shifted = qnn_with(BatchedParamShiftGradient(qnn.estimator), qnn, True)
+    for _ in range(3):
+        x, w = rng.uniform(0, np.pi, (6, 3)), rng.uniform(-np.pi, np.pi, 3)
+        result = qnn.gradient.evaluate(qnn, x, w, WITH_INPUTS)
+        assert plans[-1] is not None and plans[-1].chain[-1] >= 0
+        g = rng.normal(size=result.values.shape)
+        d_inputs, d_weights = result.pullback(g)
+        input_jac, weight_jac = shifted.backward(x, w)
+        np.testing.assert_allclose(d_weights, np.einsum("rk,rkw->w", g, weight_jac), atol=1e-10, rtol=0)
+        np.testing.assert_allclose(d_inputs, np.einsum("rk,rki->ri", g, input_jac), atol=1e-10, rtol=0)
+        del result  # its images return to the spares, for the next step to reuse
 
 
 def test_wider_programs_keep_the_numpy_route(rng, plans):

@@ -500,6 +500,8 @@ def _body(n, observables, representatives, folded, images, b_start, b_terms, b_l
     spare = np.empty((2, k_count, size))
     for g in range(groups):
         h = observables
+        if ops and slot[ops - 1] >= 0:  # the last operation's image: the observables themselves
+            images[slot[ops - 1], g] = observables
         for j in range(ops - 1, -1, -1):
             out = folded[g] if j == 0 else images[slot[j - 1], g] if slot[j - 1] >= 0 else spare[j % 2]
             d = width[j]
