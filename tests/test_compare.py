@@ -1,6 +1,9 @@
 import csv
 import dataclasses
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from qresnet import cli
 from qresnet.errors import QresnetError
 from qresnet.study.sweep import SweepConfig, SweepResult, run_dir, run_sweep, slug
+from qresnet.study.execute import _worker_init
 from qresnet.study.report import write_comparison_report
 
 TINY = dict(classes=(0, 1), per_class=10, epochs=2, batch_size=8, lr=0.05, configs="none;O1+O2", seeds=(0,))
@@ -61,6 +65,23 @@ def test_parallel_jobs_give_the_serial_results(tmp_path):
     serial = run_sweep(sweep, tmp_path / "serial", progress=False)
     parallel = run_sweep(sweep, tmp_path / "parallel", jobs=2, progress=False)
     assert [r.final_test_acc for r in serial.runs] == [r.final_test_acc for r in parallel.runs]
+
+
+def _blas_threads() -> list[int]:
+    """The threads of every BLAS library loaded here, scipy's (loaded after a worker starts) included."""
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_a_sweep_worker_runs_one_blas_thread():
+    """--jobs N workers share N cores: each runs one BLAS thread, in the libraries loaded before it started and
+    in those loaded after."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        threads = pool.submit(_blas_threads).result()
+    assert len(threads) >= 1 and all(t == 1 for t in threads), threads
 
 
 def test_presets_and_bad_values():

@@ -116,6 +116,29 @@ def test_the_primitive_and_the_differentiator_compile_a_circuit_once(monkeypatch
     assert estimator.rows_evaluated == 9
 
 
+def test_a_noise_models_errors_convert_once_for_every_circuit_compiled_against_it(monkeypatch, rng):
+    """A stack compiles each run's own copy of a circuit: the second copy converts no quantum error again, and both
+    equal Aer's density-matrix estimator under the same noise model."""
+    from qiskit_aer.noise import QuantumError
+    from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
+
+    converted = []
+    original = QuantumError.to_quantumchannel
+    monkeypatch.setattr(QuantumError, "to_quantumchannel", lambda self: converted.append(1) or original(self))
+    noise = noise_model_for("fake_manila")
+    qc, observable = two_qubit_circuit(), SparsePauliOp("ZZ")
+    rows = rng.uniform(-np.pi, np.pi, (3, 2))
+    first = EngineEstimator(noise).run([(qc, observable, rows)]).result()[0].data.evs
+    once = len(converted)
+    second = EngineEstimator(noise).run([(qc.copy(), observable, rows)]).result()[0].data.evs
+    assert once > 0 and len(converted) == once
+    aer = AerEstimatorV2(options={"default_precision": 0.0,
+                                  "backend_options": {"method": "density_matrix", "noise_model": noise}})
+    reference = aer.run([(qc, observable, rows)]).result()[0].data.evs
+    np.testing.assert_allclose(first, reference, atol=1e-10)
+    np.testing.assert_allclose(second, reference, atol=1e-10)
+
+
 # --- caches cannot serve stale entries --------------------------------------------------------------------------------
 
 
