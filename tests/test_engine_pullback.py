@@ -34,6 +34,21 @@ def test_pauli_to_matrix_and_its_adjoint_against_kronecker_products(rng):
         assert abs(np.sum(pauli_to_matrix(c, n) * m) - np.sum(c * pauli_to_matrix_adjoint(m, n))) < 1e-12
 
 
+def test_the_compiled_light_cone_block_and_its_adjoint_against_kronecker_products(rng):
+    """The compiled map (:func:`~qresnet.backends.engine.kernel.light_cone_matrices`) gathers a block of basis
+    states (``embed``, in any order) of Re(sum_d c_d P_d); its adjoint by <L c, M> = <c, L* M>."""
+    from qresnet.backends.engine.kernel import light_cone_cotangent, light_cone_matrices
+    from qresnet.backends.engine.ptm import pauli_matrices
+
+    for n, embed in [(1, [0, 1]), (3, [5, 0, 3]), (4, list(range(16)))]:
+        embed = np.array(embed)
+        c, m = rng.normal(size=(2, 3, 4**n)), rng.normal(size=(2, 3, len(embed), len(embed)))
+        full = np.einsum("...d,dij->...ij", c, pauli_matrices(n)).real
+        np.testing.assert_allclose(light_cone_matrices(c, n, embed), full[..., embed[:, None], embed[None, :]],
+                                   atol=1e-13, rtol=0)
+        assert abs(np.sum(light_cone_matrices(c, n, embed) * m) - np.sum(c * light_cone_cotangent(m, n, embed))) < 1e-12
+
+
 @pytest.mark.parametrize("spec,qubits,classes", [("aer", 10, 4), ("aer", 10, 10), ("aer:fake_manila", 5, 3),
                                                  ("aer:fake_torino", 10, 4)])
 def test_head_pullback_equals_parameter_shift_contracted_with_the_cotangent(spec, qubits, classes, rng):

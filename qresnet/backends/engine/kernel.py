@@ -7,8 +7,8 @@ Here the same sums run as loops compiled by numba (once, cached on disk beside t
 does it ahead of time), a few calls a step:
 
 - :func:`_body`, per body setting: each chained block's PTM and its derivatives by its rotation angles, and the
-  observables folded back through the body, the image before each operation kept (PTMs by their nonzeros: a
-  CNOT's has one per column);
+  observables folded back through the body, the image before each chained block kept (one-qubit PTMs dense, two-
+  qubit ones by their nonzeros: a CNOT's has one per column);
 - the prefixes, on a grid where the rows form one (:func:`_grid`: each body setting's distinct prefix settings
   per qubit, 3 for a filter's design points, and all their combinations contracted at once, as
   :mod:`qresnet.backends.engine.grid` does in numpy), else row by row (:func:`_rows`: Bloch vectors, their
@@ -16,6 +16,10 @@ does it ahead of time), a few calls a step:
 - the pullback: the cotangent state and the prefix parameters' derivatives (:func:`_grid_pull` or
   :func:`_row_pull`), then the state walked forward through the body (:func:`_walk`), each chained block adding
   h_j (dR_j/dangle) s.
+
+The quantum head's light cone (:func:`~qresnet.backends.engine.pullback.heisenberg_pullback`, 4^6 numbers per
+observable and setting: arithmetic, not dispatch) takes :func:`body_images` and :func:`walk` too, and its
+Pauli-to-matrix map and that map's adjoint (:func:`light_cone_matrices`, :func:`light_cone_cotangent`).
 
 The mathematics and the order of the walk are those of the numpy routes; the sums are taken in another order, so
 the two agree to rounding (about 1e-15), not bit for bit. Each body setting's sums take its own rows only, in
@@ -139,7 +143,8 @@ def kernel_plan(program: Program) -> KernelPlan | None:
 
 def compile_kernels() -> None:
     """Compile every kernel now (about 15 s once; later processes load them from the disk cache in well under a
-    second): a 2-qubit filter's pullback on the grid and on the rows. ``make`` runs it when it installs."""
+    second): a 2-qubit filter's pullback on the grid and on the rows, and the light-cone maps. ``make`` runs it
+    when it installs."""
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
 
@@ -161,6 +166,7 @@ def compile_kernels() -> None:
     for rows_only in (False, True):
         _, state = forward(plan, observables, rows, group, rows[:1] * [1, 1, 0, 0], rows_only)
         pullback(plan, state, np.ones((len(rows), 1)), group, group, np.zeros(1, np.int64), 1)
+    light_cone_cotangent(light_cone_matrices(observables, 2, np.arange(4)), 2, np.arange(4))  # a quantum head's
 
 
 @dataclass(frozen=True)
@@ -882,6 +888,5 @@ def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_inde
             state = moved
 
 
-__all__ = ["BodyImages", "KernelPlan", "KernelState", "MAX_QUBITS", "active", "body_images", "compile_kernels", "forward",
-           "kernel_plan", "light_cone_cotangent", "light_cone_matrices",
-           "numpy_route", "pullback", "walk"]
+__all__ = ["BodyImages", "KernelPlan", "KernelState", "MAX_QUBITS", "active", "body_images", "compile_kernels",
+           "forward", "kernel_plan", "light_cone_cotangent", "light_cone_matrices", "numpy_route", "pullback", "walk"]

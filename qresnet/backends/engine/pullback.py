@@ -21,9 +21,9 @@ sweep whatever the number of weights.
   from lambda = sum_k g_rk O_k phi and walks the gates backwards as the adjoint method does
   (:mod:`qresnet.backends.engine.adjoint`), one lambda per row instead of one per observable.
 
-Product-state programs, and the encoded light cone's body sweep and walk, run compiled where the kernel takes them
-(:mod:`qresnet.backends.engine.kernel`: one run's or a stack's step in a few calls); the numpy code here serves
-every other program and is the reference the kernel is tested against.
+Product-state programs, and the encoded light cone's body sweep, walk and Pauli-to-matrix maps, run compiled where the
+kernel takes them (:mod:`qresnet.backends.engine.kernel`: one run's or a stack's step in a few calls); the numpy code
+here serves every other program and is the reference the kernel is tested against.
 
 The input (feature) part is per row; the weight part is summed over rows, which is what
 autograd wants of a weight shared by the batch. With ``segments`` (row -> setting, S settings: a stack of
