@@ -6,6 +6,8 @@ the answers against qiskit's ``StatevectorEstimator`` and the parameter-shift ru
 code with the engine.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -125,7 +127,7 @@ def test_a_noise_models_errors_convert_once_for_every_circuit_compiled_against_i
     converted = []
     original = QuantumError.to_quantumchannel
     monkeypatch.setattr(QuantumError, "to_quantumchannel", lambda self: converted.append(1) or original(self))
-    noise = noise_model_for("fake_manila")
+    noise = copy.deepcopy(noise_model_for("fake_manila"))  # errors no other test converted (that model is shared)
     qc, observable = two_qubit_circuit(), SparsePauliOp("ZZ")
     rows = rng.uniform(-np.pi, np.pi, (3, 2))
     first = EngineEstimator(noise).run([(qc, observable, rows)]).result()[0].data.evs
