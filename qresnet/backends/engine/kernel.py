@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+import threading
 import weakref
 
 import numba
@@ -228,11 +229,13 @@ class BodyImages:
 
 
 _SPARE_IMAGES: list[np.ndarray] = []  # the image arrays of bodies no longer referenced, for the next of their shape
+_SPARE_LOCK = threading.Lock()  # a body may be collected on any thread
 
 
 def _release(images: np.ndarray) -> None:
-    _SPARE_IMAGES.append(images)
-    del _SPARE_IMAGES[:-2]
+    with _SPARE_LOCK:
+        _SPARE_IMAGES.append(images)
+        del _SPARE_IMAGES[:-2]
 
 
 def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.ndarray) -> BodyImages:
@@ -245,8 +248,9 @@ def body_images(plan: KernelPlan, observables: np.ndarray, representatives: np.n
     observables = np.ascontiguousarray(observables, dtype=float)
     folded = np.empty((len(representatives),) + observables.shape)
     shape = (int((plan.chain >= 0).sum()),) + folded.shape
-    spare = [i for i, a in enumerate(_SPARE_IMAGES) if a.shape == shape]
-    images = _SPARE_IMAGES.pop(spare[0]) if spare else np.empty(shape)
+    with _SPARE_LOCK:
+        spare = [i for i, a in enumerate(_SPARE_IMAGES) if a.shape == shape]
+        images = _SPARE_IMAGES.pop(spare[0]) if spare else np.empty(shape)
     turns, mats = _body(plan.n, observables, np.ascontiguousarray(representatives, dtype=float), folded, images,
                         b.start, b.terms, plan.body_links, b.const, plan.width, plan.offsets, plan.starts, plan.low,
                         plan.chain, *plan.fixed)
