@@ -75,7 +75,8 @@ class KernelPlan:
     starts: np.ndarray  # (L, 4^n / 4): where the runs of indices with its digits 0 start (the first 4^n / d / low)
     low: np.ndarray  # (L,): each run's length, 4^(its lowest qubit): the digits below it, contiguous
     fixed: tuple  # a fixed operation's PTM: dense (L, 4, 4) on one qubit, else by its nonzeros: count (L, 2, 16),
-    # index and value (L, 2, 16, 16), [j, 0] by column (the images), [j, 1] by row (the walk)
+    # source (each nonzero's digit as its index offset) and value (L, 2, 16, 16), [j, 0] by column (the images),
+    # [j, 1] by row (the walk)
     chain: np.ndarray  # (L,): the chain of a chained block, -1 for a fixed operation
     prefix_links: tuple  # the prefix chains' angle coefficients by angle (:func:`_links`)
     body_links: tuple  # the body chains'
@@ -109,6 +110,7 @@ class KernelPlan:
                 else:
                     for side in (0, 1):
                         _sparse(ptm, d, side == 0, fixed[1][j, side], fixed[2][j, side], fixed[3][j, side])
+                        fixed[2][j, side] = offsets[j][fixed[2][j, side]]  # digits as offsets, once per plan
             elif plan.slot[j] is not None:
                 chain[j] = plan.slot[j]
             else:  # a parameterised operation that is not a chain of Pauli rotations
@@ -353,18 +355,17 @@ def _sparse(m: np.ndarray, d: int, by_column: bool, count: np.ndarray, index: np
 
 @numba.njit(cache=True)
 def _apply(h: np.ndarray, out: np.ndarray, offset: np.ndarray, starts: np.ndarray, low: int, count: np.ndarray,
-           index: np.ndarray, value: np.ndarray) -> None:
-    """out = h M on an operation's digits for h (K, 4^n) C-ordered, M given by its nonzeros (:func:`_sparse`):
-    index = start + offset[a] + l, a the operation's digits (argument 0 least significant) and l < ``low`` the
-    digits below its lowest qubit. With ``low`` 1 each output is one sum; else the l run is a contiguous slice,
-    innermost (separate one-dimensional views: LLVM vectorises those loops, not the two-dimensional index)."""
+           source: np.ndarray, value: np.ndarray) -> None:
+    """out = h M on an operation's digits for h (K, 4^n) C-ordered, M given by its nonzeros (:func:`_sparse`, their
+    digits as offsets in ``source``): index = start + offset[a] + l, a the operation's digits (argument 0 least
+    significant) and l < ``low`` the digits below its lowest qubit. With ``low`` 1 each output is one sum; else the
+    l run is a contiguous slice, innermost (separate one-dimensional views: LLVM vectorises those loops, not the
+    two-dimensional index)."""
     d, size = len(count), h.shape[1]
     hf, of = h.reshape(h.size), out.reshape(out.size)
-    source = np.empty((d, index.shape[1]), np.int64)  # each nonzero's offset: no double indirection inside
-    permutes = (count == 1).all()  # a signed permutation (a CNOT's PTM): one product per output
+    permutes = True  # a signed permutation (a CNOT's PTM): one product per output
     for a in range(d):
-        for t in range(count[a]):
-            source[a, t] = offset[index[a, t]]
+        permutes = permutes and count[a] == 1
     for k in range(h.shape[0]):
         for start in starts:
             at = k * size + start
@@ -470,7 +471,7 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 @numba.njit(cache=True)
 def _body(n, observables, representatives, folded, images, b_start, b_terms, b_links, b_const, width, offsets, starts,
-          low, chain, fixed_dense, fixed_count, fixed_index, fixed_value):
+          low, chain, fixed_dense, fixed_count, fixed_source, fixed_value):
     """Per body setting: each chained block's PTM (S_m ... S_1 F_0) and its derivatives by its angles, and the
     observables folded back through the body into ``folded``, the image before each chained block kept in
     ``images``. One-qubit operations go dense (:func:`_apply1`), two-qubit ones (fixed) by the nonzeros the plan
@@ -519,7 +520,7 @@ def _body(n, observables, representatives, folded, images, b_start, b_terms, b_l
                 _apply1(h, out, low[j], mats[j, g], False)
             else:
                 _apply(h, out, offsets[j, :d], starts[j, :size // d // low[j]], low[j], fixed_count[j, 0, :d],
-                       fixed_index[j, 0], fixed_value[j, 0])
+                       fixed_source[j, 0], fixed_value[j, 0])
             h = out
         if ops == 0:
             folded[g] = observables
@@ -860,7 +861,7 @@ def _environment(h: np.ndarray, s: np.ndarray, low: int, m: np.ndarray) -> None:
 
 
 @numba.njit(cache=True)
-def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_index, fixed_value, b_links, cb,
+def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_source, fixed_value, b_links, cb,
           width, offsets, starts, low, chain, d):
     """The cotangent state s (G, K, 4^n) walked forward through the body, s -> R_j s, each chained block adding
     sum(dR_j/dangle * M) to ``d`` (by setting), with M its environment of the image h_j and s."""
@@ -888,7 +889,7 @@ def _walk(n, s, owner, images, turns, mats, fixed_dense, fixed_count, fixed_inde
                 _apply1(state, moved, run, mats[j, gi], True)
             else:
                 _apply(state, moved, offsets[j, :dj], starts[j, :size // dj // run], run, fixed_count[j, 1, :dj],
-                       fixed_index[j, 1], fixed_value[j, 1])
+                       fixed_source[j, 1], fixed_value[j, 1])
             state = moved
 
 
