@@ -137,11 +137,13 @@ def test_stacked_filter_equals_each_run_alone(spec, derivatives, rng):
 
 @pytest.mark.parametrize("spec", ["aer", "aer:fake_torino"])
 def test_stacked_head_logits_equal_each_head_alone(spec, monkeypatch, rng):
-    """Three paper heads (4 classes, 49 features), batches of different sizes: one engine call, the logits and the
-    gradients of each head's weights and features of each head alone, to 1e-12."""
+    """Five paper heads (4 classes) of two shapes, as a stack's residual configurations give them (49 and 98
+    features, interleaved), batches of different sizes: one engine call per shape, the logits and the gradients
+    of each head's weights and features of each head alone, to 1e-12."""
     backend = resolve_backend(spec)
-    heads = [quantum_head_layer(backend, 49, 4, seed=s) for s in range(3)]
-    batches = [torch.tensor(rng.normal(size=(b, 49)), requires_grad=True) for b in (4, 2, 4)]
+    widths = (49, 98, 49, 98, 49)
+    heads = [quantum_head_layer(backend, f, 4, seed=s) for s, f in enumerate(widths)]
+    batches = [torch.tensor(rng.normal(size=(b, f)), requires_grad=True) for b, f in zip((4, 2, 4, 3, 1), widths)]
     g = [torch.tensor(rng.normal(size=(len(b), 4))) for b in batches]
     calls = []
     for h in heads:
@@ -150,7 +152,7 @@ def test_stacked_head_logits_equal_each_head_alone(spec, monkeypatch, rng):
                             lambda *a, original=original, **k: calls.append(1) or original(*a, **k))
     logits = stacked_head_logits(heads, batches)
     sum((l * gg).sum() for l, gg in zip(logits, g)).backward()
-    assert calls == [1]
+    assert calls == [1, 1] and heads[0].stack_shape != heads[1].stack_shape
     stacked_grads = [(b.grad.clone(), h.weight.grad.clone()) for b, h in zip(batches, heads)]
     for h, b, gg, l, (d_features, d_weights) in zip(heads, batches, g, logits, stacked_grads):
         h.zero_grad()

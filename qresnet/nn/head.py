@@ -116,23 +116,31 @@ class QuantumHead(QuantumModule):
 
 
 def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call where the heads
-    stack (:func:`qresnet.qnn.segmented_qnn`: one shape on one backend, the engine's exact gradient; the first
-    head's QNN evaluates all of them): each head's weights get
-    the gradient of its own logits only, and the features theirs where the heads have input gradients. Batches
-    may differ in size. Heads that do not stack (parameter shift, shots) are run one by one, and so is every head
+    """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call per shape of
+    heads that stack (:func:`qresnet.qnn.segmented_qnn`: one :attr:`~QuantumHead.stack_shape` on one backend, the
+    engine's exact gradient; the first head's QNN evaluates all of its shape; a stack's residual configurations
+    give final maps, so heads, of a few widths): each head's weights get the gradient of its own logits only, and
+    the features theirs where the heads have input gradients. Batches may differ in size. Heads that do not stack (parameter shift, shots) are run one by one, and so is every head
     without gradients (an evaluation): with the pullback, one call is 1.1x the separate calls
     (benchmarks/stacked.py), for values only it took 1.7x to 2x them (6 heads on aer and aer:fake_torino)."""
     if len(heads) != len(features):
         raise ConfigError(f"stacked_head_logits: {len(heads)} heads for {len(features)} feature batches")
     if not heads:
         return []
-    first = heads[0]
-    if (len(heads) == 1 or not torch.is_grad_enabled()
-            or not all(stacks(h.qnn) and h.stack_shape == first.stack_shape for h in heads)):
+    if not torch.is_grad_enabled():
         return [h(f) for h, f in zip(heads, features)]
-    inputs = [h.qnn_inputs(f) for h, f in zip(heads, features)]
-    sizes = [len(x) for x in inputs]
-    segments = np.repeat(np.arange(len(heads)), sizes)
-    scores = segmented_qnn(first.qnn, torch.cat(inputs), [h.weight for h in heads], segments)
-    return [h.scale * part for h, part in zip(heads, torch.split(scores, sizes))]
+    shapes: dict[tuple, list[int]] = {}  # a stack's residual configurations may give heads of several shapes
+    for i, h in enumerate(heads):
+        shapes.setdefault(h.stack_shape if stacks(h.qnn) else (i,), []).append(i)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(heads)
+    for same in shapes.values():
+        if len(same) == 1:
+            out[same[0]] = heads[same[0]](features[same[0]])
+            continue
+        inputs = [heads[i].qnn_inputs(features[i]) for i in same]
+        sizes = [len(x) for x in inputs]
+        segments = np.repeat(np.arange(len(same)), sizes)
+        scores = segmented_qnn(heads[same[0]].qnn, torch.cat(inputs), [heads[i].weight for i in same], segments)
+        for i, part in zip(same, torch.split(scores, sizes)):
+            out[i] = heads[i].scale * part
+    return out
