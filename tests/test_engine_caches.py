@@ -118,9 +118,32 @@ def test_the_primitive_and_the_differentiator_compile_a_circuit_once(monkeypatch
     assert estimator.rows_evaluated == 9
 
 
+def test_qnns_of_one_circuit_share_its_renamed_copy_and_compile_it_once(monkeypatch, rng):
+    """The runs of a stack make one QNN each on one transpiled circuit: they share one renamed copy, the engine
+    compiles it once for all of them, and each QNN's values are those of qiskit-machine-learning's own EstimatorQNN
+    (its own rename) on StatevectorEstimator."""
+    compiled = []
+    original = engine_core.compile_circuit
+    monkeypatch.setattr(engine_core, "compile_circuit", lambda *a, **k: compiled.append(1) or original(*a, **k))
+    template, backend = quanv_filter(), resolve_backend("aer")
+    transpiled = backend.transpile(template)
+    qnns = [make_qnn(template, backend.estimator(), transpiled.circuit, transpiled.observables) for _ in range(3)]
+    assert all(q._circuit is qnns[0]._circuit for q in qnns) and qnns[0]._circuit is not transpiled.circuit
+    x = rng.uniform(0, np.pi, (4, template.num_inputs))
+    stock = EstimatorQNN(circuit=transpiled.circuit, estimator=StatevectorEstimator(),
+                         observables=list(transpiled.observables), input_params=list(template.input_params),
+                         weight_params=list(template.weight_params), default_precision=None)  # exact
+    for qnn in qnns:
+        weights = rng.uniform(-np.pi, np.pi, qnn.num_weights)
+        np.testing.assert_allclose(qnn.forward(x, weights), stock.forward(x, weights), atol=1e-12)
+    assert compiled == [1]
+    other = make_qnn(template, backend.estimator())  # another circuit object: its own copy
+    assert other._circuit is not qnns[0]._circuit
+
+
 def test_a_noise_models_errors_convert_once_for_every_circuit_compiled_against_it(monkeypatch, rng):
-    """A stack compiles each run's own copy of a circuit: the second copy converts no quantum error again, and both
-    equal Aer's density-matrix estimator under the same noise model."""
+    """Each stack's backend transpiles its own copy of a circuit: the second copy converts no quantum error again,
+    and both equal Aer's density-matrix estimator under the same noise model."""
     from qiskit_aer.noise import QuantumError
     from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
