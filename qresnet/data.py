@@ -184,27 +184,25 @@ def load_mnist_arrays(data_dir: str | Path | None = None) -> tuple[np.ndarray, n
                         f"{directory.parent}")
     npz = directory / MNIST_NPZ
     if npz.is_file():
-        x_train, y_train, x_test, y_test = read_mnist_npz(npz)
-        source = str(npz)
-    else:
-        found = {name: next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
-                 for name in MNIST_FILES}
-        missing = [name for name, path in found.items() if path is None]
-        if missing:
-            what = ("no MNIST files" if len(missing) == len(MNIST_FILES)
-                    else f"an incomplete set of MNIST IDX files (missing {', '.join(missing)})")
-            if not directory.is_dir():
-                what = "no MNIST files (the directory does not exist)"
-            raise DataError(
-                f"{what} in {directory} (from {origin}): looked for {MNIST_NPZ} or the four IDX files "
-                f"{', '.join(MNIST_FILES)} (each optionally gzipped, .gz); {GET_MNIST}"
-            )
-        x_train, y_train = _idx_pair(found[MNIST_FILES[0]], found[MNIST_FILES[1]])
-        x_test, y_test = _idx_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
-        source = f"MNIST IDX files in {directory}"
-        if x_train.shape[1:] != x_test.shape[1:]:
-            raise DataError(f"the MNIST IDX files in {directory} disagree on the image size: train "
-                            f"{x_train.shape[1:]}, test {x_test.shape[1:]}; replace them with a consistent set")
+        return (*_pooled_mnist_npz(npz), str(npz))
+    found = {name: next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
+             for name in MNIST_FILES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        what = ("no MNIST files" if len(missing) == len(MNIST_FILES)
+                else f"an incomplete set of MNIST IDX files (missing {', '.join(missing)})")
+        if not directory.is_dir():
+            what = "no MNIST files (the directory does not exist)"
+        raise DataError(
+            f"{what} in {directory} (from {origin}): looked for {MNIST_NPZ} or the four IDX files "
+            f"{', '.join(MNIST_FILES)} (each optionally gzipped, .gz); {GET_MNIST}"
+        )
+    x_train, y_train = _idx_pair(found[MNIST_FILES[0]], found[MNIST_FILES[1]])
+    x_test, y_test = _idx_pair(found[MNIST_FILES[2]], found[MNIST_FILES[3]])
+    source = f"MNIST IDX files in {directory}"
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"the MNIST IDX files in {directory} disagree on the image size: train "
+                        f"{x_train.shape[1:]}, test {x_test.shape[1:]}; replace them with a consistent set")
     return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]), source
 
 
@@ -253,15 +251,24 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
-_READ: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}  # the last file read
+# the last file read, keyed on its path, size and modification time: its arrays, and train and test pooled
+_READ: dict[tuple[str, int, int], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]] = {}
 
 
 def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``x_train, y_train, x_test, y_test`` of an ``mnist.npz``: uint8 images (N, H, W) and matching labels, read-only.
 
-    The last file read is kept, keyed on its path, size and modification time (a stack of runs reads it once, not
-    once a run: decompressing it takes 0.3 s); a changed file is read again."""
-    path = Path(path)
+    The last file read is kept, keyed on its path, size and modification time (the runs of a process read it once,
+    not once a run: decompressing it takes 0.3 s); a changed file is read again."""
+    return _read_kept(Path(path))[0]
+
+
+def _pooled_mnist_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_mnist_npz`'s train and test images, and labels, pooled (kept with it: pooling copies 55 MB)."""
+    return _read_kept(path)[1]
+
+
+def _read_kept(path: Path) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -270,12 +277,13 @@ def read_mnist_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     if key is not None and key in _READ:
         return _READ[key]
     arrays = _read_mnist_npz(path)
-    for array in arrays:
+    pooled = (np.concatenate([arrays[0], arrays[2]]), np.concatenate([arrays[1], arrays[3]]))
+    for array in arrays + pooled:
         array.setflags(write=False)  # shared by every run that reads the file: never edited in place
     if key is not None:
         _READ.clear()
-        _READ[key] = arrays
-    return arrays
+        _READ[key] = (arrays, pooled)
+    return arrays, pooled
 
 
 def _read_mnist_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

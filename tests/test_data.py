@@ -125,6 +125,20 @@ def test_mnist_npz_pools_train_and_test_and_scales(tmp_path):
     assert_stratified(d, 0.2)
 
 
+def test_an_npz_is_pooled_once_and_a_changed_one_read_again(tmp_path):
+    """The runs of a process share one read-only pool of the file; the file rewritten, its new pixels are read."""
+    directory = write_npz_dir(tmp_path / "npz")
+    images, labels, _ = data.load_mnist_arrays(directory)
+    again, _, _ = data.load_mnist_arrays(directory)
+    assert again is images and not images.flags.writeable and not labels.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        images[0, 0, 0] = 1
+    x_train, y_train, x_test, y_test = synthetic_mnist()
+    write_npz_dir(tmp_path / "npz", x_train=x_train + 1, x_test=x_test + 1)
+    changed, _, _ = data.load_mnist_arrays(directory)
+    np.testing.assert_array_equal(changed, np.concatenate([x_train, x_test]) + 1)
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_idx_files_load_like_the_npz(tmp_path, gz):
     config = dict(dataset="mnist", classes=(2, 0), per_class=12, test_fraction=0.25, seed=5)
