@@ -26,6 +26,7 @@ from qresnet.data import load_dataset
 from qresnet.errors import ConfigError, SweepError
 from qresnet.nn import QuanvLayer
 from qresnet.run.rundir import RunDir
+from qresnet.run import stack as stack_module
 from qresnet.run.stack import default_stack_size, joint_optimizer, stack_key, train_stack
 from qresnet.run.train import train
 from qresnet.study import sweep as sweep_module
@@ -95,15 +96,24 @@ def test_a_quantum_head_stack_equals_its_runs_alone(tmp_path):
         _agree(_metrics(tmp_path / f"s{k}"), _metrics(tmp_path / f"a{k}"))
 
 
-def test_a_stack_across_residual_configurations_equals_its_runs_alone(tmp_path):
+def test_a_stack_across_residual_configurations_equals_its_runs_alone(tmp_path, monkeypatch):
     """Residual configurations share their layers, so they stack: each configuration's runs go through the layers
     as one forward (its own skips), every trainable run's filters in one engine call; each run's numbers equal the
-    run trained alone."""
+    run trained alone. The layers take the batches in parts (``MAP_IMAGES`` 7): 2 images a run for the 3 runs
+    through them, in the training steps and the evaluations; 7 for the frozen run's fixed maps."""
     common = dict(classes=(0, 1), per_class=8, epochs=2, batch_size=4, lr=0.05)
     configs = [TrainConfig(seed=0, residual="O1+O2", **common), TrainConfig(seed=1, residual="X+O1", **common),
                TrainConfig(seed=0, residual="none", **common), TrainConfig(seed=1, residual="X+O1", frozen=True, **common)]
     assert len({stack_key(c) for c in configs}) == 1
+    monkeypatch.setattr(stack_module, "MAP_IMAGES", 7)
+    parts = []
+    maps = stack_module.stacked_maps
+    monkeypatch.setattr(stack_module, "stacked_maps", lambda models, inputs, *a: parts.append(
+        (len(models), len(inputs[0]))) or maps(models, inputs, *a))
     stacked = train_stack(configs, [tmp_path / f"s{k}" for k in range(len(configs))])
+    assert {p for p in parts if p[0] == 3} == {(3, 2)}  # a step's 4 images a run in 2 parts, an evaluation's in 6
+    assert {(1, 7), (1, 5)} <= set(parts)  # the frozen run's 12 training images
+    monkeypatch.undo()
     assert [r.epochs_completed for r in stacked] == [2] * len(configs)
     for k, config in enumerate(configs):
         train(config, tmp_path / f"a{k}", progress=False)
