@@ -208,6 +208,25 @@ def test_heads_of_different_backends_run_one_by_one(monkeypatch, rng):
     assert heads[0].stack_shape != heads[1].stack_shape
 
 
+def test_heads_of_one_shape_under_different_noise_do_not_share_a_call(rng):
+    """Depolarizing channels of 0.1 and 0.2: the same transpiled gates, so the same stack_shape, but each head's
+    logits and weight gradient are its own backend's (one call would have run both under the first one's)."""
+    heads = [quantum_head_layer(resolve_backend(spec), 49, 4, seed=1)
+             for spec in ("noise:depolarizing:0.1", "noise:depolarizing:0.2")]
+    assert heads[0].stack_shape == heads[1].stack_shape
+    batches = [torch.tensor(rng.normal(size=(3, 49))) for _ in heads]
+    logits = stacked_head_logits(heads, batches)
+    sum(l.sum() for l in logits).backward()
+    for h, b, l in zip(heads, batches, logits):
+        stacked_grad = h.weight.grad.clone()
+        h.zero_grad()
+        alone = h(b)
+        alone.sum().backward()
+        np.testing.assert_allclose(l.detach().numpy(), alone.detach().numpy(), atol=1e-12, rtol=0)
+        np.testing.assert_allclose(stacked_grad.numpy(), h.weight.grad.numpy(), atol=1e-12, rtol=0)
+    assert np.abs(logits[0].detach().numpy() - logits[1].detach().numpy()).max() > 1e-3
+
+
 def test_heads_without_gradients_run_one_by_one(monkeypatch, rng):
     """An evaluation (no gradients): each head's own values call, not one segmented call, and each head's logits
     exactly (the stacked call would compute the same values in another order)."""

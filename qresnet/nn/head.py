@@ -107,8 +107,8 @@ class QuantumHead(QuantumModule):
     @functools.cached_property
     def stack_shape(self) -> tuple:
         """What heads evaluated by one head's QNN must share (:func:`stacked_head_logits`): template, input
-        gradients, estimator kind, weights and the transpiled gates, read once (the QNN cannot change). The
-        backend's noise itself is the caller's to match, as a stack's runs share their backend."""
+        gradients, estimator kind, weights and the transpiled gates, read once (the QNN cannot change). Not the
+        backend's noise: :func:`stacked_head_logits` stacks only heads on one estimator object."""
         circuit = self.qnn.circuit
         gates = tuple((ci.operation.name, tuple(circuit.find_bit(q).index for q in ci.qubits)) for ci in circuit.data)
         return (repr(sorted(self.template.settings.items())), self.input_gradients, type(self.qnn.estimator), gates,
@@ -130,9 +130,11 @@ def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.T
         return []
     if not torch.is_grad_enabled():
         return [h(f) for h, f in zip(heads, features)]
-    shapes: dict[tuple, list[int]] = {}  # a stack's residual configurations may give heads of several shapes
+    # a stack's residual configurations give heads of several shapes; heads share a call only on one estimator
+    # (one backend's noise: stack_shape does not hold it)
+    shapes: dict[tuple, list[int]] = {}
     for i, h in enumerate(heads):
-        shapes.setdefault(h.stack_shape if stacks(h.qnn) else (i,), []).append(i)
+        shapes.setdefault((id(h.qnn.estimator), h.stack_shape) if stacks(h.qnn) else ("alone", i), []).append(i)
     out: list[torch.Tensor] = [torch.empty(0)] * len(heads)
     for same in shapes.values():
         if len(same) == 1:

@@ -66,7 +66,7 @@ class _EstimatorQNN(EstimatorQNN):
     def _reparameterize_circuit(self, circuit: QuantumCircuit, input_params: Sequence | None = None,
                                 weight_params: Sequence | None = None) -> QuantumCircuit:
         # the ids are stable while the entry holds the circuit, which holds its parameters
-        key = ("renamed", tuple(map(id, input_params or ())), tuple(map(id, weight_params or ())))
+        key = (tuple(map(id, input_params or ())), tuple(map(id, weight_params or ())))
         return _RENAMED.get(circuit, key,
                             lambda: super(_EstimatorQNN, self)._reparameterize_circuit(circuit, input_params,
                                                                                        weight_params))
