@@ -11,7 +11,7 @@ from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from qiskit_machine_learning.gradients import BaseEstimatorGradient
 
-from qresnet.backends.engine.core import CircuitCache
+from qresnet.backends.engine import CircuitCache
 from qresnet.backends.primitives import Differentiable
 from qresnet.circuits import CircuitTemplate
 from qresnet.errors import ConfigError
