@@ -117,8 +117,8 @@ class QuantumHead(QuantumModule):
 
 def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Each head's logits of its own features, ``[heads[s](features[s]) for s]``, in ONE engine call per shape of
-    heads that stack (:func:`qresnet.qnn.segmented_qnn`: one :attr:`~QuantumHead.stack_shape` on one backend, the
-    engine's exact gradient; the first head's QNN evaluates all of its shape; a stack's residual configurations
+    heads that stack (:func:`qresnet.qnn.segmented_qnn`: one :attr:`~QuantumHead.stack_shape` on one estimator
+    object, the engine's exact gradient; the first head's QNN evaluates all of its shape; a stack's residual configurations
     give final maps, so heads, of a few widths): each head's weights get the gradient of its own logits only, and
     the features theirs where the heads have input gradients. Batches may differ in size. Heads that do not stack
     (parameter shift, shots) run one by one, and so does every head without gradients (an evaluation): with the
