@@ -248,14 +248,21 @@ def stacked_logits(models: list, inputs: list[torch.Tensor], responses: list[tor
     through = [i for i in range(len(models)) if i not in mapped]
     maps = list(inputs)
     if through:
-        runs = [models[i] for i in through]
-        responses = stack_responses(runs) if responses is None else responses  # once for every part
-        size, chunk = len(inputs[through[0]]), map_chunk(len(through))
-        parts = [stacked_maps(runs, [inputs[i][start:start + chunk] for i in through], responses)
-                 for start in range(0, size, chunk)]
-        for i, column in zip(through, zip(*parts)):
-            maps[i] = column[0] if len(column) == 1 else torch.cat(column)
+        computed = maps_in_parts([models[i] for i in through], [inputs[i] for i in through], responses)
+        for i, f in zip(through, computed):
+            maps[i] = f
     return head_logits(models, maps)
+
+
+def maps_in_parts(models: list, inputs: list[torch.Tensor], responses: list[torch.Tensor] | None = None
+                  ) -> list[torch.Tensor]:
+    """:func:`stacked_maps` of equal-sized batches, in parts of :func:`map_chunk` images a run (the responses once
+    for every part)."""
+    responses = stack_responses(models) if responses is None else responses
+    chunk = map_chunk(len(models))
+    parts = [stacked_maps(models, [x[start:start + chunk] for x in inputs], responses)
+             for start in range(0, len(inputs[0]), chunk)]
+    return [column[0] if len(column) == 1 else torch.cat(column) for column in zip(*parts)]
 
 
 def map_chunk(runs: int) -> int:
@@ -271,16 +278,13 @@ def layers_fixed(model: ResQuNN) -> bool:
     return not any(p.requires_grad for p in model.layers.parameters())
 
 
-def fixed_maps(models: list, sets: list[torch.Tensor], batch: int) -> list[torch.Tensor]:
-    """Each model's flattened final maps of its own set of images, in batches of ``batch``, without gradients: one
-    stacked forward per batch where the sets have one size, model by model where not."""
+def fixed_maps(models: list, sets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each model's flattened final maps of its own set of images, without gradients: stacked
+    (:func:`maps_in_parts`) where the sets have one size, model by model where not."""
     if len({len(x) for x in sets}) != 1:
-        return [fixed_maps([m], [x], batch)[0] for m, x in zip(models, sets)]
+        return [fixed_maps([m], [x])[0] for m, x in zip(models, sets)]
     with torch.no_grad():
-        responses = stack_responses(models)
-        parts = [stacked_maps(models, [x[start:start + batch] for x in sets], responses)
-                 for start in range(0, len(sets[0]), batch)]
-    return [torch.cat(column) for column in zip(*parts)]
+        return maps_in_parts(models, sets)
 
 
 def joint_optimizer(sessions: list[Session]) -> torch.optim.Optimizer:
@@ -399,13 +403,13 @@ def _train_stack_epoch(members: list[Member], epoch: int) -> list[tuple[Member, 
 
 def fix_maps(members: list[Member]) -> None:
     """Set the final maps of both sets of every live member whose layers do not train (:func:`layers_fixed`),
-    in one stacked forward per evaluation batch: the same values its layers would give at every step."""
+    stacked (:func:`fixed_maps`): the same values its layers would give at every step."""
     fixed = [m for m in members if m.alive and m.maps is None and layers_fixed(m.session.model)]
     if not fixed:
         return
-    models, batch = [m.session.model for m in fixed], map_chunk(len(fixed))
-    train_maps = fixed_maps(models, [m.session.data.x_train for m in fixed], batch)
-    test_maps = fixed_maps(models, [m.session.data.x_test for m in fixed], batch)
+    models = [m.session.model for m in fixed]
+    train_maps = fixed_maps(models, [m.session.data.x_train for m in fixed])
+    test_maps = fixed_maps(models, [m.session.data.x_test for m in fixed])
     for member, train_map, test_map in zip(fixed, train_maps, test_maps):
         member.maps = (train_map, test_map)
 
