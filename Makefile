@@ -8,7 +8,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -c "from qresnet.backends.engine.kernel import compile_kernels; compile_kernels()"  # once, ~15 s
+	$(PY) -c "from qresnet.backends.engine import kernel; from qresnet.qnn import response_kernel; kernel.compile_kernels(); response_kernel.compile_kernels()"  # once, ~20 s
 	touch $@
 
 # the tests also start a local Ray cluster: the optional extra [ray]

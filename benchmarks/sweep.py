@@ -125,11 +125,13 @@ def main() -> None:
         return
     if args.baseline is not None and not (Path(args.baseline) / "qresnet" / "study" / "sweep.py").is_file():
         raise SystemExit(f"--baseline {args.baseline}: no qresnet source tree there (qresnet/study/sweep.py missing)")
-    from qresnet.backends.engine.kernel import compile_kernels
+    from qresnet.backends.engine import kernel
+    from qresnet.qnn import response_kernel
     from qresnet.study.sweep import stack_size
 
     began = time.perf_counter()
-    compile_kernels()  # compiled (or loaded) once here, so that no mode's first worker pays the compilation
+    kernel.compile_kernels()  # compiled (or loaded) once here, so that no mode's first worker pays the compilation
+    response_kernel.compile_kernels()
     print(f"engine kernels ready in {time.perf_counter() - began:.1f} s", flush=True)
     epochs = sorted({int(e) for e in args.epochs.split(",")})
     plans = sweeps(args)

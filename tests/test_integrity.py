@@ -374,7 +374,9 @@ def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
     out = tmp_path / "R"
     argv = [sys.executable, "-m", "qresnet.cli.main", "train", *TRAIN_FLAGS, "--per-class", "60", "--epochs", "50",
             "--out", str(out)]
-    run = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as for the sweep above: a suite started as a background job would hand the run SIGINT ignored
+    run = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "epoch_002.pt").is_file():
         assert run.poll() is None and time.monotonic() < deadline
@@ -382,7 +384,7 @@ def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     saved = resume_point(RunDir(out)).epoch - 1  # what a resume finds on disk, whenever the signal landed
-    assert run.returncode == 130
+    assert run.returncode == 130, err
     assert f"interrupted during epoch {saved + 1}: epochs 1-{saved} are saved in {out}" in err, err
     assert saved >= 2  # the message names the saved epochs as a range
 

@@ -83,7 +83,8 @@ def _products(v: torch.Tensor, start: int, stop: int) -> list[torch.Tensor]:
 
 
 class _Response(torch.autograd.Function):
-    """f at inputs (R, M, q) with each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K), with a hand-written backward.
+    """f at inputs (R, M, q) that need a gradient, each run's T ``tensor`` (R, 3^(q-1), 3K) -> (R, M, K), with a
+    hand-written backward (inputs that need none take the compiled loops, :class:`_CompiledResponse`).
 
     Forward: the 3^(q-1) products prod_i v(theta_i)[a_i] of each input's first q - 1 angles (first input slowest,
     as T is laid out) times T as one (batched) matrix give the 3 coefficients left for the last angle, contracted
@@ -153,32 +154,44 @@ def _contract(tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch
     return _Response.apply(tensor, inputs, scale)
 
 
-def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:
-    """f at a batch of inputs (..., q) -> (..., K) (:func:`_contract`). ``runs`` R: ``tensor`` has a leading run
-    axis (R, 3, ..., 3, K), the inputs' leading axis holds R equal groups of samples (run-major), and each group
-    is evaluated with its own run's T (one batched product for a stack of runs).
+class _CompiledResponse(torch.autograd.Function):
+    """f at inputs (R, M, q) that need no gradient, each run's T ``tensor`` (R, 3^q, K) -> (R, M, K), and T's
+    gradient, in the compiled loops of :mod:`qresnet.qnn.response_kernel` (blank patches skipped there)."""
 
-    Inputs that are all exactly 0 (a blank patch: most of an MNIST image) are the design point (0, ..., 0),
-    whose value is computed once per run; only the other inputs are contracted (a run's are padded to the
-    largest run's count, the padding dropped), so a batch costs what its inked patches cost. Inputs that need a
-    gradient are all contracted."""
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, inputs: torch.Tensor, scale: float) -> torch.Tensor:
+        from qresnet.qnn import response_kernel  # numba loads with the first evaluation, not with the package
+
+        t = np.ascontiguousarray(tensor.detach().numpy(), dtype=float)
+        x = np.ascontiguousarray(inputs.numpy(), dtype=float)
+        out, trig = np.empty(x.shape[:2] + t.shape[2:]), np.empty(x.shape + (2,))
+        response_kernel.values(t, x, float(scale), out, trig)
+        ctx.x, ctx.trig, ctx.shape = x, trig, t.shape
+        return torch.from_numpy(out).to(tensor.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        from qresnet.qnn import response_kernel
+
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        out = np.empty(ctx.shape)
+        response_kernel.tensor_gradient(ctx.x, ctx.trig, np.ascontiguousarray(grad.numpy(), dtype=float), out)
+        return torch.from_numpy(out).to(grad.dtype), None, None
+
+
+def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, runs: int | None = None) -> torch.Tensor:
+    """f at a batch of inputs (..., q) -> (..., K). ``runs`` R: ``tensor`` has a leading run axis
+    (R, 3, ..., 3, K), the inputs' leading axis holds R equal groups of samples (run-major), and each group
+    is evaluated with its own run's T.
+
+    Inputs that need no gradient (a layer's, behind the measurement boundary) take the compiled loops
+    (:class:`_CompiledResponse`), where a blank patch (all inputs exactly 0: most of an MNIST image) costs nothing
+    but a copy of the design point 0's value; inputs that need one take :class:`_Response`."""
     q, k = inputs.shape[-1], tensor.shape[-1]
     lead = inputs.shape[:-1]
     r = 1 if runs is None else runs
-    t = tensor.reshape(r, -1, 3 * k)
-    flat = inputs.reshape(r, -1, q)
-    inked = flat.any(dim=-1)  # (R, M)
-    if inputs.requires_grad or bool(inked.all()):  # a blank input's gradient needs its own row
-        return _contract(t, flat, scale).reshape(*lead, k)
-    blank_value = _contract(t, flat.new_zeros(r, 1, q), scale)  # (R, 1, K): the design point 0 of each run
-    counts = inked.sum(dim=1)
-    width = int(counts.max())
-    out = blank_value.expand(r, flat.shape[1], k)
-    if width == 0:  # every input blank
-        return out.reshape(*lead, k)
-    # each run's inked inputs first, in order (a stable sort puts True before False when sorted descending)
-    order = torch.sort(inked.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :width]  # (R, W)
-    valid = torch.arange(width)[None, :] < counts[:, None]  # (R, W): the padding is False
-    values = _contract(t, torch.gather(flat, 1, order[:, :, None].expand(-1, -1, q)), scale)  # (R, W, K)
-    rows = (torch.arange(r)[:, None].expand(-1, width)[valid], order[valid])
-    return out.index_put(rows, values[valid]).reshape(*lead, k)
+    if inputs.requires_grad:
+        return _contract(tensor.reshape(r, -1, 3 * k), inputs.reshape(r, -1, q), scale).reshape(*lead, k)
+    flat = inputs.detach().reshape(r, -1, q)
+    return _CompiledResponse.apply(tensor.reshape(r, -1, k), flat, scale).reshape(*lead, k)
