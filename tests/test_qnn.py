@@ -106,3 +106,5 @@ def test_a_stack_of_responses_with_blank_patches_equals_the_direct_sum(blank, q,
         t = tensors.detach().numpy()[r].reshape(-1, k)
         np.testing.assert_allclose(values.detach().numpy()[rows], monomials[rows] @ t, atol=1e-12)
         np.testing.assert_allclose(tensors.grad.numpy()[r].reshape(-1, k), monomials[rows].T @ g[rows], atol=1e-12)
+        # a run's values do not depend on the runs stacked with it: bit for bit its values alone
+        assert torch.equal(values[rows], evaluate_response(tensors[r], torch.as_tensor(x[rows]), np.pi))
