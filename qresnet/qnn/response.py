@@ -193,5 +193,4 @@ def evaluate_response(tensor: torch.Tensor, inputs: torch.Tensor, scale: float, 
     r = 1 if runs is None else runs
     if inputs.requires_grad:
         return _contract(tensor.reshape(r, -1, 3 * k), inputs.reshape(r, -1, q), scale).reshape(*lead, k)
-    flat = inputs.detach().reshape(r, -1, q)
-    return _CompiledResponse.apply(tensor.reshape(r, -1, k), flat, scale).reshape(*lead, k)
+    return _CompiledResponse.apply(tensor.reshape(r, -1, k), inputs.reshape(r, -1, q), scale).reshape(*lead, k)

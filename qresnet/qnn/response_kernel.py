@@ -45,39 +45,44 @@ def _blank(x: np.ndarray) -> bool:
     return True
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
-def values(t: np.ndarray, x: np.ndarray, scale: float, out: np.ndarray, trig: np.ndarray) -> None:
-    """``out`` (R, M, K) = f at each run's inputs ``x`` (R, M, q) with its own T ``t`` (R, 3^q, K), each output's
-    sum over a in T's order; each inked input's (sin, cos) kept in ``trig`` (R, M, q, 2) for the gradient, the
-    blank patches' left as they were."""
-    runs, m_count, q = x.shape
-    size, k_count = t.shape[1], t.shape[2]
-    p = np.empty(size)
-    blank = np.empty(k_count)
+@numba.njit(cache=True)
+def _blank_monomials(q: int, out: np.ndarray) -> None:
+    """``out`` (3^q,): the monomials of a blank patch, every factor v(0) = (1, 0, 1)."""
     zero = np.zeros((q, 2))
     zero[:, 1] = 1.0
+    _monomials(zero, out)
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def _dot(p: np.ndarray, t: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (K,) = ``p`` (3^q,) @ ``t`` (3^q, K)."""
+    for k in range(t.shape[1]):
+        acc = 0.0
+        for a in range(p.shape[0]):
+            acc += p[a] * t[a, k]
+        out[k] = acc
+
+
+@numba.njit(cache=True, fastmath={"reassoc"})
+def values(t: np.ndarray, x: np.ndarray, scale: float, out: np.ndarray, trig: np.ndarray) -> None:
+    """``out`` (R, M, K) = f at each run's inputs ``x`` (R, M, q) with its own T ``t`` (R, 3^q, K); each inked
+    input's (sin, cos) kept in ``trig`` (R, M, q, 2) for the gradient, the blank patches' left as they were."""
+    runs, m_count, q = x.shape
+    p = np.empty(t.shape[1])
+    blank = np.empty(t.shape[2])
     for r in range(runs):
-        _monomials(zero, p)
-        for k in range(k_count):
-            acc = 0.0
-            for a in range(size):
-                acc += p[a] * t[r, a, k]
-            blank[k] = acc
+        _blank_monomials(q, p)
+        _dot(p, t[r], blank)
         for m in range(m_count):
             if _blank(x[r, m]):
-                for k in range(k_count):
-                    out[r, m, k] = blank[k]
+                out[r, m] = blank
                 continue
             for i in range(q):
                 theta = scale * x[r, m, i]
                 trig[r, m, i, 0] = math.sin(theta)
                 trig[r, m, i, 1] = math.cos(theta)
             _monomials(trig[r, m], p)
-            for k in range(k_count):
-                acc = 0.0
-                for a in range(size):
-                    acc += p[a] * t[r, a, k]
-                out[r, m, k] = acc
+            _dot(p, t[r], out[r, m])
 
 
 @numba.njit(cache=True, fastmath={"reassoc"})
@@ -90,15 +95,12 @@ def tensor_gradient(x: np.ndarray, trig: np.ndarray, g: np.ndarray, out: np.ndar
     p = np.empty(size)
     acc = np.empty((k_count, size))
     blank = np.empty(k_count)
-    zero = np.zeros((q, 2))
-    zero[:, 1] = 1.0
     for r in range(runs):
         acc[:] = 0.0
         blank[:] = 0.0
         for m in range(m_count):
             if _blank(x[r, m]):
-                for k in range(k_count):
-                    blank[k] += g[r, m, k]
+                blank += g[r, m]
                 continue
             _monomials(trig[r, m], p)
             for k in range(k_count):
@@ -106,7 +108,7 @@ def tensor_gradient(x: np.ndarray, trig: np.ndarray, g: np.ndarray, out: np.ndar
                 row = acc[k]
                 for a in range(size):
                     row[a] += p[a] * gk
-        _monomials(zero, p)
+        _blank_monomials(q, p)
         for k in range(k_count):
             for a in range(size):
                 out[r, a, k] = acc[k, a] + p[a] * blank[k]
