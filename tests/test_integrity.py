@@ -31,6 +31,12 @@ TRAIN_FLAGS = ["--classes", "0,1", "--per-class", "8", "--layers", "1", "--resid
                "--lr", "0.05", "--seed", "1"]
 
 
+def ctrl_c_back() -> None:
+    """A child's SIGINT as Ctrl-C sends it: a child of a non-interactive shell's background job (a suite started
+    with `&`) inherits SIGINT ignored, and would never see the interrupt these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _numbers(result):
     """The sweep's results without timings or paths: what a paper would quote."""
     skip = {"wall_time_s", "run_dir", "reused", "parameter_sets_evaluated_this_session", "steps_this_session"}
@@ -221,9 +227,8 @@ def test_an_interrupted_sweep_stops_without_running_its_queue_and_resumes(tmp_pa
             "aer", "--classes", "0,1", "--per-class", "10", "--epochs", "3", "--jobs", "2", "--stack", "2", "--out",
             str(out)]  # stacks of 2 trainable runs and their 2 frozen ones: 8 stacks, 2 in progress and at most 3
     # handed to the workers (the pool's call queue), a queue to drop (the default would make 2 stacks of 16)
-    # a child of a non-interactive shell's background job inherits SIGINT ignored: give the sweep Ctrl-C back
     sweep = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             preexec_fn=ctrl_c_back)
     try:
         deadline = time.monotonic() + 180
         while not list(out.glob("runs/aer/*/summary.json")):  # a first run has finished
@@ -374,9 +379,8 @@ def test_ctrl_c_names_the_epochs_that_are_saved(tmp_path):
     out = tmp_path / "R"
     argv = [sys.executable, "-m", "qresnet.cli.main", "train", *TRAIN_FLAGS, "--per-class", "60", "--epochs", "50",
             "--out", str(out)]
-    # as for the sweep above: a suite started as a background job would hand the run SIGINT ignored
     run = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                           preexec_fn=ctrl_c_back)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "epoch_002.pt").is_file():
         assert run.poll() is None and time.monotonic() < deadline

@@ -123,7 +123,7 @@ def stacked_head_logits(heads: Sequence[QuantumHead], features: Sequence[torch.T
     the features theirs where the heads have input gradients. Batches may differ in size. Heads that do not stack
     (parameter shift, shots) run one by one, and so does every head without gradients (an evaluation): with the
     pullback, one call is 1.1x the separate calls (benchmarks/stacked.py); for values only it took 1.7x to 2x
-    them (6 heads on aer and aer:fake_torino), and 1.3x them for a paper stack's evaluation this round."""
+    them (6 heads on aer and aer:fake_torino), and 1.3x them for a paper stack's evaluation."""
     if len(heads) != len(features):
         raise ConfigError(f"stacked_head_logits: {len(heads)} heads for {len(features)} feature batches")
     if not heads:
