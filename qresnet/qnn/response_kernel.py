@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True)  # products only: nothing to reassociate
 def _monomials(trig: np.ndarray, out: np.ndarray) -> None:
     """``out`` (3^q,) = prod_i v_i[a_i] for every a, first input slowest (T's layout), from each input's
     (sin theta_i, cos theta_i) in ``trig`` (q, 2)."""
